@@ -1,0 +1,47 @@
+"""logstore: an embeddable, Kafka-compatible partitioned log storage engine.
+
+Everything public is importable from here; anything not in ``__all__`` is private.
+"""
+
+from __future__ import annotations
+
+from .config import LogConfig
+from .errors import (
+    ConfigError,
+    CorruptLogError,
+    InvalidRecordError,
+    InvalidTopicName,
+    LogClosedError,
+    LogLockedError,
+    LogStoreError,
+    OffsetOutOfRange,
+    RecordTooLarge,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from .log import Log
+from .model import CompactionResult, Message, Record, RetentionResult, SegmentInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompactionResult",
+    "ConfigError",
+    "CorruptLogError",
+    "InvalidRecordError",
+    "InvalidTopicName",
+    "Log",
+    "LogClosedError",
+    "LogConfig",
+    "LogLockedError",
+    "LogStoreError",
+    "Message",
+    "OffsetOutOfRange",
+    "Record",
+    "RecordTooLarge",
+    "RetentionResult",
+    "SegmentInfo",
+    "TopicExistsError",
+    "UnknownTopicError",
+    "__version__",
+]

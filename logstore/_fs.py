@@ -1,0 +1,150 @@
+"""File names, suffixes, durable file operations and the directory lock.
+
+The only module that knows file suffixes and how to make a create, rename or
+replacement durable. Knows nothing of what the files contain.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterable
+
+from .errors import LogLockedError
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIMEINDEX_SUFFIX = ".timeindex"
+SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIMEINDEX_SUFFIX)
+DELETED_SUFFIX = ".deleted"
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+#: Quarantined bytes: ``<segment>.log.corrupt-<position>``; Kafka's loader ignores the name.
+CORRUPT_INFIX = ".corrupt-"
+
+LOCK_FILE = ".lock"
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
+LOG_START_FILE = "log-start-offset-checkpoint"
+CLEANER_CHECKPOINT_FILE = "cleaner-offset-checkpoint"
+
+
+def segment_name(base_offset: int, suffix: str) -> str:
+    """``00000000000000368769.log`` for base offset 368769."""
+    return f"{base_offset:020d}{suffix}"
+
+
+def parse_base_offset(name: str) -> int | None:
+    """The base offset a segment file name starts with, or ``None`` if it is not one."""
+    head = name.split(".", 1)[0]
+    if len(head) != 20 or not head.isdigit():
+        return None
+    return int(head)
+
+
+def fsync_dir(path: str) -> None:
+    """Make creates, renames and deletes in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_data(fd: int) -> None:
+    """Flush a file's data (and its size) to stable storage."""
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS
+        os.fsync(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
+    """``pwrite`` all of ``data`` at ``position``, looping over short writes."""
+    view = memoryview(data)
+    while view.nbytes:
+        written = os.pwrite(fd, view, position)
+        if written == 0:  # pragma: no cover - a device refusing bytes without an error
+            raise OSError(errno.EIO, "write made no progress")
+        view = view[written:]
+        position += written
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: write a temp file, fsync, rename, fsync the directory."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def remove_files(paths: Iterable[str]) -> None:
+    """Remove files that may already be gone."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def write_checkpoint(path: str, entries: Iterable[tuple[str, int, int]]) -> None:
+    """Write a Kafka offset checkpoint file (version 0, ``topic partition offset`` lines)."""
+    lines = [f"{topic} {partition} {offset}" for topic, partition, offset in entries]
+    atomic_write(
+        path, ("0\n" + f"{len(lines)}\n" + "".join(line + "\n" for line in lines)).encode()
+    )
+
+
+def read_checkpoint(path: str) -> list[tuple[str, int, int]] | None:
+    """Read a Kafka offset checkpoint; ``None`` when missing or malformed (Kafka: unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    try:
+        if lines[0].strip() != "0":
+            return None
+        count = int(lines[1])
+        entries = []
+        for line in lines[2 : 2 + count]:
+            topic, partition, offset = line.split()
+            entries.append((topic, int(partition), int(offset)))
+    except (ValueError, IndexError):
+        return None
+    if len(entries) != count or any(line.strip() for line in lines[2 + count :]):
+        return None
+    return entries
+
+
+class DirectoryLock:
+    """An exclusive ``flock`` on ``<dir>/.lock``.
+
+    ``flock`` locks belong to the open file description, so a second open of
+    the same directory conflicts even inside one process (``fcntl`` record
+    locks would not).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, LOCK_FILE)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogLockedError(
+                f"{directory} is already open (lock held on {self.path})"
+            ) from None
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -1,0 +1,556 @@
+"""RecordBatch v2 codec: bytes in, bytes out.
+
+Writes and reads the layout Kafka uses for magic 2 (FORMAT.md sections 2-3).
+Knows nothing of files or segments; positions in its errors are relative to
+the buffer it was given.
+
+    base_offset int64 | batch_length int32    LOG_OVERHEAD, not in batch_length
+    leader_epoch int32 | magic int8 = 2 | crc uint32 (CRC-32C, attributes..end)
+    attributes int16 (bits 0-2 codec, 3 timestamp type, 4 transactional,
+                      5 control, 6 delete horizon) | last_offset_delta int32
+    base_timestamp int64 | max_timestamp int64 | producer_id int64 = -1
+    producer_epoch int16 = -1 | base_sequence int32 = -1 | record_count int32
+    records: record_count x
+      length varint | attributes int8 | timestamp_delta varlong | offset_delta varint
+      key_length varint (-1 null) | key | value_length varint (-1 null) | value
+      header_count varint | header_count x (key_length varint | utf-8 key |
+                                             value_length varint (-1 null) | value)
+
+Decoding validates every length against the buffer before slicing, so damaged
+bytes raise ``CorruptLogError`` instead of reading past the end or allocating.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import crc32c
+
+from . import compression
+from ._varint import (
+    INT32_MAX,
+    MAX_VARINT_BYTES,
+    MAX_VARLONG_BYTES,
+    TABLE_LIMIT,
+    VARINT_TABLE,
+    _zigzag,
+    decode_varint,
+)
+from .errors import CorruptLogError
+from .model import Header, Record
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")  # 61 bytes, big-endian, no padding
+HEADER_SIZE = _HEADER.size
+LOG_OVERHEAD, _CRC_FROM = 12, 21  # prefix outside batch_length; CRC starts at attributes
+MAGIC_OFFSET = 16
+#: Bytes needed before the magic byte can be read (Kafka's HEADER_SIZE_UP_TO_MAGIC).
+HEADER_UP_TO_MAGIC = 17
+#: Kafka rejects a batch length below the smallest legacy message as corrupt.
+MIN_LEGACY_LENGTH = 14
+MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
+_PREFIX = struct.Struct(">qiib")  # base_offset, batch_length, leader_epoch, magic
+_BASE_OFFSET = struct.Struct(">q")
+_CRC = struct.Struct(">I")
+
+CODEC_MASK = 0x07
+TIMESTAMP_TYPE_BIT = 0x08
+TRANSACTIONAL_BIT = 0x10
+CONTROL_BIT = 0x20
+DELETE_HORIZON_BIT = 0x40
+
+NO_TIMESTAMP = -1
+
+
+class BatchHeader(NamedTuple):
+    """The 61-byte fixed header of a v2 batch, fields in file order."""
+
+    base_offset: int
+    batch_length: int
+    leader_epoch: int
+    magic: int
+    crc: int
+    attributes: int
+    last_offset_delta: int
+    base_timestamp: int
+    max_timestamp: int
+    producer_id: int
+    producer_epoch: int
+    base_sequence: int
+    record_count: int
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch occupies."""
+        return LOG_OVERHEAD + self.batch_length
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta
+
+    @property
+    def next_offset(self) -> int:
+        return self.base_offset + self.last_offset_delta + 1
+
+    @property
+    def codec(self) -> int:
+        return self.attributes & CODEC_MASK
+
+    @property
+    def is_control(self) -> bool:
+        return bool(self.attributes & CONTROL_BIT)
+
+
+class BatchSpan(NamedTuple):
+    """What a segment needs to know of one encoded batch to index it."""
+
+    size: int
+    last_offset: int
+    max_timestamp: int
+
+
+_new_record = tuple.__new__
+_EMPTY: tuple[Header, ...] = ()
+
+
+def _is_zero(buf: bytes | bytearray | memoryview, start: int, end: int) -> bool:
+    view = memoryview(buf)[start:end]
+    return view.nbytes > 0 and not any(view.tobytes())
+
+
+def read_header(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, verify_crc: bool = True
+) -> BatchHeader:
+    """Parse and check the batch at ``buf[pos]``; the whole batch must be in ``buf``.
+
+    Checks, in Kafka's order: enough bytes for the magic, batch length at least
+    that of the smallest message, magic 2, the batch within ``buf``, the 61-byte
+    header, then (``verify_crc``) the CRC-32C. An all-zero remainder is reported
+    as ``kind="zero_fill"``, a batch cut short as ``kind="truncated"``.
+    """
+    available = len(buf) - pos
+    if available < HEADER_UP_TO_MAGIC:
+        kind = "zero_fill" if _is_zero(buf, pos, len(buf)) else "truncated"
+        raise CorruptLogError(
+            f"{available} bytes left, too few for a batch header", position=pos, kind=kind
+        )
+    _, batch_length, _, magic = _PREFIX.unpack_from(buf, pos)
+    if batch_length < MIN_LEGACY_LENGTH:
+        if _is_zero(buf, pos, len(buf)):
+            raise CorruptLogError(
+                f"zero-filled tail of {available} bytes (preallocated or torn write)",
+                position=pos,
+                kind="zero_fill",
+            )
+        raise CorruptLogError(
+            f"batch length {batch_length} is below the minimum {MIN_LEGACY_LENGTH}",
+            position=pos,
+            kind="invalid_length",
+        )
+    if magic != 2:
+        raise CorruptLogError(
+            f"unsupported message format (magic {magic}); logstore reads only magic 2",
+            position=pos,
+            kind="unsupported_magic",
+        )
+    end = pos + LOG_OVERHEAD + batch_length
+    if end > len(buf):
+        raise CorruptLogError(
+            f"batch of {LOG_OVERHEAD + batch_length} bytes runs past the end of the data "
+            f"({available} bytes left)",
+            position=pos,
+            kind="truncated",
+        )
+    if batch_length < MIN_BATCH_LENGTH:
+        raise CorruptLogError(
+            f"batch length {batch_length} is below the v2 header's {MIN_BATCH_LENGTH}",
+            position=pos,
+            kind="invalid_length",
+        )
+    h = BatchHeader._make(_HEADER.unpack_from(buf, pos))
+    if verify_crc:
+        actual = crc32c.crc32c(memoryview(buf)[pos + _CRC_FROM : end])  # a view: no copy
+        if actual != h.crc:
+            raise CorruptLogError(
+                f"CRC mismatch: stored {h.crc:#010x}, computed {actual:#010x}",
+                position=pos,
+                kind="crc_mismatch",
+            )
+    if h.last_offset_delta < 0 or h.record_count < 0:
+        raise CorruptLogError(
+            f"negative last offset delta {h.last_offset_delta} or record count {h.record_count}",
+            position=pos,
+            kind="invalid_records",
+        )
+    return h
+
+
+def peek_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
+    """Unpack the 61-byte header at ``buf[pos]`` without any check (for trusted data)."""
+    return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+
+
+def iter_batches(
+    buf: bytes | bytearray | memoryview, pos: int = 0, *, verify_crc: bool = True
+) -> Iterator[tuple[int, BatchHeader]]:
+    """Yield ``(position, header)`` for each batch from ``pos`` to the end of ``buf``."""
+    end = len(buf)
+    while pos < end:
+        h = read_header(buf, pos, verify_crc=verify_crc)
+        yield pos, h
+        pos += LOG_OVERHEAD + h.batch_length
+
+
+def set_base_offset(buf: bytearray | memoryview, pos: int, base_offset: int) -> None:
+    """Rewrite a batch's base offset in place (outside the CRC: no re-checksum)."""
+    _BASE_OFFSET.pack_into(buf, pos, base_offset)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode_records(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    header: BatchHeader | None = None,
+    *,
+    verify_crc: bool = True,
+    min_offset: int = 0,
+) -> list[Record]:
+    """Decode the records of the batch at ``buf[pos]`` with offset >= ``min_offset``.
+
+    Records below ``min_offset`` are stepped over by their length prefix, not
+    decoded. Raises ``CorruptLogError`` (position relative to ``buf``) when the
+    batch or any record in it is invalid, including leftover bytes or a record
+    count that does not match.
+    """
+    h = header if header is not None else read_header(buf, pos, verify_crc=verify_crc)
+    end = pos + LOG_OVERHEAD + h.batch_length
+    codec = h.attributes & CODEC_MASK
+    if codec == compression.NONE:
+        data = bytes(memoryview(buf)[pos + HEADER_SIZE : end])
+    else:
+        try:
+            data = compression.decompress(codec, memoryview(buf)[pos + HEADER_SIZE : end])
+        except CorruptLogError as exc:
+            raise CorruptLogError(exc.reason, position=pos, kind=exc.kind) from None
+    try:
+        return _decode_section(data, h, min_offset)
+    except CorruptLogError as exc:
+        where = "decompressed records section" if codec else "batch"
+        raise CorruptLogError(
+            f"{exc.reason} (at byte {exc.position} of the {where})", position=pos, kind=exc.kind
+        ) from None
+
+
+def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
+    """Parse ``h.record_count`` records filling ``data`` exactly.
+
+    The loop is the read hot path: varints of one and two bytes are decoded
+    inline, and bounds are checked once per record (``pos == rec_end``) rather
+    than per field. A field that overruns its record leaves ``pos`` beyond
+    ``rec_end``, and indexing past ``data`` raises ``IndexError``; both become
+    ``CorruptLogError``. Slicing never allocates more than ``data`` holds.
+    """
+    count = h.record_count
+    limit = len(data)
+    # Each record is at least 7 bytes: refuse a count the data cannot hold before looping.
+    if count * 7 > limit:
+        raise CorruptLogError(
+            f"record count {count} cannot fit in {limit} bytes", position=0, kind="invalid_records"
+        )
+    base_offset = h.base_offset
+    base_ts = h.base_timestamp
+    fixed_ts = h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None
+    skip_below = min_offset - base_offset
+    out: list[Record] = []
+    append = out.append
+    new = _new_record
+    empty = _EMPTY
+    varint = decode_varint
+    pos = 0
+    prev_delta = -1
+    start = 0
+    try:
+        for _ in range(count):
+            start = pos
+            b = data[pos]
+            if b < 0x80:
+                length = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                b2 = data[pos + 1]
+                if b2 < 0x80:
+                    z = (b & 0x7F) | (b2 << 7)
+                    length = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    length, pos = varint(data, pos, MAX_VARINT_BYTES)
+            rec_end = pos + length
+            if length < 6 or rec_end > limit:
+                raise CorruptLogError(
+                    f"record length {length} is invalid or overruns the data",
+                    position=start,
+                    kind="invalid_records",
+                )
+            b = data[pos + 1]  # pos: the record's attributes, unused
+            if b < 0x80:
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 2
+            else:
+                ts_delta, pos = varint(data, pos + 1, MAX_VARLONG_BYTES)
+            b = data[pos]
+            if b < 0x80:
+                delta = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                delta, pos = varint(data, pos, MAX_VARINT_BYTES)
+            if delta <= prev_delta:
+                raise CorruptLogError(
+                    f"offset delta {delta} does not follow {prev_delta}",
+                    position=start,
+                    kind="invalid_records",
+                )
+            prev_delta = delta
+            if delta < skip_below:
+                pos = rec_end
+                continue
+            b = data[pos]
+            if b < 0x80:
+                n = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                n, pos = varint(data, pos, MAX_VARINT_BYTES)
+            if n < 0:
+                key = None
+            else:
+                key = data[pos : pos + n]
+                pos += n
+            b = data[pos]
+            if b < 0x80:
+                n = (b >> 1) ^ -(b & 1)
+                pos += 1
+            else:
+                b2 = data[pos + 1]
+                if b2 < 0x80:
+                    z = (b & 0x7F) | (b2 << 7)
+                    n = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    n, pos = varint(data, pos, MAX_VARINT_BYTES)
+            if n < 0:
+                value = None
+            else:
+                value = data[pos : pos + n]
+                pos += n
+            if data[pos] == 0:
+                headers = empty
+                pos += 1
+            else:
+                headers, pos = _decode_headers(data, pos, rec_end, start)
+            if pos != rec_end:
+                raise CorruptLogError(
+                    f"record fields end at byte {pos}, its length says {rec_end}",
+                    position=start,
+                    kind="invalid_records",
+                )
+            append(
+                new(
+                    Record,
+                    (
+                        base_offset + delta,
+                        base_ts + ts_delta if fixed_ts is None else fixed_ts,
+                        key,
+                        value,
+                        headers,
+                    ),
+                )
+            )
+    except IndexError:
+        raise CorruptLogError(
+            "record runs past the end of the records section",
+            position=start,
+            kind="invalid_records",
+        ) from None
+    if pos != limit:
+        raise CorruptLogError(
+            f"{limit - pos} bytes left over after {count} records",
+            position=pos,
+            kind="invalid_records",
+        )
+    if prev_delta > h.last_offset_delta:
+        raise CorruptLogError(
+            f"offset delta {prev_delta} exceeds the batch's last offset delta "
+            f"{h.last_offset_delta}",
+            position=0,
+            kind="invalid_records",
+        )
+    return out
+
+
+def _decode_headers(
+    data: bytes, pos: int, rec_end: int, start: int
+) -> tuple[tuple[Header, ...], int]:
+    """Decode a record's headers; the caller checks that they end at ``rec_end``."""
+    count, pos = decode_varint(data, pos, MAX_VARINT_BYTES)
+    if count < 0 or count * 2 > rec_end - pos:
+        raise CorruptLogError(
+            f"header count {count} is invalid for the record",
+            position=start,
+            kind="invalid_records",
+        )
+    headers: list[Header] = []
+    for _ in range(count):
+        n, pos = decode_varint(data, pos, MAX_VARINT_BYTES)
+        if n < 0 or pos + n > rec_end:
+            raise CorruptLogError(
+                f"header key length {n} is invalid", position=start, kind="invalid_records"
+            )
+        try:
+            hkey = data[pos : pos + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptLogError(
+                "header key is not UTF-8", position=start, kind="invalid_records"
+            ) from None
+        pos += n
+        n, pos = decode_varint(data, pos, MAX_VARINT_BYTES)
+        if n < 0:
+            hval = None
+        else:
+            hval = data[pos : pos + n]
+            pos += n
+        headers.append((hkey, hval))
+    return tuple(headers), pos
+
+
+# ---------------------------------------------------------------- encoding
+
+#: One record to encode: (key, value, headers, timestamp), all already validated.
+Entry = tuple["bytes | None", "bytes | None", "Sequence[Header]", int]
+
+
+def _encode_headers(headers: Sequence[Header]) -> bytes:
+    out = [VARINT_TABLE[len(headers) + 1] if len(headers) < TABLE_LIMIT else _zigzag(len(headers))]
+    for hkey, hval in headers:
+        kb = hkey.encode("utf-8")
+        out.append(encode_len(len(kb)))
+        out.append(kb)
+        if hval is None:
+            out.append(b"\x01")
+        else:
+            out.append(encode_len(len(hval)))
+            out.append(hval)
+    return b"".join(out)
+
+
+def encode_len(n: int) -> bytes:
+    return VARINT_TABLE[n + 1] if n < TABLE_LIMIT else _zigzag(n)
+
+
+def encode_records(
+    entries: Sequence[Entry], base_timestamp: int, offset_deltas: Sequence[int] | None = None
+) -> bytes:
+    """Encode the (uncompressed) records section; deltas default to 0, 1, 2, ..."""
+    table = VARINT_TABLE
+    lim = TABLE_LIMIT
+    zz = _zigzag
+    out: list[bytes] = []
+    extend = out.extend
+    deltas = range(len(entries)) if offset_deltas is None else offset_deltas
+    for delta, (key, value, headers, ts) in zip(deltas, entries):
+        td = ts - base_timestamp
+        tdb = table[td + 1] if -1 <= td < lim else zz(td)
+        odb = table[delta + 1] if delta < lim else zz(delta)
+        if key is None:
+            kb: bytes = b"\x01"
+            key = b""
+        else:
+            n = len(key)
+            kb = table[n + 1] if n < lim else zz(n)
+        if value is None:
+            vb: bytes = b"\x01"
+            value = b""
+        else:
+            n = len(value)
+            vb = table[n + 1] if n < lim else zz(n)
+        hb = _encode_headers(headers) if headers else b"\x00"
+        size = 1 + len(tdb) + len(odb) + len(kb) + len(key) + len(vb) + len(value) + len(hb)
+        extend(
+            (table[size + 1] if size < lim else zz(size), b"\x00", tdb, odb, kb, key, vb, value, hb)
+        )
+    return b"".join(out)
+
+
+def build_batch(
+    records_section: bytes,
+    *,
+    base_offset: int,
+    record_count: int,
+    last_offset_delta: int,
+    base_timestamp: int,
+    max_timestamp: int,
+    attributes: int = 0,
+    compression_level: int | None = None,
+    compressed: bool = False,
+    leader_epoch: int = 0,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+) -> bytes:
+    """Wrap a records section into a finished batch: compress (per ``attributes``), CRC.
+
+    ``compressed=True`` means ``records_section`` is already compressed.
+    """
+    codec = attributes & CODEC_MASK
+    body = records_section
+    if codec and not compressed:
+        body = compression.compress(codec, records_section, compression_level)
+    batch_length = HEADER_SIZE - LOG_OVERHEAD + len(body)
+    if batch_length > INT32_MAX:
+        raise OverflowError("batch larger than 2 GiB")
+    header = bytearray(
+        _HEADER.pack(
+            base_offset,
+            batch_length,
+            leader_epoch,
+            2,
+            0,
+            attributes,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            record_count,
+        )
+    )
+    crc = crc32c.crc32c(body, crc32c.crc32c(memoryview(header)[_CRC_FROM:]))
+    _CRC.pack_into(header, _CRC_FROM - 4, crc)
+    header += body
+    return bytes(header)
+
+
+def encode_batch(
+    entries: Sequence[Entry],
+    *,
+    base_offset: int,
+    codec: int = compression.NONE,
+    compression_level: int | None = None,
+) -> bytes:
+    """Encode a fresh batch: offset deltas 0..n-1, CreateTime, no producer id."""
+    if not entries:
+        raise ValueError("a batch needs at least one record")
+    base_ts = entries[0][3]
+    max_ts = max(e[3] for e in entries)
+    return build_batch(
+        encode_records(entries, base_ts),
+        base_offset=base_offset,
+        record_count=len(entries),
+        last_offset_delta=len(entries) - 1,
+        base_timestamp=base_ts,
+        max_timestamp=max_ts,
+        attributes=codec,
+        compression_level=compression_level,
+    )

@@ -1,0 +1,300 @@
+"""Sparse offset and time indexes (``.index``, ``.timeindex``) in Kafka's layout.
+
+Integers only: an index never sees a record or a batch. Entries are mirrored in
+``array``s so lookups bisect without unpacking.
+
+    .index      entries of 8 bytes:  relative_offset int32 | position int32
+    .timeindex  entries of 12 bytes: timestamp int64 | relative_offset int32
+
+All big-endian. An offset-index entry ``(O, P)`` says "the batch starting at
+byte P of the .log ends at offset O" (the *last* offset, as Kafka writes it).
+A time-index entry ``(T, O)`` says "the largest timestamp up to the batch ending
+at O is T". The file of the active segment is preallocated (zero-filled, sparse)
+to ``max_index_bytes`` and trimmed to its entries on roll and on close, so a
+crashed process leaves a zero tail: entries are counted from the data, never
+from the file size.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from array import array
+from bisect import bisect_right
+
+from ._fs import write_all
+from .errors import CorruptLogError
+
+_OFFSET_ENTRY = struct.Struct(">ii")
+_TIME_ENTRY = struct.Struct(">qi")
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+class _Index:
+    """What both indexes share: a fixed-width entry file, preallocation and trimming."""
+
+    ENTRY_SIZE = 0
+
+    def __init__(self, path: str, base_offset: int, *, max_index_bytes: int) -> None:
+        self.path = path
+        self.base_offset = base_offset
+        self.max_entries = max_index_bytes // self.ENTRY_SIZE
+        self._fd: int | None = None
+
+    @property
+    def entries(self) -> int:
+        raise NotImplementedError
+
+    def _open_for_append(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
+
+    def preallocate(self) -> None:
+        """Extend the file to its full size (zero-filled) so appends never grow it."""
+        fd = self._open_for_append()
+        os.ftruncate(fd, self.max_entries * self.ENTRY_SIZE)
+
+    def trim(self) -> None:
+        """Cut the file to exactly its entries (on roll and close), then close it."""
+        fd = self._open_for_append()
+        os.ftruncate(fd, self.entries * self.ENTRY_SIZE)
+        self.close()
+
+    def flush(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def write_all_entries(self) -> None:
+        """Rewrite the whole file from memory (after a rebuild), trimmed."""
+        fd = self._open_for_append()
+        os.ftruncate(fd, 0)
+        write_all(fd, self._encode(), 0)
+
+    def _encode(self) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def is_full(self) -> bool:
+        return self.entries >= self.max_entries
+
+
+class OffsetIndex(_Index):
+    """Relative offset -> byte position of the batch that ends there."""
+
+    ENTRY_SIZE = _OFFSET_ENTRY.size
+
+    def __init__(self, path: str, base_offset: int, *, max_index_bytes: int) -> None:
+        super().__init__(path, base_offset, max_index_bytes=max_index_bytes)
+        self._relative = array("q")
+        self._positions = array("q")
+
+    @property
+    def entries(self) -> int:
+        return len(self._relative)
+
+    def load(self, log_size: int) -> None:
+        """Read the file; raise ``CorruptLogError(kind="invalid_index")`` if it is not sane.
+
+        Sane: a whole number of entries, offsets and positions strictly increasing,
+        every position inside the ``.log`` (of ``log_size`` bytes). A zero tail
+        after the last entry (preallocation) ends the entries.
+        """
+        data = _read_file(self.path)
+        if len(data) % self.ENTRY_SIZE:
+            raise CorruptLogError(
+                f"size {len(data)} is not a multiple of {self.ENTRY_SIZE}",
+                self.path,
+                kind="invalid_index",
+            )
+        ints = array("i", data)
+        if sys.byteorder == "little":
+            ints.byteswap()
+        relative, positions = ints[0::2], ints[1::2]
+        count = len(relative)
+        # The first batch of a segment never gets an entry, so (0, 0) is padding.
+        for i in range(count):
+            if relative[i] == 0 and positions[i] == 0:
+                if any(ints[2 * i :]):
+                    raise CorruptLogError(
+                        f"entry {i} is zero but entries follow it", self.path, kind="invalid_index"
+                    )
+                count = i
+                break
+        prev_rel = prev_pos = -1
+        for i in range(count):
+            rel, pos = relative[i], positions[i]
+            if rel <= prev_rel or pos <= prev_pos or pos >= log_size or rel < 0:
+                raise CorruptLogError(
+                    f"entry {i} ({rel}, {pos}) is out of order or past the end of the log "
+                    f"({log_size} bytes)",
+                    self.path,
+                    position=i * self.ENTRY_SIZE,
+                    kind="invalid_index",
+                )
+            prev_rel, prev_pos = rel, pos
+        self._relative = array("q", relative[:count])
+        self._positions = array("q", positions[:count])
+
+    def append(self, last_offset: int, position: int) -> None:
+        """Add an entry; the file must be preallocated (active segment)."""
+        relative = last_offset - self.base_offset
+        fd = self._open_for_append()
+        write_all(fd, _OFFSET_ENTRY.pack(relative, position), self.entries * self.ENTRY_SIZE)
+        self._relative.append(relative)
+        self._positions.append(position)
+
+    def add_in_memory(self, last_offset: int, position: int) -> None:
+        """Add an entry during a rebuild; ``write_all_entries`` writes the file later."""
+        self._relative.append(last_offset - self.base_offset)
+        self._positions.append(position)
+
+    def clear(self) -> None:
+        self._relative = array("q")
+        self._positions = array("q")
+
+    def lookup(self, offset: int) -> tuple[int, int]:
+        """``(last_offset, position)`` of the largest entry <= ``offset``; ``(base, 0)`` if none.
+
+        The batch containing ``offset`` starts at or after the returned position.
+        """
+        i = bisect_right(self._relative, offset - self.base_offset)
+        if i == 0:
+            return self.base_offset, 0
+        return self.base_offset + self._relative[i - 1], self._positions[i - 1]
+
+    def last_entry(self) -> tuple[int, int] | None:
+        if not self._relative:
+            return None
+        return self.base_offset + self._relative[-1], self._positions[-1]
+
+    def truncate_to_position(self, position: int) -> None:
+        """Drop entries pointing at or after ``position`` (the log is cut there)."""
+        i = bisect_right(self._positions, position - 1)
+        dropped = len(self._positions) - i
+        if dropped:
+            del self._relative[i:]
+            del self._positions[i:]
+            if self._fd is not None:  # zero the dropped slots so the data shows the count
+                write_all(self._fd, bytes(dropped * self.ENTRY_SIZE), i * self.ENTRY_SIZE)
+
+    def as_list(self) -> list[tuple[int, int]]:
+        """Entries as ``(absolute last offset, position)``, for tests and diagnostics."""
+        return [(self.base_offset + r, p) for r, p in zip(self._relative, self._positions)]
+
+    def _encode(self) -> bytes:
+        ints = array("i", (v for pair in zip(self._relative, self._positions) for v in pair))
+        if sys.byteorder == "little":
+            ints.byteswap()
+        return ints.tobytes()
+
+
+class TimeIndex(_Index):
+    """Largest timestamp so far -> relative offset of the batch that first reached it."""
+
+    ENTRY_SIZE = _TIME_ENTRY.size
+
+    def __init__(self, path: str, base_offset: int, *, max_index_bytes: int) -> None:
+        super().__init__(path, base_offset, max_index_bytes=max_index_bytes)
+        self._timestamps = array("q")
+        self._relative = array("q")
+
+    @property
+    def entries(self) -> int:
+        return len(self._timestamps)
+
+    @property
+    def is_full(self) -> bool:
+        # One slot is kept for the final entry written when the segment is sealed.
+        return self.entries >= self.max_entries - 1
+
+    def load(self, next_relative_offset: int | None = None) -> None:
+        """Read the file; raise ``CorruptLogError(kind="invalid_index")`` if it is not sane.
+
+        Sane: timestamps strictly increasing, offsets non-decreasing and below
+        ``next_relative_offset`` when given. A zero tail ends the entries.
+        """
+        data = _read_file(self.path)
+        if len(data) % self.ENTRY_SIZE:
+            raise CorruptLogError(
+                f"size {len(data)} is not a multiple of {self.ENTRY_SIZE}",
+                self.path,
+                kind="invalid_index",
+            )
+        timestamps, relative = array("q"), array("q")
+        prev_ts, prev_rel = -(1 << 63), -1
+        for i, (ts, rel) in enumerate(_TIME_ENTRY.iter_unpack(data)):
+            if ts == 0 and rel == 0:  # padding (a real (0, base) entry is only advisory)
+                if any(data[i * self.ENTRY_SIZE :]):
+                    raise CorruptLogError(
+                        f"entry {i} is zero but entries follow it", self.path, kind="invalid_index"
+                    )
+                break
+            bad_next = next_relative_offset is not None and rel >= next_relative_offset
+            if ts <= prev_ts or rel < prev_rel or rel < 0 or bad_next:
+                raise CorruptLogError(
+                    f"entry {i} ({ts}, {rel}) is out of order or past the end of the log",
+                    self.path,
+                    position=i * self.ENTRY_SIZE,
+                    kind="invalid_index",
+                )
+            timestamps.append(ts)
+            relative.append(rel)
+            prev_ts, prev_rel = ts, rel
+        self._timestamps, self._relative = timestamps, relative
+
+    def maybe_append(self, timestamp: int, offset: int, *, in_memory: bool = False) -> None:
+        """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's."""
+        if self._timestamps and timestamp <= self._timestamps[-1]:
+            return
+        relative = offset - self.base_offset
+        if not in_memory:
+            fd = self._open_for_append()
+            write_all(fd, _TIME_ENTRY.pack(timestamp, relative), self.entries * self.ENTRY_SIZE)
+        self._timestamps.append(timestamp)
+        self._relative.append(relative)
+
+    def clear(self) -> None:
+        self._timestamps = array("q")
+        self._relative = array("q")
+
+    def lookup(self, timestamp: int) -> int:
+        """Offset of the largest entry with timestamp <= ``timestamp``; the base offset if none."""
+        i = bisect_right(self._timestamps, timestamp)
+        if i == 0:
+            return self.base_offset
+        return self.base_offset + self._relative[i - 1]
+
+    def last_entry(self) -> tuple[int, int] | None:
+        if not self._timestamps:
+            return None
+        return self._timestamps[-1], self.base_offset + self._relative[-1]
+
+    def truncate_to_offset(self, offset: int) -> None:
+        """Drop entries whose offset is >= ``offset``."""
+        i = bisect_right(self._relative, offset - self.base_offset - 1)
+        dropped = len(self._relative) - i
+        if dropped:
+            del self._timestamps[i:]
+            del self._relative[i:]
+            if self._fd is not None:
+                write_all(self._fd, bytes(dropped * self.ENTRY_SIZE), i * self.ENTRY_SIZE)
+
+    def as_list(self) -> list[tuple[int, int]]:
+        return [(t, self.base_offset + r) for t, r in zip(self._timestamps, self._relative)]
+
+    def _encode(self) -> bytes:
+        return b"".join(_TIME_ENTRY.pack(t, r) for t, r in zip(self._timestamps, self._relative))

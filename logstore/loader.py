@@ -1,0 +1,347 @@
+"""Opening a partition directory: leftovers, clean-shutdown marker, tail recovery.
+
+Owns the decisions Kafka's ``LogLoader`` makes (FORMAT.md section 9): finish or
+roll back an interrupted segment replacement, delete ``.deleted`` files, and on
+an unclean open validate every batch after the recovery point, cutting a bad
+tail. Never destroys bytes: whatever recovery cuts is first moved aside into a
+``<segment>.log.corrupt-<position>`` quarantine file.
+
+Knows segments and files, not records, and not the ``Log`` that will use them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from ._fs import (
+    CLEAN_SHUTDOWN_FILE,
+    CLEANED_SUFFIX,
+    CORRUPT_INFIX,
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_START_FILE,
+    LOG_SUFFIX,
+    RECOVERY_POINT_FILE,
+    SEGMENT_SUFFIXES,
+    SWAP_SUFFIX,
+    TIMEINDEX_SUFFIX,
+    fsync_dir,
+    parse_base_offset,
+    read_checkpoint,
+    remove_files,
+    segment_name,
+)
+from .config import LogConfig
+from .errors import CorruptLogError
+from .segment import CHUNK_BYTES, Segment
+
+logger = logging.getLogger("logstore")
+
+
+@dataclass(frozen=True)
+class RecoveryAction:
+    """One thing recovery did (or, in a dry run, would do) to a file."""
+
+    path: str
+    action: str  # "truncate", "quarantine", "rebuild_index", "delete", "finish_swap"
+    reason: str
+    position: int | None = None
+    bytes: int = 0
+    kind: str = ""
+
+
+@dataclass
+class LoadResult:
+    """What ``load`` found and did."""
+
+    segments: list[Segment]
+    start_offset: int
+    recovery_point: int
+    clean: bool
+    actions: list[RecoveryAction] = field(default_factory=list)
+
+
+def partition_name(directory: str) -> tuple[str, int]:
+    """``(topic, partition)`` for checkpoint entries: from ``topic-N``, else ``(name, 0)``."""
+    name = os.path.basename(os.path.normpath(directory))
+    topic, sep, number = name.rpartition("-")
+    if sep and topic and number.isdigit():
+        return topic, int(number)
+    return name or "log", 0
+
+
+def read_offset_checkpoint(directory: str, file_name: str) -> int | None:
+    entries = read_checkpoint(os.path.join(directory, file_name))
+    if not entries:
+        return None
+    return entries[0][2]
+
+
+def load(directory: str, config: LogConfig, *, dry_run: bool = False) -> LoadResult:
+    """Open the segments of ``directory`` (which exists and is locked by the caller).
+
+    With ``dry_run`` (or ``config.recovery == "fail"`` when something is wrong),
+    nothing on disk changes: the result lists what recovery would do.
+    """
+    marker = os.path.join(directory, CLEAN_SHUTDOWN_FILE)
+    clean = os.path.exists(marker)
+    actions: list[RecoveryAction] = []
+    read_only = dry_run or config.recovery == "fail"
+    names = sorted(os.listdir(directory))
+    if not read_only and clean:
+        # Deleted before the first change, so a crash while loading counts as unclean.
+        os.unlink(marker)
+        fsync_dir(directory)
+    names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
+
+    bases = sorted(
+        {b for n in names if n.endswith(LOG_SUFFIX) and (b := parse_base_offset(n)) is not None}
+    )
+    for n in names:  # index files without a .log are deleted (Kafka does the same)
+        base = parse_base_offset(n)
+        if base is not None and n.endswith((INDEX_SUFFIX, TIMEINDEX_SUFFIX)) and base not in bases:
+            actions.append(
+                RecoveryAction(os.path.join(directory, n), "delete", "index without a .log")
+            )
+            if not dry_run:
+                remove_files([os.path.join(directory, n)])
+
+    segments = [
+        Segment.open_existing(
+            directory,
+            base,
+            max_index_bytes=config.max_index_bytes,
+            index_interval_bytes=config.index_interval_bytes,
+        )
+        for base in bases
+    ]
+    checkpoint_start = read_offset_checkpoint(directory, LOG_START_FILE)
+    checkpoint_recovery = read_offset_checkpoint(directory, RECOVERY_POINT_FILE)
+    recovery_point = checkpoint_recovery or 0
+
+    if not clean:
+        segments = _recover_tail(
+            directory, segments, recovery_point, config, actions, dry_run=dry_run
+        )
+    else:
+        for seg in segments:  # a missing index is rebuilt even after a clean shutdown
+            if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
+                actions.append(
+                    RecoveryAction(seg.index_path, "rebuild_index", "index file missing")
+                )
+                if not dry_run:
+                    seg.rebuild_indexes()
+
+    if not segments:
+        base = checkpoint_start or 0
+        if dry_run:
+            return LoadResult([], base, base, clean, actions)
+        segments = [
+            Segment.create(
+                directory,
+                base,
+                max_index_bytes=config.max_index_bytes,
+                index_interval_bytes=config.index_interval_bytes,
+            )
+        ]
+        fsync_dir(directory)
+    first_base = segments[0].base_offset
+    start_offset = max(checkpoint_start or 0, first_base)
+    return LoadResult(segments, start_offset, recovery_point, clean, actions)
+
+
+def _resolve_leftovers(
+    directory: str,
+    names: list[str],
+    config: LogConfig,
+    actions: list[RecoveryAction],
+    *,
+    dry_run: bool,
+) -> list[str]:
+    """Handle ``.deleted``, ``.cleaned`` and ``.swap`` files as Kafka does (section 9.1)."""
+    deleted = [n for n in names if n.endswith(DELETED_SUFFIX)]
+    cleaned = [n for n in names if n.endswith(CLEANED_SUFFIX)]
+    swaps = [n for n in names if n.endswith(SWAP_SUFFIX)]
+    doomed = list(deleted)
+    for n in deleted:
+        actions.append(RecoveryAction(os.path.join(directory, n), "delete", "deletion was pending"))
+    min_cleaned = min((b for n in cleaned if (b := parse_base_offset(n)) is not None), default=None)
+    kept_swaps = []
+    for n in swaps:
+        base = parse_base_offset(n)
+        if base is None:
+            continue
+        if min_cleaned is not None and base >= min_cleaned:
+            doomed.append(n)  # the swap was never begun for this group: roll back
+            actions.append(RecoveryAction(os.path.join(directory, n), "delete", "swap not begun"))
+        else:
+            kept_swaps.append(n)
+    for n in cleaned:
+        doomed.append(n)
+        actions.append(
+            RecoveryAction(os.path.join(directory, n), "delete", "unfinished cleaner output")
+        )
+    if not dry_run:
+        remove_files(os.path.join(directory, n) for n in doomed)
+    names = [n for n in names if n not in doomed]
+
+    swap_logs = sorted(
+        b
+        for n in kept_swaps
+        if n.endswith(LOG_SUFFIX + SWAP_SUFFIX) and (b := parse_base_offset(n)) is not None
+    )
+    if swap_logs:
+        # The new segments are complete: replace every old segment they cover.
+        end = 0
+        for base in swap_logs:
+            seg = Segment(
+                directory,
+                base,
+                max_index_bytes=config.max_index_bytes,
+                index_interval_bytes=config.index_interval_bytes,
+                suffix=SWAP_SUFFIX,
+            )
+            seg.size = os.stat(seg.log_path).st_size
+            result = seg.validate()
+            seg.close_file()
+            end = max(end, result.next_offset if result.next_offset is not None else base)
+        low = swap_logs[0]
+        replaced = [
+            n
+            for n in names
+            if not n.endswith(SWAP_SUFFIX)
+            and n.endswith(SEGMENT_SUFFIXES)
+            and (b := parse_base_offset(n)) is not None
+            and low <= b < max(end, swap_logs[-1] + 1)
+        ]
+        for n in replaced:
+            actions.append(
+                RecoveryAction(os.path.join(directory, n), "delete", "replaced by a swap")
+            )
+        for n in kept_swaps:
+            actions.append(
+                RecoveryAction(os.path.join(directory, n), "finish_swap", "swap in progress")
+            )
+        if not dry_run:
+            remove_files(os.path.join(directory, n) for n in replaced)
+            for n in kept_swaps:
+                os.rename(
+                    os.path.join(directory, n), os.path.join(directory, n[: -len(SWAP_SUFFIX)])
+                )
+            fsync_dir(directory)
+        names = sorted(
+            {n for n in names if n not in replaced and not n.endswith(SWAP_SUFFIX)}
+            | {n[: -len(SWAP_SUFFIX)] for n in kept_swaps}
+        )
+    elif doomed and not dry_run:
+        fsync_dir(directory)
+    return names
+
+
+def _recover_tail(
+    directory: str,
+    segments: list[Segment],
+    recovery_point: int,
+    config: LogConfig,
+    actions: list[RecoveryAction],
+    *,
+    dry_run: bool,
+) -> list[Segment]:
+    """Validate every batch from the segment holding the recovery point to the end.
+
+    The first invalid byte ends the log: it and everything after it is
+    quarantined, then cut. Legacy formats are refused, never cut. With
+    ``recovery="fail"`` any problem raises before a file changes.
+    """
+    first = 0
+    for i, seg in enumerate(segments):
+        if seg.base_offset <= recovery_point:
+            first = i
+    previous_next: int | None = None
+    if first > 0:
+        previous_next = segments[first].base_offset
+    validated: list[Segment] = []
+    for i in range(first, len(segments)):
+        seg = segments[i]
+        result = seg.validate(rebuild=True, start_offset=previous_next)
+        error = result.error
+        if error is None:
+            actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))
+            validated.append(seg)
+            previous_next = seg.next_offset
+            continue
+        if error.kind == "unsupported_magic":
+            raise error  # an old format, not a torn write: refuse, change nothing
+        later = segments[i + 1 :]
+        if config.recovery == "fail" and not dry_run:
+            raise CorruptLogError(
+                f"{error.reason}; {result.dropped_bytes} bytes from here "
+                f"and {len(later)} later segment(s) would be dropped (recovery='fail')",
+                error.path,
+                error.position,
+                kind=error.kind,
+            )
+        quarantine = f"{seg.log_path}{CORRUPT_INFIX}{result.valid_bytes}"
+        what = "torn tail (zero fill)" if error.kind == "zero_fill" else error.reason
+        actions.append(
+            RecoveryAction(
+                seg.log_path,
+                "truncate",
+                what,
+                position=result.valid_bytes,
+                bytes=result.dropped_bytes,
+                kind=error.kind,
+            )
+        )
+        for other in later:
+            actions.append(
+                RecoveryAction(
+                    other.log_path,
+                    "quarantine",
+                    f"follows the damage in {os.path.basename(seg.log_path)}",
+                    position=0,
+                    bytes=other.size,
+                    kind=error.kind,
+                )
+            )
+        if dry_run:
+            return segments[: i + 1]
+        for ok in validated:
+            ok.write_rebuilt_indexes()
+        _copy_range(seg, result.valid_bytes, quarantine)
+        seg.truncate_to(result.valid_bytes, seg.next_offset)
+        seg.write_rebuilt_indexes()
+        for other in later:
+            os.rename(other.log_path, f"{other.log_path}{CORRUPT_INFIX}0")
+            remove_files([other.index_path, other.timeindex_path])
+        fsync_dir(directory)
+        logger.warning(
+            "%s at byte %d: %s; dropped %d bytes%s (kept in %s)",
+            seg.log_path,
+            result.valid_bytes,
+            what,
+            result.dropped_bytes,
+            f" and {len(later)} later segment(s)" if later else "",
+            os.path.basename(quarantine),
+        )
+        return segments[: i + 1]
+    if not dry_run:
+        for ok in validated:
+            ok.write_rebuilt_indexes()
+    return segments
+
+
+def _copy_range(seg: Segment, start: int, target: str) -> None:
+    """Copy ``seg``'s ``.log`` from ``start`` to its end into ``target`` durably."""
+    with open(seg.log_path, "rb") as src, open(target, "wb") as dst:
+        src.seek(start)
+        shutil.copyfileobj(src, dst, CHUNK_BYTES)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def segment_log_name(base_offset: int) -> str:
+    return segment_name(base_offset, LOG_SUFFIX)

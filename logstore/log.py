@@ -1,0 +1,819 @@
+"""``Log``: one partition, made of segments, with its append, read and housekeeping.
+
+Owns the segments (a ``SortedDict`` keyed by base offset), the one lock that
+orders changes to them, offset assignment, rolling, flushing, truncation and
+the clean-shutdown marker. Reads snapshot the segment list under the lock and
+read outside it: bytes below a snapshot's end never change in place.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from . import batch, compression
+from ._fs import (
+    CLEAN_SHUTDOWN_FILE,
+    DELETED_SUFFIX,
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    DirectoryLock,
+    atomic_write,
+    fsync_dir,
+    write_checkpoint,
+)
+from ._varint import INT32_MAX
+from .batch import BatchSpan, Entry
+from .config import LogConfig
+from .errors import (
+    CorruptLogError,
+    InvalidRecordError,
+    LogClosedError,
+    OffsetOutOfRange,
+    RecordTooLarge,
+)
+from .loader import LoadResult, RecoveryAction, load, partition_name
+from .model import Header, Message, Record, SegmentInfo
+from .segment import Segment
+
+Clock = Callable[[], int]
+_READ_CHUNK = 64 * 1024
+#: Fixed bytes a batch adds to its records (the 61-byte header).
+_BATCH_OVERHEAD = batch.HEADER_SIZE
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _as_bytes(value: object, what: str) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes-like or None, not {type(value).__name__}")
+
+
+def _check_headers(headers: object) -> tuple[Header, ...]:
+    if not isinstance(headers, (tuple, list)):
+        raise TypeError(
+            f"headers must be a sequence of (str, bytes | None), not {type(headers).__name__}"
+        )
+    out = []
+    for item in headers:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+            raise TypeError(f"each header must be a (str, bytes | None) pair, got {item!r}")
+        out.append((item[0], _as_bytes(item[1], "header value")))
+    return tuple(out)
+
+
+def _check_timestamp(ts: object) -> int:
+    if type(ts) is not int:
+        raise TypeError(f"timestamp must be an int (ms since the epoch), not {type(ts).__name__}")
+    if ts < -1:
+        raise InvalidRecordError(
+            f"timestamp {ts} is negative (only -1, 'no timestamp', is allowed)"
+        )
+    return ts
+
+
+class Log:
+    """An append-only, segmented partition log in Kafka's on-disk format.
+
+    Safe to use from several threads. One process at a time may open a
+    directory (``LogLockedError`` otherwise). Use ``Log.open``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        config: LogConfig,
+        loaded: LoadResult,
+        lock: DirectoryLock,
+        clock: Clock,
+    ) -> None:
+        self._path = path
+        self._config = config
+        self._dir_lock = lock
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
+        self._codec = compression.CODEC_IDS[config.compression]
+        self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
+        self._active: Segment = loaded.segments[-1]
+        self._active.activate()
+        self._start_offset = loaded.start_offset
+        self._end_offset = self._active.next_offset
+        self._flushed_offset = min(max(loaded.recovery_point, self._start_offset), self._end_offset)
+        if loaded.clean:
+            self._flushed_offset = self._end_offset
+        self._unflushed_messages = 0
+        self._last_flush_ms = clock()
+        self._topic_partition = partition_name(path)
+        self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        if config.fsync == "interval":
+            self._flusher = threading.Thread(
+                target=self._flush_periodically, name=f"logstore-flush-{path}", daemon=True
+            )
+            self._flusher.start()
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        config: LogConfig | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> Log:
+        """Open (creating if needed) the log in directory ``path``.
+
+        After an unclean shutdown every batch after the recovery point is
+        validated; with ``recovery="truncate"`` an invalid tail is moved to a
+        ``.corrupt-<position>`` file and cut, with ``"fail"`` ``CorruptLogError``
+        is raised and nothing changes.
+
+        Raises:
+            LogLockedError: another ``Log`` holds the directory.
+            CorruptLogError: recovery failed, or the data is in a legacy format.
+        """
+        if config is None:
+            config = LogConfig()
+        elif not isinstance(config, LogConfig):
+            raise TypeError(f"config must be a LogConfig, not {type(config).__name__}")
+        directory = os.fspath(path)
+        os.makedirs(directory, exist_ok=True)
+        lock = DirectoryLock(directory)
+        try:
+            loaded = load(directory, config)
+            return cls(directory, config, loaded, lock, clock or wall_clock_ms)
+        except BaseException:
+            lock.release()
+            raise
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"[{self._start_offset}, {self._end_offset})"
+        return f"<logstore.Log {self._path} {state}>"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    @property
+    def start_offset(self) -> int:
+        """First offset still held."""
+        return self._start_offset
+
+    @property
+    def end_offset(self) -> int:
+        """Next offset to be assigned."""
+        return self._end_offset
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every record below this offset is on stable storage."""
+        return self._flushed_offset
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of all ``.log`` segment files."""
+        with self._lock:
+            return sum(s.size for s in self._segments.values())
+
+    @property
+    def segments(self) -> list[SegmentInfo]:
+        """One ``SegmentInfo`` per segment, oldest first (reads headers of sealed segments once)."""
+        with self._lock:
+            self._check_open()
+            segs = list(self._segments.values())
+            return [
+                SegmentInfo(
+                    base_offset=s.base_offset,
+                    next_offset=s.next_offset,
+                    records=s.records,
+                    size_bytes=s.size,
+                    first_timestamp=s.first_timestamp if s.size else None,
+                    max_timestamp=s.max_timestamp,
+                    path=s.log_path,
+                )
+                for s in segs
+            ]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"log {self._path} is closed")
+
+    # ------------------------------------------------------------ appending
+
+    def append(
+        self,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[Header] = (),
+        timestamp: int | None = None,
+    ) -> int:
+        """Append one record; return its offset. Durable on return with ``fsync="always"``."""
+        return self.append_many((Message(value, key, tuple(headers), timestamp),)).start
+
+    def append_many(self, messages: Iterable[bytes | Message]) -> range:
+        """Append records (``bytes`` values or ``Message``s) with consecutive offsets.
+
+        Records go into as few batches as ``max_message_bytes`` (and
+        ``segment_messages``) allow; each batch is all-or-nothing on disk. With
+        ``fsync="always"`` everything is on stable storage when this returns.
+
+        Raises:
+            TypeError: an item or field of the wrong type.
+            RecordTooLarge: a single record's batch exceeds ``max_message_bytes``.
+            InvalidRecordError: a record without a key in a compacted log.
+            OSError: the write failed; nothing of the failed batch is kept.
+        """
+        now = self._clock()
+        entries = self._prepare(messages, now)
+        with self._lock:
+            self._check_open()
+            base = self._end_offset
+            if not entries:
+                return range(base, base)
+            for chunk in self._split(entries):
+                self._append_chunk(chunk)
+            end = self._end_offset
+            self._after_append(end - base, now)
+            return range(base, end)
+
+    def _prepare(self, messages: Iterable[bytes | Message], now: int) -> list[Entry]:
+        """Validate and normalise input outside the lock: ``(key, value, headers, ts)``."""
+        if isinstance(messages, (bytes, bytearray, memoryview, str)):
+            raise TypeError("append_many takes an iterable of messages, not a single bytes value")
+        compacted = self._config.compacted
+        entries: list[Entry] = []
+        append = entries.append
+        message = Message
+        for m in messages:
+            t = type(m)
+            if t is bytes:
+                if compacted:
+                    raise InvalidRecordError("a compacted log cannot accept a record without a key")
+                append((None, m, (), now))  # type: ignore[arg-type]
+                continue
+            if t is message or isinstance(m, Message):
+                value, key, headers, ts = m
+            elif isinstance(m, (bytearray, memoryview)):
+                value, key, headers, ts = bytes(m), None, (), None
+            else:
+                raise TypeError(f"append_many items must be bytes or Message, not {t.__name__}")
+            if type(value) is not bytes and value is not None:
+                value = _as_bytes(value, "value")
+            if type(key) is not bytes and key is not None:
+                key = _as_bytes(key, "key")
+            if key is None and compacted:
+                raise InvalidRecordError("a compacted log cannot accept a record without a key")
+            if headers or type(headers) not in (tuple, list):
+                headers = _check_headers(headers)
+            if ts is None:
+                ts = now
+            elif type(ts) is not int or ts < 0:
+                ts = _check_timestamp(ts)
+            append((key, value, headers, ts))  # type: ignore[arg-type]
+        return entries
+
+    def _split(self, entries: list[Entry]) -> Iterator[list[Entry]]:
+        """Cut entries into batches by ``segment_messages`` room and an estimate of size."""
+        limit = self._config.max_message_bytes - _BATCH_OVERHEAD
+        per_segment = self._config.segment_messages
+        i, n = 0, len(entries)
+        while i < n:
+            room = n - i
+            if per_segment is not None:
+                used = self._active.records
+                room = min(room, per_segment - used if used < per_segment else per_segment)
+            size = 0
+            j = i
+            stop = i + room
+            while j < stop:
+                key, value, headers, _ = entries[j]
+                # 24 bytes covers a record's varints and attributes generously.
+                size += 24 + (len(key) if key else 0) + (len(value) if value else 0)
+                if headers:
+                    size += sum(len(h[0]) + len(h[1] or b"") + 10 for h in headers)
+                if size > limit and j > i:
+                    break
+                j += 1
+            yield entries[i:j]
+            i = j
+
+    def _append_chunk(self, chunk: list[Entry]) -> None:
+        """Encode ``chunk`` as one batch (halving it if it is too large) and write it."""
+        config = self._config
+        data = batch.encode_batch(
+            chunk,
+            base_offset=self._end_offset,
+            codec=self._codec,
+            compression_level=config.compression_level,
+        )
+        if len(data) > config.max_message_bytes or len(data) > config.segment_bytes:
+            if len(chunk) == 1:
+                raise RecordTooLarge(
+                    f"a record's batch is {len(data)} bytes, over max_message_bytes "
+                    f"{config.max_message_bytes}"
+                    + (
+                        f" or segment_bytes {config.segment_bytes}"
+                        if len(data) > config.segment_bytes
+                        else ""
+                    )
+                )
+            half = len(chunk) // 2
+            self._append_chunk(chunk[:half])
+            self._append_chunk(chunk[half:])
+            return
+        last_offset = self._end_offset + len(chunk) - 1
+        max_ts = max(e[3] for e in chunk)
+        segment = self._maybe_roll(len(data), max_ts, last_offset)
+        self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), len(chunk))
+        self._end_offset = last_offset + 1
+
+    def _write(self, segment: Segment, data: bytes, span: BatchSpan, record_count: int) -> None:
+        """Write one batch; if the segment could not be cut back after a failure, close."""
+        try:
+            segment.append(data, (span,), record_count=record_count)
+        except OSError:
+            if segment.broken:
+                self._abandon()
+            raise
+
+    def append_batches(self, buf: bytes | bytearray | memoryview) -> range:
+        """Append already-encoded v2 batches, assigning offsets; return the offsets used.
+
+        Each batch is validated (header, CRC, records) and its base offset is
+        rewritten to the log's end offset; the base offset is outside the CRC,
+        so nothing is re-checksummed. Batches are written as they are otherwise
+        (codec, producer fields, attributes kept).
+
+        Raises:
+            CorruptLogError: a batch is invalid (position relative to ``buf``).
+            RecordTooLarge: a batch exceeds ``max_message_bytes``.
+        """
+        data = bytearray(buf)
+        headers = []
+        for pos, header in batch.iter_batches(data):
+            batch.decode_records(data, pos, header)  # validates every record
+            if header.size > self._config.max_message_bytes:
+                raise RecordTooLarge(
+                    f"batch at byte {pos} is {header.size} bytes, over max_message_bytes "
+                    f"{self._config.max_message_bytes}"
+                )
+            if self._config.compacted and any(
+                r.key is None for r in batch.decode_records(data, pos, header)
+            ):
+                raise InvalidRecordError("a compacted log cannot accept a record without a key")
+            headers.append((pos, header))
+        with self._lock:
+            self._check_open()
+            base = self._end_offset
+            for pos, header in headers:
+                batch.set_base_offset(data, pos, self._end_offset)
+                last_offset = self._end_offset + header.last_offset_delta
+                piece = bytes(data[pos : pos + header.size])
+                segment = self._maybe_roll(header.size, header.max_timestamp, last_offset)
+                span = BatchSpan(header.size, last_offset, header.max_timestamp)
+                self._write(segment, piece, span, header.record_count)
+                self._end_offset = last_offset + 1
+            self._after_append(self._end_offset - base, self._clock())
+            return range(base, self._end_offset)
+
+    def _after_append(self, count: int, now: int) -> None:
+        mode = self._config.fsync
+        if mode == "always":
+            self._flush_locked()
+        elif mode == "interval":
+            self._unflushed_messages += count
+            every = self._config.fsync_interval_messages
+            if (every is not None and self._unflushed_messages >= every) or (
+                now - self._last_flush_ms >= self._config.fsync_interval_ms
+            ):
+                self._flush_locked()
+
+    # ------------------------------------------------------------ rolling
+
+    def _maybe_roll(self, size: int, max_timestamp: int, last_offset: int) -> Segment:
+        """Return the segment the next batch goes to, rolling first if a limit says so."""
+        seg = self._active
+        if seg.size == 0:
+            return seg
+        config = self._config
+        reason = None
+        if seg.size + size > config.segment_bytes:
+            reason = "size"
+        elif (
+            config.segment_ms is not None
+            and seg.first_timestamp is not None
+            and (max_timestamp - seg.first_timestamp > config.segment_ms)
+        ):
+            reason = "age"
+        elif config.segment_messages is not None and seg.records >= config.segment_messages:
+            reason = "messages"
+        elif seg.index_full:
+            reason = "index"
+        elif last_offset - seg.base_offset > INT32_MAX:
+            reason = "offset"
+        if reason is None:
+            return seg
+        return self._roll()
+
+    def roll(self) -> None:
+        """Start a new active segment now (no-op if the active one is empty)."""
+        with self._lock:
+            self._check_open()
+            if self._active.size:
+                self._roll()
+
+    def _roll(self) -> Segment:
+        """Seal the active segment and create the next one.
+
+        1. Seal: final time-index entry, indexes trimmed. A crash after this
+           leaves a complete segment; recovery rebuilds nothing.
+        2. Flush it (unless ``fsync="never"``) so the recovery point can pass it.
+        3. Create the new segment's files and fsync the directory. A crash
+           before the fsync loses only empty files.
+        """
+        old = self._active
+        old.seal()
+        if self._config.fsync != "never":
+            old.flush()
+            old.flush_indexes()
+        new = Segment.create(
+            self._path,
+            self._end_offset,
+            max_index_bytes=self._config.max_index_bytes,
+            index_interval_bytes=self._config.index_interval_bytes,
+        )
+        fsync_dir(self._path)
+        self._segments[new.base_offset] = new
+        self._active = new
+        if self._config.fsync != "never":
+            self._flushed_offset = max(self._flushed_offset, new.base_offset)
+            self._write_recovery_point()
+        return new
+
+    # ------------------------------------------------------------ flushing
+
+    def flush(self) -> None:
+        """fsync everything appended so far; ``flushed_offset`` becomes ``end_offset``."""
+        with self._lock:
+            self._check_open()
+            self._flush_locked()
+            self._write_recovery_point()
+
+    def _flush_locked(self) -> None:
+        self._active.flush()
+        self._flushed_offset = self._end_offset
+        self._unflushed_messages = 0
+        self._last_flush_ms = self._clock()
+
+    def _flush_periodically(self) -> None:
+        interval_s = max(self._config.fsync_interval_ms, 1) / 1000
+        while not self._stop.wait(interval_s):
+            with self._lock:
+                if self._closed:
+                    return
+                if self._flushed_offset < self._end_offset:
+                    self._flush_locked()
+
+    def _write_recovery_point(self) -> None:
+        topic, partition = self._topic_partition
+        write_checkpoint(
+            os.path.join(self._path, RECOVERY_POINT_FILE),
+            [(topic, partition, self._flushed_offset)],
+        )
+
+    def _write_start_offset(self) -> None:
+        topic, partition = self._topic_partition
+        write_checkpoint(
+            os.path.join(self._path, LOG_START_FILE), [(topic, partition, self._start_offset)]
+        )
+
+    # ------------------------------------------------------------ reading
+
+    def _snapshot(self, offset: int) -> list[tuple[Segment, int]]:
+        """Segments from the one holding ``offset``, each with its end position now."""
+        segs = self._segments
+        i = max(segs.bisect_right(offset) - 1, 0)
+        active = self._active
+        return [(s, s.size) for s in segs.values()[i:]] if segs else [(active, active.size)]
+
+    def read(
+        self, offset: int, *, max_records: int | None = None, max_bytes: int | None = None
+    ) -> list[Record]:
+        """Records from ``offset`` on, at most ``max_records`` and about ``max_bytes``.
+
+        ``max_bytes`` bounds the encoded size of the batches read, but at least
+        one record is returned when any exists. Reading at ``end_offset`` gives ``[]``.
+
+        Raises:
+            OffsetOutOfRange: ``offset`` is below ``start_offset`` or above ``end_offset``.
+            CorruptLogError: a batch on the way failed its checks (file and position named).
+        """
+        if type(offset) is not int:
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        for name, limit in (("max_records", max_records), ("max_bytes", max_bytes)):
+            if limit is not None and (type(limit) is not int or limit < 0):
+                raise TypeError(f"{name} must be a non-negative int or None, got {limit!r}")
+        with self._lock:
+            self._check_open()
+            if offset < self._start_offset or offset > self._end_offset:
+                raise OffsetOutOfRange(
+                    f"offset {offset} is outside the log's range "
+                    f"[{self._start_offset}, {self._end_offset}]"
+                )
+            end_offset = self._end_offset
+            if offset == end_offset or max_records == 0:
+                return []
+            snapshot = self._snapshot(offset)
+        out: list[Record] = []
+        read_bytes = 0
+        for batch_header, records in self._iter_batch_records(
+            snapshot, offset, end_offset, _READ_CHUNK
+        ):
+            if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
+                break
+            read_bytes += batch_header.size
+            out.extend(records)
+            if max_records is not None and len(out) >= max_records:
+                del out[max_records:]
+                break
+            if max_bytes is not None and read_bytes >= max_bytes and out:
+                break
+        return out
+
+    def scan(
+        self, start_offset: int | None = None, end_offset: int | None = None
+    ) -> Iterator[Record]:
+        """Iterate records in ``[start_offset, end_offset)``, batch by batch.
+
+        Memory stays flat however large the log is. The range is fixed when
+        iteration starts: records appended later are not included.
+        """
+        with self._lock:
+            self._check_open()
+            start = self._start_offset if start_offset is None else start_offset
+            end = self._end_offset if end_offset is None else min(end_offset, self._end_offset)
+            if start < self._start_offset or start > self._end_offset:
+                raise OffsetOutOfRange(
+                    f"offset {start} is outside the log's range "
+                    f"[{self._start_offset}, {self._end_offset}]"
+                )
+            snapshot = self._snapshot(start) if start < end else []
+        return self._scan(snapshot, start, end)
+
+    def _scan(self, snapshot: list[tuple[Segment, int]], start: int, end: int) -> Iterator[Record]:
+        if not snapshot:
+            return
+        for _, records in self._iter_batch_records(snapshot, start, end, None):
+            if records and records[-1].offset >= end:
+                yield from (r for r in records if r.offset < end)
+                return
+            yield from records
+
+    def _iter_batch_records(
+        self,
+        snapshot: list[tuple[Segment, int]],
+        offset: int,
+        end_offset: int,
+        chunk: int | None,
+    ) -> Iterator[tuple[batch.BatchHeader, list[Record]]]:
+        """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``."""
+        verify = self._config.verify_crc_on_read
+        first = True
+        for seg, end in snapshot:
+            if seg.base_offset >= end_offset:
+                return
+            position = 0
+            if first:
+                position, _ = seg.find_position(offset, end)
+                first = False
+            for pos, header, buf, rel in seg.iter_batches(position, end, verify_crc=verify):
+                if header.base_offset >= end_offset:
+                    return
+                if header.attributes & batch.CONTROL_BIT:
+                    continue  # transaction markers occupy offsets but are never delivered
+                try:
+                    records = batch.decode_records(buf, rel, header, min_offset=offset)
+                except CorruptLogError as exc:
+                    raise exc.located(seg.log_path, pos - rel) from None
+                yield header, records
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none."""
+        if type(timestamp_ms) is not int:
+            raise TypeError(f"timestamp_ms must be an int, not {type(timestamp_ms).__name__}")
+        with self._lock:
+            self._check_open()
+            start = self._start_offset
+            snapshot = self._snapshot(start)
+            end_offset = self._end_offset
+        for seg, end in snapshot:
+            max_ts = seg.max_timestamp
+            if max_ts is None or max_ts < timestamp_ms or end == 0:
+                continue
+            target = max(seg.time_index.lookup(timestamp_ms), start)
+            position, _ = seg.find_position(target, end)
+            for _, header, buf, rel in seg.iter_batches(
+                position, end, verify_crc=self._config.verify_crc_on_read
+            ):
+                if header.max_timestamp < timestamp_ms or header.attributes & batch.CONTROL_BIT:
+                    continue
+                for record in batch.decode_records(buf, rel, header, min_offset=start):
+                    if record.timestamp >= timestamp_ms and record.offset < end_offset:
+                        return record.offset
+        return None
+
+    # ------------------------------------------------------------ truncation
+
+    def truncate(self, offset: int) -> None:
+        """Drop every record with offset >= ``offset`` (no-op at or past ``end_offset``).
+
+        A batch holding ``offset`` is rewritten with only its records below it.
+
+        Raises:
+            OffsetOutOfRange: ``offset`` is below ``start_offset``.
+        """
+        if type(offset) is not int:
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        with self._lock:
+            self._check_open()
+            if offset >= self._end_offset:
+                return
+            if offset < self._start_offset:
+                raise OffsetOutOfRange(
+                    f"cannot truncate to {offset}, below the start offset {self._start_offset}"
+                )
+            doomed = [s for s in self._segments.values() if s.base_offset >= offset]
+            for seg in doomed:
+                del self._segments[seg.base_offset]
+            self._delete_segments(doomed)
+            if not self._segments:
+                fresh = Segment.create(
+                    self._path,
+                    offset,
+                    max_index_bytes=self._config.max_index_bytes,
+                    index_interval_bytes=self._config.index_interval_bytes,
+                )
+                fsync_dir(self._path)
+                self._segments[offset] = fresh
+                self._active = fresh
+            else:
+                seg = self._segments.values()[-1]
+                if seg is not self._active:
+                    seg.activate()
+                    self._active = seg
+                self._truncate_segment(seg, offset)
+            self._end_offset = offset
+            self._flushed_offset = min(self._flushed_offset, offset)
+            self._active.flush()
+            self._write_recovery_point()
+
+    def _truncate_segment(self, seg: Segment, offset: int) -> None:
+        position, header = seg.find_position(offset, seg.size)
+        if header is None:
+            return
+        keep: list[Record] = []
+        if header.base_offset < offset:
+            buf = seg.read(position, header.size)
+            keep = [r for r in batch.decode_records(buf, 0) if r.offset < offset]
+        seg.truncate_to(position, offset)
+        if keep:
+            data = batch.build_batch(
+                batch.encode_records(
+                    [(r.key, r.value, r.headers, r.timestamp) for r in keep],
+                    keep[0].timestamp,
+                    [r.offset - header.base_offset for r in keep],
+                ),
+                base_offset=header.base_offset,
+                record_count=len(keep),
+                last_offset_delta=offset - 1 - header.base_offset,
+                base_timestamp=keep[0].timestamp,
+                max_timestamp=max(r.timestamp for r in keep),
+                attributes=header.attributes & ~batch.DELETE_HORIZON_BIT,
+                compression_level=self._config.compression_level,
+                leader_epoch=header.leader_epoch,
+                producer_id=header.producer_id,
+                producer_epoch=header.producer_epoch,
+                base_sequence=header.base_sequence,
+            )
+            seg.append(
+                data,
+                (BatchSpan(len(data), offset - 1, max(r.timestamp for r in keep)),),
+                record_count=len(keep),
+            )
+
+    def delete_before(self, offset: int) -> None:
+        """Advance ``start_offset`` to ``offset``; whole segments below it are deleted.
+
+        Raises:
+            OffsetOutOfRange: ``offset`` is above ``end_offset``.
+        """
+        if type(offset) is not int:
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        with self._lock:
+            self._check_open()
+            if offset > self._end_offset:
+                raise OffsetOutOfRange(
+                    f"cannot delete before {offset}, past the end offset {self._end_offset}"
+                )
+            if offset <= self._start_offset:
+                return
+            self._start_offset = offset
+            self._write_start_offset()
+            segs = list(self._segments.values())
+            doomed = [s for s, nxt in itertools.pairwise(segs) if nxt.base_offset <= offset]
+            for seg in doomed:
+                del self._segments[seg.base_offset]
+            self._delete_segments(doomed)
+
+    def _delete_segments(self, doomed: Sequence[Segment]) -> None:
+        """Remove segments crash-safely: 1. rename to ``.deleted`` (recovery deletes
+        those), 2. fsync the directory, 3. unlink."""
+        if not doomed:
+            return
+        for seg in doomed:
+            seg.rename_with_suffix("", DELETED_SUFFIX)
+        fsync_dir(self._path)
+        for seg in doomed:
+            seg.delete_files()
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Flush, seal the active segment, write checkpoints and the clean-shutdown marker.
+
+        Idempotent. The marker is written last, so a crash during close counts
+        as unclean.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            try:
+                self._active.flush()
+                self._flushed_offset = self._end_offset
+                for seg in self._segments.values():
+                    seg.close()
+                self._active.flush_indexes()
+                self._write_recovery_point()
+                self._write_start_offset()
+                atomic_write(
+                    os.path.join(self._path, CLEAN_SHUTDOWN_FILE), b'{"version":0,"brokerEpoch":-1}'
+                )
+            finally:
+                self._dir_lock.release()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
+
+    def _abandon(self) -> None:
+        """Close without the clean-shutdown marker (after a write that could not be undone)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            for seg in self._segments.values():
+                seg.close_file()
+            self._dir_lock.release()
+
+    def _debug_state(self) -> dict[str, Any]:
+        return {
+            "start": self._start_offset,
+            "end": self._end_offset,
+            "segments": [(s.base_offset, s.size) for s in self._segments.values()],
+        }

@@ -1,0 +1,91 @@
+"""Plain value types that cross the public API: inputs, outputs and reports.
+
+Immutable and cheap; no behaviour beyond construction. Knows nothing of bytes
+on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+Header = tuple[str, "bytes | None"]
+
+
+class Message(NamedTuple):
+    """A record to append. ``timestamp=None`` means "now" (the log's clock)."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[Header, ...] | list[Header] = ()
+    timestamp: int | None = None
+
+
+class Record(NamedTuple):
+    """A record read back from a log."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[Header, ...]
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One segment as ``Log.segments`` reports it."""
+
+    base_offset: int
+    next_offset: int
+    records: int
+    size_bytes: int
+    first_timestamp: int | None
+    max_timestamp: int | None
+    path: str
+
+
+@dataclass(frozen=True)
+class RemovedSegment:
+    """A segment that retention deleted (or, in a dry run, would delete), and why."""
+
+    base_offset: int
+    next_offset: int
+    records: int
+    size_bytes: int
+    max_timestamp: int | None
+    rule: str  # "start_offset", "bytes", "messages" or "age"
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What ``Log.apply_retention`` removed (or would remove with ``dry_run``)."""
+
+    removed: tuple[RemovedSegment, ...] = ()
+    kept_by_archive_failure: tuple[int, ...] = ()
+    start_offset: int = 0
+    dry_run: bool = False
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(s.size_bytes for s in self.removed)
+
+    @property
+    def removed_records(self) -> int:
+        return sum(s.records for s in self.removed)
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What ``Log.compact`` did (or would do with ``dry_run``)."""
+
+    records_before: int = 0
+    records_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    tombstones_removed: int = 0
+    segments_before: int = 0
+    segments_after: int = 0
+    dirty_ratio: float = 0.0
+    seconds: float = 0.0
+    dry_run: bool = False
+    details: tuple[dict[str, int], ...] = field(default_factory=tuple)

@@ -1,0 +1,636 @@
+"""``Segment``: one ``.log`` file with its ``.index`` and ``.timeindex``.
+
+Appends encoded batches, maps offsets to byte positions, reads byte ranges and
+validates (recovers) its batches. Knows batch *headers* only: it never decodes
+records. Positions in its errors are absolute positions in its ``.log``.
+
+An inactive (sealed) segment opens its files lazily, so a log of thousands of
+segments opens without reading them: its indexes are loaded on the first
+lookup, its record count on the first report.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import crc32c
+
+from . import batch
+from ._fs import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIMEINDEX_SUFFIX,
+    fsync_data,
+    remove_files,
+    segment_name,
+    write_all,
+)
+from ._varint import INT32_MAX
+from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, BatchSpan
+from .errors import CorruptLogError
+from .index import OffsetIndex, TimeIndex
+
+#: Read size for scans and recovery: large enough to amortise the syscall,
+#: small enough that a scan's memory stays flat.
+CHUNK_BYTES = 1 << 20
+_CRC_FROM = 21
+
+
+class RecoveryResult(NamedTuple):
+    """What validating a segment found: the valid prefix and the first problem."""
+
+    valid_bytes: int
+    file_bytes: int
+    batches: int
+    next_offset: int | None
+    error: CorruptLogError | None
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self.file_bytes - self.valid_bytes
+
+
+class Segment:
+    """A slice of the log starting at ``base_offset``."""
+
+    def __init__(
+        self,
+        directory: str,
+        base_offset: int,
+        *,
+        max_index_bytes: int,
+        index_interval_bytes: int,
+        suffix: str = "",
+    ) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.suffix = suffix  # "" for a live segment, ".cleaned" while the cleaner writes it
+        self.log_path = os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
+        self.index_path = os.path.join(directory, segment_name(base_offset, INDEX_SUFFIX) + suffix)
+        self.timeindex_path = os.path.join(
+            directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
+        )
+        self.index_interval_bytes = index_interval_bytes
+        self.max_index_bytes = max_index_bytes
+        self.size = 0
+        self.active = False
+        self.broken = False
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+        self._offset_index: OffsetIndex | None = None
+        self._time_index: TimeIndex | None = None
+        self._next_offset: int | None = None
+        self._records: int | None = None
+        self.first_timestamp: int | None = None  # max timestamp of the first batch (segment_ms)
+        self._max_timestamp: int | None = None
+        self._offset_of_max_timestamp: int | None = None
+        self._bytes_since_index_entry = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        directory: str,
+        base_offset: int,
+        *,
+        max_index_bytes: int,
+        index_interval_bytes: int,
+        suffix: str = "",
+    ) -> Segment:
+        """Create empty files for a new active segment (the caller fsyncs the directory)."""
+        seg = cls(
+            directory,
+            base_offset,
+            max_index_bytes=max_index_bytes,
+            index_interval_bytes=index_interval_bytes,
+            suffix=suffix,
+        )
+        seg._fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        seg._offset_index = OffsetIndex(
+            seg.index_path, base_offset, max_index_bytes=max_index_bytes
+        )
+        seg._time_index = TimeIndex(
+            seg.timeindex_path, base_offset, max_index_bytes=max_index_bytes
+        )
+        seg._next_offset = base_offset
+        seg._records = 0
+        seg._max_timestamp = None
+        seg.active = True
+        seg._offset_index.preallocate()
+        seg._time_index.preallocate()
+        return seg
+
+    @classmethod
+    def open_existing(
+        cls, directory: str, base_offset: int, *, max_index_bytes: int, index_interval_bytes: int
+    ) -> Segment:
+        """Attach to existing files without reading them (only their size)."""
+        seg = cls(
+            directory,
+            base_offset,
+            max_index_bytes=max_index_bytes,
+            index_interval_bytes=index_interval_bytes,
+        )
+        seg.size = os.stat(seg.log_path).st_size
+        return seg
+
+    def _file(self) -> int:
+        fd = self._fd
+        if fd is None:
+            with self._fd_lock:
+                if self._fd is None:
+                    flags = os.O_RDWR if self.active else os.O_RDONLY
+                    self._fd = os.open(self.log_path, flags)
+                fd = self._fd
+        return fd
+
+    def close_file(self) -> None:
+        """Release the ``.log`` handle (reopened on the next read)."""
+        with self._fd_lock:
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)
+
+    def close(self) -> None:
+        """Close every handle; an active segment's indexes are trimmed first."""
+        if self.active:
+            self.seal()
+        self.close_file()
+
+    def seal(self) -> None:
+        """Stop being the active segment (roll or close): final time entry, trim indexes.
+
+        Mirrors Kafka's ``onBecomeInactiveSegment``: the time index gets a last
+        entry holding the segment's largest timestamp, which retention reads.
+        """
+        index, tindex = self.offset_index, self.time_index
+        if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
+            tindex.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
+        index.trim()
+        tindex.trim()
+        self.active = False
+
+    def activate(self) -> None:
+        """Make a loaded segment the active one again (after open): reopen writable, preallocate."""
+        self.close_file()
+        self.active = True
+        self._ensure_tail_state()
+        self.offset_index.preallocate()
+        self.time_index.preallocate()
+
+    def flush(self) -> None:
+        """fsync the ``.log`` data."""
+        fsync_data(self._file())
+
+    def flush_indexes(self) -> None:
+        for idx in (self._offset_index, self._time_index):
+            if idx is not None:
+                idx.flush()
+
+    def delete_files(self) -> None:
+        self.close_file()
+        for idx in (self._offset_index, self._time_index):
+            if idx is not None:
+                idx.close()
+        remove_files(self.paths)
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.log_path, self.index_path, self.timeindex_path]
+
+    def rename_with_suffix(self, old_suffix: str, new_suffix: str) -> None:
+        """Rename the three files from ``...old_suffix`` to ``...new_suffix`` (the caller fsyncs)."""
+        self.close_file()
+        for idx in (self._offset_index, self._time_index):
+            if idx is not None:
+                idx.close()
+        for attr in ("log_path", "index_path", "timeindex_path"):
+            old = getattr(self, attr)
+            assert old.endswith(old_suffix)
+            new = old[: len(old) - len(old_suffix)] + new_suffix
+            try:
+                os.rename(old, new)
+            except FileNotFoundError:
+                if attr == "log_path":
+                    raise
+            setattr(self, attr, new)
+            if attr == "index_path" and self._offset_index is not None:
+                self._offset_index.path = new
+            if attr == "timeindex_path" and self._time_index is not None:
+                self._time_index.path = new
+        self.suffix = new_suffix
+
+    # ------------------------------------------------------------ indexes, lazily
+
+    @property
+    def offset_index(self) -> OffsetIndex:
+        if self._offset_index is None:
+            self._load_indexes()
+        assert self._offset_index is not None
+        return self._offset_index
+
+    @property
+    def time_index(self) -> TimeIndex:
+        if self._time_index is None:
+            self._load_indexes()
+        assert self._time_index is not None
+        return self._time_index
+
+    def _load_indexes(self) -> None:
+        """Load both index files; rebuild both from the ``.log`` if either is not sane."""
+        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
+        tindex = TimeIndex(
+            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
+        )
+        try:
+            if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
+                raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
+            index.load(self.size)
+            tindex.load()
+            self._offset_index, self._time_index = index, tindex
+            self._check_last_index_entry()
+        except CorruptLogError:
+            self._offset_index, self._time_index = index, tindex
+            self.rebuild_indexes()
+
+    def _check_last_index_entry(self) -> None:
+        """The last offset-index entry must point at a batch ending at its offset."""
+        entry = self.offset_index.last_entry()
+        if entry is None:
+            return
+        last_offset, position = entry
+        header = self.read_header_at(position)
+        if header is None or header.last_offset != last_offset:
+            raise CorruptLogError(
+                f"last entry ({last_offset}, {position}) does not match the log",
+                self.index_path,
+                kind="invalid_index",
+            )
+
+    def rebuild_indexes(self) -> RecoveryResult:
+        """Rebuild both indexes from the ``.log`` (which is not changed) and write them."""
+        result = self.validate(rebuild=True)
+        self.write_rebuilt_indexes()
+        return result
+
+    def write_rebuilt_indexes(self) -> None:
+        assert self._offset_index is not None and self._time_index is not None
+        if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
+            self._time_index.maybe_append(
+                self._max_timestamp, self._offset_of_max_timestamp, in_memory=True
+            )
+        for idx in (self._offset_index, self._time_index):
+            idx.write_all_entries()
+            if self.active:
+                idx.preallocate()
+            else:
+                idx.close()
+
+    # ------------------------------------------------------------ facts about the segment
+
+    def _ensure_tail_state(self) -> None:
+        """Learn next offset, max timestamp and bytes since the last index entry.
+
+        Reads only the batches after the last offset-index entry (at most about
+        ``index_interval_bytes`` plus one batch), plus the first batch's header.
+        """
+        if self._next_offset is not None and self._max_timestamp is not None:
+            return
+        index, tindex = self.offset_index, self.time_index
+        entry = index.last_entry()
+        position = 0 if entry is None else entry[1]
+        next_offset = self.base_offset if entry is None else entry[0] + 1
+        last_time = tindex.last_entry()
+        max_ts, max_ts_offset = (-1, self.base_offset) if last_time is None else last_time
+        for _, header in self.iter_headers(position, self.size):
+            next_offset = max(next_offset, header.next_offset)
+            if header.max_timestamp > max_ts:
+                max_ts, max_ts_offset = header.max_timestamp, header.last_offset
+        self._next_offset = next_offset
+        self._max_timestamp = max_ts if self.size else None
+        self._offset_of_max_timestamp = max_ts_offset
+        self._bytes_since_index_entry = self.size - position
+        if self.first_timestamp is None and self.size:
+            first = self.read_header_at(0)
+            self.first_timestamp = None if first is None else first.max_timestamp
+
+    @property
+    def next_offset(self) -> int:
+        """One past the last offset in this segment (``base_offset`` when empty)."""
+        if self._next_offset is None:
+            self._ensure_tail_state()
+        assert self._next_offset is not None
+        return self._next_offset
+
+    @property
+    def max_timestamp(self) -> int | None:
+        """Largest record timestamp in the segment; ``None`` when empty."""
+        if self._next_offset is None:
+            self._ensure_tail_state()
+        return self._max_timestamp
+
+    @property
+    def records(self) -> int:
+        """Number of records (from the batch headers; computed once, then maintained)."""
+        if self._records is None:
+            self._records = sum(h.record_count for _, h in self.iter_headers(0, self.size))
+        return self._records
+
+    @property
+    def index_full(self) -> bool:
+        return self.offset_index.is_full or self.time_index.is_full
+
+    # ------------------------------------------------------------ writing
+
+    def append(self, data: bytes, spans: Sequence[BatchSpan], *, record_count: int) -> None:
+        """Write encoded batches at the end of the ``.log`` with one ``pwrite``.
+
+        Index entries follow Kafka's rule per batch: before a batch, if more than
+        ``index_interval_bytes`` were appended since the last entry, add one.
+        If the write fails the file is cut back to its previous size and the
+        ``OSError`` is raised; nothing is indexed.
+        """
+        fd = self._file()
+        start = self.size
+        try:
+            write_all(fd, data, start)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                self.broken = True  # garbage may follow the last batch: the log must close
+            raise
+        if self.first_timestamp is None:
+            self.first_timestamp = spans[0].max_timestamp
+        index, tindex = self.offset_index, self.time_index
+        interval = self.index_interval_bytes
+        position = start
+        max_ts = -1 if self._max_timestamp is None else self._max_timestamp
+        max_ts_offset = self._offset_of_max_timestamp
+        since = self._bytes_since_index_entry
+        for size, last_offset, batch_max_ts in spans:
+            if batch_max_ts > max_ts:
+                max_ts, max_ts_offset = batch_max_ts, last_offset
+            if since > interval:
+                index.append(last_offset, position)
+                assert max_ts_offset is not None
+                tindex.maybe_append(max_ts, max_ts_offset)
+                since = 0
+            since += size
+            position += size
+        self._bytes_since_index_entry = since
+        self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
+        self.size = position
+        self._next_offset = spans[-1].last_offset + 1
+        if self._records is not None:
+            self._records += record_count
+
+    def truncate_to(self, position: int, next_offset: int) -> None:
+        """Cut the ``.log`` at ``position`` (a batch boundary) and drop index entries past it."""
+        fd = self._file()
+        os.ftruncate(fd, position)
+        self.size = position
+        self.offset_index.truncate_to_position(position)
+        self.time_index.truncate_to_offset(next_offset)
+        self._next_offset = None
+        self._max_timestamp = None
+        self._records = None
+        if position == 0:
+            self.first_timestamp = None
+        self._ensure_tail_state()
+        self._next_offset = max(self.base_offset, min(self.next_offset, next_offset))
+
+    # ------------------------------------------------------------ reading
+
+    def read(self, position: int, size: int) -> bytes:
+        """Up to ``size`` bytes from ``position`` (fewer at the end of the file)."""
+        return os.pread(self._file(), size, position)
+
+    def read_header_at(self, position: int) -> BatchHeader | None:
+        """The header of the batch at ``position``, or ``None`` if it is not a sane header."""
+        data = self.read(position, HEADER_SIZE)
+        if len(data) < HEADER_SIZE:
+            return None
+        header = batch.peek_header(data)
+        if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
+            return None
+        return header
+
+    def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Yield ``(position, header)`` of each batch in ``[start, end)``, no CRC check.
+
+        Raises ``CorruptLogError`` at a header that is not sane (bad magic or
+        length, or a batch running past ``end``).
+        """
+        position = start
+        buf = b""
+        buf_start = start
+        while position < end:
+            rel = position - buf_start
+            if rel + HEADER_SIZE > len(buf):
+                buf_start, rel = position, 0
+                buf = self.read(position, min(end - position, 64 * 1024))
+            if rel + HEADER_SIZE > len(buf):
+                raise CorruptLogError(
+                    f"{len(buf) - rel} bytes left, too few for a batch header",
+                    self.log_path,
+                    position,
+                    kind="truncated",
+                )
+            header = batch.peek_header(buf, rel)
+            if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
+                try:
+                    batch.read_header(buf, rel, verify_crc=False)
+                except CorruptLogError as exc:
+                    raise exc.located(self.log_path, buf_start) from None
+            size = LOG_OVERHEAD + header.batch_length
+            if position + size > end:
+                raise CorruptLogError(
+                    f"batch of {size} bytes runs past the end of the data ({end - position} bytes left)",
+                    self.log_path,
+                    position,
+                    kind="truncated",
+                )
+            yield position, header
+            position += size
+
+    def find_position(self, offset: int, end: int) -> tuple[int, BatchHeader | None]:
+        """Position of the first batch (below ``end``) whose last offset >= ``offset``.
+
+        Returns ``(end, None)`` when no such batch exists.
+        """
+        _, position = self.offset_index.lookup(offset)
+        for pos, header in self.iter_headers(position, end):
+            if header.last_offset >= offset:
+                return pos, header
+        return end, None
+
+    def iter_batches(
+        self, start: int, end: int, *, verify_crc: bool
+    ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
+        """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
+
+        Reads ``CHUNK_BYTES`` at a time (more only for a batch larger than that),
+        so memory stays flat whatever the segment's size.
+        """
+        position = start
+        buf = b""
+        buf_start = start
+        while position < end:
+            rel = position - buf_start
+            if rel + HEADER_SIZE > len(buf):
+                buf_start, rel = position, 0
+                buf = self.read(position, min(end - position, CHUNK_BYTES))
+            if rel + HEADER_SIZE <= len(buf):
+                size = LOG_OVERHEAD + batch.peek_header(buf, rel).batch_length
+                if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:
+                    # Straddles the chunk (or is larger than one): read it whole.
+                    buf_start, rel = position, 0
+                    buf = self.read(position, min(max(size, CHUNK_BYTES), end - position))
+            try:
+                header = batch.read_header(buf, rel, verify_crc=verify_crc)
+            except CorruptLogError as exc:
+                raise exc.located(self.log_path, buf_start) from None
+            yield position, header, buf, rel
+            position += header.size
+
+    # ------------------------------------------------------------ validation and recovery
+
+    def validate(self, *, rebuild: bool = False, start_offset: int | None = None) -> RecoveryResult:
+        """Check every batch from position 0; optionally rebuild the indexes in memory.
+
+        Checks: sane length within the file, magic 2, CRC-32C, base offset >= the
+        segment's base and >= the previous batch's next offset, last offset
+        within int32 of the base. Records are not decoded (the CRC guards them).
+        Stops at the first problem and reports it; changes no file.
+        """
+        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
+        tindex = TimeIndex(
+            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
+        )
+        if rebuild:
+            if self._offset_index is not None:
+                self._offset_index.clear()
+                index = self._offset_index
+            if self._time_index is not None:
+                self._time_index.clear()
+                tindex = self._time_index
+        file_size = os.fstat(self._file()).st_size
+        next_offset = self.base_offset if start_offset is None else start_offset
+        position = 0
+        batches = 0
+        records = 0
+        since = 0
+        max_ts, max_ts_offset = -1, self.base_offset
+        first_ts: int | None = None
+        error: CorruptLogError | None = None
+        interval = self.index_interval_bytes
+        try:
+            for pos, header in self._iter_checked(file_size):
+                if header.base_offset < next_offset:
+                    raise CorruptLogError(
+                        f"batch base offset {header.base_offset} overlaps or goes back "
+                        f"(expected at least {next_offset})",
+                        self.log_path,
+                        pos,
+                        kind="offset_regression",
+                    )
+                if header.last_offset - self.base_offset > INT32_MAX:
+                    raise CorruptLogError(
+                        f"last offset {header.last_offset} is too far from the segment base "
+                        f"{self.base_offset}",
+                        self.log_path,
+                        pos,
+                        kind="offset_regression",
+                    )
+                if header.max_timestamp > max_ts:
+                    max_ts, max_ts_offset = header.max_timestamp, header.last_offset
+                if since > interval:
+                    index.add_in_memory(header.last_offset, pos)
+                    tindex.maybe_append(max_ts, max_ts_offset, in_memory=True)
+                    since = 0
+                since += header.size
+                if first_ts is None:
+                    first_ts = header.max_timestamp
+                next_offset = header.next_offset
+                position = pos + header.size
+                batches += 1
+                records += header.record_count
+        except CorruptLogError as exc:
+            error = exc
+        if rebuild:
+            self._offset_index, self._time_index = index, tindex
+            self._next_offset = max(next_offset, self.base_offset)
+            self._max_timestamp = max_ts if batches else None
+            self._offset_of_max_timestamp = max_ts_offset
+            self._bytes_since_index_entry = since
+            self._records = records
+            self.first_timestamp = first_ts
+        return RecoveryResult(
+            valid_bytes=position,
+            file_bytes=file_size,
+            batches=batches,
+            next_offset=next_offset if batches else None,
+            error=error,
+        )
+
+    def _iter_checked(self, file_size: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Headers of CRC-checked batches; the CRC of a large batch is computed in pieces."""
+        position = 0
+        while position < file_size:
+            buf = self.read(position, min(file_size - position, CHUNK_BYTES))
+            rel = 0
+            while rel < len(buf):
+                if rel and rel + HEADER_SIZE > len(buf):
+                    break  # the header straddles the chunk: re-read from here
+                try:
+                    header = batch.read_header(buf, rel, verify_crc=True)
+                except CorruptLogError as exc:
+                    if exc.kind == "zero_fill" and not self._is_zero_from(position + rel):
+                        exc = CorruptLogError(exc.reason, kind="invalid_length", position=rel)
+                    continues = (
+                        exc.kind == "truncated"
+                        and rel + HEADER_SIZE <= len(buf)
+                        and position + rel + batch.peek_header(buf, rel).size <= file_size
+                    )
+                    if not continues:
+                        raise exc.located(self.log_path, position) from None
+                    # A batch larger than what is left of the chunk: CRC it in pieces.
+                    header = batch.peek_header(buf, rel)
+                    self._check_crc_in_pieces(position + rel, header)
+                yield position + rel, header
+                rel += header.size
+            position += rel
+
+    def _is_zero_from(self, position: int) -> bool:
+        """Whether every byte from ``position`` to the end of the file is zero."""
+        while True:
+            piece = self.read(position, CHUNK_BYTES)
+            if not piece:
+                return True
+            if any(piece):
+                return False
+            position += len(piece)
+
+    def _check_crc_in_pieces(self, position: int, header: BatchHeader) -> None:
+        crc = 0
+        at, end = position + _CRC_FROM, position + header.size
+        while at < end:
+            piece = self.read(at, min(CHUNK_BYTES, end - at))
+            if not piece:
+                raise CorruptLogError(
+                    "file shrank while reading", self.log_path, at, kind="truncated"
+                )
+            crc = crc32c.crc32c(piece, crc)
+            at += len(piece)
+        if crc != header.crc:
+            raise CorruptLogError(
+                f"CRC mismatch: stored {header.crc:#010x}, computed {crc:#010x}",
+                self.log_path,
+                position,
+                kind="crc_mismatch",
+            )
