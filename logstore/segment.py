@@ -391,8 +391,10 @@ class Segment:
 
     def truncate_to(self, position: int, next_offset: int) -> None:
         """Cut the ``.log`` at ``position`` (a batch boundary) and drop index entries past it."""
-        fd = self._file()
-        os.ftruncate(fd, position)
+        if self.active:
+            os.ftruncate(self._file(), position)
+        else:
+            os.truncate(self.log_path, position)
         self.size = position
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(next_offset)

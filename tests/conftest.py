@@ -1,0 +1,69 @@
+"""Shared fixtures: a log directory, a log factory that closes what it opens, a fake clock."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import logstore
+
+settings.register_profile(
+    "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+DATA = Path(__file__).parent / "data"
+VECTORS = DATA / "kafka-python"
+
+
+class FakeClock:
+    """Milliseconds that move only when a test says so."""
+
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "log"
+
+
+OpenLog = Callable[..., logstore.Log]
+
+
+@pytest.fixture
+def open_log(log_dir: Path, clock: FakeClock) -> Iterator[OpenLog]:
+    """Open a log (default: ``log_dir``, the fake clock, fsync never); closed at teardown."""
+    opened: list[logstore.Log] = []
+
+    def factory(
+        path: Path | None = None, config: logstore.LogConfig | None = None, **fields: object
+    ) -> logstore.Log:
+        if config is None:
+            fields.setdefault("fsync", "never")
+            config = logstore.LogConfig(**fields)  # type: ignore[arg-type]
+        log = logstore.Log.open(path or log_dir, config, clock=clock)
+        opened.append(log)
+        return log
+
+    yield factory
+    for log in opened:
+        log.close()
