@@ -5,6 +5,7 @@ Everything public is importable from here; anything not in ``__all__`` is privat
 
 from __future__ import annotations
 
+from . import diagnostics
 from .config import LogConfig
 from .errors import (
     ConfigError,
@@ -23,6 +24,8 @@ from .log import Log
 from .model import CompactionResult, Message, Record, RetentionResult, SegmentInfo
 
 __version__ = "0.1.0"
+#: Which record codec implementation is active: "pure" (Python) for now.
+__speedups__ = "pure"
 
 __all__ = [
     "CompactionResult",
@@ -43,5 +46,7 @@ __all__ = [
     "SegmentInfo",
     "TopicExistsError",
     "UnknownTopicError",
+    "__speedups__",
     "__version__",
+    "diagnostics",
 ]

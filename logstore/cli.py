@@ -1,0 +1,283 @@
+"""The ``logstore`` command line: look inside logs, check them, and script them.
+
+Uses only the public ``logstore`` API. Every error is one line on stderr and an
+exit status (1: problem found or operation failed, 2: usage), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+import logstore
+from logstore import diagnostics
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(func: F) -> F:
+    """Turn any failure into one line on stderr and exit status 1."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("logstore: interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(0)
+        except Exception as exc:  # the CLI boundary: never a traceback
+            click.echo(f"logstore: {_describe(exc)}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    text = str(exc) or type(exc).__name__
+    return text.replace("\n", " ")
+
+
+def show_bytes(data: bytes | None, limit: int = 200) -> str:
+    """Printable text when the bytes are UTF-8 text, else hex; long values are cut."""
+    if data is None:
+        return "null"
+    try:
+        text = data.decode("utf-8")
+        printable = text.isprintable()
+    except UnicodeDecodeError:
+        printable = False
+    shown = json.dumps(text, ensure_ascii=False) if printable else "0x" + data.hex()
+    if len(shown) > limit:
+        shown = shown[:limit] + f"...({len(data)} bytes)"
+    return shown
+
+
+def _json_bytes(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    try:
+        return {"utf8": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"hex": data.hex()}
+
+
+def _version_text() -> str:
+    return f"logstore {logstore.__version__} (codec: {logstore.__speedups__})"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message=_version_text())
+def cli() -> None:
+    """Look inside, check and script logstore (Kafka-format) logs."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run ``cli``; a usage error is one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="logstore", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(2)
+    except click.UsageError as exc:
+        click.echo(f"logstore: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"logstore: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("logstore: aborted", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(_version_text())
+        ctx.exit()
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--records", is_flag=True, help="Print every record.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Print the version and the active codec implementation.",
+)
+@_one_line_errors
+def inspect(path: str, records: bool, as_json: bool) -> None:
+    """Summarise a broker root, a partition directory, or one .log/.index/.timeindex file.
+
+    Like Kafka's kafka-dump-log: per segment its offsets, record and batch
+    counts, size, timestamps and codecs. Exit 1 if corruption is found.
+    """
+    path = os.path.normpath(path)
+    if os.path.isfile(path):
+        found = _inspect_file(path, records=records, as_json=as_json)
+    elif diagnostics.is_partition_dir(path):
+        found = _inspect_partition(path, records=records, as_json=as_json)
+    else:
+        parts = diagnostics.partition_dirs(path)
+        if not parts:
+            raise click.UsageError(f"{path} holds no partition directories or segment files")
+        found = False
+        for part in parts:
+            found |= _inspect_partition(part, records=records, as_json=as_json)
+    if found:
+        sys.exit(1)
+
+
+def _inspect_file(path: str, *, records: bool, as_json: bool) -> bool:
+    directory, name = os.path.split(path)
+    base = logstore.diagnostics.parse_base_offset(name)
+    if base is None:
+        raise click.UsageError(f"{path} is not a segment file (expected <20-digit offset>.log)")
+    if name.endswith((".index", ".timeindex")):
+        entries = diagnostics.index_entries(path)
+        for entry in entries:
+            click.echo(
+                json.dumps(entry) if as_json else "  ".join(f"{k}: {v}" for k, v in entry.items())
+            )
+        if not as_json:
+            click.echo(f"{path}: {len(entries)} entries")
+        return False
+    if not name.endswith(".log"):
+        raise click.UsageError(f"{path} is not a .log, .index or .timeindex file")
+    summary = diagnostics.summarize_segment(
+        directory or ".", base, last=True, check_records=records
+    )
+    _print_segment(summary, as_json=as_json)
+    if records:
+        _print_records(directory or ".", base, as_json=as_json)
+    return summary.problem is not None
+
+
+def _inspect_partition(path: str, *, records: bool, as_json: bool) -> bool:
+    part = diagnostics.summarize_partition(path, check_records=records)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "partition": path,
+                    "start_offset": part.start_offset,
+                    "end_offset": part.end_offset,
+                    "records": part.records,
+                    "size_bytes": part.size_bytes,
+                    "segments": len(part.segments),
+                }
+            )
+        )
+    else:
+        click.echo(
+            f"{path}: offsets [{part.start_offset}, {part.end_offset}), "
+            f"{part.records} records, {len(part.segments)} segments, {part.size_bytes} bytes"
+        )
+    for seg in part.segments:
+        _print_segment(seg, as_json=as_json)
+        if records:
+            _print_records(path, seg.base_offset, as_json=as_json)
+    return bool(part.problems)
+
+
+def _print_segment(seg: diagnostics.SegmentSummary, *, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(diagnostics.as_dict(seg)))
+        return
+    codecs = ",".join(f"{k}:{v}" for k, v in sorted(seg.codecs.items())) or "-"
+    line = (
+        f"  {os.path.basename(seg.path)}  offsets [{seg.base_offset}, {seg.next_offset})  "
+        f"records {seg.records}  batches {seg.batches}  bytes {seg.size_bytes}  "
+        f"timestamps {seg.first_timestamp}..{seg.max_timestamp}  codecs {codecs}"
+    )
+    click.echo(line)
+    if seg.incomplete_tail_bytes:
+        click.echo(
+            f"    incomplete tail: {seg.incomplete_tail_bytes} bytes (in-flight or torn write)"
+        )
+    if seg.problem:
+        click.echo(f"    CORRUPT: {seg.problem}")
+
+
+def _print_records(directory: str, base: int, *, as_json: bool) -> None:
+    for item in diagnostics.iter_segment_records(directory, base):
+        if isinstance(item, logstore.CorruptLogError):
+            if item.kind not in ("truncated", "zero_fill"):
+                click.echo(f"    CORRUPT: {item}")
+            return
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "offset": item.offset,
+                        "timestamp": item.timestamp,
+                        "key": _json_bytes(item.key),
+                        "value": _json_bytes(item.value),
+                        "headers": [[k, _json_bytes(v)] for k, v in item.headers],
+                    }
+                )
+            )
+        else:
+            headers = "".join(f" {k}={show_bytes(v, 60)}" for k, v in item.headers)
+            click.echo(
+                f"    offset {item.offset}  ts {item.timestamp}  key {show_bytes(item.key, 80)}  "
+                f"value {show_bytes(item.value)}{'  headers' + headers if headers else ''}"
+            )
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True))
+@_one_line_errors
+def verify(path: str) -> None:
+    """Check every batch (CRC, records, offsets) and every index against its log.
+
+    Exit 0 when clean; 1 at the first problem, naming the file and byte position.
+    """
+    path = os.path.normpath(path)
+    if os.path.isfile(path):
+        directory, name = os.path.split(path)
+        base = diagnostics.parse_base_offset(name)
+        if base is None or not name.endswith(".log"):
+            raise click.UsageError(f"{path} is not a segment .log file")
+        targets = [(directory or ".", [base])]
+    elif diagnostics.is_partition_dir(path):
+        targets = [(path, diagnostics.segment_bases(path))]
+    else:
+        parts = diagnostics.partition_dirs(path)
+        if not parts:
+            raise click.UsageError(f"{path} holds no partition directories or segment files")
+        targets = [(p, diagnostics.segment_bases(p)) for p in parts]
+    batches = records = 0
+    for directory, bases in targets:
+        for i, base in enumerate(bases):
+            seg = diagnostics.summarize_segment(
+                directory, base, last=(i == len(bases) - 1), check_records=True
+            )
+            if seg.problem:
+                click.echo(f"logstore: {seg.problem}", err=True)
+                sys.exit(1)
+            problem = diagnostics.verify_index(
+                directory, base, seg.size_bytes + seg.incomplete_tail_bytes
+            )
+            if problem:
+                click.echo(f"logstore: {problem}", err=True)
+                sys.exit(1)
+            batches += seg.batches
+            records += seg.records
+    click.echo(f"ok: {batches} batches, {records} records verified")

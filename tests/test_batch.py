@@ -1,0 +1,182 @@
+"""The RecordBatch v2 codec: varints, round trips for every codec, hostile bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logstore import batch, compression
+from logstore._varint import _zigzag, decode_varint, encode_varint
+from logstore.errors import CorruptLogError
+
+CODECS = [name for name in compression.CODEC_IDS if compression.is_available(name)]
+
+keys_or_values = st.one_of(st.none(), st.binary(max_size=300))
+headers = st.lists(
+    st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))), max_size=3
+)
+timestamps = st.integers(min_value=0, max_value=(1 << 62))
+entries = st.lists(
+    st.tuples(keys_or_values, keys_or_values, headers, timestamps), min_size=1, max_size=40
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "encoded"),
+    [
+        (0, "00"),
+        (-1, "01"),
+        (1, "02"),
+        (63, "7e"),
+        (64, "8001"),
+        (-1000, "cf0f"),
+        (8191, "fe7f"),
+        (8192, "808001"),
+    ],
+)
+def test_varint_examples_from_the_format(n: int, encoded: str) -> None:
+    assert encode_varint(n).hex() == encoded
+    assert decode_varint(bytes.fromhex(encoded), 0) == (n, len(encoded) // 2)
+
+
+@given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
+def test_varint_round_trip(n: int) -> None:
+    data = encode_varint(n)
+    assert data == _zigzag(n)
+    assert decode_varint(data + b"\xff", 0) == (n, len(data))
+
+
+def test_varint_longer_than_its_limit_is_corrupt() -> None:
+    with pytest.raises(CorruptLogError, match="longer than 5 bytes"):
+        decode_varint(b"\xff" * 6 + b"\x01", 0, 5)
+    with pytest.raises(CorruptLogError, match="past the end"):
+        decode_varint(b"\xff\xff", 0)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@given(items=entries, base_offset=st.integers(min_value=0, max_value=(1 << 62)))
+def test_batch_round_trip(codec: str, items: list, base_offset: int) -> None:
+    data = batch.encode_batch(items, base_offset=base_offset, codec=compression.CODEC_IDS[codec])
+    header = batch.read_header(data)
+    assert header.size == len(data)
+    assert header.base_offset == base_offset
+    assert header.record_count == len(items)
+    assert header.last_offset_delta == len(items) - 1
+    assert header.max_timestamp == max(i[3] for i in items)
+    assert header.codec == compression.CODEC_IDS[codec]
+    records = batch.decode_records(data)
+    assert [(r.offset, r.key, r.value, list(r.headers), r.timestamp) for r in records] == [
+        (base_offset + n, k, v, list(h), ts) for n, (k, v, h, ts) in enumerate(items)
+    ]
+
+
+@given(items=entries, skip=st.integers(min_value=0, max_value=45))
+def test_decode_from_min_offset_skips_exactly(items: list, skip: int) -> None:
+    data = batch.encode_batch(items, base_offset=100)
+    records = batch.decode_records(data, min_offset=100 + skip)
+    assert [r.offset for r in records] == list(range(100 + skip, 100 + len(items)))
+
+
+def test_decode_validates_every_length_against_the_buffer() -> None:
+    data = bytearray(batch.encode_batch([(b"k", b"v" * 50, (), 5)], base_offset=0))
+    # claim a 2 GiB batch: refused before anything is read or allocated
+    bad = bytearray(data)
+    bad[8:12] = (0x7FFFFFFF).to_bytes(4, "big")
+    with pytest.raises(CorruptLogError) as info:
+        batch.read_header(bytes(bad))
+    assert info.value.kind == "truncated"
+    # a record count the section cannot hold, CRC fixed up so only the count is wrong
+    bad = bytearray(data)
+    bad[57:61] = (10**9).to_bytes(4, "big")
+    _fix_crc(bad)
+    with pytest.raises(CorruptLogError, match="record count"):
+        batch.decode_records(bytes(bad))
+
+
+def _fix_crc(buf: bytearray) -> None:
+    import crc32c
+
+    buf[17:21] = crc32c.crc32c(bytes(buf[21:])).to_bytes(4, "big")
+
+
+@given(data=st.binary(max_size=400))
+def test_random_bytes_only_ever_raise_corrupt_log_error(data: bytes) -> None:
+    try:
+        for pos, header in batch.iter_batches(data, verify_crc=False):
+            batch.decode_records(data, pos, header)
+    except CorruptLogError:
+        pass
+
+
+@given(
+    items=entries,
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 7)), min_size=1, max_size=4),
+    codec=st.sampled_from(CODECS),
+)
+def test_mutated_batches_never_decode_silently_wrong(items: list, flips: list, codec: str) -> None:
+    original = batch.encode_batch(items, base_offset=0, codec=compression.CODEC_IDS[codec])
+    data = bytearray(original)
+    for where, bit in flips:
+        data[where % len(data)] ^= 1 << bit
+    if bytes(data) == original:
+        return
+    try:
+        header = batch.read_header(bytes(data))
+        records = batch.decode_records(bytes(data), 0, header)
+    except CorruptLogError:
+        return
+    # Only bytes outside the CRC may change undetected: base offset and leader epoch.
+    assert data[16:] == original[16:]
+    assert [(r.key, r.value) for r in records] == [(k, v) for k, v, _, _ in items]
+
+
+@given(
+    items=entries,
+    flips=st.lists(st.tuples(st.integers(min_value=21), st.integers(0, 7)), min_size=1, max_size=3),
+)
+def test_unchecked_crc_decoding_still_bounds_everything(items: list, flips: list) -> None:
+    """With the CRC off, damaged records still raise CorruptLogError, never anything else."""
+    data = bytearray(batch.encode_batch(items, base_offset=0))
+    for where, bit in flips:
+        data[21 + where % (len(data) - 21)] ^= 1 << bit
+    try:
+        header = batch.read_header(bytes(data), verify_crc=False)
+        batch.decode_records(bytes(data), 0, header)
+    except CorruptLogError:
+        pass
+
+
+def test_unknown_codec_is_a_clear_error() -> None:
+    data = bytearray(batch.encode_batch([(None, b"x", (), 1)], base_offset=0))
+    data[22] |= 0x07  # codec 7 does not exist
+    _fix_crc(data)
+    with pytest.raises(CorruptLogError, match="unknown compression codec 7"):
+        batch.decode_records(bytes(data))
+
+
+def test_compressed_section_that_does_not_decompress_is_corrupt() -> None:
+    data = bytearray(batch.encode_batch([(None, b"x" * 100, (), 1)] * 5, base_offset=0, codec=4))
+    data[70] ^= 0xFF
+    _fix_crc(data)
+    with pytest.raises(CorruptLogError) as info:
+        batch.decode_records(bytes(data))
+    assert info.value.kind == "invalid_records"
+
+
+def test_gzip_reads_concatenated_members() -> None:
+    import gzip
+
+    section = batch.encode_records([(None, b"a", (), 1), (None, b"b", (), 1)], 1)
+    half = len(section) // 2
+    stream = gzip.compress(section[:half]) + gzip.compress(section[half:])
+    assert compression.decompress(compression.GZIP, stream) == section
+
+
+def test_decompression_is_bounded() -> None:
+    bomb = compression.compress(compression.ZSTD, bytes(10_000))
+    with pytest.raises(CorruptLogError, match="more than 1000 bytes"):
+        compression.decompress(compression.ZSTD, bomb, max_output=1000)
+    bomb = compression.compress(compression.GZIP, bytes(10_000))
+    with pytest.raises(CorruptLogError, match="more than 1000 bytes"):
+        compression.decompress(compression.GZIP, bomb, max_output=1000)
