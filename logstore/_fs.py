@@ -123,6 +123,22 @@ def read_checkpoint(path: str) -> list[tuple[str, int, int]] | None:
     return entries
 
 
+def is_locked(directory: str) -> bool:
+    """Whether a live ``Log`` holds ``directory`` (probes the lock without keeping it)."""
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we got
+    return False
+
+
 class DirectoryLock:
     """An exclusive ``flock`` on ``<dir>/.lock``.
 

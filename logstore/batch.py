@@ -149,10 +149,12 @@ def read_header(
             kind="invalid_length",
         )
     if magic != 2:
+        # Magic 0 and 1 are Kafka's legacy formats: refused, never cut as damage.
+        # Any other value is no format at all: damage.
         raise CorruptLogError(
             f"unsupported message format (magic {magic}); logstore reads only magic 2",
             position=pos,
-            kind="unsupported_magic",
+            kind="unsupported_magic" if magic in (0, 1) else "invalid_magic",
         )
     end = pos + LOG_OVERHEAD + batch_length
     if end > len(buf):
@@ -305,7 +307,13 @@ def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record
                 delta = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                delta, pos = varint(data, pos, MAX_VARINT_BYTES)
+                b2 = data[pos + 1]
+                if b2 < 0x80:
+                    z = (b & 0x7F) | (b2 << 7)
+                    delta = (z >> 1) ^ -(z & 1)
+                    pos += 2
+                else:
+                    delta, pos = varint(data, pos, MAX_VARINT_BYTES)
             if delta <= prev_delta:
                 raise CorruptLogError(
                     f"offset delta {delta} does not follow {prev_delta}",

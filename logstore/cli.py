@@ -265,10 +265,20 @@ def verify(path: str) -> None:
         targets = [(p, diagnostics.segment_bases(p)) for p in parts]
     batches = records = 0
     for directory, bases in targets:
-        for i, base in enumerate(bases):
-            seg = diagnostics.summarize_segment(
-                directory, base, last=(i == len(bases) - 1), check_records=True
-            )
+        if len(bases) > 1:
+            summaries = diagnostics.summarize_partition(directory, check_records=True).segments
+        else:
+            summaries = [
+                diagnostics.summarize_segment(
+                    directory,
+                    base,
+                    last=True,
+                    check_records=True,
+                    contiguous=not diagnostics.looks_compacted(directory),
+                )
+                for base in bases
+            ]
+        for base, seg in zip(bases, summaries):
             if seg.problem:
                 click.echo(f"logstore: {seg.problem}", err=True)
                 sys.exit(1)
@@ -281,3 +291,45 @@ def verify(path: str) -> None:
             batches += seg.batches
             records += seg.records
     click.echo(f"ok: {batches} batches, {records} records verified")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Report what recovery would change; touch nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per action.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also cut damage below the recovery point (data once known flushed), "
+    "quarantining everything from the first bad byte on.",
+)
+@_one_line_errors
+def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
+    """Run crash recovery on a partition (or every partition under a root) now.
+
+    Truncates a bad tail (torn batch, CRC mismatch, zero fill, offset
+    regression) after moving the cut bytes into a .corrupt-<position> file,
+    and rebuilds indexes. Damage below the recovery point is reported, and cut
+    only with --force. The log must not be open in another process.
+    """
+    path = os.path.normpath(path)
+    parts = [path] if diagnostics.is_partition_dir(path) else diagnostics.partition_dirs(path)
+    if not parts:
+        raise click.UsageError(f"{path} holds no partition directories or segment files")
+    changed = 0
+    for part in parts:
+        actions = logstore.Log.recover(part, dry_run=dry_run, force=force)
+        for action in actions:
+            if action.action == "rebuild_index" and action.reason == "unclean shutdown":
+                continue  # every recovered segment's indexes are rebuilt: not news
+            changed += 1
+            if as_json:
+                click.echo(json.dumps({"partition": part, "dry_run": dry_run, **vars(action)}))
+            else:
+                verb = f"would {action.action}" if dry_run else action.action
+                where = "" if action.position is None else f" at byte {action.position}"
+                size = f" ({action.bytes} bytes)" if action.bytes else ""
+                click.echo(f"{verb}: {action.path}{where}{size}: {action.reason}")
+    if not as_json:
+        state = "would change" if dry_run else "changed"
+        click.echo(f"{len(parts)} partition(s) checked, {changed} thing(s) {state}")

@@ -16,13 +16,36 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import batch, compression
-from ._fs import INDEX_SUFFIX, LOG_SUFFIX, TIMEINDEX_SUFFIX, parse_base_offset
-
-__all__ = ["parse_base_offset"]
+from ._fs import (
+    CLEANER_CHECKPOINT_FILE,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIMEINDEX_SUFFIX,
+    is_locked,
+    parse_base_offset,
+    read_checkpoint,
+)
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
+from .loader import partition_name
 from .model import Record
 from .segment import Segment
+
+__all__ = [
+    "PartitionSummary",
+    "SegmentSummary",
+    "as_dict",
+    "index_entries",
+    "is_partition_dir",
+    "iter_segment_records",
+    "looks_compacted",
+    "parse_base_offset",
+    "partition_dirs",
+    "segment_bases",
+    "summarize_partition",
+    "summarize_segment",
+    "verify_index",
+]
 
 _INCOMPLETE = ("truncated", "zero_fill")
 
@@ -103,16 +126,51 @@ def _open_segment(directory: str, base: int) -> Segment:
     )
 
 
+def looks_compacted(directory: str) -> bool:
+    """Whether the partition was ever compacted (a cleaner checkpoint names it).
+
+    Offsets of a log that was never compacted are contiguous, which is what
+    exposes a damaged base offset (it is outside the CRC); compaction leaves
+    legal gaps.
+    """
+    if os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
+        return True
+    root_checkpoint = read_checkpoint(
+        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
+    )
+    topic, partition = partition_name(directory)
+    return any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
+
+
 def summarize_segment(
-    directory: str, base: int, *, last: bool, check_records: bool
+    directory: str,
+    base: int,
+    *,
+    last: bool,
+    check_records: bool,
+    contiguous: bool = False,
 ) -> SegmentSummary:
-    """Walk one segment's batches (CRC checked; records decoded with ``check_records``)."""
+    """Walk one segment's batches (CRC checked; records decoded with ``check_records``).
+
+    A batch cut short at the end of the ``last`` segment is a writer's in-flight
+    tail while a live ``Log`` holds the directory, and a torn write (damage that
+    recovery will cut) otherwise.
+    """
     seg = _open_segment(directory, base)
+    live = last and is_locked(directory)
     summary = SegmentSummary(path=seg.log_path, base_offset=base)
     codecs: Counter[str] = Counter()
     next_offset = base
     try:
         for position, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=True):
+            if contiguous and header.base_offset != next_offset:
+                raise CorruptLogError(
+                    f"batch base offset {header.base_offset} does not follow offset "
+                    f"{next_offset - 1} (a gap or overlap in a log that was never compacted)",
+                    seg.log_path,
+                    position,
+                    kind="offset_regression",
+                )
             if header.base_offset < next_offset:
                 raise CorruptLogError(
                     f"batch base offset {header.base_offset} overlaps or goes back "
@@ -136,7 +194,7 @@ def summarize_segment(
             codecs[compression.CODEC_NAMES.get(header.codec, str(header.codec))] += 1
             next_offset = header.next_offset
     except CorruptLogError as exc:
-        if last and exc.kind in _INCOMPLETE:
+        if live and exc.kind in _INCOMPLETE:
             summary.incomplete_tail_bytes = seg.size - (exc.position or 0)
         else:
             summary.problem = str(exc)
@@ -149,14 +207,36 @@ def summarize_segment(
 
 
 def summarize_partition(directory: str, *, check_records: bool = False) -> PartitionSummary:
+    """Summaries of every segment; segments of a never-compacted log must be contiguous."""
     bases = segment_bases(directory)
-    return PartitionSummary(
-        path=directory,
-        segments=[
-            summarize_segment(directory, b, last=(i == len(bases) - 1), check_records=check_records)
-            for i, b in enumerate(bases)
-        ],
-    )
+    contiguous = not looks_compacted(directory)
+    summaries: list[SegmentSummary] = []
+    for i, base in enumerate(bases):
+        summary = summarize_segment(
+            directory,
+            base,
+            last=(i == len(bases) - 1),
+            check_records=check_records,
+            contiguous=contiguous,
+        )
+        previous = summaries[-1] if summaries else None
+        if (
+            previous is not None
+            and previous.problem is None
+            and previous.next_offset is not None
+            and summary.problem is None
+            and (
+                base < previous.next_offset
+                or (contiguous and base != previous.next_offset and summary.batches)
+            )
+        ):
+            summary.problem = (
+                f"{summary.path}: segment base offset {base} does not follow the previous "
+                f"segment's end {previous.next_offset}"
+            )
+            summary.problem_position = 0
+        summaries.append(summary)
+    return PartitionSummary(path=directory, segments=summaries)
 
 
 def iter_segment_records(directory: str, base: int) -> Iterator[Record | CorruptLogError]:

@@ -22,7 +22,8 @@ class CorruptLogError(LogStoreError):
     ``kind`` classifies the damage for recovery reports: ``"truncated"`` (a batch
     runs past the end of the data), ``"zero_fill"`` (an all-zero tail, as left by
     preallocation or a torn page), ``"invalid_length"``, ``"crc_mismatch"``,
-    ``"unsupported_magic"``, ``"invalid_records"``, ``"offset_regression"``,
+    ``"unsupported_magic"`` (Kafka's legacy magic 0 or 1), ``"invalid_magic"``,
+    ``"invalid_records"``, ``"offset_regression"``,
     ``"unsupported_codec"`` or ``"invalid_index"``.
     """
 

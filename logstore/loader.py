@@ -80,18 +80,27 @@ def read_offset_checkpoint(directory: str, file_name: str) -> int | None:
     return entries[0][2]
 
 
-def load(directory: str, config: LogConfig, *, dry_run: bool = False) -> LoadResult:
+def load(
+    directory: str,
+    config: LogConfig,
+    *,
+    dry_run: bool = False,
+    assume_unclean: bool = False,
+    force: bool = False,
+) -> LoadResult:
     """Open the segments of ``directory`` (which exists and is locked by the caller).
 
     With ``dry_run`` (or ``config.recovery == "fail"`` when something is wrong),
     nothing on disk changes: the result lists what recovery would do.
+    ``assume_unclean`` runs recovery even after a clean shutdown (``logstore
+    recover``); it then also checks the segments below the recovery point and
+    reports damage there, which only ``force`` cuts.
     """
     marker = os.path.join(directory, CLEAN_SHUTDOWN_FILE)
     clean = os.path.exists(marker)
     actions: list[RecoveryAction] = []
-    read_only = dry_run or config.recovery == "fail"
     names = sorted(os.listdir(directory))
-    if not read_only and clean:
+    if not dry_run and clean:
         # Deleted before the first change, so a crash while loading counts as unclean.
         os.unlink(marker)
         fsync_dir(directory)
@@ -122,10 +131,17 @@ def load(directory: str, config: LogConfig, *, dry_run: bool = False) -> LoadRes
     checkpoint_recovery = read_offset_checkpoint(directory, RECOVERY_POINT_FILE)
     recovery_point = checkpoint_recovery or 0
 
-    if not clean:
+    if assume_unclean or not clean:
         segments = _recover_tail(
-            directory, segments, recovery_point, config, actions, dry_run=dry_run
+            directory,
+            segments,
+            0 if force else recovery_point,
+            config,
+            actions,
+            dry_run=dry_run,
+            check_below=assume_unclean,
         )
+        clean = False
     else:
         for seg in segments:  # a missing index is rebuilt even after a clean shutdown
             if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
@@ -249,24 +265,45 @@ def _recover_tail(
     actions: list[RecoveryAction],
     *,
     dry_run: bool,
+    check_below: bool = False,
 ) -> list[Segment]:
     """Validate every batch from the segment holding the recovery point to the end.
 
     The first invalid byte ends the log: it and everything after it is
     quarantined, then cut. Legacy formats are refused, never cut. With
-    ``recovery="fail"`` any problem raises before a file changes.
+    ``recovery="fail"`` any problem raises before a file changes. Data below
+    the recovery point was known flushed: damage there is not a torn write and
+    is never cut here; ``check_below`` reports it.
     """
     first = 0
     for i, seg in enumerate(segments):
         if seg.base_offset <= recovery_point:
             first = i
+    if check_below:
+        for seg in segments[:first]:
+            below = seg.validate(contiguous=not config.compacted)
+            if below.error is not None:
+                actions.append(
+                    RecoveryAction(
+                        seg.log_path,
+                        "damaged",
+                        f"{below.error.reason} (below the recovery point: not cut; "
+                        "use recover --force)",
+                        position=below.valid_bytes,
+                        bytes=below.dropped_bytes,
+                        kind=below.error.kind,
+                    )
+                )
+            seg.close_file()
     previous_next: int | None = None
     if first > 0:
         previous_next = segments[first].base_offset
     validated: list[Segment] = []
     for i in range(first, len(segments)):
         seg = segments[i]
-        result = seg.validate(rebuild=True, start_offset=previous_next)
+        result = seg.validate(
+            rebuild=True, start_offset=previous_next, contiguous=not config.compacted
+        )
         error = result.error
         if error is None:
             actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))

@@ -8,6 +8,7 @@ read outside it: bytes below a snapshot's end never change in place.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -158,6 +159,52 @@ class Log:
         except BaseException:
             lock.release()
             raise
+
+    @classmethod
+    def recover(
+        cls,
+        path: str | os.PathLike[str],
+        config: LogConfig | None = None,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+    ) -> list[RecoveryAction]:
+        """Run crash recovery on a closed log now; return what it changed (or would change).
+
+        The same recovery as an unclean open: validate every batch from the
+        recovery point, quarantine and cut a bad tail, rebuild indexes. Damage
+        below the recovery point is only reported, unless ``force``, which
+        validates from the first segment and cuts at the first bad byte
+        (quarantining everything cut). ``dry_run`` changes nothing.
+
+        Raises:
+            LogLockedError: the log is open elsewhere.
+            CorruptLogError: the data is in a legacy format.
+        """
+        config = LogConfig() if config is None else config
+        directory = os.fspath(path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(2, "no such log directory", directory)
+        lock = DirectoryLock(directory)
+        try:
+            loaded = load(
+                directory,
+                dataclasses.replace(config, recovery="truncate"),
+                dry_run=dry_run,
+                assume_unclean=True,
+                force=force,
+            )
+            if dry_run:
+                for seg in loaded.segments:
+                    seg.close_file()
+                lock.release()
+                return loaded.actions
+            log = cls(directory, config, loaded, lock, wall_clock_ms)
+        except BaseException:
+            lock.release()
+            raise
+        log.close()
+        return loaded.actions
 
     def __enter__(self) -> Log:
         return self

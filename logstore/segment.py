@@ -502,12 +502,21 @@ class Segment:
 
     # ------------------------------------------------------------ validation and recovery
 
-    def validate(self, *, rebuild: bool = False, start_offset: int | None = None) -> RecoveryResult:
+    def validate(
+        self,
+        *,
+        rebuild: bool = False,
+        start_offset: int | None = None,
+        contiguous: bool = False,
+    ) -> RecoveryResult:
         """Check every batch from position 0; optionally rebuild the indexes in memory.
 
         Checks: sane length within the file, magic 2, CRC-32C, base offset >= the
         segment's base and >= the previous batch's next offset, last offset
-        within int32 of the base. Records are not decoded (the CRC guards them).
+        within int32 of the base. With ``contiguous`` (a log that was never
+        compacted) each batch must start exactly where the previous one ended:
+        the base offset is outside the CRC, and this is what catches a damaged
+        one. Records are not decoded (the CRC guards them).
         Stops at the first problem and reports it; changes no file.
         """
         index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
@@ -533,6 +542,14 @@ class Segment:
         interval = self.index_interval_bytes
         try:
             for pos, header in self._iter_checked(file_size):
+                if contiguous and header.base_offset != next_offset:
+                    raise CorruptLogError(
+                        f"batch base offset {header.base_offset} does not follow offset "
+                        f"{next_offset - 1} (a gap or overlap in a log that was never compacted)",
+                        self.log_path,
+                        pos,
+                        kind="offset_regression",
+                    )
                 if header.base_offset < next_offset:
                     raise CorruptLogError(
                         f"batch base offset {header.base_offset} overlaps or goes back "
