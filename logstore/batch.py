@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import NamedTuple
 
 import crc32c
@@ -434,12 +435,18 @@ def _decode_headers(
 
 # ---------------------------------------------------------------- encoding
 
-#: One record to encode: (key, value, headers, timestamp), all already validated.
-Entry = tuple["bytes | None", "bytes | None", "Sequence[Header]", int]
+#: One record to encode: ``(value, key, headers, timestamp)``, the field order of
+#: ``Message`` so validated messages are encoded as they are. A ``None``
+#: timestamp takes the encoder's ``now``.
+Entry = tuple["bytes | None", "bytes | None", "Sequence[Header]", "int | None"]
+
+_VARINT_LEN = tuple(len(v) for v in VARINT_TABLE)
+# attributes 0, timestamp delta 0, offset delta d: the prefix of most appended records.
+_PREFIX_SAME_TS = tuple(b"\x00\x00" + VARINT_TABLE[d + 1] for d in range(TABLE_LIMIT))
 
 
 def _encode_headers(headers: Sequence[Header]) -> bytes:
-    out = [VARINT_TABLE[len(headers) + 1] if len(headers) < TABLE_LIMIT else _zigzag(len(headers))]
+    out = [encode_len(len(headers))]
     for hkey, hval in headers:
         kb = hkey.encode("utf-8")
         out.append(encode_len(len(kb)))
@@ -456,38 +463,96 @@ def encode_len(n: int) -> bytes:
     return VARINT_TABLE[n + 1] if n < TABLE_LIMIT else _zigzag(n)
 
 
-def encode_records(
-    entries: Sequence[Entry], base_timestamp: int, offset_deltas: Sequence[int] | None = None
-) -> bytes:
-    """Encode the (uncompressed) records section; deltas default to 0, 1, 2, ..."""
+def encode_section(
+    entries: Sequence[Entry],
+    base_timestamp: int,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    limit_bytes: int | None = None,
+    offset_deltas: Sequence[int] | None = None,
+    now: int = NO_TIMESTAMP,
+) -> tuple[bytes, int, int]:
+    """Encode ``entries[start:stop]`` as an uncompressed records section.
+
+    Stops early, after at least one record, once the section would exceed
+    ``limit_bytes``. Offset deltas are 0, 1, 2, ... unless ``offset_deltas``
+    gives them. Returns ``(section, index after the last encoded entry,
+    largest timestamp)``. The append hot path: one pass per record, table
+    lookups for small varints, one ``join`` at the end.
+    """
     table = VARINT_TABLE
+    lengths = _VARINT_LEN
+    same_ts = _PREFIX_SAME_TS
     lim = TABLE_LIMIT
     zz = _zigzag
     out: list[bytes] = []
     extend = out.extend
-    deltas = range(len(entries)) if offset_deltas is None else offset_deltas
-    for delta, (key, value, headers, ts) in zip(deltas, entries):
-        td = ts - base_timestamp
-        tdb = table[td + 1] if -1 <= td < lim else zz(td)
-        odb = table[delta + 1] if delta < lim else zz(delta)
+    limit = (1 << 62) if limit_bytes is None else limit_bytes
+    total = 0
+    max_ts = NO_TIMESTAMP - 1
+    delta = 0
+    count = 0
+    for value, key, headers, ts in islice(entries, start, stop):
+        if ts is None:
+            ts = now
+        if offset_deltas is not None:
+            delta = offset_deltas[count]
+        if ts == base_timestamp and delta < lim:
+            prefix = same_ts[delta]
+        else:
+            td = ts - base_timestamp
+            prefix = (
+                b"\x00"
+                + (table[td + 1] if -1 <= td < lim else zz(td))
+                + (table[delta + 1] if delta < lim else zz(delta))
+            )
+        if ts > max_ts:
+            max_ts = ts
         if key is None:
-            kb: bytes = b"\x01"
+            kb = b"\x01"
             key = b""
+            size = len(prefix) + 1
         else:
             n = len(key)
-            kb = table[n + 1] if n < lim else zz(n)
+            if n < lim:
+                kb = table[n + 1]
+                size = len(prefix) + lengths[n + 1] + n
+            else:
+                kb = zz(n)
+                size = len(prefix) + len(kb) + n
         if value is None:
-            vb: bytes = b"\x01"
+            vb = b"\x01"
             value = b""
+            size += 1
         else:
             n = len(value)
-            vb = table[n + 1] if n < lim else zz(n)
-        hb = _encode_headers(headers) if headers else b"\x00"
-        size = 1 + len(tdb) + len(odb) + len(kb) + len(key) + len(vb) + len(value) + len(hb)
-        extend(
-            (table[size + 1] if size < lim else zz(size), b"\x00", tdb, odb, kb, key, vb, value, hb)
-        )
-    return b"".join(out)
+            if n < lim:
+                vb = table[n + 1]
+                size += lengths[n + 1] + n
+            else:
+                vb = zz(n)
+                size += len(vb) + n
+        if headers:
+            hb = _encode_headers(headers)
+            size += len(hb)
+        else:
+            hb = b"\x00"
+            size += 1
+        total += size + 3
+        if total > limit and count:
+            break
+        extend((table[size + 1] if size < lim else zz(size), prefix, kb, key, vb, value, hb))
+        count += 1
+        delta += 1
+    return b"".join(out), start + count, max_ts
+
+
+def encode_records(
+    entries: Sequence[Entry], base_timestamp: int, offset_deltas: Sequence[int] | None = None
+) -> bytes:
+    """Encode a whole records section; offset deltas default to 0, 1, 2, ..."""
+    return encode_section(entries, base_timestamp, offset_deltas=offset_deltas)[0]
 
 
 def build_batch(
@@ -551,9 +616,11 @@ def encode_batch(
     if not entries:
         raise ValueError("a batch needs at least one record")
     base_ts = entries[0][3]
-    max_ts = max(e[3] for e in entries)
+    if base_ts is None:
+        raise ValueError("encode_batch needs explicit timestamps")
+    section, _, max_ts = encode_section(entries, base_ts)
     return build_batch(
-        encode_records(entries, base_ts),
+        section,
         base_offset=base_offset,
         record_count=len(entries),
         last_offset_delta=len(entries) - 1,

@@ -306,20 +306,27 @@ class Log:
             OSError: the write failed; nothing of the failed batch is kept.
         """
         now = self._clock()
-        entries = self._prepare(messages, now)
+        entries = self._prepare(messages)
         with self._lock:
             self._check_open()
             base = self._end_offset
             if not entries:
                 return range(base, base)
-            for chunk in self._split(entries):
-                self._append_chunk(chunk)
+            for data, count, max_ts in self._encode(entries, now):
+                last_offset = self._end_offset + count - 1
+                segment = self._maybe_roll(len(data), max_ts, last_offset)
+                self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), count)
+                self._end_offset = last_offset + 1
             end = self._end_offset
             self._after_append(end - base, now)
             return range(base, end)
 
-    def _prepare(self, messages: Iterable[bytes | Message], now: int) -> list[Entry]:
-        """Validate and normalise input outside the lock: ``(key, value, headers, ts)``."""
+    def _prepare(self, messages: Iterable[bytes | Message]) -> list[Entry]:
+        """Validate input outside the lock; entries are ``(value, key, headers, ts)``.
+
+        A ``Message`` whose fields are already right is kept as it is (no copy):
+        this loop runs once per record on the append path.
+        """
         if isinstance(messages, (bytes, bytearray, memoryview, str)):
             raise TypeError("append_many takes an iterable of messages, not a single bytes value")
         compacted = self._config.compacted
@@ -331,9 +338,19 @@ class Log:
             if t is bytes:
                 if compacted:
                     raise InvalidRecordError("a compacted log cannot accept a record without a key")
-                append((None, m, (), now))  # type: ignore[arg-type]
+                append((m, None, (), None))  # type: ignore[arg-type]
                 continue
-            if t is message or isinstance(m, Message):
+            if t is message:
+                value, key, headers, ts = m
+                if (
+                    (type(value) is bytes or value is None)
+                    and type(key) is bytes
+                    and not headers
+                    and (ts is None or (type(ts) is int and ts >= 0))
+                ):
+                    append(m)  # type: ignore[arg-type]
+                    continue
+            elif isinstance(m, Message):
                 value, key, headers, ts = m
             elif isinstance(m, (bytearray, memoryview)):
                 value, key, headers, ts = bytes(m), None, (), None
@@ -347,67 +364,64 @@ class Log:
                 raise InvalidRecordError("a compacted log cannot accept a record without a key")
             if headers or type(headers) not in (tuple, list):
                 headers = _check_headers(headers)
-            if ts is None:
-                ts = now
-            elif type(ts) is not int or ts < 0:
+            if ts is not None and (type(ts) is not int or ts < 0):
                 ts = _check_timestamp(ts)
-            append((key, value, headers, ts))  # type: ignore[arg-type]
+            append((value, key, headers, ts))  # type: ignore[arg-type]
         return entries
 
-    def _split(self, entries: list[Entry]) -> Iterator[list[Entry]]:
-        """Cut entries into batches by ``segment_messages`` room and an estimate of size."""
-        limit = self._config.max_message_bytes - _BATCH_OVERHEAD
-        per_segment = self._config.segment_messages
+    def _encode(self, entries: list[Entry], now: int) -> list[tuple[bytes, int, int]]:
+        """Encode entries into finished batches: ``(bytes, record count, max timestamp)``.
+
+        A batch holds as many records as fit ``max_message_bytes`` (and the room
+        left under ``segment_messages``). Everything is encoded before anything
+        is written, so ``RecordTooLarge`` leaves the log unchanged.
+        """
+        config = self._config
+        allowed = min(config.max_message_bytes, config.segment_bytes)
+        limit = allowed - _BATCH_OVERHEAD
+        per_segment = config.segment_messages
+        used = self._active.records if per_segment is not None else 0
+        base_offset = self._end_offset
+        out = []
         i, n = 0, len(entries)
         while i < n:
-            room = n - i
+            stop = n
             if per_segment is not None:
-                used = self._active.records
-                room = min(room, per_segment - used if used < per_segment else per_segment)
-            size = 0
-            j = i
-            stop = i + room
-            while j < stop:
-                key, value, headers, _ = entries[j]
-                # 24 bytes covers a record's varints and attributes generously.
-                size += 24 + (len(key) if key else 0) + (len(value) if value else 0)
-                if headers:
-                    size += sum(len(h[0]) + len(h[1] or b"") + 10 for h in headers)
-                if size > limit and j > i:
-                    break
-                j += 1
-            yield entries[i:j]
-            i = j
-
-    def _append_chunk(self, chunk: list[Entry]) -> None:
-        """Encode ``chunk`` as one batch (halving it if it is too large) and write it."""
-        config = self._config
-        data = batch.encode_batch(
-            chunk,
-            base_offset=self._end_offset,
-            codec=self._codec,
-            compression_level=config.compression_level,
-        )
-        if len(data) > config.max_message_bytes or len(data) > config.segment_bytes:
-            if len(chunk) == 1:
-                raise RecordTooLarge(
-                    f"a record's batch is {len(data)} bytes, over max_message_bytes "
-                    f"{config.max_message_bytes}"
-                    + (
-                        f" or segment_bytes {config.segment_bytes}"
-                        if len(data) > config.segment_bytes
-                        else ""
-                    )
+                stop = i + min(n - i, per_segment - used if used < per_segment else per_segment)
+            base_ts = entries[i][3]
+            if base_ts is None:
+                base_ts = now
+            while True:
+                section, j, max_ts = batch.encode_section(
+                    entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now
                 )
-            half = len(chunk) // 2
-            self._append_chunk(chunk[:half])
-            self._append_chunk(chunk[half:])
-            return
-        last_offset = self._end_offset + len(chunk) - 1
-        max_ts = max(e[3] for e in chunk)
-        segment = self._maybe_roll(len(data), max_ts, last_offset)
-        self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), len(chunk))
-        self._end_offset = last_offset + 1
+                data = batch.build_batch(
+                    section,
+                    base_offset=base_offset,
+                    record_count=j - i,
+                    last_offset_delta=j - i - 1,
+                    base_timestamp=base_ts,
+                    max_timestamp=max_ts,
+                    attributes=self._codec,
+                    compression_level=config.compression_level,
+                )
+                if len(data) <= allowed:
+                    break
+                if j - i == 1:
+                    raise RecordTooLarge(
+                        f"a record's batch is {len(data)} bytes, over "
+                        + (
+                            f"max_message_bytes {config.max_message_bytes}"
+                            if len(data) > config.max_message_bytes
+                            else f"segment_bytes {config.segment_bytes}"
+                        )
+                    )
+                stop = i + (j - i) // 2  # compression made it larger than estimated
+            out.append((data, j - i, max_ts))
+            used = used + (j - i) if used < (per_segment or 0) else j - i
+            base_offset += j - i
+            i = j
+        return out
 
     def _write(self, segment: Segment, data: bytes, span: BatchSpan, record_count: int) -> None:
         """Write one batch; if the segment could not be cut back after a failure, close."""
@@ -761,7 +775,7 @@ class Log:
         if keep:
             data = batch.build_batch(
                 batch.encode_records(
-                    [(r.key, r.value, r.headers, r.timestamp) for r in keep],
+                    [(r.value, r.key, r.headers, r.timestamp) for r in keep],
                     keep[0].timestamp,
                     [r.offset - header.base_offset for r in keep],
                 ),

@@ -17,6 +17,7 @@ headers = st.lists(
     st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))), max_size=3
 )
 timestamps = st.integers(min_value=0, max_value=(1 << 62))
+# (value, key, headers, timestamp), the order of Message
 entries = st.lists(
     st.tuples(keys_or_values, keys_or_values, headers, timestamps), min_size=1, max_size=40
 )
@@ -67,7 +68,7 @@ def test_batch_round_trip(codec: str, items: list, base_offset: int) -> None:
     assert header.codec == compression.CODEC_IDS[codec]
     records = batch.decode_records(data)
     assert [(r.offset, r.key, r.value, list(r.headers), r.timestamp) for r in records] == [
-        (base_offset + n, k, v, list(h), ts) for n, (k, v, h, ts) in enumerate(items)
+        (base_offset + n, k, v, list(h), ts) for n, (v, k, h, ts) in enumerate(items)
     ]
 
 
@@ -79,7 +80,7 @@ def test_decode_from_min_offset_skips_exactly(items: list, skip: int) -> None:
 
 
 def test_decode_validates_every_length_against_the_buffer() -> None:
-    data = bytearray(batch.encode_batch([(b"k", b"v" * 50, (), 5)], base_offset=0))
+    data = bytearray(batch.encode_batch([(b"v" * 50, b"k", (), 5)], base_offset=0))
     # claim a 2 GiB batch: refused before anything is read or allocated
     bad = bytearray(data)
     bad[8:12] = (0x7FFFFFFF).to_bytes(4, "big")
@@ -128,7 +129,7 @@ def test_mutated_batches_never_decode_silently_wrong(items: list, flips: list, c
         return
     # Only bytes outside the CRC may change undetected: base offset and leader epoch.
     assert data[16:] == original[16:]
-    assert [(r.key, r.value) for r in records] == [(k, v) for k, v, _, _ in items]
+    assert [(r.key, r.value) for r in records] == [(k, v) for v, k, _, _ in items]
 
 
 @given(
@@ -148,7 +149,7 @@ def test_unchecked_crc_decoding_still_bounds_everything(items: list, flips: list
 
 
 def test_unknown_codec_is_a_clear_error() -> None:
-    data = bytearray(batch.encode_batch([(None, b"x", (), 1)], base_offset=0))
+    data = bytearray(batch.encode_batch([(b"x", None, (), 1)], base_offset=0))
     data[22] |= 0x07  # codec 7 does not exist
     _fix_crc(data)
     with pytest.raises(CorruptLogError, match="unknown compression codec 7"):
@@ -156,7 +157,7 @@ def test_unknown_codec_is_a_clear_error() -> None:
 
 
 def test_compressed_section_that_does_not_decompress_is_corrupt() -> None:
-    data = bytearray(batch.encode_batch([(None, b"x" * 100, (), 1)] * 5, base_offset=0, codec=4))
+    data = bytearray(batch.encode_batch([(b"x" * 100, None, (), 1)] * 5, base_offset=0, codec=4))
     data[70] ^= 0xFF
     _fix_crc(data)
     with pytest.raises(CorruptLogError) as info:
@@ -167,7 +168,7 @@ def test_compressed_section_that_does_not_decompress_is_corrupt() -> None:
 def test_gzip_reads_concatenated_members() -> None:
     import gzip
 
-    section = batch.encode_records([(None, b"a", (), 1), (None, b"b", (), 1)], 1)
+    section = batch.encode_records([(b"a", None, (), 1), (b"b", None, (), 1)], 1)
     half = len(section) // 2
     stream = gzip.compress(section[:half]) + gzip.compress(section[half:])
     assert compression.decompress(compression.GZIP, stream) == section

@@ -125,7 +125,7 @@ def test_uncompressed_vector_reencodes_to_identical_bytes(vector: dict[str, Any]
         header = batch.read_header(data, position)
         records = batch.decode_records(data, position, header)
         section = batch.encode_records(
-            [(r.key, r.value, r.headers, r.timestamp) for r in records],
+            [(r.value, r.key, r.headers, r.timestamp) for r in records],
             header.base_timestamp,
             [r.offset - header.base_offset for r in records],
         )
@@ -150,7 +150,7 @@ def test_fresh_batch_matches_kafka_python_builder_bytes() -> None:
     vector = next(v for v in ALL if v["name"] == "single_record")
     rec = vector["batches"][0]["records"][0]
     encoded = batch.encode_batch(
-        [(bytes.fromhex(rec["key"]), bytes.fromhex(rec["value"]), (), rec["timestamp"])],
+        [(bytes.fromhex(rec["value"]), bytes.fromhex(rec["key"]), (), rec["timestamp"])],
         base_offset=0,
     )
     assert encoded == _data(vector)
