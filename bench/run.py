@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import recovery
 from engines import ENGINES, SQLITE_SYNC_MODES, Engine, Settings
 from workload import Workload, generate
 
@@ -560,7 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         profiles = profile_logstore(workload, settings)
     elapsed = time.perf_counter() - started
 
+    log("opening and recovery benchmarks ...")
+    recovery_lines = recovery.run(quick=not args.full)
     report = render(results, workload, settings, args.repeats, command, info, elapsed, profiles)
+    report += "\n" + "\n".join(recovery_lines)
     print(report)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write(report)
