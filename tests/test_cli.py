@@ -1,0 +1,232 @@
+"""The ``logstore`` command line: exact output, exit statuses, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import logstore
+from logstore import cli
+
+SEGMENT_0 = f"{0:020d}.log"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    config = logstore.LogConfig(
+        fsync="never", segment_bytes=2000, compression="gzip", index_interval_bytes=10
+    )
+    with logstore.Log.open(tmp_path / "root" / "web-0", config) as log:
+        for i in range(30):
+            log.append(
+                b"GET /%d" % i,
+                key=b"host-%d" % (i % 3),
+                timestamp=1000 + i,
+                headers=(("bin", b"\x00\xff"),) if i == 0 else (),
+            )
+    with logstore.Log.open(tmp_path / "root" / "web-1", logstore.LogConfig(fsync="never")) as log:
+        log.append_many([b"a", b"b"])
+    return tmp_path / "root"
+
+
+def _hashes(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_inspect_a_root_shows_every_partition(
+    capsys: pytest.CaptureFixture[str], root: Path
+) -> None:
+    code, out, err = run(capsys, "inspect", str(root))
+    assert (code, err) == (0, "")
+    assert f"{root / 'web-0'}: offsets [0, 30), 30 records" in out
+    assert f"{root / 'web-1'}: offsets [0, 2), 2 records, 1 segments" in out
+    assert "codecs gzip:" in out
+
+
+def test_inspect_records_shows_binary_safely(
+    capsys: pytest.CaptureFixture[str], root: Path
+) -> None:
+    code, out, _ = run(capsys, "inspect", str(root / "web-0" / SEGMENT_0), "--records")
+    assert code == 0
+    assert 'offset 0  ts 1000  key "host-0"  value "GET /0"  headers bin=0x00ff' in out
+
+
+def test_inspect_json_lines(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    code, out, _ = run(capsys, "inspect", str(root / "web-1"), "--json", "--records")
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["partition"] == str(root / "web-1")
+    assert (lines[0]["start_offset"], lines[0]["end_offset"], lines[0]["records"]) == (0, 2, 2)
+    assert lines[1]["base_offset"] == 0 and lines[1]["records"] == 2
+    assert [(r["offset"], r["value"]) for r in lines[2:]] == [
+        (0, {"utf8": "a"}),
+        (1, {"utf8": "b"}),
+    ]
+
+
+def test_inspect_index_files(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    index = next((root / "web-0").glob("*.index"))
+    code, out, _ = run(capsys, "inspect", str(index))
+    assert code == 0
+    assert out.strip().endswith("entries")
+
+
+def test_inspect_version_names_the_codec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", "--version")
+    assert code == 0
+    assert out.strip() == f"logstore {logstore.__version__} (codec: {logstore.__speedups__})"
+
+
+def test_verify_clean_and_damaged(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    code, out, err = run(capsys, "verify", str(root))
+    assert (code, err) == (0, "")
+    assert out.strip() == "ok: 31 batches, 32 records verified"
+    segment = root / "web-1" / SEGMENT_0
+    data = bytearray(segment.read_bytes())
+    data[-3] ^= 0x01
+    segment.write_bytes(data)
+    code, out, err = run(capsys, "verify", str(root))
+    assert code == 1
+    assert (
+        err.strip()
+        == f"logstore: {segment} at byte 0: CRC mismatch: stored " + err.split("stored ")[1].strip()
+    )
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_verify_finds_a_bad_index(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    index = next(p for p in sorted((root / "web-0").glob("*.index")) if p.stat().st_size >= 16)
+    data = bytearray(index.read_bytes())
+    data[4:8] = (10**6).to_bytes(4, "big")  # the first entry's position, far past the log
+    index.write_bytes(data)
+    code, _, err = run(capsys, "verify", str(root / "web-0"))
+    assert code == 1
+    assert str(index) in err
+
+
+def test_recover_dry_run_touches_nothing(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    segment = root / "web-1" / SEGMENT_0
+    size = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(b"\x00" * 100)
+    (root / "web-1" / ".kafka_cleanshutdown").unlink()
+    before = _hashes(root)
+    code, out, err = run(capsys, "recover", str(root), "--dry-run")
+    assert (code, err) == (0, "")
+    assert f"would truncate: {segment} at byte {size} (100 bytes)" in out
+    assert _hashes(root) == before
+    code, out, _ = run(capsys, "recover", str(root / "web-1"), "--json")
+    assert code == 0
+    action = json.loads(out.splitlines()[0])
+    assert (action["action"], action["position"], action["bytes"], action["kind"]) == (
+        "truncate",
+        size,
+        100,
+        "zero_fill",
+    )
+    assert segment.stat().st_size == size
+    assert (root / "web-1" / f"{SEGMENT_0}.corrupt-{size}").read_bytes() == b"\x00" * 100
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "inspect", str(tmp_path / "missing"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("logstore: ")
+    code, _, err = run(capsys, "inspect", str(tmp_path))
+    assert code == 2
+    assert err == f"logstore: {tmp_path} holds no partition directories or segment files\n"
+
+
+def test_recover_of_a_log_held_open_is_refused(
+    capsys: pytest.CaptureFixture[str], root: Path
+) -> None:
+    with logstore.Log.open(root / "web-1", logstore.LogConfig(fsync="never")):
+        code, _, err = run(capsys, "recover", str(root / "web-1"))
+    assert code == 1
+    assert (
+        err
+        == f"logstore: {root / 'web-1'} is already open (lock held on {root / 'web-1' / '.lock'})\n"
+    )
+
+
+def test_inspect_of_a_live_log_stops_at_the_last_complete_batch(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with logstore.Log.open(tmp_path / "p-0", logstore.LogConfig(fsync="never")) as log:
+        log.append_many([b"one", b"two"])
+        segment = tmp_path / "p-0" / SEGMENT_0
+        whole = segment.stat().st_size
+        with open(segment, "ab") as f:  # a writer's batch, half written
+            f.write(segment.read_bytes()[:40])
+        code, out, err = run(capsys, "verify", str(tmp_path / "p-0"))
+        assert (code, err) == (0, "")
+        code, out, _ = run(capsys, "inspect", str(tmp_path / "p-0"))
+        assert code == 0
+        assert "incomplete tail: 40 bytes" in out
+        os.truncate(segment, whole)
+    # once no writer holds it, the same tail is a torn write: reported
+    with open(segment, "ab") as f:
+        f.write(segment.read_bytes()[:40])
+    code, _, err = run(capsys, "verify", str(tmp_path / "p-0"))
+    assert code == 1
+    assert f"{segment} at byte {whole}" in err
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda head, tail: head + tail,
+            st.sampled_from(
+                [
+                    b"",
+                    bytes(12),
+                    b"\x00" * 8 + b"\x7f\xff\xff\xff" + b"\x00" * 4 + b"\x02",  # claims 2 GiB
+                    bytes.fromhex("0000000000000000000000500000000002"),
+                ]
+            ),
+            st.binary(max_size=200),
+        ),
+    )
+)
+def test_any_bytes_give_exit_0_or_1_and_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: bytes
+) -> None:
+    directory = tmp_path / "fuzz-0"
+    directory.mkdir(exist_ok=True)
+    (directory / SEGMENT_0).write_bytes(data)
+    for command in (["inspect"], ["inspect", "--records"], ["verify"], ["inspect", "--json"]):
+        code, _, err = run(capsys, *command, str(directory))
+        assert code in (0, 1)
+        assert "Traceback" not in err
+        assert err.count("\n") <= 1
+
+
+def test_python_dash_m_works(root: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "logstore", "verify", str(root)], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok: 31 batches, 32 records verified")
