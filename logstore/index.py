@@ -257,8 +257,12 @@ class TimeIndex(_Index):
         self._timestamps, self._relative = timestamps, relative
 
     def maybe_append(self, timestamp: int, offset: int, *, in_memory: bool = False) -> None:
-        """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's."""
-        if self._timestamps and timestamp <= self._timestamps[-1]:
+        """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's.
+
+        As in Kafka, an empty index starts from "no timestamp" (-1), so records
+        without timestamps never produce an entry.
+        """
+        if timestamp <= (self._timestamps[-1] if self._timestamps else -1):
             return
         relative = offset - self.base_offset
         if not in_memory:

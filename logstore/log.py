@@ -312,11 +312,23 @@ class Log:
             base = self._end_offset
             if not entries:
                 return range(base, base)
-            for data, count, max_ts in self._encode(entries, now):
+            plan = self._encode(entries, now, 0)
+            done = 0
+            for k in itertools.count():
+                if k >= len(plan):
+                    break
+                data, count, max_ts = plan[k]
                 last_offset = self._end_offset + count - 1
+                before = self._active
                 segment = self._maybe_roll(len(data), max_ts, last_offset)
                 self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), count)
                 self._end_offset = last_offset + 1
+                done += count
+                if segment is not before and self._config.segment_messages is not None:
+                    # An unplanned roll (size, age, index) changes the room left under
+                    # segment_messages: plan the rest again. Records that fit before
+                    # still fit, so RecordTooLarge cannot arise here.
+                    plan[k + 1 :] = self._encode(entries, now, done)
             end = self._end_offset
             self._after_append(end - base, now)
             return range(base, end)
@@ -369,7 +381,7 @@ class Log:
             append((value, key, headers, ts))  # type: ignore[arg-type]
         return entries
 
-    def _encode(self, entries: list[Entry], now: int) -> list[tuple[bytes, int, int]]:
+    def _encode(self, entries: list[Entry], now: int, start: int) -> list[tuple[bytes, int, int]]:
         """Encode entries into finished batches: ``(bytes, record count, max timestamp)``.
 
         A batch holds as many records as fit ``max_message_bytes`` (and the room
@@ -383,7 +395,7 @@ class Log:
         used = self._active.records if per_segment is not None else 0
         base_offset = self._end_offset
         out = []
-        i, n = 0, len(entries)
+        i, n = start, len(entries)
         while i < n:
             stop = n
             if per_segment is not None:
@@ -827,6 +839,7 @@ class Log:
         if not doomed:
             return
         for seg in doomed:
+            seg.detach()  # readers holding it keep reading
             seg.rename_with_suffix("", DELETED_SUFFIX)
         fsync_dir(self._path)
         for seg in doomed:

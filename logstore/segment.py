@@ -191,20 +191,41 @@ class Segment:
             if idx is not None:
                 idx.flush()
 
+    def detach(self) -> None:
+        """Get ready to lose the files: open the ``.log`` and load the indexes.
+
+        A reader that snapshotted this segment keeps reading it after its files
+        are renamed and unlinked: the open handle keeps the data alive until the
+        last reader drops the object (``__del__`` closes it).
+        """
+        self._file()
+        for idx in (self.offset_index, self.time_index):
+            idx.close()
+
     def delete_files(self) -> None:
-        self.close_file()
+        """Unlink the files; the ``.log`` handle stays open for readers (see ``detach``)."""
         for idx in (self._offset_index, self._time_index):
             if idx is not None:
                 idx.close()
         remove_files(self.paths)
+
+    def __del__(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     @property
     def paths(self) -> list[str]:
         return [self.log_path, self.index_path, self.timeindex_path]
 
     def rename_with_suffix(self, old_suffix: str, new_suffix: str) -> None:
-        """Rename the three files from ``...old_suffix`` to ``...new_suffix`` (the caller fsyncs)."""
-        self.close_file()
+        """Rename the three files from ``...old_suffix`` to ``...new_suffix`` (the caller fsyncs).
+
+        An open ``.log`` handle stays valid across the rename.
+        """
         for idx in (self._offset_index, self._time_index):
             if idx is not None:
                 idx.close()
@@ -371,13 +392,14 @@ class Segment:
         position = start
         max_ts = -1 if self._max_timestamp is None else self._max_timestamp
         max_ts_offset = self._offset_of_max_timestamp
+        if max_ts_offset is None:  # records without timestamps (-1) so far
+            max_ts_offset = spans[0].last_offset
         since = self._bytes_since_index_entry
         for size, last_offset, batch_max_ts in spans:
             if batch_max_ts > max_ts:
                 max_ts, max_ts_offset = batch_max_ts, last_offset
             if since > interval:
                 index.append(last_offset, position)
-                assert max_ts_offset is not None
                 tindex.maybe_append(max_ts, max_ts_offset)
                 since = 0
             since += size
