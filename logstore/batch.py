@@ -582,27 +582,24 @@ def build_batch(
     batch_length = HEADER_SIZE - LOG_OVERHEAD + len(body)
     if batch_length > INT32_MAX:
         raise OverflowError("batch larger than 2 GiB")
-    header = bytearray(
-        _HEADER.pack(
-            base_offset,
-            batch_length,
-            leader_epoch,
-            2,
-            0,
-            attributes,
-            last_offset_delta,
-            base_timestamp,
-            max_timestamp,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            record_count,
-        )
+    header = _HEADER.pack(
+        base_offset,
+        batch_length,
+        leader_epoch,
+        2,
+        0,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        record_count,
     )
-    crc = crc32c.crc32c(body, crc32c.crc32c(memoryview(header)[_CRC_FROM:]))
-    _CRC.pack_into(header, _CRC_FROM - 4, crc)
-    header += body
-    return bytes(header)
+    crc = crc32c.crc32c(body, crc32c.crc32c(header[_CRC_FROM:]))
+    # One copy of the body, straight into the finished batch.
+    return b"".join((header[: _CRC_FROM - 4], _CRC.pack(crc), header[_CRC_FROM:], body))
 
 
 def encode_batch(
