@@ -64,6 +64,8 @@ class LogConfig:
     min_cleanable_dirty_ratio: float = 0.5
     min_compaction_lag_ms: int = 0
     archive: ArchiveHook | None = None
+    #: Memory for the cleaner's key -> offset map; more distinct keys mean more rounds.
+    compaction_memory_bytes: int = 128 * MIB
 
     def __post_init__(self) -> None:
         # The smallest batch is 61 bytes: anything below cannot hold one record.
@@ -126,6 +128,7 @@ class LogConfig:
             f"min_cleanable_dirty_ratio must be between 0 and 1, got {ratio!r}",
         )
         _positive_int("min_compaction_lag_ms", self.min_compaction_lag_ms, minimum=0)
+        _positive_int("compaction_memory_bytes", self.compaction_memory_bytes, minimum=1024)
         _require(
             self.archive is None
             or callable(self.archive)

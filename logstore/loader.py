@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
     CLEANED_SUFFIX,
+    CLEANER_CHECKPOINT_FILE,
     CORRUPT_INFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -62,6 +63,7 @@ class LoadResult:
     recovery_point: int
     clean: bool
     actions: list[RecoveryAction] = field(default_factory=list)
+    cleaner_offset: int = 0
 
 
 def partition_name(directory: str) -> tuple[str, int]:
@@ -166,7 +168,10 @@ def load(
         fsync_dir(directory)
     first_base = segments[0].base_offset
     start_offset = max(checkpoint_start or 0, first_base)
-    return LoadResult(segments, start_offset, recovery_point, clean, actions)
+    cleaner_offset = read_offset_checkpoint(directory, CLEANER_CHECKPOINT_FILE)
+    return LoadResult(
+        segments, start_offset, recovery_point, clean, actions, cleaner_offset or start_offset
+    )
 
 
 def _resolve_leftovers(

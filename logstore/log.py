@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import threading
 import time
@@ -19,9 +20,10 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
-from . import batch, compression
+from . import batch, cleaner, compression, retention
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
+    CLEANER_CHECKPOINT_FILE,
     DELETED_SUFFIX,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
@@ -34,6 +36,7 @@ from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
 from .config import LogConfig
 from .errors import (
+    ConfigError,
     CorruptLogError,
     InvalidRecordError,
     LogClosedError,
@@ -41,13 +44,38 @@ from .errors import (
     RecordTooLarge,
 )
 from .loader import LoadResult, RecoveryAction, load, partition_name
-from .model import Header, Message, Record, SegmentInfo
+from .model import (
+    CompactionResult,
+    Header,
+    Message,
+    Record,
+    RemovedSegment,
+    RetentionResult,
+    SegmentInfo,
+)
 from .segment import Segment
 
 Clock = Callable[[], int]
+logger = logging.getLogger("logstore")
 _READ_CHUNK = 64 * 1024
 #: Fixed bytes a batch adds to its records (the 61-byte header).
 _BATCH_OVERHEAD = batch.HEADER_SIZE
+
+
+def _add_round(
+    totals: CompactionResult, done: cleaner.Round, segments_before: int
+) -> CompactionResult:
+    return dataclasses.replace(
+        totals,
+        records_before=totals.records_before + sum(r.records_before for r in done.reports),
+        records_after=totals.records_after + sum(r.records_after for r in done.reports),
+        bytes_before=totals.bytes_before + sum(r.bytes_before for r in done.reports),
+        bytes_after=totals.bytes_after + sum(r.bytes_after for r in done.reports),
+        tombstones_removed=totals.tombstones_removed
+        + sum(r.tombstones_removed for r in done.reports),
+        segments_before=totals.segments_before + segments_before,
+        segments_after=totals.segments_after + (len(done.outputs) or segments_before),
+    )
 
 
 def wall_clock_ms() -> int:
@@ -116,6 +144,9 @@ class Log:
         if loaded.clean:
             self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
+        self._compaction_due = False
+        self._cleaner_lock = threading.Lock()
+        self._cleaner_offset = loaded.cleaner_offset
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
         self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
@@ -331,7 +362,9 @@ class Log:
                     plan[k + 1 :] = self._encode(entries, now, done)
             end = self._end_offset
             self._after_append(end - base, now)
-            return range(base, end)
+        if self._compaction_due:
+            self._maybe_compact()
+        return range(base, end)
 
     def _prepare(self, messages: Iterable[bytes | Message]) -> list[Entry]:
         """Validate input outside the lock; entries are ``(value, key, headers, ts)``.
@@ -556,7 +589,218 @@ class Log:
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
             self._write_recovery_point()
+        config = self._config
+        if config.deletes and (
+            config.retention_bytes is not None
+            or config.retention_messages is not None
+            or config.retention_ms is not None
+        ):
+            result = self._apply_retention(dry_run=False)
+            for error in result.errors:
+                logger.warning("%s: retention kept a segment: %s", self._path, error)
+        if config.compacted:
+            self._compaction_due = True  # checked against the dirty ratio after the append
         return new
+
+    # ------------------------------------------------------------ compaction
+
+    def compact(
+        self,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> CompactionResult:
+        """Compact now, whatever the dirty ratio: keep the newest record of each key.
+
+        Never touches the active segment or anything younger than
+        ``min_compaction_lag_ms``. Offsets and timestamps never change.
+        Tombstones stay ``delete_retention_ms`` after the compaction that first
+        kept them, then go. Appends and reads go on meanwhile: the rewritten
+        segments are swapped in crash-safely under the lock, and readers already
+        inside a replaced segment finish reading it. Rounds repeat while the
+        dirty part has more keys than ``compaction_memory_bytes`` maps at once.
+        ``progress`` is called with 1 per segment rewritten. With ``dry_run``
+        nothing changes and the result says what the first round would remove.
+
+        Raises:
+            ConfigError: the log's ``cleanup_policy`` does not include ``compact``.
+        """
+        if not self._config.compacted:
+            raise ConfigError(
+                f"compact() needs cleanup_policy 'compact' or 'compact,delete'; "
+                f"{self._path} has {self._config.cleanup_policy!r}"
+            )
+        config = self._config
+        started = time.perf_counter()
+        totals = CompactionResult(dry_run=dry_run)
+        reports: list[dict[str, int]] = []
+        first_ratio: float | None = None
+        with self._cleaner_lock:
+            while True:
+                with self._lock:
+                    self._check_open()
+                    sealed = list(self._segments.values())[:-1]
+                    first_dirty = self._cleaner_offset
+                    if not self._start_offset <= first_dirty <= self._end_offset:
+                        first_dirty = self._start_offset
+                    now = self._clock()
+                clean, dirty = cleaner.sections(
+                    sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
+                )
+                if first_ratio is None:
+                    first_ratio = cleaner.dirty_ratio(clean, dirty)
+                if not dirty:
+                    break
+                offsets, end = cleaner.build_offset_map(
+                    dirty,
+                    first_dirty,
+                    budget_bytes=config.compaction_memory_bytes,
+                    verify_crc=config.verify_crc_on_read,
+                )
+                inputs = [s for s in sealed if s.base_offset < end]
+                done = cleaner.clean_round(
+                    self._path,
+                    inputs,
+                    offsets,
+                    end,
+                    config,
+                    now_ms=now,
+                    dry_run=dry_run,
+                    progress=progress,
+                )
+                reports += [r.as_dict() for r in done.reports]
+                totals = _add_round(totals, done, len(inputs))
+                if dry_run:
+                    break
+                with self._lock:
+                    if self._closed or any(
+                        self._segments.get(s.base_offset) is not s for s in inputs
+                    ):
+                        cleaner.discard(done.outputs)  # truncation or retention got there first
+                        break
+                    cleaner.swap(self._path, inputs, done.outputs)
+                    for seg in inputs:
+                        del self._segments[seg.base_offset]
+                    for seg in done.outputs:
+                        self._segments[seg.base_offset] = seg
+                    self._cleaner_offset = end
+                    self._write_cleaner_offset()
+                if end >= dirty[-1].next_offset:
+                    break
+        return dataclasses.replace(
+            totals,
+            dirty_ratio=first_ratio or 0.0,
+            seconds=time.perf_counter() - started,
+            details=tuple(reports),
+        )
+
+    def dirty_ratio(self) -> float:
+        """The share of the log's bytes not yet compacted (what auto-compaction compares)."""
+        with self._lock:
+            self._check_open()
+            sealed = list(self._segments.values())[:-1]
+            first_dirty = self._cleaner_offset
+            if not self._start_offset <= first_dirty <= self._end_offset:
+                first_dirty = self._start_offset
+            now = self._clock()
+        clean, dirty = cleaner.sections(
+            sealed, first_dirty, now_ms=now, min_lag_ms=self._config.min_compaction_lag_ms
+        )
+        return cleaner.dirty_ratio(clean, dirty)
+
+    def _maybe_compact(self) -> None:
+        """After a roll in a compacted log: compact if the dirty share is over the limit."""
+        self._compaction_due = False
+        if self._closed or self._cleaner_lock.locked():
+            return
+        if self.dirty_ratio() > self._config.min_cleanable_dirty_ratio:
+            self.compact()
+
+    def _write_cleaner_offset(self) -> None:
+        topic, partition = self._topic_partition
+        write_checkpoint(
+            os.path.join(self._path, CLEANER_CHECKPOINT_FILE),
+            [(topic, partition, self._cleaner_offset)],
+        )
+
+    # ------------------------------------------------------------ retention
+
+    def apply_retention(self, *, dry_run: bool = False) -> RetentionResult:
+        """Delete the oldest segments that the retention limits allow; say what went and why.
+
+        Never deletes the active segment. Each segment is handed to the
+        ``archive`` hook first; if the hook fails, that segment and every later
+        one stay (only a prefix of the log is ever removed) and the failure is
+        in ``errors``. With ``dry_run`` nothing changes and the result says what
+        would be removed under which rule. Deletion is crash-safe: files are
+        renamed to ``.deleted`` (removed on the next open if a crash intervenes),
+        then unlinked.
+        """
+        with self._lock:
+            self._check_open()
+            return self._apply_retention(dry_run=dry_run)
+
+    def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
+        config = self._config
+        segs = list(self._segments.values())
+        count_records = config.deletes and config.retention_messages is not None
+        by_age = config.deletes and config.retention_ms is not None
+        facts = [
+            retention.SegmentFacts(
+                base_offset=s.base_offset,
+                next_offset=nxt.base_offset if nxt is not None else self._end_offset,
+                records=s.records if count_records else 0,
+                size_bytes=s.size,
+                max_timestamp=s.max_timestamp if by_age else None,
+                mtime_ms=int(os.stat(s.log_path).st_mtime * 1000) if by_age else 0,
+            )
+            for s, nxt in zip(segs, [*segs[1:], None])
+        ]
+        doomed = retention.plan(
+            facts, start_offset=self._start_offset, config=config, now_ms=self._clock()
+        )
+        removed: list[RemovedSegment] = []
+        kept: list[int] = []
+        errors: list[str] = []
+        going: list[Segment] = []
+        for fact, rule in doomed:
+            seg = self._segments[fact.base_offset]
+            if not dry_run and config.archive is not None:
+                try:
+                    retention.run_archive(config.archive, seg.paths)
+                except retention.ArchiveError as exc:
+                    kept.append(fact.base_offset)
+                    errors.append(f"{seg.log_path}: {exc}")
+                    break
+            records = fact.records if count_records else seg.records
+            removed.append(
+                RemovedSegment(
+                    base_offset=fact.base_offset,
+                    next_offset=fact.next_offset,
+                    records=records,
+                    size_bytes=fact.size_bytes,
+                    max_timestamp=seg.max_timestamp,
+                    rule=rule,
+                )
+            )
+            going.append(seg)
+        start = self._start_offset
+        if going:  # the first segment that stays starts the log
+            start = max(start, removed[-1].next_offset)
+        if not dry_run and going:
+            for seg in going:
+                del self._segments[seg.base_offset]
+            self._delete_segments(going)
+            if start > self._start_offset:
+                self._start_offset = start
+                self._write_start_offset()
+        return RetentionResult(
+            removed=tuple(removed),
+            kept_by_archive_failure=tuple(kept),
+            start_offset=start,
+            dry_run=dry_run,
+            errors=tuple(errors),
+        )
 
     # ------------------------------------------------------------ flushing
 

@@ -61,9 +61,10 @@ class RetentionResult:
     """What ``Log.apply_retention`` removed (or would remove with ``dry_run``)."""
 
     removed: tuple[RemovedSegment, ...] = ()
-    kept_by_archive_failure: tuple[int, ...] = ()
+    kept_by_archive_failure: tuple[int, ...] = ()  # base offsets the archive hook refused
     start_offset: int = 0
     dry_run: bool = False
+    errors: tuple[str, ...] = ()  # what the archive hook said when it failed
 
     @property
     def removed_bytes(self) -> int:

@@ -18,7 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "_fs": {"errors"},
     "segment": {"batch", "index", "_fs", "errors", "_varint"},
     "loader": {"segment", "_fs", "config", "errors"},
-    "cleaner": {"segment", "batch", "_fs", "config", "model", "errors"},
+    "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
+    "retention": {"config"},
     "log": {
         "loader",
         "cleaner",

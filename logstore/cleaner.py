@@ -1,0 +1,362 @@
+"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``, the swap.
+
+Takes segments and returns segments; never sees a ``Log``. Follows Kafka's log
+cleaner (FORMAT.md section 11):
+
+- the *clean* part [log start, first dirty) was compacted before; the
+  *cleanable dirty* part [first dirty, first uncleanable) is what is new, where
+  first uncleanable is the active segment's base or the first segment younger
+  than ``min_compaction_lag_ms``;
+- a round maps every key of the dirty part to its latest offset (as many keys
+  as the memory budget holds: a smaller budget means more rounds, never more
+  memory), then rewrites every segment from the log start to the round's end:
+  a record survives if it has a key, is the latest for that key (or newer than
+  the map), and is not a tombstone past its delete horizon;
+- offsets never change: batches keep their base offset, last offset delta,
+  attributes and producer fields; records keep offset deltas and timestamps;
+- a kept batch holding tombstones gets a delete horizon (attribute bit 6,
+  base timestamp = now + ``delete_retention_ms``); a later round drops those
+  tombstones once the horizon has passed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import batch
+from ._fs import CLEANED_SUFFIX, DELETED_SUFFIX, SWAP_SUFFIX, fsync_dir
+from ._varint import INT32_MAX
+from .batch import BatchHeader, BatchSpan
+from .config import LogConfig
+from .errors import CorruptLogError
+from .model import Record
+from .segment import Segment
+
+#: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
+MAP_ENTRY_OVERHEAD = 120
+Progress = Callable[[int], None]
+
+
+def crash_point(name: str) -> None:
+    """Die here if ``LOGSTORE_CRASH_AT`` names this step (crash tests only)."""
+    if os.environ.get("LOGSTORE_CRASH_AT") == name:
+        os._exit(77)
+
+
+@dataclass
+class SegmentReport:
+    """What a round did (or would do) to one input segment."""
+
+    base_offset: int
+    records_before: int = 0
+    records_after: int = 0
+    tombstones_removed: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class Round:
+    """One cleaning round: its inputs, its outputs (as ``.cleaned`` files) and its counts."""
+
+    inputs: list[Segment]
+    outputs: list[Segment] = field(default_factory=list)
+    end_offset: int = 0  # first dirty offset after this round
+    reports: list[SegmentReport] = field(default_factory=list)
+
+
+def sections(
+    sealed: Sequence[Segment], first_dirty: int, *, now_ms: int, min_lag_ms: int
+) -> tuple[list[Segment], list[Segment]]:
+    """Split sealed segments into (clean, cleanable dirty); the rest is uncleanable."""
+    clean: list[Segment] = []
+    dirty: list[Segment] = []
+    for seg in sealed:
+        if seg.next_offset <= first_dirty:
+            clean.append(seg)
+            continue
+        newest = seg.max_timestamp
+        if min_lag_ms and newest is not None and newest > now_ms - min_lag_ms:
+            break  # too young, and so is everything after it
+        dirty.append(seg)
+    return clean, dirty
+
+
+def dirty_ratio(clean: Sequence[Segment], dirty: Sequence[Segment]) -> float:
+    """Cleanable bytes over clean + cleanable bytes (0 when there is nothing)."""
+    dirty_bytes = sum(s.size for s in dirty)
+    total = dirty_bytes + sum(s.size for s in clean)
+    return dirty_bytes / total if total else 0.0
+
+
+def build_offset_map(
+    dirty: Sequence[Segment], first_dirty: int, *, budget_bytes: int, verify_crc: bool
+) -> tuple[dict[bytes, int], int]:
+    """Map each key of the dirty part to its latest offset, within ``budget_bytes``.
+
+    Returns the map and the round's end offset: one past the last record mapped
+    (at least one record is always mapped, so rounds make progress).
+    """
+    offsets: dict[bytes, int] = {}
+    used = 0
+    end = first_dirty
+    for seg in dirty:
+        for _, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=verify_crc):
+            if header.next_offset <= first_dirty or header.attributes & batch.CONTROL_BIT:
+                end = max(end, header.next_offset)
+                continue
+            for record in batch.decode_records(buf, rel, header, min_offset=first_dirty):
+                key = record.key
+                if key is None:
+                    continue
+                if key not in offsets:
+                    used += len(key) + MAP_ENTRY_OVERHEAD
+                    if used > budget_bytes and offsets:
+                        return offsets, end
+                offsets[key] = record.offset
+                end = record.offset + 1
+            end = max(end, header.next_offset)
+    return offsets, end
+
+
+def group_by_size(segments: Sequence[Segment], config: LogConfig) -> list[list[Segment]]:
+    """Consecutive segments merged while they fit one segment (bytes, index, int32 offsets)."""
+    groups: list[list[Segment]] = []
+    for seg in segments:
+        if groups:
+            group = groups[-1]
+            size = sum(s.size for s in group) + seg.size
+            span = seg.next_offset - 1 - group[0].base_offset
+            if size <= config.segment_bytes and span <= INT32_MAX:
+                group.append(seg)
+                continue
+        groups.append([seg])
+    return groups
+
+
+class _Writer:
+    """Writes rewritten batches into ``.cleaned`` segments, starting a new one on overflow."""
+
+    def __init__(self, directory: str, config: LogConfig, *, dry_run: bool) -> None:
+        self.directory = directory
+        self.config = config
+        self.dry_run = dry_run
+        self.outputs: list[Segment] = []
+        self.bytes_written = 0
+        self._group_base: int | None = None
+
+    def write(self, data: bytes, span: BatchSpan, base_offset: int, records: int) -> None:
+        self.bytes_written += len(data)
+        if self.dry_run:
+            return
+        out = self.outputs[-1] if self.outputs and self.outputs[-1].active else None
+        if out is not None and (
+            out.size + len(data) > self.config.segment_bytes
+            or out.index_full
+            or span.last_offset - out.base_offset > INT32_MAX
+        ):
+            self._finish(out)  # rewritten batches grew (recompression): split the group
+            out = None
+        if out is None:
+            base = self._group_base if self._group_base is not None else base_offset
+            self._group_base = None
+            out = Segment.create(
+                self.directory,
+                base,
+                max_index_bytes=self.config.max_index_bytes,
+                index_interval_bytes=self.config.index_interval_bytes,
+                suffix=CLEANED_SUFFIX,
+            )
+            self.outputs.append(out)
+        out.append(data, (span,), record_count=records)
+
+    def new_group(self, base_offset: int | None = None) -> None:
+        """Start a new output segment, named like the group's first input (as Kafka does)."""
+        if self.outputs and self.outputs[-1].active:
+            self._finish(self.outputs[-1])
+        self._group_base = base_offset
+
+    def _finish(self, out: Segment) -> None:
+        out.seal()
+        out.flush()
+        out.flush_indexes()
+
+    def close(self) -> None:
+        self.new_group()
+
+
+def clean_round(
+    directory: str,
+    inputs: Sequence[Segment],
+    offsets: dict[bytes, int],
+    end_offset: int,
+    config: LogConfig,
+    *,
+    now_ms: int,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> Round:
+    """Rewrite ``inputs`` (log start to the round's end) into ``.cleaned`` segments.
+
+    Nothing replaces the inputs yet: see ``swap``. With ``dry_run`` nothing is
+    written and the reports say what would be removed.
+    """
+    result = Round(inputs=list(inputs), end_offset=end_offset)
+    writer = _Writer(directory, config, dry_run=dry_run)
+    horizon = now_ms + config.delete_retention_ms
+    verify = config.verify_crc_on_read
+    try:
+        for group in group_by_size(inputs, config):
+            writer.new_group(group[0].base_offset)
+            for seg in group:
+                report = SegmentReport(base_offset=seg.base_offset, bytes_before=seg.size)
+                before = writer.bytes_written
+                is_last_segment = seg is group[-1]
+                headers = list(seg.iter_batches(0, seg.size, verify_crc=verify))
+                for n, (position, header, buf, rel) in enumerate(headers):
+                    keep_empty = is_last_segment and n == len(headers) - 1
+                    try:
+                        _clean_batch(
+                            header,
+                            buf,
+                            rel,
+                            offsets,
+                            writer,
+                            report,
+                            now_ms=now_ms,
+                            horizon=horizon,
+                            keep_empty=keep_empty,
+                            compression_level=config.compression_level,
+                        )
+                    except CorruptLogError as exc:
+                        raise exc.located(seg.log_path, position - rel) from None
+                report.bytes_after = writer.bytes_written - before
+                result.reports.append(report)
+                if progress is not None:
+                    progress(1)
+        writer.close()
+    except BaseException:
+        for out in writer.outputs:
+            out.delete_files()
+        raise
+    result.outputs = writer.outputs
+    if not dry_run:
+        fsync_dir(directory)
+        crash_point("cleaned-written")
+    return result
+
+
+def _clean_batch(
+    header: BatchHeader,
+    buf: bytes,
+    rel: int,
+    offsets: dict[bytes, int],
+    writer: _Writer,
+    report: SegmentReport,
+    *,
+    now_ms: int,
+    horizon: int,
+    keep_empty: bool,
+    compression_level: int | None,
+) -> None:
+    span = BatchSpan(header.size, header.last_offset, header.max_timestamp)
+    if header.attributes & batch.CONTROL_BIT:  # transaction markers: copied as they are
+        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, 0)
+        return
+    records = batch.decode_records(buf, rel, header)
+    report.records_before += len(records)
+    has_horizon = bool(header.attributes & batch.DELETE_HORIZON_BIT)
+    tombstones_expired = has_horizon and now_ms >= header.base_timestamp
+    kept: list[Record] = []
+    for r in records:
+        if r.key is None or offsets.get(r.key, -1) > r.offset:
+            if r.value is None:
+                report.tombstones_removed += 1
+            continue
+        if r.value is None and tombstones_expired:
+            report.tombstones_removed += 1
+            continue
+        kept.append(r)
+    report.records_after += len(kept)
+    set_horizon = not has_horizon and any(r.value is None for r in kept)
+    if len(kept) == len(records) and not set_horizon:
+        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, len(kept))
+        return
+    if not kept and not keep_empty:
+        return
+    attributes = header.attributes | (batch.DELETE_HORIZON_BIT if set_horizon else 0)
+    log_append_time = header.attributes & batch.TIMESTAMP_TYPE_BIT
+    if kept:
+        base_ts = (
+            horizon
+            if set_horizon
+            else (header.base_timestamp if has_horizon else kept[0].timestamp)
+        )
+        max_ts = header.max_timestamp if log_append_time else max(r.timestamp for r in kept)
+        section = batch.encode_records(
+            [(r.value, r.key, r.headers, r.timestamp) for r in kept],
+            base_ts,
+            [r.offset - header.base_offset for r in kept],
+        )
+    else:  # Kafka keeps an empty last batch so the segment's end offset survives
+        base_ts, max_ts, section = batch.NO_TIMESTAMP, header.max_timestamp, b""
+        attributes &= ~batch.DELETE_HORIZON_BIT
+    if not section:
+        attributes &= ~batch.CODEC_MASK  # nothing to compress
+    data = batch.build_batch(
+        section,
+        base_offset=header.base_offset,
+        record_count=len(kept),
+        last_offset_delta=header.last_offset_delta,
+        base_timestamp=base_ts,
+        max_timestamp=max_ts,
+        attributes=attributes,
+        compression_level=compression_level,
+        leader_epoch=header.leader_epoch,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+    )
+    writer.write(
+        data, BatchSpan(len(data), header.last_offset, max_ts), header.base_offset, len(kept)
+    )
+
+
+def swap(directory: str, old: Sequence[Segment], new: Sequence[Segment]) -> None:
+    """Replace ``old`` segments by the ``.cleaned`` ``new`` ones, crash-safely.
+
+    1. ``.cleaned`` -> ``.swap``, highest base offset first. A crash before the
+       last rename: recovery deletes the ``.swap`` files above the lowest
+       ``.cleaned`` and every ``.cleaned``: the old segments stay.
+    2. Old segments -> ``.deleted``. A crash here: recovery deletes them and
+       the ``.swap`` files complete the replacement.
+    3. ``.swap`` -> final names, then fsync the directory. A crash before the
+       fsync: either names are seen, both complete.
+    4. Unlink the ``.deleted`` files (readers holding them keep reading).
+    """
+    for seg in sorted(new, key=lambda s: -s.base_offset):
+        seg.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
+    fsync_dir(directory)
+    crash_point("swap-renamed")
+    for seg in old:
+        seg.detach()
+        seg.rename_with_suffix("", DELETED_SUFFIX)
+    fsync_dir(directory)
+    crash_point("old-deleted")
+    for seg in new:
+        seg.rename_with_suffix(SWAP_SUFFIX, "")
+    fsync_dir(directory)
+    crash_point("swapped")
+    for seg in old:
+        seg.delete_files()
+
+
+def discard(outputs: Sequence[Segment]) -> None:
+    """Remove a round's ``.cleaned`` outputs (the round was abandoned)."""
+    for seg in outputs:
+        seg.delete_files()

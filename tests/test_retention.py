@@ -1,0 +1,219 @@
+"""Retention by bytes, messages, age and start offset; the archive hook."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+import logstore
+from logstore import LogConfig
+
+from .conftest import FakeClock, OpenLog
+
+DAY = 86_400_000
+
+
+def _fill(log: logstore.Log, segments: int, per_segment: int, *, ts: int | None = None) -> None:
+    """Append so that ``segments`` more sealed segments of ``per_segment`` records exist."""
+    for s in range(segments):
+        log.append_many(
+            logstore.Message(b"v%03d" % (s * per_segment + i), key=b"k", timestamp=ts)
+            for i in range(per_segment)
+        )
+        log.roll()
+
+
+def _prepared(
+    open_log: OpenLog, segments: int, per_segment: int, *, ts: int | None = None, **limits: object
+) -> logstore.Log:
+    """A log filled without limits (retention also runs on roll), reopened with them."""
+    log = open_log()
+    _fill(log, segments, per_segment, ts=ts)
+    log.close()
+    return open_log(**limits)
+
+
+def test_retention_messages_keeps_at_least_the_limit(open_log: OpenLog) -> None:
+    log = _prepared(open_log, 5, 10, retention_messages=25)  # 5 x 10 records, empty active
+    result = log.apply_retention()
+    # Dropping a 10-record segment is allowed while at least 25 records remain.
+    assert [(r.base_offset, r.records, r.rule) for r in result.removed] == [
+        (0, 10, "messages"),
+        (10, 10, "messages"),
+    ]
+    assert log.start_offset == 20 == result.start_offset
+    assert [r.offset for r in log.scan()] == list(range(20, 50))
+    assert [s.base_offset for s in log.segments] == [20, 30, 40, 50]
+    with pytest.raises(logstore.OffsetOutOfRange):
+        log.read(19)
+
+
+def test_retention_bytes_follows_kafkas_rule(open_log: OpenLog) -> None:
+    log = _prepared(open_log, 3, 10)
+    sizes = [s.size_bytes for s in log.segments]
+    log.close()
+    log = open_log(retention_bytes=sum(sizes) - sizes[0])  # exactly enough without segment 0
+    result = log.apply_retention()
+    assert [(r.base_offset, r.rule, r.size_bytes) for r in result.removed] == [
+        (0, "bytes", sizes[0])
+    ]
+    assert log.size_bytes == sum(sizes) - sizes[0]
+
+
+def test_retention_ms_judges_the_largest_timestamp(open_log: OpenLog, clock: FakeClock) -> None:
+    old = clock.now_ms - 3 * DAY
+    log = open_log()
+    _fill(log, 2, 5, ts=old)
+    log.append(b"mixed-old", key=b"k", timestamp=old)
+    log.append(b"mixed-new", key=b"k", timestamp=clock.now_ms)  # keeps segment 2 alive
+    log.roll()
+    log.append(b"active", key=b"k", timestamp=old)  # the active segment is never deleted
+    log.close()
+    log = open_log(retention_ms=DAY)
+    result = log.apply_retention()
+    assert [(r.base_offset, r.rule, r.max_timestamp) for r in result.removed] == [
+        (0, "age", old),
+        (5, "age", old),
+    ]
+    assert [r.value for r in log.scan()] == [b"mixed-old", b"mixed-new", b"active"]
+
+
+def test_active_segment_survives_even_when_it_alone_exceeds_limits(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    log = open_log(retention_bytes=10, retention_messages=1, retention_ms=1)
+    log.append_many([logstore.Message(b"x" * 100, key=b"k", timestamp=1)] * 20)
+    clock.advance(DAY)
+    result = log.apply_retention()
+    assert result.removed == ()
+    assert log.end_offset == 20 and len(list(log.scan())) == 20
+
+
+def test_limits_combined_remove_a_prefix_only(open_log: OpenLog, clock: FakeClock) -> None:
+    old, new = clock.now_ms - 2 * DAY, clock.now_ms
+    log = open_log()
+    _fill(log, 1, 10, ts=new)  # young: stops everything after it
+    _fill(log, 2, 10, ts=old)
+    log.close()
+    log = open_log(retention_messages=100, retention_ms=DAY)
+    result = log.apply_retention()
+    assert result.removed == ()  # age would take segments 1-2, but only a prefix may go
+    log.close()
+    log = open_log(retention_messages=15, retention_ms=DAY)
+    result = log.apply_retention()
+    assert [(r.base_offset, r.rule) for r in result.removed] == [
+        (0, "messages"),
+        (10, "age"),
+        (20, "age"),
+    ]
+    assert log.start_offset == 30
+
+
+def test_delete_policy_only_and_start_offset_rule(open_log: OpenLog) -> None:
+    log = _prepared(open_log, 3, 10, retention_messages=5, cleanup_policy="compact,delete")
+    log.close()
+    log = open_log(retention_messages=5, cleanup_policy="compact")
+    assert log.apply_retention().removed == ()  # limits apply only with "delete"
+    log.delete_before(25)
+    # delete_before already removed whole segments below; the rule reports none left
+    assert [s.base_offset for s in log.segments] == [20, 30]
+    assert log.apply_retention().removed == ()
+
+
+def test_dry_run_changes_nothing(open_log: OpenLog, log_dir: Path) -> None:
+    log = _prepared(open_log, 4, 10, retention_messages=10)
+    before = sorted(os.listdir(log_dir))
+    result = log.apply_retention(dry_run=True)
+    assert result.dry_run
+    assert [(r.base_offset, r.rule, r.records) for r in result.removed] == [
+        (0, "messages", 10),
+        (10, "messages", 10),
+        (20, "messages", 10),
+    ]
+    assert result.start_offset == 30
+    assert sorted(os.listdir(log_dir)) == before
+    assert log.start_offset == 0
+    assert len(list(log.scan())) == 40
+
+
+def test_retention_runs_on_roll(open_log: OpenLog) -> None:
+    log = open_log(retention_messages=20, segment_messages=10)
+    log.append_many([logstore.Message(b"%d" % i, key=b"k") for i in range(55)])
+    # segments of 10; on each roll the oldest go while at least 20 records remain
+    assert log.start_offset == 30
+    assert [s.base_offset for s in log.segments] == [30, 40, 50]
+    assert [r.offset for r in log.scan()] == list(range(30, 55))
+
+
+def test_archive_callable_gets_the_paths_before_deletion(open_log: OpenLog, log_dir: Path) -> None:
+    seen: list[tuple[list[str], bool]] = []
+
+    def archive(paths: list[str]) -> None:
+        seen.append((list(paths), all(os.path.exists(p) for p in paths)))
+
+    log = _prepared(open_log, 3, 10, retention_messages=10, archive=archive)
+    log.apply_retention()
+    names = [[os.path.basename(p) for p in paths] for paths, _ in seen]
+    assert names == [[f"{b:020d}{s}" for s in (".log", ".index", ".timeindex")] for b in (0, 10)]
+    assert all(existed for _, existed in seen)  # called before the files went
+    assert not (log_dir / f"{0:020d}.log").exists()
+
+
+def test_failing_archiver_keeps_the_segment(
+    open_log: OpenLog, log_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def archive(paths: list[str]) -> None:
+        calls.append(os.path.basename(paths[0]))
+        if len(calls) == 2:
+            raise RuntimeError("bucket unavailable")
+
+    log = _prepared(open_log, 3, 10, retention_messages=5, archive=archive)
+    result = log.apply_retention()
+    assert [r.base_offset for r in result.removed] == [0]
+    assert result.kept_by_archive_failure == (10,)
+    assert "bucket unavailable" in result.errors[0]
+    assert (log_dir / f"{10:020d}.log").exists()
+    assert log.start_offset == 10
+    assert [r.offset for r in log.scan()][:1] == [10]
+
+
+def test_archive_script_receives_the_paths(open_log: OpenLog, tmp_path: Path) -> None:
+    record = tmp_path / "archived.txt"
+    script = tmp_path / "archive.sh"
+    script.write_text(f'#!/bin/sh\nfor f in "$@"; do basename "$f" >> {record}; done\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    log = _prepared(open_log, 3, 10, retention_messages=15, archive=str(script))
+    result = log.apply_retention()
+    assert [r.base_offset for r in result.removed] == [0]
+    assert record.read_text().split() == [
+        f"{0:020d}.log",
+        f"{0:020d}.index",
+        f"{0:020d}.timeindex",
+    ]
+
+
+def test_failing_archive_script_keeps_the_segment(open_log: OpenLog, tmp_path: Path) -> None:
+    script = tmp_path / "archive.sh"
+    script.write_text("#!/bin/sh\necho 'disk quota exceeded' >&2\nexit 3\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    log = _prepared(open_log, 2, 10, retention_messages=5, archive=str(script))
+    result = log.apply_retention()
+    assert result.removed == ()
+    assert result.kept_by_archive_failure == (0,)
+    assert "exited 3: disk quota exceeded" in result.errors[0]
+    assert len(list(log.scan())) == 20
+
+
+def test_deletion_leaves_no_files_and_survives_reopen(open_log: OpenLog, log_dir: Path) -> None:
+    log = _prepared(open_log, 3, 10, retention_messages=10)
+    log.apply_retention()
+    log.close()
+    assert not [n for n in os.listdir(log_dir) if n.endswith(".deleted")]
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:
+        assert reopened.start_offset == 20
+        assert [r.offset for r in reopened.scan()] == list(range(20, 30))
