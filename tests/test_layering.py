@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "log": {
         "loader",
         "cleaner",
+        "retention",
         "segment",
         "batch",
         "_fs",
