@@ -1,0 +1,43 @@
+"""Kafka's default partitioner for keyed records: murmur2, as ``Utils.murmur2`` computes it.
+
+``partition = (murmur2(key) & 0x7FFFFFFF) % partitions`` (FORMAT.md section 13).
+Parenthesised on purpose: ``%`` binds tighter than ``&``. All arithmetic is
+32-bit unsigned, reading 4-byte groups little-endian, exactly as Java does, so
+a key (a hostname, say) lands in the partition Apache Kafka would choose.
+"""
+
+from __future__ import annotations
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of ``data`` as a signed 32-bit int (what Java returns)."""
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length % 4
+    if rest == 3:
+        h ^= data[whole + 2] << 16
+    if rest >= 2:
+        h ^= data[whole + 1] << 8
+    if rest >= 1:
+        h ^= data[whole]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
