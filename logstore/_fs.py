@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Protocol
 
 from .errors import LogLockedError
 
@@ -137,6 +141,52 @@ def is_locked(directory: str) -> bool:
     finally:
         os.close(fd)  # closing releases a lock we got
     return False
+
+
+class Evictable(Protocol):
+    def evict(self) -> bool: ...
+
+
+class HandleCache:
+    """Keeps at most ``limit`` evictable file handles open; least recently used go first.
+
+    Owners (read-only segments) report ``opened``/``touch``/``closed``; when
+    over the limit, the cache asks the least recently used to ``evict``, which
+    an owner declines while a read holds its handle (then the cache is over the
+    limit until the next call). Owners reopen on their next read.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the handle limit must be at least 1, got {limit}")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._open: OrderedDict[Evictable, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def opened(self, owner: Evictable) -> None:
+        with self._lock:
+            self._open[owner] = None
+            self._open.move_to_end(owner)
+            excess = len(self._open) - self.limit
+            victims = [
+                o for o in itertools.islice(self._open, max(excess, 0) + 1) if o is not owner
+            ][: max(excess, 0)]
+        for victim in victims:  # outside our lock: evict takes the owner's lock
+            if victim.evict():
+                with self._lock:
+                    self._open.pop(victim, None)
+
+    def touch(self, owner: Evictable) -> None:
+        with self._lock:
+            if owner in self._open:
+                self._open.move_to_end(owner)
+
+    def closed(self, owner: Evictable) -> None:
+        with self._lock:
+            self._open.pop(owner, None)
 
 
 class DirectoryLock:

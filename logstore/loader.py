@@ -314,6 +314,8 @@ def _recover_tail(
             actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))
             validated.append(seg)
             previous_next = seg.next_offset
+            if i < len(segments) - 1:
+                seg.close_file()  # thousands of segments must not mean thousands of handles
             continue
         if error.kind == "unsupported_magic":
             raise error  # an old format, not a torn write: refuse, change nothing

@@ -28,6 +28,7 @@ from ._fs import (
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
     DirectoryLock,
+    HandleCache,
     atomic_write,
     fsync_dir,
     write_checkpoint,
@@ -127,6 +128,7 @@ class Log:
         loaded: LoadResult,
         lock: DirectoryLock,
         clock: Clock,
+        handles: HandleCache | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -135,6 +137,9 @@ class Log:
         self._lock = threading.RLock()
         self._closed = False
         self._codec = compression.CODEC_IDS[config.compression]
+        self._handles = handles
+        for seg in loaded.segments:
+            seg.handles = handles
         self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
         self._active: Segment = loaded.segments[-1]
         self._active.activate()
@@ -165,8 +170,12 @@ class Log:
         config: LogConfig | None = None,
         *,
         clock: Clock | None = None,
+        handles: HandleCache | None = None,
     ) -> Log:
         """Open (creating if needed) the log in directory ``path``.
+
+        ``handles`` (a ``HandleCache``, shared by a ``Broker`` across its logs)
+        bounds how many ``.log`` files of sealed segments stay open.
 
         After an unclean shutdown every batch after the recovery point is
         validated; with ``recovery="truncate"`` an invalid tail is moved to a
@@ -186,7 +195,7 @@ class Log:
         lock = DirectoryLock(directory)
         try:
             loaded = load(directory, config)
-            return cls(directory, config, loaded, lock, clock or wall_clock_ms)
+            return cls(directory, config, loaded, lock, clock or wall_clock_ms, handles)
         except BaseException:
             lock.release()
             raise
@@ -584,6 +593,7 @@ class Log:
             index_interval_bytes=self._config.index_interval_bytes,
         )
         fsync_dir(self._path)
+        new.handles = self._handles
         self._segments[new.base_offset] = new
         self._active = new
         if self._config.fsync != "never":
@@ -682,6 +692,7 @@ class Log:
                     for seg in inputs:
                         del self._segments[seg.base_offset]
                     for seg in done.outputs:
+                        seg.handles = self._handles
                         self._segments[seg.base_offset] = seg
                     self._cleaner_offset = end
                     self._write_cleaner_offset()
@@ -1006,6 +1017,7 @@ class Log:
                     index_interval_bytes=self._config.index_interval_bytes,
                 )
                 fsync_dir(self._path)
+                fresh.handles = self._handles
                 self._segments[offset] = fresh
                 self._active = fresh
             else:

@@ -23,6 +23,7 @@ from ._fs import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
+    HandleCache,
     fsync_data,
     remove_files,
     segment_name,
@@ -78,6 +79,8 @@ class Segment:
         self.size = 0
         self.active = False
         self.broken = False
+        self.handles: HandleCache | None = None  # set by the owner to bound open files
+        self._detached = False
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
         self._offset_index: OffsetIndex | None = None
@@ -139,14 +142,37 @@ class Segment:
         return seg
 
     def _file(self) -> int:
+        """The ``.log`` handle, opened on first use (read-only unless active)."""
+        with self._fd_lock:
+            return self._file_locked()
+
+    def _file_locked(self) -> int:
         fd = self._fd
         if fd is None:
-            with self._fd_lock:
-                if self._fd is None:
-                    flags = os.O_RDWR if self.active else os.O_RDONLY
-                    self._fd = os.open(self.log_path, flags)
-                fd = self._fd
+            flags = os.O_RDWR if self.active else os.O_RDONLY
+            fd = self._fd = os.open(self.log_path, flags)
+            if self.handles is not None and self._evictable:
+                self.handles.opened(self)
+        elif self.handles is not None and self._evictable:
+            self.handles.touch(self)
         return fd
+
+    @property
+    def _evictable(self) -> bool:
+        # The active segment is written to, a detached one cannot be reopened.
+        return not self.active and not self._detached
+
+    def evict(self) -> bool:
+        """Close the handle for the handle cache, unless a read is using it right now."""
+        if not self._fd_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._fd is not None and self._evictable:
+                fd, self._fd = self._fd, None
+                os.close(fd)
+            return True
+        finally:
+            self._fd_lock.release()
 
     def close_file(self) -> None:
         """Release the ``.log`` handle (reopened on the next read)."""
@@ -154,6 +180,8 @@ class Segment:
             if self._fd is not None:
                 fd, self._fd = self._fd, None
                 os.close(fd)
+                if self.handles is not None:
+                    self.handles.closed(self)
 
     def close(self) -> None:
         """Close every handle; an active segment's indexes are trimmed first."""
@@ -173,6 +201,8 @@ class Segment:
         index.trim()
         tindex.trim()
         self.active = False
+        if self.handles is not None and self._fd is not None:
+            self.handles.opened(self)  # now a read-only segment like the others
 
     def activate(self) -> None:
         """Make a loaded segment the active one again (after open): reopen writable, preallocate."""
@@ -199,6 +229,9 @@ class Segment:
         last reader drops the object (``__del__`` closes it).
         """
         self._file()
+        self._detached = True
+        if self.handles is not None:
+            self.handles.closed(self)  # pinned: its files are about to go
         for idx in (self.offset_index, self.time_index):
             idx.close()
 
@@ -431,8 +464,13 @@ class Segment:
     # ------------------------------------------------------------ reading
 
     def read(self, position: int, size: int) -> bytes:
-        """Up to ``size`` bytes from ``position`` (fewer at the end of the file)."""
-        return os.pread(self._file(), size, position)
+        """Up to ``size`` bytes from ``position`` (fewer at the end of the file).
+
+        Holds the handle's lock while reading, so the handle cache never closes
+        it under a read.
+        """
+        with self._fd_lock:
+            return os.pread(self._file_locked(), size, position)
 
     def read_header_at(self, position: int) -> BatchHeader | None:
         """The header of the batch at ``position``, or ``None`` if it is not a sane header."""
@@ -552,7 +590,7 @@ class Segment:
             if self._time_index is not None:
                 self._time_index.clear()
                 tindex = self._time_index
-        file_size = os.fstat(self._file()).st_size
+        file_size = os.stat(self.log_path).st_size
         next_offset = self.base_offset if start_offset is None else start_offset
         position = 0
         batches = 0
