@@ -6,7 +6,9 @@ Everything public is importable from here; anything not in ``__all__`` is privat
 from __future__ import annotations
 
 from . import diagnostics
+from .broker import Broker, Topic
 from .config import LogConfig
+from .consumer import Consumer
 from .errors import (
     ConfigError,
     CorruptLogError,
@@ -21,14 +23,24 @@ from .errors import (
     UnknownTopicError,
 )
 from .log import Log
-from .model import CompactionResult, Message, Record, RetentionResult, SegmentInfo
+from .model import (
+    CompactionResult,
+    ConsumedRecord,
+    Message,
+    Record,
+    RetentionResult,
+    SegmentInfo,
+)
 
 __version__ = "0.1.0"
 #: Which record codec implementation is active: "pure" (Python) for now.
 __speedups__ = "pure"
 
 __all__ = [
+    "Broker",
     "CompactionResult",
+    "ConsumedRecord",
+    "Consumer",
     "ConfigError",
     "CorruptLogError",
     "InvalidRecordError",
@@ -44,6 +56,7 @@ __all__ = [
     "RecordTooLarge",
     "RetentionResult",
     "SegmentInfo",
+    "Topic",
     "TopicExistsError",
     "UnknownTopicError",
     "__speedups__",

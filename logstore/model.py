@@ -31,6 +31,14 @@ class Record(NamedTuple):
     headers: tuple[Header, ...]
 
 
+class ConsumedRecord(NamedTuple):
+    """A record as a consumer sees it: where it came from, and the record."""
+
+    topic: str
+    partition: int
+    record: Record
+
+
 @dataclass(frozen=True)
 class SegmentInfo:
     """One segment as ``Log.segments`` reports it."""

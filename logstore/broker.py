@@ -1,0 +1,528 @@
+"""``Broker`` and ``Topic``: partition directories under a root, topic metadata, routing.
+
+A broker root is a Kafka log dir: one ``<topic>-<partition>`` directory per
+partition (each a ``Log``), plus the broker's own state in files at the root
+(``logstore-topics.json``: topics, partition counts and config overrides,
+written atomically) and the internal compacted ``__consumer_offsets`` topic.
+Owns naming rules, routing by key (Kafka's partitioner) and the shared
+resources: one handle cache for every partition, and a maintenance thread that
+applies retention and compaction. Knows nothing of bytes on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+from . import _offsets
+from ._fs import DirectoryLock, HandleCache, atomic_write
+from .config import LogConfig
+from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
+from .errors import (
+    ConfigError,
+    InvalidTopicName,
+    LogClosedError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from .loader import RecoveryAction
+from .log import Clock, Log, wall_clock_ms
+from .model import Header, Message
+from .partitioner import partition_for
+
+logger = logging.getLogger("logstore")
+
+METADATA_FILE = "logstore-topics.json"
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_DELETE_SUFFIX = re.compile(r"\.[0-9a-f]{32}-delete$")
+#: Settings of the internal offsets topic: every commit durable, compacted.
+_OFFSETS_CONFIG = {
+    "cleanup_policy": "compact",
+    "fsync": "always",
+    "segment_bytes": 4 << 20,
+    "retention_bytes": None,
+    "retention_messages": None,
+    "retention_ms": None,
+    "compression": "none",
+}
+
+
+def check_topic_name(name: object) -> str:
+    """Kafka's rules: 1 to 249 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``.
+
+    Raises:
+        InvalidTopicName: before anything touches the disk.
+    """
+    if not isinstance(name, str):
+        raise InvalidTopicName(f"a topic name must be a str, not {type(name).__name__}")
+    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
+        raise InvalidTopicName(
+            f"invalid topic name {name!r}: use 1 to 249 of A-Z a-z 0-9 . _ -, not '.' or '..'"
+        )
+    return name
+
+
+def _overrides(config: LogConfig | Mapping[str, Any] | None, base: LogConfig) -> dict[str, Any]:
+    """The fields that differ from ``base`` (for a LogConfig) or the given ones (a mapping)."""
+    if config is None:
+        return {}
+    if isinstance(config, LogConfig):
+        return {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(LogConfig)
+            if getattr(config, f.name) != getattr(base, f.name)
+        }
+    if isinstance(config, Mapping):
+        names = {f.name for f in dataclasses.fields(LogConfig)}
+        unknown = set(config) - names
+        if unknown:
+            raise ConfigError(f"unknown LogConfig field(s): {', '.join(sorted(unknown))}")
+        return dict(config)
+    raise TypeError(
+        f"config must be a LogConfig, a mapping of fields or None, not {type(config).__name__}"
+    )
+
+
+class Topic:
+    """A named set of partitions, each a ``Log``."""
+
+    def __init__(self, name: str, logs: list[Log], config: LogConfig) -> None:
+        self.name = name
+        self._logs = logs
+        self.config = config
+        self._round_robin = itertools.count()
+
+    @property
+    def partitions(self) -> int:
+        return len(self._logs)
+
+    def partition(self, i: int) -> Log:
+        """The ``Log`` of partition ``i``."""
+        if type(i) is not int:
+            raise TypeError(f"partition must be an int, not {type(i).__name__}")
+        if not 0 <= i < len(self._logs):
+            raise IndexError(f"topic {self.name} has partitions 0..{len(self._logs) - 1}, not {i}")
+        return self._logs[i]
+
+    def partition_for(self, key: bytes | None) -> int:
+        """Kafka's default partitioner: ``(murmur2(key) & 0x7FFFFFFF) % partitions``;
+        a ``None`` key goes round-robin."""
+        if key is None:
+            return next(self._round_robin) % len(self._logs)
+        return partition_for(bytes(key), len(self._logs))
+
+    def __repr__(self) -> str:
+        return f"<logstore.Topic {self.name} partitions={self.partitions}>"
+
+
+class Broker:
+    """Topics of partitioned logs under one root directory, with consumer groups.
+
+    Use ``Broker.open``. Safe to use from several threads; one process per root.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        default_config: LogConfig,
+        lock: DirectoryLock,
+        *,
+        max_open_files: int,
+        maintenance_interval_ms: int | None,
+        clock: Clock,
+    ) -> None:
+        self.root = root
+        self.default_config = default_config
+        self._dir_lock = lock
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
+        self._handles = HandleCache(max_open_files)
+        self._topics: dict[str, Topic] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
+        self._data_ready = threading.Condition()
+        self.recovery_report: dict[str, tuple[RecoveryAction, ...]] = {}
+        self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
+        self._stop = threading.Event()
+        self._maintenance: threading.Thread | None = None
+        try:
+            self._load()
+            offsets = self._internal_offsets_topic()
+            self._offsets = OffsetStore(offsets.partition(0), clock)
+        except BaseException:
+            self._close_logs()
+            raise
+        if maintenance_interval_ms:
+            self._maintenance = threading.Thread(
+                target=self._maintain,
+                args=(maintenance_interval_ms / 1000,),
+                name=f"logstore-maintenance-{root}",
+                daemon=True,
+            )
+            self._maintenance.start()
+
+    @classmethod
+    def open(
+        cls,
+        root: str | os.PathLike[str],
+        default_config: LogConfig | None = None,
+        *,
+        max_open_files: int = 1024,
+        maintenance_interval_ms: int | None = 60_000,
+        clock: Clock | None = None,
+    ) -> Broker:
+        """Open (creating if needed) the broker root ``root`` and recover every partition.
+
+        Partitions are opened (and recovered, after an unclean shutdown) in
+        parallel; ``recovery_report`` says per partition what recovery did.
+        ``max_open_files`` bounds the open ``.log`` handles of sealed segments
+        across all partitions (each partition also keeps its active segment's
+        three files and its lock open). A maintenance thread applies retention
+        and compaction to every partition each ``maintenance_interval_ms``
+        (``None``: no thread).
+        """
+        if default_config is None:
+            default_config = LogConfig()
+        elif not isinstance(default_config, LogConfig):
+            raise TypeError(
+                f"default_config must be a LogConfig, not {type(default_config).__name__}"
+            )
+        directory = os.fspath(root)
+        os.makedirs(directory, exist_ok=True)
+        lock = DirectoryLock(directory)
+        try:
+            return cls(
+                directory,
+                default_config,
+                lock,
+                max_open_files=max_open_files,
+                maintenance_interval_ms=maintenance_interval_ms,
+                clock=clock or wall_clock_ms,
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        """Read the metadata, add partition directories it does not know, open every log."""
+        path = os.path.join(self.root, METADATA_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                self._metadata = json.load(f)["topics"]
+        found: dict[str, int] = {}
+        for name in os.listdir(self.root):
+            full = os.path.join(self.root, name)
+            if not os.path.isdir(full):
+                continue
+            if _DELETE_SUFFIX.search(name):  # a deletion that a crash interrupted
+                shutil.rmtree(full, ignore_errors=True)
+                continue
+            topic, sep, number = name.rpartition("-")
+            if sep and number.isdigit():
+                found[topic] = max(found.get(topic, 0), int(number) + 1)
+        for topic, count in found.items():
+            if topic not in self._metadata:  # e.g. a Kafka log dir: default settings
+                self._metadata[topic] = {"partitions": count, "config": {}}
+        jobs = [
+            (name, p, self._config_for(name))
+            for name, meta in sorted(self._metadata.items())
+            for p in range(meta["partitions"])
+        ]
+        logs: dict[tuple[str, int], Log] = {}
+        with ThreadPoolExecutor(max_workers=min(8, max(len(jobs), 1))) as pool:
+            futures = {
+                (name, p): pool.submit(self._open_log, name, p, config) for name, p, config in jobs
+            }
+            errors = []
+            for key, future in futures.items():
+                try:
+                    logs[key] = future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+        self._topics = {
+            name: Topic(
+                name, [logs[(name, p)] for p in range(meta["partitions"])], self._config_for(name)
+            )
+            for name, meta in self._metadata.items()
+            if all((name, p) in logs for p in range(meta["partitions"]))
+        }
+        if errors:
+            raise errors[0]
+        for (name, p), log in logs.items():
+            self.recovery_report[f"{name}-{p}"] = log.recovery_actions
+        self._write_metadata()
+
+    def _open_log(self, topic: str, partition: int, config: LogConfig) -> Log:
+        return Log.open(
+            os.path.join(self.root, f"{topic}-{partition}"),
+            config,
+            clock=self._clock,
+            handles=self._handles,
+        )
+
+    def _config_for(self, topic: str) -> LogConfig:
+        overrides = self._metadata.get(topic, {}).get("config", {})
+        if topic == _offsets.OFFSETS_TOPIC:
+            overrides = {**_OFFSETS_CONFIG, **overrides}
+        return dataclasses.replace(self.default_config, **overrides)
+
+    def _metadata_json(self) -> str:
+        storable = {
+            name: {
+                "partitions": meta["partitions"],
+                "config": {
+                    k: v
+                    for k, v in meta["config"].items()
+                    if v is None or isinstance(v, (int, float, str, bool))
+                },
+            }
+            for name, meta in sorted(self._metadata.items())
+        }
+        return json.dumps({"version": 1, "topics": storable}, indent=1, sort_keys=True)
+
+    def _write_metadata(self) -> None:
+        atomic_write(os.path.join(self.root, METADATA_FILE), self._metadata_json().encode())
+
+    def _internal_offsets_topic(self) -> Topic:
+        name = _offsets.OFFSETS_TOPIC
+        if name not in self._topics:
+            self._create(name, 1, {})
+        return self._topics[name]
+
+    # ------------------------------------------------------------ topics
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        config: LogConfig | Mapping[str, Any] | None = None,
+    ) -> Topic:
+        """Create a topic of ``partitions`` partitions; ``config`` overrides the defaults.
+
+        ``config`` is a ``LogConfig`` (its fields that differ from the broker's
+        defaults are stored) or a mapping of field overrides. Overrides that are
+        not plain values (an archive callable) last until the broker closes.
+
+        Raises:
+            InvalidTopicName: before anything touches the disk.
+            TopicExistsError: the topic exists.
+        """
+        check_topic_name(name)
+        if type(partitions) is not int or partitions < 1:
+            raise ConfigError(f"partitions must be a positive int, got {partitions!r}")
+        overrides = _overrides(config, self.default_config)
+        dataclasses.replace(self.default_config, **overrides)  # ConfigError now, not later
+        with self._lock:
+            self._check_open()
+            if name in self._topics:
+                raise TopicExistsError(f"topic {name} already exists")
+            topic = self._create(name, partitions, overrides)
+        self._coordinator.rebalance_all()
+        return topic
+
+    def _create(self, name: str, partitions: int, overrides: dict[str, Any]) -> Topic:
+        # 1. Metadata first: a crash after it leaves a topic whose directories open empty.
+        self._metadata[name] = {"partitions": partitions, "config": overrides}
+        self._write_metadata()
+        config = self._config_for(name)
+        logs = [self._open_log(name, p, config) for p in range(partitions)]
+        topic = self._topics[name] = Topic(name, logs, config)
+        return topic
+
+    def topic(self, name: str) -> Topic:
+        """The topic ``name``.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+        """
+        with self._lock:
+            self._check_open()
+            try:
+                return self._topics[name]
+            except KeyError:
+                raise UnknownTopicError(f"no topic {name!r} in {self.root}") from None
+
+    def topics(self, *, include_internal: bool = False) -> list[str]:
+        """Topic names, sorted; internal ones (``__consumer_offsets``) only if asked."""
+        with self._lock:
+            self._check_open()
+            return sorted(n for n in self._topics if include_internal or not n.startswith("__"))
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic, its partitions' files and its groups' committed offsets.
+
+        Crash-safe: the topic leaves the metadata first, then each partition
+        directory is renamed to ``<name>-<n>.<uuid>-delete`` and removed (an
+        interrupted removal finishes on the next open).
+        """
+        check_topic_name(name)
+        if name == _offsets.OFFSETS_TOPIC:
+            raise InvalidTopicName(f"{name} is internal and cannot be deleted")
+        with self._lock:
+            topic = self.topic(name)
+            del self._topics[name]
+            del self._metadata[name]
+            self._write_metadata()
+            for p, log in enumerate(topic._logs):
+                log.close()
+                doomed = os.path.join(self.root, f"{name}-{p}.{uuid.uuid4().hex}-delete")
+                os.rename(log.path, doomed)
+                shutil.rmtree(doomed)
+        self._offsets.forget_topic(name)
+        self._coordinator.rebalance_all()
+
+    # ------------------------------------------------------------ producing
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Sequence[Header] = (),
+        timestamp: int | None = None,
+        partition: int | None = None,
+    ) -> tuple[int, int]:
+        """Append one record, routed by key (or to ``partition``); return ``(partition, offset)``."""
+        t = self.topic(topic)
+        p = t.partition_for(key) if partition is None else partition
+        offset = t.partition(p).append(value, key=key, headers=headers, timestamp=timestamp)
+        self._notify()
+        return p, offset
+
+    def produce_many(
+        self, topic: str, messages: Iterable[bytes | Message], *, partition: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Append records, one batch per partition; return ``(partition, offset)`` in input order.
+
+        Records of one key keep their order (they share a partition and a batch).
+        """
+        t = self.topic(topic)
+        items = list(messages)
+        routes: list[int] = []
+        groups: dict[int, list[bytes | Message]] = {}
+        for m in items:
+            if partition is not None:
+                p = partition
+            elif isinstance(m, Message):
+                p = t.partition_for(m.key)
+            else:
+                p = t.partition_for(None)
+            routes.append(p)
+            groups.setdefault(p, []).append(m)
+        offsets: dict[int, Iterable[int]] = {}
+        for p, group in groups.items():
+            offsets[p] = iter(t.partition(p).append_many(group))
+        self._notify()
+        return [(p, next(offsets[p])) for p in routes]  # type: ignore[call-overload]
+
+    def _notify(self) -> None:
+        with self._data_ready:
+            self._data_ready.notify_all()
+
+    # ------------------------------------------------------------ consuming
+
+    def consumer(
+        self, group: str, topics: Sequence[str] | str, *, start: Start = "earliest"
+    ) -> Consumer:
+        """A member of consumer group ``group`` reading ``topics``.
+
+        ``start`` applies to partitions the group never committed: ``"earliest"``,
+        ``"latest"``, a timestamp in ms, or a ``timedelta`` meaning that long ago.
+
+        Raises:
+            UnknownTopicError: a topic does not exist.
+        """
+        self._check_open()
+        return Consumer(
+            group,
+            [topics] if isinstance(topics, str) else list(topics),
+            start=start,
+            partitions_of=lambda name: self.topic(name)._logs,
+            store=self._offsets,
+            coordinator=self._coordinator,
+            data_ready=self._data_ready,
+            clock=self._clock,
+        )
+
+    def committed_offsets(self) -> dict[tuple[str, str, int], int]:
+        """Every group's committed offsets: ``(group, topic, partition) -> next offset``."""
+        return self._offsets.groups()
+
+    # ------------------------------------------------------------ maintenance
+
+    def _maintain(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self.run_maintenance()
+
+    def run_maintenance(self) -> None:
+        """Apply retention and, where due, compaction to every partition now."""
+        with self._lock:
+            if self._closed:
+                return
+            logs = [log for t in self._topics.values() for log in t._logs]
+        for log in logs:
+            if self._stop.is_set():
+                return
+            try:
+                if log.config.deletes or log.start_offset > 0:
+                    result = log.apply_retention()
+                    for error in result.errors:
+                        logger.warning("%s: retention kept a segment: %s", log.path, error)
+                if (
+                    log.config.compacted
+                    and log.dirty_ratio() > log.config.min_cleanable_dirty_ratio
+                ):
+                    log.compact()
+            except LogClosedError:
+                continue  # the topic was deleted meanwhile
+            except Exception:  # one bad partition must not stop the others' housekeeping
+                logger.exception("%s: maintenance failed", log.path)
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Stop maintenance, close every consumer and partition; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._maintenance is not None and self._maintenance is not threading.current_thread():
+            self._maintenance.join(timeout=60)
+        self._coordinator.close_all()
+        self._close_logs()
+        self._dir_lock.release()
+
+    def _close_logs(self) -> None:
+        for topic in self._topics.values():
+            for log in topic._logs:
+                log.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"broker {self.root} is closed")

@@ -1,0 +1,356 @@
+"""Consumer groups: membership and range assignment, positions, durable committed offsets.
+
+Owns what a group of consumers inside one process shares: who is in it,
+which partitions each member reads (Kafka's range assignor), and the
+committed offsets, kept in the compacted internal ``__consumer_offsets`` log
+(fsync on every commit). Knows partition logs only through a lookup the
+broker gives it; never routes or creates topics.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from . import _offsets
+from ._offsets import GroupPartition
+from .errors import LogClosedError, OffsetOutOfRange
+from .log import Log
+from .model import ConsumedRecord, Message
+
+logger = logging.getLogger("logstore")
+
+Start = str | int | datetime.timedelta
+PartitionsOf = Callable[[str], Sequence[Log]]
+TopicPartition = tuple[str, int]
+
+
+class OffsetStore:
+    """Committed offsets of every group, backed by the ``__consumer_offsets`` log."""
+
+    def __init__(self, log: Log, clock: Callable[[], int]) -> None:
+        self._log = log
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._committed = _offsets.latest((r.key, r.value) for r in log.scan())
+
+    def get(self, group: str, topic: str, partition: int) -> int | None:
+        with self._lock:
+            return self._committed.get((group, topic, partition))
+
+    def commit(self, group: str, positions: dict[TopicPartition, int]) -> None:
+        """Write every position in one batch; durable when this returns."""
+        if not positions:
+            return
+        now = self._clock()
+        messages = [
+            Message(_offsets.encode_value(offset, now), key=_offsets.encode_key(group, t, p))
+            for (t, p), offset in sorted(positions.items())
+        ]
+        with self._lock:
+            self._log.append_many(messages)
+            if self._log.config.fsync != "always":
+                self._log.flush()
+            for (t, p), offset in positions.items():
+                self._committed[(group, t, p)] = offset
+
+    def forget_topic(self, topic: str) -> None:
+        """Tombstone every group's offsets of a deleted topic."""
+        with self._lock:
+            doomed = [e for e in self._committed if e[1] == topic]
+            if doomed:
+                self._log.append_many(
+                    [Message(None, key=_offsets.encode_key(*entry)) for entry in doomed]
+                )
+                for entry in doomed:
+                    del self._committed[entry]
+
+    def groups(self) -> dict[GroupPartition, int]:
+        with self._lock:
+            return dict(self._committed)
+
+
+def range_assignment(
+    members: Sequence[tuple[str, Sequence[str]]], partition_counts: dict[str, int]
+) -> dict[str, list[TopicPartition]]:
+    """Kafka's range assignor: per topic, members in id order take contiguous ranges."""
+    out: dict[str, list[TopicPartition]] = {member: [] for member, _ in members}
+    for topic, count in sorted(partition_counts.items()):
+        subscribed = sorted(m for m, topics in members if topic in topics)
+        if not subscribed:
+            continue
+        each, extra = divmod(count, len(subscribed))
+        start = 0
+        for i, member in enumerate(subscribed):
+            take = each + (1 if i < extra else 0)
+            out[member] += [(topic, p) for p in range(start, start + take)]
+            start += take
+    return out
+
+
+class GroupCoordinator:
+    """The members of every group in this process, and their assignments."""
+
+    def __init__(self, partitions_of: PartitionsOf) -> None:
+        self._partitions_of = partitions_of
+        self._lock = threading.RLock()
+        self._members: dict[str, list[Consumer]] = {}
+        self._ids = itertools.count()
+
+    def next_member_id(self, group: str) -> str:
+        return f"{group}-{next(self._ids):06d}"
+
+    def join(self, consumer: Consumer) -> None:
+        with self._lock:
+            self._members.setdefault(consumer.group, []).append(consumer)
+            self._rebalance(consumer.group)
+
+    def leave(self, consumer: Consumer) -> None:
+        with self._lock:
+            members = self._members.get(consumer.group, [])
+            if consumer in members:
+                members.remove(consumer)
+                self._rebalance(consumer.group)
+
+    def rebalance_all(self) -> None:
+        """After topics change: every group's assignment is computed again."""
+        with self._lock:
+            for group in list(self._members):
+                self._rebalance(group)
+
+    def close_all(self) -> None:
+        """Close every member (the broker is closing)."""
+        with self._lock:
+            everyone = [m for members in self._members.values() for m in members]
+        for member in everyone:
+            member.close()
+
+    def members(self, group: str) -> list[Consumer]:
+        with self._lock:
+            return list(self._members.get(group, []))
+
+    def _rebalance(self, group: str) -> None:
+        members = self._members.get(group, [])
+        counts: dict[str, int] = {}
+        for member in members:
+            for topic in member.topics:
+                try:
+                    counts[topic] = len(self._partitions_of(topic))
+                except LookupError:
+                    counts[topic] = 0
+        plan = range_assignment([(m.member_id, m.topics) for m in members], counts)
+        for member in members:
+            member._assign(plan[member.member_id])
+
+
+class Consumer:
+    """Reads records of its group's share of ``topics``; commits positions durably.
+
+    Use one ``Consumer`` from one thread at a time (as with Kafka's consumer);
+    several consumers of one group split the partitions and rebalance when one
+    joins or closes. Delivery is at least once: records after the last commit
+    are delivered again after a restart or a rebalance.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        start: Start,
+        partitions_of: PartitionsOf,
+        store: OffsetStore,
+        coordinator: GroupCoordinator,
+        data_ready: threading.Condition,
+        clock: Callable[[], int],
+    ) -> None:
+        if not isinstance(group, str) or not group:
+            raise TypeError(f"group must be a non-empty str, got {group!r}")
+        if isinstance(topics, str):
+            topics = [topics]
+        if not isinstance(start, (str, int, datetime.timedelta)) or (
+            isinstance(start, str) and start not in ("earliest", "latest")
+        ):
+            raise TypeError(
+                f"start must be 'earliest', 'latest', a timestamp in ms or a timedelta, got {start!r}"
+            )
+        self.group = group
+        self.topics = tuple(topics)
+        self._start = start
+        self._partitions_of = partitions_of
+        self._store = store
+        self._coordinator = coordinator
+        self._data_ready = data_ready
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._positions: dict[TopicPartition, int] = {}
+        self._next = 0
+        self._closed = False
+        for topic in self.topics:
+            partitions_of(topic)  # UnknownTopicError now, not at the first poll
+        self.member_id = coordinator.next_member_id(group)
+        coordinator.join(self)
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this member reads now, sorted."""
+        with self._lock:
+            return sorted(self._positions)
+
+    def position(self, topic: str, partition: int) -> int:
+        """The next offset this consumer will read from an assigned partition."""
+        with self._lock:
+            return self._positions[(topic, partition)]
+
+    def _assign(self, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            kept = {tp: pos for tp, pos in self._positions.items() if tp in partitions}
+            for tp in partitions:
+                if tp not in kept:
+                    kept[tp] = self._initial_position(*tp)
+            self._positions = kept
+
+    def _initial_position(self, topic: str, partition: int) -> int:
+        log = self._partitions_of(topic)[partition]
+        committed = self._store.get(self.group, topic, partition)
+        if committed is not None:
+            return self._checked(topic, partition, log, committed)
+        start = self._start
+        if start == "earliest":
+            return log.start_offset
+        if start == "latest":
+            return log.end_offset
+        if isinstance(start, datetime.timedelta):
+            start = self._clock() - int(start.total_seconds() * 1000)
+        assert isinstance(start, int)
+        found = log.offset_for_timestamp(start)
+        return log.end_offset if found is None else found
+
+    def _checked(self, topic: str, partition: int, log: Log, offset: int) -> int:
+        if offset < log.start_offset:
+            logger.warning(
+                "group %s: committed offset %d of %s-%d was deleted by retention; "
+                "resuming at the log start %d",
+                self.group,
+                offset,
+                topic,
+                partition,
+                log.start_offset,
+            )
+            return log.start_offset
+        if offset > log.end_offset:
+            logger.warning(
+                "group %s: committed offset %d of %s-%d is past the log end %d; resuming there",
+                self.group,
+                offset,
+                topic,
+                partition,
+                log.end_offset,
+            )
+            return log.end_offset
+        return offset
+
+    def poll(self, max_records: int = 500, timeout_ms: int = 0) -> list[ConsumedRecord]:
+        """Up to ``max_records`` records from the assigned partitions, waiting at most
+        ``timeout_ms`` for some to arrive. Partitions are served in turn, so one
+        busy partition does not starve the others."""
+        if type(max_records) is not int or max_records < 1:
+            raise TypeError(f"max_records must be a positive int, got {max_records!r}")
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while True:
+            out = self._fetch(max_records)
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0:
+                return out
+            with self._data_ready:
+                # Producers through the broker notify; appends made directly to a
+                # partition's Log do not, so wake up now and then to look.
+                self._data_ready.wait(min(remaining, 0.05))
+
+    def _fetch(self, max_records: int) -> list[ConsumedRecord]:
+        with self._lock:
+            self._check_open()
+            assigned = sorted(self._positions)
+            if not assigned:
+                return []
+            out: list[ConsumedRecord] = []
+            first = self._next % len(assigned)
+            self._next += 1
+            for topic, partition in assigned[first:] + assigned[:first]:
+                want = max_records - len(out)
+                if want <= 0:
+                    break
+                log = self._partitions_of(topic)[partition]
+                position = self._positions[(topic, partition)]
+                if position < log.start_offset:
+                    position = self._checked(topic, partition, log, position)
+                if position >= log.end_offset:
+                    continue
+                try:
+                    records = log.read(position, max_records=want)
+                except OffsetOutOfRange:  # retention moved the start meanwhile
+                    position = self._checked(topic, partition, log, position)
+                    records = log.read(position, max_records=want)
+                if records:
+                    out += [ConsumedRecord(topic, partition, r) for r in records]
+                    self._positions[(topic, partition)] = records[-1].offset + 1
+            return out
+
+    def commit(self) -> None:
+        """Commit every assigned partition's position; durable when this returns."""
+        with self._lock:
+            self._check_open()
+            self._store.commit(self.group, dict(self._positions))
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed next offset for a partition, as in Kafka; ``None`` if none."""
+        return self._store.get(self.group, topic, partition)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read an assigned partition from ``offset`` next.
+
+        Raises:
+            OffsetOutOfRange: ``offset`` is outside the partition's log.
+        """
+        if type(offset) is not int:
+            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+        with self._lock:
+            self._check_open()
+            if (topic, partition) not in self._positions:
+                raise ValueError(f"{topic}-{partition} is not assigned to this consumer")
+            log = self._partitions_of(topic)[partition]
+            if not log.start_offset <= offset <= log.end_offset:
+                raise OffsetOutOfRange(
+                    f"offset {offset} is outside {topic}-{partition}'s range "
+                    f"[{log.start_offset}, {log.end_offset}]"
+                )
+            self._positions[(topic, partition)] = offset
+
+    def close(self) -> None:
+        """Leave the group (its partitions go to the other members). Does not commit."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._positions = {}
+        self._coordinator.leave(self)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(f"consumer {self.member_id} is closed")
