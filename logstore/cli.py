@@ -137,11 +137,59 @@ def inspect(path: str, records: bool, as_json: bool) -> None:
         parts = diagnostics.partition_dirs(path)
         if not parts:
             raise click.UsageError(f"{path} holds no partition directories or segment files")
+        summaries = {p: diagnostics.summarize_partition(p, check_records=records) for p in parts}
+        topics: dict[str, list[diagnostics.PartitionSummary]] = {}
+        ends: dict[tuple[str, int], int | None] = {}
+        for part, summary in summaries.items():
+            topic, _, number = os.path.basename(part).rpartition("-")
+            topics.setdefault(topic, []).append(summary)
+            ends[(topic, int(number))] = summary.end_offset
+        for topic, members in sorted(topics.items()):
+            line = {
+                "topic": topic,
+                "partitions": len(members),
+                "records": sum(m.records for m in members),
+                "size_bytes": sum(m.size_bytes for m in members),
+            }
+            click.echo(
+                json.dumps(line)
+                if as_json
+                else f"topic {topic}: {line['partitions']} partitions, {line['records']} records, "
+                f"{line['size_bytes']} bytes"
+            )
         found = False
-        for part in parts:
-            found |= _inspect_partition(part, records=records, as_json=as_json)
+        for part, summary in summaries.items():
+            found |= _inspect_partition(part, records=records, as_json=as_json, summary=summary)
+        _print_group_lag(path, ends, as_json=as_json)
     if found:
         sys.exit(1)
+
+
+def _print_group_lag(root: str, ends: dict[tuple[str, int], int | None], *, as_json: bool) -> None:
+    """Consumer groups of a broker root: committed offset and lag per partition."""
+    committed = diagnostics.group_offsets(root)
+    if not committed:
+        return
+    if not as_json:
+        click.echo("consumer groups:")
+    for (group, topic, partition), offset in sorted(committed.items()):
+        end = ends.get((topic, partition))
+        lag = None if end is None else max(end - offset, 0)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "group": group,
+                        "topic": topic,
+                        "partition": partition,
+                        "committed": offset,
+                        "end_offset": end,
+                        "lag": lag,
+                    }
+                )
+            )
+        else:
+            click.echo(f"  {group}  {topic}-{partition}  committed {offset}  end {end}  lag {lag}")
 
 
 def _inspect_file(path: str, *, records: bool, as_json: bool) -> bool:
@@ -169,8 +217,14 @@ def _inspect_file(path: str, *, records: bool, as_json: bool) -> bool:
     return summary.problem is not None
 
 
-def _inspect_partition(path: str, *, records: bool, as_json: bool) -> bool:
-    part = diagnostics.summarize_partition(path, check_records=records)
+def _inspect_partition(
+    path: str,
+    *,
+    records: bool,
+    as_json: bool,
+    summary: diagnostics.PartitionSummary | None = None,
+) -> bool:
+    part = summary or diagnostics.summarize_partition(path, check_records=records)
     if as_json:
         click.echo(
             json.dumps(

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import batch, compression
+from . import _offsets, batch, compression
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
     INDEX_SUFFIX,
@@ -44,6 +44,7 @@ __all__ = [
     "segment_bases",
     "summarize_partition",
     "summarize_segment",
+    "group_offsets",
     "verify_index",
 ]
 
@@ -237,6 +238,20 @@ def summarize_partition(directory: str, *, check_records: bool = False) -> Parti
             summary.problem_position = 0
         summaries.append(summary)
     return PartitionSummary(path=directory, segments=summaries)
+
+
+def group_offsets(root: str) -> dict[tuple[str, str, int], int]:
+    """Committed offsets of every consumer group in a broker root (read-only)."""
+    directory = os.path.join(root, f"{_offsets.OFFSETS_TOPIC}-0")
+    if not os.path.isdir(directory):
+        return {}
+    pairs = (
+        (item.key, item.value)
+        for base in segment_bases(directory)
+        for item in iter_segment_records(directory, base)
+        if isinstance(item, Record)
+    )
+    return _offsets.latest(pairs)
 
 
 def iter_segment_records(directory: str, base: int) -> Iterator[Record | CorruptLogError]:

@@ -47,7 +47,17 @@ ALLOWED: dict[str, set[str]] = {
         "_fs",
         "loader",
     },
-    "diagnostics": {"loader", "segment", "index", "batch", "errors", "_fs", "compression", "model"},
+    "diagnostics": {
+        "loader",
+        "segment",
+        "index",
+        "batch",
+        "errors",
+        "_fs",
+        "compression",
+        "model",
+        "_offsets",
+    },
     "cli": {"__init__"},
     "__main__": {"cli"},
 }
