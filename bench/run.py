@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import broker
 import compaction
 import recovery
 from engines import ENGINES, SQLITE_SYNC_MODES, Engine, Settings
@@ -566,6 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     recovery_lines = recovery.run(quick=not args.full)
     log("compaction benchmark ...")
     recovery_lines += ["", *compaction.run()]
+    log("broker benchmark ...")
+    recovery_lines += ["", *broker.run(records)]
     report = render(results, workload, settings, args.repeats, command, info, elapsed, profiles)
     report += "\n" + "\n".join(recovery_lines)
     print(report)

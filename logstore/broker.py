@@ -44,6 +44,7 @@ from .partitioner import partition_for
 logger = logging.getLogger("logstore")
 
 METADATA_FILE = "logstore-topics.json"
+_ROUTE_CACHE_KEYS = 100_000
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _DELETE_SUFFIX = re.compile(r"\.[0-9a-f]{32}-delete$")
 #: Settings of the internal offsets topic: every commit durable, compacted.
@@ -102,6 +103,8 @@ class Topic:
         self._logs = logs
         self.config = config
         self._round_robin = itertools.count()
+        # murmur2 in Python costs microseconds; keys (hostnames) repeat: remember them.
+        self._routes: dict[bytes, int] = {}
 
     @property
     def partitions(self) -> int:
@@ -120,7 +123,15 @@ class Topic:
         a ``None`` key goes round-robin."""
         if key is None:
             return next(self._round_robin) % len(self._logs)
-        return partition_for(bytes(key), len(self._logs))
+        if type(key) is not bytes:
+            key = bytes(key)  # bytearray and memoryview are not hashable
+        p = self._routes.get(key)
+        if p is None:
+            p = partition_for(key, len(self._logs))
+            if len(self._routes) >= _ROUTE_CACHE_KEYS:
+                self._routes.clear()
+            self._routes[key] = p
+        return p
 
     def __repr__(self) -> str:
         return f"<logstore.Topic {self.name} partitions={self.partitions}>"

@@ -308,7 +308,14 @@ class Consumer:
                     position = self._checked(topic, partition, log, position)
                     records = log.read(position, max_records=want)
                 if records:
-                    out += [ConsumedRecord(topic, partition, r) for r in records]
+                    # NamedTuple's own __new__ is a Python call per record; this is a C loop.
+                    out.extend(
+                        map(
+                            tuple.__new__,
+                            itertools.repeat(ConsumedRecord),
+                            zip(itertools.repeat(topic), itertools.repeat(partition), records),
+                        )
+                    )
                     self._positions[(topic, partition)] = records[-1].offset + 1
             return out
 
