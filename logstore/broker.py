@@ -56,6 +56,8 @@ _OFFSETS_CONFIG = {
     "retention_messages": None,
     "retention_ms": None,
     "compression": "none",
+    "segment_messages": None,  # a commit is one batch: never split by a roll
+    "max_message_bytes": 16 << 20,
 }
 
 
@@ -164,6 +166,7 @@ class Broker:
         self._metadata: dict[str, dict[str, Any]] = {}
         self._data_ready = threading.Condition()
         self.recovery_report: dict[str, tuple[RecoveryAction, ...]] = {}
+        self._interrupted_deletes: list[str] = []
         self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
         self._stop = threading.Event()
         self._maintenance: threading.Thread | None = None
@@ -171,6 +174,8 @@ class Broker:
             self._load()
             offsets = self._internal_offsets_topic()
             self._offsets = OffsetStore(offsets.partition(0), clock)
+            for name in self._interrupted_deletes:
+                self._offsets.forget_topic(name)
         except BaseException:
             self._close_logs()
             raise
@@ -255,6 +260,12 @@ class Broker:
             topic, sep, number = name.rpartition("-")
             if sep and number.isdigit():
                 found[topic] = max(found.get(topic, 0), int(number) + 1)
+        for topic, meta in list(self._metadata.items()):
+            if meta.get("deleting"):  # a deletion that a crash interrupted: finish it
+                self._remove_partition_dirs(topic, max(meta["partitions"], found.get(topic, 0)))
+                self._interrupted_deletes.append(topic)
+                del self._metadata[topic]
+                found.pop(topic, None)
         for topic, count in found.items():
             if topic not in self._metadata:  # e.g. a Kafka log dir: default settings
                 self._metadata[topic] = {"partitions": count, "config": {}}
@@ -305,6 +316,7 @@ class Broker:
         storable = {
             name: {
                 "partitions": meta["partitions"],
+                **({"deleting": True} if meta.get("deleting") else {}),
                 "config": {
                     k: v
                     for k, v in meta["config"].items()
@@ -356,11 +368,20 @@ class Broker:
         return topic
 
     def _create(self, name: str, partitions: int, overrides: dict[str, Any]) -> Topic:
-        # 1. Metadata first: a crash after it leaves a topic whose directories open empty.
+        # Metadata first: a crash after it leaves a topic whose directories open empty.
         self._metadata[name] = {"partitions": partitions, "config": overrides}
         self._write_metadata()
         config = self._config_for(name)
-        logs = [self._open_log(name, p, config) for p in range(partitions)]
+        logs: list[Log] = []
+        try:
+            for p in range(partitions):
+                logs.append(self._open_log(name, p, config))
+        except BaseException:
+            for log in logs:  # undo: no partition left open, no topic in the metadata
+                log.close()
+            del self._metadata[name]
+            self._write_metadata()
+            raise
         topic = self._topics[name] = Topic(name, logs, config)
         return topic
 
@@ -386,25 +407,39 @@ class Broker:
     def delete_topic(self, name: str) -> None:
         """Delete a topic, its partitions' files and its groups' committed offsets.
 
-        Crash-safe: the topic leaves the metadata first, then each partition
-        directory is renamed to ``<name>-<n>.<uuid>-delete`` and removed (an
-        interrupted removal finishes on the next open).
+        Crash-safe, in steps:
+        1. the metadata marks the topic as being deleted (a crash from here on:
+           the next open finishes the deletion);
+        2. each partition is closed and its directory renamed to
+           ``<name>-<n>.<uuid>-delete`` (Kafka's form), then removed;
+        3. the topic leaves the metadata.
         """
         check_topic_name(name)
         if name == _offsets.OFFSETS_TOPIC:
             raise InvalidTopicName(f"{name} is internal and cannot be deleted")
         with self._lock:
             topic = self.topic(name)
+            self._metadata[name]["deleting"] = True
+            self._write_metadata()
             del self._topics[name]
+            for log in topic._logs:
+                log.close()
+            self._remove_partition_dirs(name, topic.partitions)
             del self._metadata[name]
             self._write_metadata()
-            for p, log in enumerate(topic._logs):
-                log.close()
-                doomed = os.path.join(self.root, f"{name}-{p}.{uuid.uuid4().hex}-delete")
-                os.rename(log.path, doomed)
-                shutil.rmtree(doomed)
         self._offsets.forget_topic(name)
         self._coordinator.rebalance_all()
+
+    def _remove_partition_dirs(self, name: str, partitions: int) -> None:
+        for p in range(partitions):
+            path = os.path.join(self.root, f"{name}-{p}")
+            if not os.path.exists(path):
+                continue
+            suffix = f".{uuid.uuid4().hex}-delete"
+            # Kafka shortens the topic part so the name stays within 255 bytes.
+            doomed = os.path.join(self.root, f"{name}-{p}"[: 255 - len(suffix)] + suffix)
+            os.rename(path, doomed)
+            shutil.rmtree(doomed)
 
     # ------------------------------------------------------------ producing
 
