@@ -94,6 +94,19 @@ def dirty_ratio(clean: Sequence[Segment], dirty: Sequence[Segment]) -> float:
     return dirty_bytes / total if total else 0.0
 
 
+def has_expired_tombstones(segments: Sequence[Segment], *, now_ms: int) -> bool:
+    """Whether a batch holding records has a delete horizon that has passed (headers only)."""
+    for seg in segments:
+        for _, header in seg.iter_headers(0, seg.size):
+            if (
+                header.attributes & batch.DELETE_HORIZON_BIT
+                and header.record_count
+                and now_ms >= header.base_timestamp
+            ):
+                return True
+    return False
+
+
 def build_offset_map(
     dirty: Sequence[Segment], first_dirty: int, *, budget_bytes: int, verify_crc: bool
 ) -> tuple[dict[bytes, int], int]:
@@ -284,12 +297,15 @@ def _clean_batch(
         kept.append(r)
     report.records_after += len(kept)
     set_horizon = not has_horizon and any(r.value is None for r in kept)
-    if len(kept) == len(records) and not set_horizon:
+    if len(kept) == len(records) and not set_horizon and not tombstones_expired:
         writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, len(kept))
         return
     if not kept and not keep_empty:
         return
     attributes = header.attributes | (batch.DELETE_HORIZON_BIT if set_horizon else 0)
+    if tombstones_expired:  # its tombstones are gone: the horizon has done its job
+        attributes &= ~batch.DELETE_HORIZON_BIT
+        has_horizon = False
     log_append_time = header.attributes & batch.TIMESTAMP_TYPE_BIT
     if kept:
         base_ts = (

@@ -214,6 +214,7 @@ def _resolve_leftovers(
         for n in kept_swaps
         if n.endswith(LOG_SUFFIX + SWAP_SUFFIX) and (b := parse_base_offset(n)) is not None
     )
+    replaced: list[str] = []
     if swap_logs:
         # The new segments are complete: replace every old segment they cover.
         end = 0
@@ -238,27 +239,22 @@ def _resolve_leftovers(
             and (b := parse_base_offset(n)) is not None
             and low <= b < max(end, swap_logs[-1] + 1)
         ]
-        for n in replaced:
-            actions.append(
-                RecoveryAction(os.path.join(directory, n), "delete", "replaced by a swap")
-            )
+    for n in replaced:
+        actions.append(RecoveryAction(os.path.join(directory, n), "delete", "replaced by a swap"))
+    for n in kept_swaps:  # every remaining .swap file takes its final name (Kafka 9.1 b)
+        actions.append(
+            RecoveryAction(os.path.join(directory, n), "finish_swap", "swap in progress")
+        )
+    if not dry_run and (doomed or kept_swaps):
+        remove_files(os.path.join(directory, n) for n in replaced)
         for n in kept_swaps:
-            actions.append(
-                RecoveryAction(os.path.join(directory, n), "finish_swap", "swap in progress")
-            )
-        if not dry_run:
-            remove_files(os.path.join(directory, n) for n in replaced)
-            for n in kept_swaps:
-                os.rename(
-                    os.path.join(directory, n), os.path.join(directory, n[: -len(SWAP_SUFFIX)])
-                )
-            fsync_dir(directory)
+            os.rename(os.path.join(directory, n), os.path.join(directory, n[: -len(SWAP_SUFFIX)]))
+        fsync_dir(directory)
+    if kept_swaps:
         names = sorted(
             {n for n in names if n not in replaced and not n.endswith(SWAP_SUFFIX)}
             | {n[: -len(SWAP_SUFFIX)] for n in kept_swaps}
         )
-    elif doomed and not dry_run:
-        fsync_dir(directory)
     return names
 
 

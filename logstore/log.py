@@ -659,15 +659,19 @@ class Log:
                 )
                 if first_ratio is None:
                     first_ratio = cleaner.dirty_ratio(clean, dirty)
-                if not dirty:
+                if dirty:
+                    offsets, end = cleaner.build_offset_map(
+                        dirty,
+                        first_dirty,
+                        budget_bytes=config.compaction_memory_bytes,
+                        verify_crc=config.verify_crc_on_read,
+                    )
+                    inputs = [s for s in sealed if s.base_offset < end]
+                elif not reports and cleaner.has_expired_tombstones(clean, now_ms=now):
+                    # Nothing new, but tombstones passed their horizon: clean the clean part.
+                    offsets, end, inputs = {}, first_dirty, clean
+                else:
                     break
-                offsets, end = cleaner.build_offset_map(
-                    dirty,
-                    first_dirty,
-                    budget_bytes=config.compaction_memory_bytes,
-                    verify_crc=config.verify_crc_on_read,
-                )
-                inputs = [s for s in sealed if s.base_offset < end]
                 done = cleaner.clean_round(
                     self._path,
                     inputs,
@@ -696,7 +700,7 @@ class Log:
                         self._segments[seg.base_offset] = seg
                     self._cleaner_offset = end
                     self._write_cleaner_offset()
-                if end >= dirty[-1].next_offset:
+                if not dirty or end >= dirty[-1].next_offset:
                     break
         return dataclasses.replace(
             totals,
