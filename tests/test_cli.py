@@ -230,3 +230,32 @@ def test_python_dash_m_works(root: Path) -> None:
         [sys.executable, "-m", "logstore", "verify", str(root)], capture_output=True, text=True
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok: 31 batches, 32 records verified")
+
+
+def test_compact_dry_run_changes_nothing_then_compacts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = logstore.LogConfig(
+        fsync="never", cleanup_policy="compact", segment_bytes=600, min_cleanable_dirty_ratio=1.0
+    )
+    with logstore.Log.open(tmp_path / "keys-0", config) as log:
+        for i in range(60):
+            log.append(b"value-%d" % i, key=b"k%d" % (i % 4))
+    before = _hashes(tmp_path)
+    code, out, _ = run(capsys, "compact", str(tmp_path / "keys-0"), "--dry-run")
+    assert code == 0
+    assert _hashes(tmp_path) == before
+    assert "would keep 4 of" in out
+    code, out, _ = run(capsys, "compact", str(tmp_path))  # a root: only compacted partitions
+    assert code == 2  # nothing was ever compacted here, so no partition counts as compacted
+    code, out, _ = run(capsys, "compact", str(tmp_path / "keys-0"))
+    assert code == 0 and "kept 4 of" in out
+    with logstore.Log.open(tmp_path / "keys-0", config) as log:
+        sealed_end = log.segments[-1].base_offset
+        survivors = [(r.key, r.value) for r in log.scan() if r.offset < sealed_end]
+    assert sorted(survivors) == sorted(
+        (b"k%d" % k, b"value-%d" % max(i for i in range(sealed_end) if i % 4 == k))
+        for k in range(4)
+    )
+    code, out, _ = run(capsys, "compact", str(tmp_path), "--dry-run")  # now it counts
+    assert code == 0 and "would keep" in out
