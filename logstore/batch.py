@@ -398,6 +398,81 @@ def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record
     return out
 
 
+def decode_keys(
+    buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader
+) -> list[tuple[int, bytes | None]]:
+    """``(offset, key)`` of every record of a checked batch, without values or headers.
+
+    The cleaner's first pass only needs keys: this skips everything else of a
+    record by its length prefix. Raises ``CorruptLogError`` like ``decode_records``.
+    """
+    end = pos + LOG_OVERHEAD + header.batch_length
+    codec = header.attributes & CODEC_MASK
+    if codec == compression.NONE:
+        data = bytes(memoryview(buf)[pos + HEADER_SIZE : end])
+    else:
+        data = compression.decompress(codec, memoryview(buf)[pos + HEADER_SIZE : end])
+    base_offset = header.base_offset
+    varint = decode_varint
+    limit = len(data)
+    out: list[tuple[int, bytes | None]] = []
+    append = out.append
+    at = 0
+    try:
+        for _ in range(header.record_count):
+            b = data[at]
+            if b < 0x80:  # one- and two-byte varints inline, as in _decode_section
+                length = (b >> 1) ^ -(b & 1)
+                at += 1
+            elif data[at + 1] < 0x80:
+                z = (b & 0x7F) | (data[at + 1] << 7)
+                length = (z >> 1) ^ -(z & 1)
+                at += 2
+            else:
+                length, at = varint(data, at, MAX_VARINT_BYTES)
+            rec_end = at + length
+            if length < 6 or rec_end > limit:
+                raise CorruptLogError(
+                    f"record length {length} is invalid or overruns the data",
+                    position=pos,
+                    kind="invalid_records",
+                )
+            at += 1  # attributes
+            if data[at] < 0x80:  # timestamp delta, not needed
+                at += 1
+            else:
+                _, at = varint(data, at, MAX_VARLONG_BYTES)
+            b = data[at]
+            if b < 0x80:
+                delta = (b >> 1) ^ -(b & 1)
+                at += 1
+            elif data[at + 1] < 0x80:
+                z = (b & 0x7F) | (data[at + 1] << 7)
+                delta = (z >> 1) ^ -(z & 1)
+                at += 2
+            else:
+                delta, at = varint(data, at, MAX_VARINT_BYTES)
+            b = data[at]
+            if b < 0x80:
+                n = (b >> 1) ^ -(b & 1)
+                at += 1
+            else:
+                n, at = varint(data, at, MAX_VARINT_BYTES)
+            append((base_offset + delta, None if n < 0 else data[at : at + n]))
+            at = rec_end
+    except IndexError:
+        raise CorruptLogError(
+            "record runs past the end of the records section", position=pos, kind="invalid_records"
+        ) from None
+    if at != limit:
+        raise CorruptLogError(
+            f"{limit - at} bytes left over after {header.record_count} records",
+            position=pos,
+            kind="invalid_records",
+        )
+    return out
+
+
 def _decode_headers(
     data: bytes, pos: int, rec_end: int, start: int
 ) -> tuple[tuple[Header, ...], int]:

@@ -123,16 +123,15 @@ def build_offset_map(
             if header.next_offset <= first_dirty or header.attributes & batch.CONTROL_BIT:
                 end = max(end, header.next_offset)
                 continue
-            for record in batch.decode_records(buf, rel, header, min_offset=first_dirty):
-                key = record.key
-                if key is None:
+            for offset, key in batch.decode_keys(buf, rel, header):
+                if key is None or offset < first_dirty:
                     continue
                 if key not in offsets:
                     used += len(key) + MAP_ENTRY_OVERHEAD
                     if used > budget_bytes and offsets:
                         return offsets, end
-                offsets[key] = record.offset
-                end = record.offset + 1
+                offsets[key] = offset
+                end = offset + 1
             end = max(end, header.next_offset)
     return offsets, end
 

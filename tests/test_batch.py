@@ -181,3 +181,23 @@ def test_decompression_is_bounded() -> None:
     bomb = compression.compress(compression.GZIP, bytes(10_000))
     with pytest.raises(CorruptLogError, match="more than 1000 bytes"):
         compression.decompress(compression.GZIP, bomb, max_output=1000)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@given(items=entries, base_offset=st.integers(min_value=0, max_value=1 << 40))
+def test_decode_keys_agrees_with_decode_records(codec: str, items: list, base_offset: int) -> None:
+    data = batch.encode_batch(items, base_offset=base_offset, codec=compression.CODEC_IDS[codec])
+    header = batch.read_header(data)
+    assert batch.decode_keys(data, 0, header) == [
+        (r.offset, r.key) for r in batch.decode_records(data, 0, header)
+    ]
+
+
+@given(items=entries, cut=st.integers(min_value=1, max_value=30))
+def test_decode_keys_refuses_a_short_section(items: list, cut: int) -> None:
+    data = bytearray(batch.encode_batch(items, base_offset=0))
+    header = batch.read_header(bytes(data))
+    short = bytes(data[: max(batch.HEADER_SIZE, len(data) - cut)])
+    fixed = header._replace(batch_length=len(short) - batch.LOG_OVERHEAD)
+    with pytest.raises(CorruptLogError):
+        batch.decode_keys(short, 0, fixed)
