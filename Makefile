@@ -9,7 +9,7 @@ STAMP := $(VENV)/.stamp
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py logstore/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,lz4,snappy,bench]'
@@ -20,8 +20,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check logstore tests bench tools
 	$(BIN)/mypy logstore
 
+# The whole suite runs twice: with the compiled codec, then the pure-Python one.
 pytest: $(STAMP)
+	$(BIN)/python -c 'import logstore, sys; print("codec:", logstore.__speedups__); sys.exit(logstore.__speedups__ != "compiled")'
 	$(BIN)/pytest -q
+	LOGSTORE_PURE=1 $(BIN)/pytest -q
 
 test: lint pytest
 

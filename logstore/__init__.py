@@ -5,6 +5,7 @@ Everything public is importable from here; anything not in ``__all__`` is privat
 
 from __future__ import annotations
 
+from . import batch as _batch
 from . import diagnostics
 from .broker import Broker, Topic
 from .config import LogConfig
@@ -33,8 +34,9 @@ from .model import (
 )
 
 __version__ = "0.1.0"
-#: Which record codec implementation is active: "pure" (Python) for now.
-__speedups__ = "pure"
+#: Which record codec is active: "compiled" (the C extension) or "pure" (LOGSTORE_PURE=1,
+#: or no compiler when the package was built).
+__speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
     "Broker",

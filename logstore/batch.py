@@ -22,10 +22,11 @@ bytes raise ``CorruptLogError`` instead of reading past the end or allocating.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator, Sequence
 from itertools import islice
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import crc32c
 
@@ -40,7 +41,7 @@ from ._varint import (
     decode_varint,
 )
 from .errors import CorruptLogError
-from .model import Header, Record
+from .model import Header, Message, Record
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # 61 bytes, big-endian, no padding
 HEADER_SIZE = _HEADER.size
@@ -113,6 +114,23 @@ class BatchSpan(NamedTuple):
 
 _new_record = tuple.__new__
 _EMPTY: tuple[Header, ...] = ()
+
+
+def _load_speedups() -> Any:
+    """The compiled codec, unless it is not built or ``LOGSTORE_PURE=1`` asks for Python."""
+    if os.environ.get("LOGSTORE_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _speedups.configure(CorruptLogError, Record)
+    return _speedups
+
+
+_C = _load_speedups()
+#: Which record codec is active: "compiled" (the C extension) or "pure" (Python).
+IMPLEMENTATION = "compiled" if _C is not None else "pure"
 
 
 def _is_zero(buf: bytes | bytearray | memoryview, start: int, end: int) -> bool:
@@ -247,7 +265,7 @@ def decode_records(
         ) from None
 
 
-def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
+def _py_decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
     """Parse ``h.record_count`` records filling ``data`` exactly.
 
     The loop is the read hot path: varints of one and two bytes are decoded
@@ -548,6 +566,57 @@ def encode_section(
     offset_deltas: Sequence[int] | None = None,
     now: int = NO_TIMESTAMP,
 ) -> tuple[bytes, int, int]:
+    """Encode ``entries[start:stop]`` as an uncompressed records section (see ``_py_encode_section``)."""
+    if _C is not None:
+        return _C.encode_section(  # type: ignore[no-any-return]
+            entries, base_timestamp, start, stop, limit_bytes, offset_deltas, now
+        )
+    return _py_encode_section(
+        entries,
+        base_timestamp,
+        start=start,
+        stop=stop,
+        limit_bytes=limit_bytes,
+        offset_deltas=offset_deltas,
+        now=now,
+    )
+
+
+def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
+    """Parse ``h.record_count`` records filling ``data`` exactly (compiled or pure)."""
+    if _C is not None:
+        return _C.decode_section(  # type: ignore[no-any-return]
+            data,
+            h.base_offset,
+            h.base_timestamp,
+            h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
+            min_offset - h.base_offset,
+            h.record_count,
+            h.last_offset_delta,
+        )
+    return _py_decode_section(data, h, min_offset)
+
+
+def accepts_as_is(items: list[Any], *, require_keys: bool) -> bool:
+    """Whether the compiled encoder can take ``append_many``'s items without conversion.
+
+    True only with the compiled codec, for a list of bytes values and plain
+    ``Message``s with bytes fields, no headers and valid timestamps; anything
+    else goes through the full validation in Python.
+    """
+    return _C is not None and bool(_C.check_messages(items, require_keys, Message))
+
+
+def _py_encode_section(
+    entries: Sequence[Entry],
+    base_timestamp: int,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    limit_bytes: int | None = None,
+    offset_deltas: Sequence[int] | None = None,
+    now: int = NO_TIMESTAMP,
+) -> tuple[bytes, int, int]:
     """Encode ``entries[start:stop]`` as an uncompressed records section.
 
     Stops early, after at least one record, once the section would exceed
@@ -582,8 +651,6 @@ def encode_section(
                 + (table[td + 1] if -1 <= td < lim else zz(td))
                 + (table[delta + 1] if delta < lim else zz(delta))
             )
-        if ts > max_ts:
-            max_ts = ts
         if key is None:
             kb = b"\x01"
             key = b""
@@ -617,6 +684,8 @@ def encode_section(
         total += size + 3
         if total > limit and count:
             break
+        if ts > max_ts:  # only records that made it into the section count
+            max_ts = ts
         extend((table[size + 1] if size < lim else zz(size), prefix, kb, key, vb, value, hb))
         count += 1
         delta += 1

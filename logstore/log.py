@@ -384,6 +384,8 @@ class Log:
         if isinstance(messages, (bytes, bytearray, memoryview, str)):
             raise TypeError("append_many takes an iterable of messages, not a single bytes value")
         compacted = self._config.compacted
+        if type(messages) is list and batch.accepts_as_is(messages, require_keys=compacted):
+            return messages  # the compiled encoder takes bytes values and Messages as they are
         entries: list[Entry] = []
         append = entries.append
         message = Message
@@ -442,9 +444,9 @@ class Log:
             stop = n
             if per_segment is not None:
                 stop = i + min(n - i, per_segment - used if used < per_segment else per_segment)
-            base_ts = entries[i][3]
-            if base_ts is None:
-                base_ts = now
+            first: Any = entries[i]
+            # a bare bytes item (taken as is by the compiled encoder) has no timestamp
+            base_ts = now if type(first) is bytes or first[3] is None else first[3]
             while True:
                 section, j, max_ts = batch.encode_section(
                     entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now

@@ -13,7 +13,7 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors", "compression"},
     "_varint": {"errors"},
     "compression": {"errors"},
-    "batch": {"_varint", "compression", "model", "errors"},
+    "batch": {"_varint", "compression", "model", "errors", "_speedups"},
     "index": {"_fs", "errors"},
     "_fs": {"errors"},
     "segment": {"batch", "index", "_fs", "errors", "_varint"},

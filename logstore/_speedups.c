@@ -1,0 +1,714 @@
+/*
+ * logstore._speedups: the per-record hot paths of the RecordBatch v2 codec in C.
+ *
+ * Two functions, each the exact counterpart of a pure-Python function in
+ * logstore/batch.py (which stays, and is used when this module is not built
+ * or LOGSTORE_PURE=1 is set):
+ *
+ *   encode_section(entries, base_timestamp, start, stop, limit_bytes,
+ *                  offset_deltas, now) -> (bytes, index after last, max ts)
+ *   decode_section(data, base_offset, base_timestamp, fixed_timestamp,
+ *                  skip_below, record_count, last_offset_delta) -> [Record]
+ *
+ * Every length read from the data is checked against the buffer before it is
+ * used, exactly as the Python decoder does; any problem raises the
+ * CorruptLogError class given to configure() with the same `kind` and the
+ * byte position relative to the records section.
+ *
+ * Record layout (zigzag varints):
+ *   length varint | attributes int8 | timestamp_delta varlong | offset_delta varint
+ *   key_length varint (-1 null) | key | value_length varint (-1 null) | value
+ *   header_count varint | headers (key_length varint, utf-8 key, value_length varint, value)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static PyObject *CorruptLogError = NULL; /* logstore.errors.CorruptLogError */
+static PyTypeObject *RecordType = NULL;   /* logstore.model.Record (a tuple subclass) */
+static PyObject *EmptyTuple = NULL;
+
+typedef __int128 i128;
+
+/* ------------------------------------------------------------------ errors */
+
+static PyObject *
+corrupt(Py_ssize_t position, const char *kind, const char *format, ...)
+{
+    if (CorruptLogError == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "logstore._speedups is not configured");
+        return NULL;
+    }
+    va_list vargs;
+    va_start(vargs, format);
+    PyObject *reason = PyUnicode_FromFormatV(format, vargs);
+    va_end(vargs);
+    if (reason == NULL)
+        return NULL;
+    PyObject *args = PyTuple_Pack(1, reason);
+    Py_DECREF(reason);
+    if (args == NULL)
+        return NULL;
+    PyObject *kwargs = Py_BuildValue("{s:n,s:s}", "position", position, "kind", kind);
+    if (kwargs == NULL) {
+        Py_DECREF(args);
+        return NULL;
+    }
+    PyObject *exc = PyObject_Call(CorruptLogError, args, kwargs);
+    Py_DECREF(args);
+    Py_DECREF(kwargs);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ varints */
+
+/* Decode a zigzag varint of at most `limit` bytes at data[*pos]; 0 on success. */
+static int
+read_varint(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, int limit, i128 *out)
+{
+    Py_ssize_t start = *pos, at = *pos;
+    unsigned __int128 z = 0;
+    int shift = 0;
+    for (;;) {
+        if (at >= size) {
+            corrupt(start, "invalid_records", "varint runs past the end of the data");
+            return -1;
+        }
+        if (at - start >= limit) {
+            corrupt(start, "invalid_records", "varint longer than %d bytes", limit);
+            return -1;
+        }
+        unsigned char b = data[at++];
+        z |= (unsigned __int128)(b & 0x7F) << shift;
+        if (b < 0x80)
+            break;
+        shift += 7;
+    }
+    *pos = at;
+    *out = (i128)(z >> 1) ^ -(i128)(z & 1);
+    return 0;
+}
+
+static PyObject *
+long_from_i128(i128 v)
+{
+    if (v >= INT64_MIN && v <= INT64_MAX)
+        return PyLong_FromLongLong((long long)v);
+    PyObject *hi = PyLong_FromLongLong((long long)(v >> 64));
+    PyObject *lo = PyLong_FromUnsignedLongLong((unsigned long long)v);
+    PyObject *sixty_four = PyLong_FromLong(64);
+    PyObject *result = NULL;
+    if (hi && lo && sixty_four) {
+        PyObject *shifted = PyNumber_Lshift(hi, sixty_four);
+        if (shifted) {
+            result = PyNumber_Add(shifted, lo);
+            Py_DECREF(shifted);
+        }
+    }
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(sixty_four);
+    return result;
+}
+
+static inline int
+varint_size(uint64_t z)
+{
+    int n = 1;
+    while (z >= 0x80) {
+        z >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static inline uint64_t
+zigzag(int64_t n)
+{
+    return ((uint64_t)n << 1) ^ (uint64_t)(n >> 63);
+}
+
+static inline unsigned char *
+write_varint(unsigned char *out, int64_t n)
+{
+    uint64_t z = zigzag(n);
+    while (z >= 0x80) {
+        *out++ = (unsigned char)((z & 0x7F) | 0x80);
+        z >>= 7;
+    }
+    *out++ = (unsigned char)z;
+    return out;
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+static PyObject *
+decode_headers(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, Py_ssize_t rec_end,
+               Py_ssize_t start)
+{
+    i128 count;
+    if (read_varint(data, size, pos, 5, &count) < 0)
+        return NULL;
+    if (count < 0 || count * 2 > (i128)(rec_end - *pos))
+        return corrupt(start, "invalid_records", "header count %lld is invalid for the record",
+                       (long long)count);
+    PyObject *headers = PyTuple_New((Py_ssize_t)count);
+    if (headers == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)count; i++) {
+        i128 n;
+        if (read_varint(data, size, pos, 5, &n) < 0)
+            goto fail;
+        if (n < 0 || (i128)*pos + n > (i128)rec_end) {
+            corrupt(start, "invalid_records", "header key length %lld is invalid", (long long)n);
+            goto fail;
+        }
+        PyObject *hkey = PyUnicode_DecodeUTF8((const char *)data + *pos, (Py_ssize_t)n, "strict");
+        if (hkey == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                PyErr_Clear();
+                corrupt(start, "invalid_records", "header key is not UTF-8");
+            }
+            goto fail;
+        }
+        *pos += (Py_ssize_t)n;
+        if (read_varint(data, size, pos, 5, &n) < 0) {
+            Py_DECREF(hkey);
+            goto fail;
+        }
+        PyObject *hval;
+        if (n < 0) {
+            hval = Py_NewRef(Py_None);
+        }
+        else {
+            if ((i128)*pos + n > (i128)rec_end) {
+                Py_DECREF(hkey);
+                corrupt(start, "invalid_records", "header value of %lld bytes overruns its record",
+                        (long long)n);
+                goto fail;
+            }
+            hval = PyBytes_FromStringAndSize((const char *)data + *pos, (Py_ssize_t)n);
+            if (hval == NULL) {
+                Py_DECREF(hkey);
+                goto fail;
+            }
+            *pos += (Py_ssize_t)n;
+        }
+        PyObject *pair = PyTuple_Pack(2, hkey, hval);
+        Py_DECREF(hkey);
+        Py_DECREF(hval);
+        if (pair == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(headers, i, pair);
+    }
+    return headers;
+fail:
+    Py_DECREF(headers);
+    return NULL;
+}
+
+static PyObject *
+decode_section(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    long long base_offset, base_timestamp, skip_below, last_offset_delta;
+    PyObject *fixed_timestamp;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*LLOLnL", &view, &base_offset, &base_timestamp, &fixed_timestamp,
+                          &skip_below, &count, &last_offset_delta))
+        return NULL;
+    if (RecordType == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "logstore._speedups is not configured");
+        return NULL;
+    }
+    const unsigned char *data = view.buf;
+    Py_ssize_t size = view.len;
+    PyObject *out = NULL;
+    if ((i128)count * 7 > (i128)size) {
+        corrupt(0, "invalid_records", "record count %zd cannot fit in %zd bytes", count, size);
+        goto done;
+    }
+    out = PyList_New(0);
+    if (out == NULL)
+        goto done;
+    Py_ssize_t pos = 0, start = 0;
+    i128 prev_delta = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        start = pos;
+        i128 length, ts_delta, delta, n;
+        if (read_varint(data, size, &pos, 5, &length) < 0)
+            goto fail;
+        i128 rec_end = (i128)pos + length;
+        if (length < 6 || rec_end > (i128)size) {
+            corrupt(start, "invalid_records", "record length %lld is invalid or overruns the data",
+                    (long long)length);
+            goto fail;
+        }
+        pos += 1; /* attributes: unused */
+        if (read_varint(data, size, &pos, 10, &ts_delta) < 0)
+            goto fail;
+        if (read_varint(data, size, &pos, 5, &delta) < 0)
+            goto fail;
+        if (delta <= prev_delta) {
+            corrupt(start, "invalid_records", "offset delta %lld does not follow %lld",
+                    (long long)delta, (long long)prev_delta);
+            goto fail;
+        }
+        prev_delta = delta;
+        if (delta < (i128)skip_below) {
+            pos = (Py_ssize_t)rec_end;
+            continue;
+        }
+        PyObject *key, *value, *headers;
+        if (read_varint(data, size, &pos, 5, &n) < 0)
+            goto fail;
+        if (n < 0) {
+            key = Py_NewRef(Py_None);
+        }
+        else {
+            if ((i128)pos + n > rec_end) {
+                corrupt(start, "invalid_records", "key of %lld bytes overruns its record",
+                        (long long)n);
+                goto fail;
+            }
+            key = PyBytes_FromStringAndSize((const char *)data + pos, (Py_ssize_t)n);
+            if (key == NULL)
+                goto fail;
+            pos += (Py_ssize_t)n;
+        }
+        if (read_varint(data, size, &pos, 5, &n) < 0) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        if (n < 0) {
+            value = Py_NewRef(Py_None);
+        }
+        else {
+            if ((i128)pos + n > rec_end) {
+                Py_DECREF(key);
+                corrupt(start, "invalid_records", "value of %lld bytes overruns its record",
+                        (long long)n);
+                goto fail;
+            }
+            value = PyBytes_FromStringAndSize((const char *)data + pos, (Py_ssize_t)n);
+            if (value == NULL) {
+                Py_DECREF(key);
+                goto fail;
+            }
+            pos += (Py_ssize_t)n;
+        }
+        if (pos < size && data[pos] == 0 && (i128)pos < rec_end) {
+            headers = Py_NewRef(EmptyTuple);
+            pos += 1;
+        }
+        else {
+            headers = decode_headers(data, size, &pos, (Py_ssize_t)rec_end, start);
+            if (headers == NULL) {
+                Py_DECREF(key);
+                Py_DECREF(value);
+                goto fail;
+            }
+        }
+        if ((i128)pos != rec_end) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            Py_DECREF(headers);
+            corrupt(start, "invalid_records", "record fields end at byte %zd, its length says %lld",
+                    pos, (long long)rec_end);
+            goto fail;
+        }
+        PyObject *offset = long_from_i128((i128)base_offset + delta);
+        PyObject *timestamp = fixed_timestamp != Py_None
+                                  ? Py_NewRef(fixed_timestamp)
+                                  : long_from_i128((i128)base_timestamp + ts_delta);
+        PyObject *record = RecordType->tp_alloc(RecordType, 5);
+        if (offset == NULL || timestamp == NULL || record == NULL) {
+            Py_XDECREF(offset);
+            Py_XDECREF(timestamp);
+            Py_XDECREF(record);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            Py_DECREF(headers);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(record, 0, offset);
+        PyTuple_SET_ITEM(record, 1, timestamp);
+        PyTuple_SET_ITEM(record, 2, key);
+        PyTuple_SET_ITEM(record, 3, value);
+        PyTuple_SET_ITEM(record, 4, headers);
+        int appended = PyList_Append(out, record);
+        Py_DECREF(record);
+        if (appended < 0)
+            goto fail;
+    }
+    if (pos != size) {
+        corrupt(pos, "invalid_records", "%zd bytes left over after %zd records", size - pos, count);
+        goto fail;
+    }
+    if (prev_delta > (i128)last_offset_delta) {
+        corrupt(0, "invalid_records",
+                "offset delta %lld exceeds the batch's last offset delta %lld",
+                (long long)prev_delta, last_offset_delta);
+        goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* ------------------------------------------------------------------ encoding */
+
+typedef struct {
+    PyObject *value, *key, *headers; /* borrowed */
+    int64_t timestamp;
+} Entry;
+
+/* Validate one entry (value, key, headers, ts), or a bare bytes value, into `e`. */
+static int
+load_entry(PyObject *item, int64_t now, Entry *e)
+{
+    if (PyBytes_CheckExact(item)) { /* append_many's plain values: no key, no headers, now */
+        e->value = item;
+        e->key = Py_None;
+        e->headers = Py_None;
+        e->timestamp = now;
+        return 0;
+    }
+    PyObject *fast = PySequence_Fast(item, "each entry must be a (value, key, headers, timestamp) sequence");
+    if (fast == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(fast) != 4) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_TypeError, "each entry must have 4 fields: value, key, headers, timestamp");
+        return -1;
+    }
+    PyObject **f = PySequence_Fast_ITEMS(fast);
+    e->value = f[0];
+    e->key = f[1];
+    e->headers = f[2];
+    PyObject *ts = f[3];
+    Py_DECREF(fast); /* items stay alive: `item` holds them */
+    if (e->value != Py_None && !PyBytes_Check(e->value)) {
+        PyErr_Format(PyExc_TypeError, "value must be bytes or None, not %.100s", Py_TYPE(e->value)->tp_name);
+        return -1;
+    }
+    if (e->key != Py_None && !PyBytes_Check(e->key)) {
+        PyErr_Format(PyExc_TypeError, "key must be bytes or None, not %.100s", Py_TYPE(e->key)->tp_name);
+        return -1;
+    }
+    if (ts == Py_None) {
+        e->timestamp = now;
+    }
+    else {
+        e->timestamp = PyLong_AsLongLong(ts);
+        if (e->timestamp == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+/* Bytes the headers take (count varint included); -1 on error. */
+static Py_ssize_t
+headers_size(PyObject *headers, unsigned char *out)
+{
+    PyObject *fast = PySequence_Fast(headers, "headers must be a sequence of (str, bytes | None) pairs");
+    if (fast == NULL)
+        return -1;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t total = varint_size(zigzag(count));
+    if (out)
+        out = write_varint(out, count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyTuple_Check(pair) && !PyList_Check(pair)) {
+            PyErr_SetString(PyExc_TypeError, "each header must be a (str, bytes | None) pair");
+            goto fail;
+        }
+        if (PySequence_Fast_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "each header must be a (str, bytes | None) pair");
+            goto fail;
+        }
+        PyObject *hkey = PySequence_Fast_GET_ITEM(pair, 0);
+        PyObject *hval = PySequence_Fast_GET_ITEM(pair, 1);
+        if (!PyUnicode_Check(hkey)) {
+            PyErr_SetString(PyExc_TypeError, "a header key must be a str");
+            goto fail;
+        }
+        Py_ssize_t klen;
+        const char *kbuf = PyUnicode_AsUTF8AndSize(hkey, &klen);
+        if (kbuf == NULL)
+            goto fail;
+        total += varint_size(zigzag(klen)) + klen;
+        if (out) {
+            out = write_varint(out, klen);
+            memcpy(out, kbuf, klen);
+            out += klen;
+        }
+        if (hval == Py_None) {
+            total += 1;
+            if (out)
+                *out++ = 0x01;
+        }
+        else if (PyBytes_Check(hval)) {
+            Py_ssize_t vlen = PyBytes_GET_SIZE(hval);
+            total += varint_size(zigzag(vlen)) + vlen;
+            if (out) {
+                out = write_varint(out, vlen);
+                memcpy(out, PyBytes_AS_STRING(hval), vlen);
+                out += vlen;
+            }
+        }
+        else {
+            PyErr_SetString(PyExc_TypeError, "a header value must be bytes or None");
+            goto fail;
+        }
+    }
+    Py_DECREF(fast);
+    return total;
+fail:
+    Py_DECREF(fast);
+    return -1;
+}
+
+static int
+offset_delta_at(PyObject *deltas, Py_ssize_t i, int64_t fallback, int64_t *out)
+{
+    if (deltas == Py_None) {
+        *out = fallback;
+        return 0;
+    }
+    PyObject *item = PySequence_GetItem(deltas, i);
+    if (item == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(item);
+    Py_DECREF(item);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static PyObject *
+encode_section(PyObject *self, PyObject *args)
+{
+    PyObject *entries, *stop_obj, *limit_obj, *deltas;
+    long long base_timestamp, now;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "OLnOOOL", &entries, &base_timestamp, &start, &stop_obj, &limit_obj,
+                          &deltas, &now))
+        return NULL;
+    PyObject *fast = PySequence_Fast(entries, "entries must be a sequence");
+    if (fast == NULL)
+        return NULL;
+    Py_ssize_t n_entries = PySequence_Fast_GET_SIZE(fast);
+    Py_ssize_t stop = n_entries;
+    if (stop_obj != Py_None) {
+        stop = PyLong_AsSsize_t(stop_obj);
+        if (stop == -1 && PyErr_Occurred())
+            goto fail_fast;
+        if (stop > n_entries)
+            stop = n_entries;
+    }
+    long long limit = (long long)1 << 62;
+    if (limit_obj != Py_None) {
+        limit = PyLong_AsLongLong(limit_obj);
+        if (limit == -1 && PyErr_Occurred())
+            goto fail_fast;
+    }
+    if (start < 0)
+        start = 0;
+    Py_ssize_t span = stop > start ? stop - start : 0;
+    Py_ssize_t *bodies = PyMem_Malloc(sizeof(Py_ssize_t) * (span ? span : 1));
+    if (bodies == NULL) {
+        PyErr_NoMemory();
+        goto fail_fast;
+    }
+    /* Pass 1: validate, size every record, stop at the byte limit. */
+    long long total = 0, max_ts = -2;
+    Py_ssize_t count = 0;
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    for (Py_ssize_t i = start; i < stop; i++) {
+        Entry e;
+        if (load_entry(items[i], now, &e) < 0)
+            goto fail_bodies;
+        int64_t delta;
+        if (offset_delta_at(deltas, count, count, &delta) < 0)
+            goto fail_bodies;
+        Py_ssize_t body = 1 + varint_size(zigzag(e.timestamp - base_timestamp)) + varint_size(zigzag(delta));
+        if (e.key == Py_None)
+            body += 1;
+        else
+            body += varint_size(zigzag(PyBytes_GET_SIZE(e.key))) + PyBytes_GET_SIZE(e.key);
+        if (e.value == Py_None)
+            body += 1;
+        else
+            body += varint_size(zigzag(PyBytes_GET_SIZE(e.value))) + PyBytes_GET_SIZE(e.value);
+        if (e.headers == Py_None || PyObject_Not(e.headers) == 1) {
+            body += 1;
+        }
+        else {
+            Py_ssize_t hs = headers_size(e.headers, NULL);
+            if (hs < 0)
+                goto fail_bodies;
+            body += hs;
+        }
+        total += body + 3;
+        if (total > limit && count)
+            break;
+        if (e.timestamp > max_ts)
+            max_ts = e.timestamp;
+        bodies[count++] = body;
+    }
+    /* Pass 2: write. */
+    Py_ssize_t out_size = 0;
+    for (Py_ssize_t i = 0; i < count; i++)
+        out_size += varint_size(zigzag(bodies[i])) + bodies[i];
+    PyObject *result = PyBytes_FromStringAndSize(NULL, out_size);
+    if (result == NULL)
+        goto fail_bodies;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Entry e;
+        if (load_entry(items[start + i], now, &e) < 0)
+            goto fail_result;
+        int64_t delta;
+        if (offset_delta_at(deltas, i, i, &delta) < 0)
+            goto fail_result;
+        out = write_varint(out, bodies[i]);
+        *out++ = 0; /* attributes */
+        out = write_varint(out, e.timestamp - base_timestamp);
+        out = write_varint(out, delta);
+        if (e.key == Py_None) {
+            *out++ = 0x01;
+        }
+        else {
+            Py_ssize_t len = PyBytes_GET_SIZE(e.key);
+            out = write_varint(out, len);
+            memcpy(out, PyBytes_AS_STRING(e.key), len);
+            out += len;
+        }
+        if (e.value == Py_None) {
+            *out++ = 0x01;
+        }
+        else {
+            Py_ssize_t len = PyBytes_GET_SIZE(e.value);
+            out = write_varint(out, len);
+            memcpy(out, PyBytes_AS_STRING(e.value), len);
+            out += len;
+        }
+        if (e.headers == Py_None || PyObject_Not(e.headers) == 1) {
+            *out++ = 0x00;
+        }
+        else {
+            Py_ssize_t hs = headers_size(e.headers, out);
+            if (hs < 0)
+                goto fail_result;
+            out += hs;
+        }
+    }
+    PyMem_Free(bodies);
+    Py_DECREF(fast);
+    PyObject *ret = Py_BuildValue("(NnL)", result, start + count, max_ts);
+    return ret;
+fail_result:
+    Py_DECREF(result);
+fail_bodies:
+    PyMem_Free(bodies);
+fail_fast:
+    Py_DECREF(fast);
+    return NULL;
+}
+
+/* check_messages(items, require_keys, message_type) -> bool
+ *
+ * True when every item is a bytes value (only if keys are not required) or a
+ * `message_type` whose value and key are bytes (or None), with no headers and
+ * a timestamp that is None or an int >= 0: then encode_section can take the
+ * list as it is. False sends the caller to its full (Python) validation, which
+ * also produces the error messages. */
+static PyObject *
+check_messages(PyObject *self, PyObject *args)
+{
+    PyObject *items, *message_type;
+    int require_keys;
+    if (!PyArg_ParseTuple(args, "O!pO", &PyList_Type, &items, &require_keys, &message_type))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(items, i);
+        if (PyBytes_CheckExact(m)) {
+            if (require_keys)
+                Py_RETURN_FALSE;
+            continue;
+        }
+        if ((PyObject *)Py_TYPE(m) != message_type || PyTuple_GET_SIZE(m) != 4)
+            Py_RETURN_FALSE;
+        PyObject *value = PyTuple_GET_ITEM(m, 0), *key = PyTuple_GET_ITEM(m, 1);
+        PyObject *headers = PyTuple_GET_ITEM(m, 2), *ts = PyTuple_GET_ITEM(m, 3);
+        if (value != Py_None && !PyBytes_CheckExact(value))
+            Py_RETURN_FALSE;
+        if (key == Py_None ? require_keys : !PyBytes_CheckExact(key))
+            Py_RETURN_FALSE;
+        if (!(PyTuple_CheckExact(headers) && PyTuple_GET_SIZE(headers) == 0))
+            Py_RETURN_FALSE;
+        if (ts != Py_None) {
+            if (!PyLong_CheckExact(ts))
+                Py_RETURN_FALSE;
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(ts, &overflow);
+            if (overflow || v < 0)
+                Py_RETURN_FALSE;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyObject *
+configure(PyObject *self, PyObject *args)
+{
+    PyObject *error, *record;
+    if (!PyArg_ParseTuple(args, "OO", &error, &record))
+        return NULL;
+    if (!PyType_Check(record) || !PyType_IsSubtype((PyTypeObject *)record, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "record type must be a tuple subclass");
+        return NULL;
+    }
+    Py_XSETREF(CorruptLogError, Py_NewRef(error));
+    Py_XSETREF(RecordType, (PyTypeObject *)Py_NewRef(record));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS, "configure(CorruptLogError, Record): the classes to create."},
+    {"check_messages", check_messages, METH_VARARGS,
+     "check_messages(items, require_keys, Message) -> True if encode_section can take them as they are"},
+    {"encode_section", encode_section, METH_VARARGS,
+     "encode_section(entries, base_timestamp, start, stop, limit_bytes, offset_deltas, now)"
+     " -> (bytes, index after the last encoded entry, max timestamp)"},
+    {"decode_section", decode_section, METH_VARARGS,
+     "decode_section(data, base_offset, base_timestamp, fixed_timestamp, skip_below,"
+     " record_count, last_offset_delta) -> list of Record"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "logstore._speedups",
+    "The per-record hot paths of the RecordBatch v2 codec, in C.", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    EmptyTuple = PyTuple_New(0);
+    if (EmptyTuple == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}
