@@ -532,7 +532,7 @@ class Segment:
         return end, None
 
     def iter_batches(
-        self, start: int, end: int, *, verify_crc: bool
+        self, start: int, end: int, *, verify_crc: bool, chunk_bytes: int = CHUNK_BYTES
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
@@ -546,13 +546,13 @@ class Segment:
             rel = position - buf_start
             if rel + HEADER_SIZE > len(buf):
                 buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, CHUNK_BYTES))
+                buf = self.read(position, min(end - position, chunk_bytes))
             if rel + HEADER_SIZE <= len(buf):
                 size = LOG_OVERHEAD + batch.peek_header(buf, rel).batch_length
                 if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:
                     # Straddles the chunk (or is larger than one): read it whole.
                     buf_start, rel = position, 0
-                    buf = self.read(position, min(max(size, CHUNK_BYTES), end - position))
+                    buf = self.read(position, min(max(size, chunk_bytes), end - position))
             try:
                 header = batch.read_header(buf, rel, verify_crc=verify_crc)
             except CorruptLogError as exc:
