@@ -383,20 +383,18 @@ load_entry(PyObject *item, int64_t now, Entry *e)
         e->timestamp = now;
         return 0;
     }
-    PyObject *fast = PySequence_Fast(item, "each entry must be a (value, key, headers, timestamp) sequence");
-    if (fast == NULL)
-        return -1;
-    if (PySequence_Fast_GET_SIZE(fast) != 4) {
-        Py_DECREF(fast);
-        PyErr_SetString(PyExc_TypeError, "each entry must have 4 fields: value, key, headers, timestamp");
+    /* Only tuples and lists: their items stay owned by `item` (borrowed here), and
+     * reading them runs no Python code, so both passes see the same entries. */
+    if (!(PyTuple_Check(item) || PyList_Check(item)) || PySequence_Fast_GET_SIZE(item) != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "each entry must be a (value, key, headers, timestamp) tuple or list");
         return -1;
     }
-    PyObject **f = PySequence_Fast_ITEMS(fast);
+    PyObject **f = PySequence_Fast_ITEMS(item);
     e->value = f[0];
     e->key = f[1];
     e->headers = f[2];
     PyObject *ts = f[3];
-    Py_DECREF(fast); /* items stay alive: `item` holds them */
     if (e->value != Py_None && !PyBytes_Check(e->value)) {
         PyErr_Format(PyExc_TypeError, "value must be bytes or None, not %.100s", Py_TYPE(e->value)->tp_name);
         return -1;
@@ -405,13 +403,21 @@ load_entry(PyObject *item, int64_t now, Entry *e)
         PyErr_Format(PyExc_TypeError, "key must be bytes or None, not %.100s", Py_TYPE(e->key)->tp_name);
         return -1;
     }
+    if (e->headers != Py_None && !PyTuple_Check(e->headers) && !PyList_Check(e->headers)) {
+        PyErr_SetString(PyExc_TypeError, "headers must be a tuple or list of (str, bytes | None) pairs");
+        return -1;
+    }
     if (ts == Py_None) {
         e->timestamp = now;
     }
-    else {
-        e->timestamp = PyLong_AsLongLong(ts);
+    else if (PyLong_Check(ts)) {
+        e->timestamp = PyLong_AsLongLong(ts); /* an int: no Python code runs */
         if (e->timestamp == -1 && PyErr_Occurred())
             return -1;
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "timestamp must be an int or None, not %.100s", Py_TYPE(ts)->tp_name);
+        return -1;
     }
     return 0;
 }
@@ -420,9 +426,7 @@ load_entry(PyObject *item, int64_t now, Entry *e)
 static Py_ssize_t
 headers_size(PyObject *headers, unsigned char *out)
 {
-    PyObject *fast = PySequence_Fast(headers, "headers must be a sequence of (str, bytes | None) pairs");
-    if (fast == NULL)
-        return -1;
+    PyObject *fast = Py_NewRef(headers); /* a tuple or list: load_entry checked */
     Py_ssize_t count = PySequence_Fast_GET_SIZE(fast);
     Py_ssize_t total = varint_size(zigzag(count));
     if (out)
@@ -486,11 +490,16 @@ offset_delta_at(PyObject *deltas, Py_ssize_t i, int64_t fallback, int64_t *out)
         *out = fallback;
         return 0;
     }
-    PyObject *item = PySequence_GetItem(deltas, i);
-    if (item == NULL)
+    if (i >= PySequence_Fast_GET_SIZE(deltas)) {
+        PyErr_SetString(PyExc_IndexError, "fewer offset deltas than entries");
         return -1;
+    }
+    PyObject *item = PySequence_Fast_GET_ITEM(deltas, i);
+    if (!PyLong_Check(item)) {
+        PyErr_SetString(PyExc_TypeError, "offset deltas must be ints");
+        return -1;
+    }
     *out = PyLong_AsLongLong(item);
-    Py_DECREF(item);
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
@@ -506,6 +515,16 @@ encode_section(PyObject *self, PyObject *args)
     PyObject *fast = PySequence_Fast(entries, "entries must be a sequence");
     if (fast == NULL)
         return NULL;
+    if (deltas != Py_None) {
+        deltas = PySequence_Fast(deltas, "offset deltas must be a sequence");
+        if (deltas == NULL) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(deltas);
+    }
     Py_ssize_t n_entries = PySequence_Fast_GET_SIZE(fast);
     Py_ssize_t stop = n_entries;
     if (stop_obj != Py_None) {
@@ -612,8 +631,13 @@ encode_section(PyObject *self, PyObject *args)
             out += hs;
         }
     }
+    if (out != (unsigned char *)PyBytes_AS_STRING(result) + out_size) {
+        PyErr_SetString(PyExc_SystemError, "encode_section: the two passes disagree on sizes");
+        goto fail_result;
+    }
     PyMem_Free(bodies);
     Py_DECREF(fast);
+    Py_DECREF(deltas);
     PyObject *ret = Py_BuildValue("(NnL)", result, start + count, max_ts);
     return ret;
 fail_result:
@@ -622,6 +646,7 @@ fail_bodies:
     PyMem_Free(bodies);
 fail_fast:
     Py_DECREF(fast);
+    Py_DECREF(deltas);
     return NULL;
 }
 
@@ -662,7 +687,7 @@ check_messages(PyObject *self, PyObject *args)
                 Py_RETURN_FALSE;
             int overflow;
             long long v = PyLong_AsLongLongAndOverflow(ts, &overflow);
-            if (overflow || v < 0)
+            if (overflow || v < 0 || v > ((long long)1 << 62))
                 Py_RETURN_FALSE;
         }
     }

@@ -590,7 +590,7 @@ def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record
             h.base_offset,
             h.base_timestamp,
             h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
-            min_offset - h.base_offset,
+            max(-1, min(min_offset - h.base_offset, 1 << 62)),  # keep it an int64
             h.record_count,
             h.last_offset_delta,
         )

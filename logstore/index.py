@@ -64,9 +64,14 @@ class _Index:
         os.ftruncate(fd, self.max_entries * self.ENTRY_SIZE)
 
     def trim(self) -> None:
-        """Cut the file to exactly its entries (on roll and close), then close it."""
+        """Cut the file to exactly its entries (on roll and close), fsync, then close it.
+
+        The fsync matters for retention: a sealed segment's largest timestamp is
+        its time index's last entry.
+        """
         fd = self._open_for_append()
         os.ftruncate(fd, self.entries * self.ENTRY_SIZE)
+        os.fsync(fd)
         self.close()
 
     def flush(self) -> None:

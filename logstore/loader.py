@@ -107,6 +107,8 @@ def load(
         os.unlink(marker)
         fsync_dir(directory)
     names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
+    if dry_run:  # leftovers were not renamed: look only at files that exist as named
+        names = [n for n in names if os.path.exists(os.path.join(directory, n))]
 
     bases = sorted(
         {b for n in names if n.endswith(LOG_SUFFIX) and (b := parse_base_offset(n)) is not None}
@@ -276,13 +278,19 @@ def _recover_tail(
     the recovery point was known flushed: damage there is not a torn write and
     is never cut here; ``check_below`` reports it.
     """
+    # Offsets of a log that was never compacted are contiguous, which exposes a
+    # damaged base offset; compaction leaves gaps. A cleaner checkpoint marks a
+    # compacted log even when it is opened with another policy (logstore recover).
+    contiguous = not config.compacted and not os.path.exists(
+        os.path.join(directory, CLEANER_CHECKPOINT_FILE)
+    )
     first = 0
     for i, seg in enumerate(segments):
         if seg.base_offset <= recovery_point:
             first = i
     if check_below:
         for seg in segments[:first]:
-            below = seg.validate(contiguous=not config.compacted)
+            below = seg.validate(contiguous=contiguous)
             if below.error is not None:
                 actions.append(
                     RecoveryAction(
@@ -303,7 +311,7 @@ def _recover_tail(
     for i in range(first, len(segments)):
         seg = segments[i]
         result = seg.validate(
-            rebuild=True, start_offset=previous_next, contiguous=not config.compacted
+            rebuild=True, start_offset=previous_next, contiguous=contiguous
         )
         error = result.error
         if error is None:
@@ -324,7 +332,7 @@ def _recover_tail(
                 error.position,
                 kind=error.kind,
             )
-        quarantine = f"{seg.log_path}{CORRUPT_INFIX}{result.valid_bytes}"
+        quarantine = _unused(f"{seg.log_path}{CORRUPT_INFIX}{result.valid_bytes}")
         what = "torn tail (zero fill)" if error.kind == "zero_fill" else error.reason
         actions.append(
             RecoveryAction(
@@ -355,7 +363,7 @@ def _recover_tail(
         seg.truncate_to(result.valid_bytes, seg.next_offset)
         seg.write_rebuilt_indexes()
         for other in later:
-            os.rename(other.log_path, f"{other.log_path}{CORRUPT_INFIX}0")
+            os.rename(other.log_path, _unused(f"{other.log_path}{CORRUPT_INFIX}0"))
             remove_files([other.index_path, other.timeindex_path])
         fsync_dir(directory)
         logger.warning(
@@ -372,6 +380,15 @@ def _recover_tail(
         for ok in validated:
             ok.write_rebuilt_indexes()
     return segments
+
+
+def _unused(path: str) -> str:
+    """``path``, or ``path.1``, ``path.2``...: a quarantine never replaces an earlier one."""
+    candidate, n = path, 0
+    while os.path.exists(candidate):
+        n += 1
+        candidate = f"{path}.{n}"
+    return candidate
 
 
 def _copy_range(seg: Segment, start: int, target: str) -> None:

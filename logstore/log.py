@@ -58,6 +58,8 @@ from .segment import Segment
 
 Clock = Callable[[], int]
 logger = logging.getLogger("logstore")
+#: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
+MAX_TIMESTAMP = 1 << 62
 _READ_CHUNK = 64 * 1024
 #: Fixed bytes a batch adds to its records (the 61-byte header).
 _BATCH_OVERHEAD = batch.HEADER_SIZE
@@ -111,6 +113,8 @@ def _check_timestamp(ts: object) -> int:
         raise InvalidRecordError(
             f"timestamp {ts} is negative (only -1, 'no timestamp', is allowed)"
         )
+    if ts > MAX_TIMESTAMP:
+        raise InvalidRecordError(f"timestamp {ts} is beyond {MAX_TIMESTAMP} ms")
     return ts
 
 
@@ -145,6 +149,10 @@ class Log:
         self._active.activate()
         self._start_offset = loaded.start_offset
         self._end_offset = self._active.next_offset
+        if self._end_offset < self._start_offset:
+            # Recovery cut below the start (records were deleted, then a crash lost the
+            # tail): as Kafka does, start over empty at the start offset.
+            self._reset_to(self._start_offset)
         self._flushed_offset = min(max(loaded.recovery_point, self._start_offset), self._end_offset)
         if loaded.clean:
             self._flushed_offset = self._end_offset
@@ -152,6 +160,7 @@ class Log:
         self._compaction_due = False
         self._cleaner_lock = threading.Lock()
         self._cleaner_offset = loaded.cleaner_offset
+        self._truncations = 0
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
         self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
@@ -384,8 +393,10 @@ class Log:
         if isinstance(messages, (bytes, bytearray, memoryview, str)):
             raise TypeError("append_many takes an iterable of messages, not a single bytes value")
         compacted = self._config.compacted
-        if type(messages) is list and batch.accepts_as_is(messages, require_keys=compacted):
-            return messages  # the compiled encoder takes bytes values and Messages as they are
+        if type(messages) is list:
+            items = messages.copy()  # a caller's later changes to its list cannot reach us
+            if batch.accepts_as_is(items, require_keys=compacted):
+                return items  # the compiled encoder takes bytes values and Messages as they are
         entries: list[Entry] = []
         append = entries.append
         message = Message
@@ -420,7 +431,7 @@ class Log:
                 raise InvalidRecordError("a compacted log cannot accept a record without a key")
             if headers or type(headers) not in (tuple, list):
                 headers = _check_headers(headers)
-            if ts is not None and (type(ts) is not int or ts < 0):
+            if ts is not None and (type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP):
                 ts = _check_timestamp(ts)
             append((value, key, headers, ts))  # type: ignore[arg-type]
         return entries
@@ -656,6 +667,7 @@ class Log:
                     if not self._start_offset <= first_dirty <= self._end_offset:
                         first_dirty = self._start_offset
                     now = self._clock()
+                    truncations = self._truncations
                 clean, dirty = cleaner.sections(
                     sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
                 )
@@ -666,7 +678,7 @@ class Log:
                         dirty,
                         first_dirty,
                         budget_bytes=config.compaction_memory_bytes,
-                        verify_crc=config.verify_crc_on_read,
+                        verify_crc=True,  # never rewrite damaged bytes under a fresh CRC
                     )
                     inputs = [s for s in sealed if s.base_offset < end]
                 elif not reports and cleaner.has_expired_tombstones(clean, now_ms=now):
@@ -689,8 +701,11 @@ class Log:
                 if dry_run:
                     break
                 with self._lock:
-                    if self._closed or any(
-                        self._segments.get(s.base_offset) is not s for s in inputs
+                    if (
+                        self._closed
+                        or self._truncations != truncations
+                        or any(s is self._active for s in inputs)
+                        or any(self._segments.get(s.base_offset) is not s for s in inputs)
                     ):
                         cleaner.discard(done.outputs)  # truncation or retention got there first
                         break
@@ -829,6 +844,9 @@ class Log:
             self._write_recovery_point()
 
     def _flush_locked(self) -> None:
+        for seg in self._segments.values():  # rolled with fsync="never": not yet synced
+            if seg.unflushed and seg is not self._active:
+                seg.flush()
         self._active.flush()
         self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
@@ -944,14 +962,24 @@ class Log:
         pieces: list[bytes | memoryview] = []
         total = 0
         first = True
+        expected = -1
         for seg, end in snapshot:
             position = 0
             if first:
                 position, _ = seg.find_position(offset, end)
                 first = False
-            for _, header, buf, rel in seg.iter_batches(
+            for pos, header, buf, rel in seg.iter_batches(
                 position, end, verify_crc=verify, chunk_bytes=chunk
             ):
+                if header.base_offset < expected:
+                    raise CorruptLogError(
+                        f"batch base offset {header.base_offset} overlaps or goes back "
+                        f"(expected at least {expected})",
+                        seg.log_path,
+                        pos,
+                        kind="offset_regression",
+                    )
+                expected = header.next_offset
                 if pieces and total + header.size > max_bytes:
                     return b"".join(pieces)
                 pieces.append(memoryview(buf)[rel : rel + header.size])
@@ -997,6 +1025,7 @@ class Log:
         """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``."""
         verify = self._config.verify_crc_on_read
         first = True
+        expected = -1
         for seg, end in snapshot:
             if seg.base_offset >= end_offset:
                 return
@@ -1005,6 +1034,15 @@ class Log:
                 position, _ = seg.find_position(offset, end)
                 first = False
             for pos, header, buf, rel in seg.iter_batches(position, end, verify_crc=verify):
+                if header.base_offset < expected:  # outside the CRC: damage shows here
+                    raise CorruptLogError(
+                        f"batch base offset {header.base_offset} overlaps or goes back "
+                        f"(expected at least {expected})",
+                        seg.log_path,
+                        pos,
+                        kind="offset_regression",
+                    )
+                expected = header.next_offset
                 if header.base_offset >= end_offset:
                     return
                 if header.attributes & batch.CONTROL_BIT:
@@ -1082,9 +1120,13 @@ class Log:
                     self._active = seg
                 self._truncate_segment(seg, offset)
             self._end_offset = offset
+            self._truncations += 1  # a compaction round started before this is void
             self._flushed_offset = min(self._flushed_offset, offset)
             self._active.flush()
             self._write_recovery_point()
+            if self._cleaner_offset > offset:  # re-appended records are dirty again
+                self._cleaner_offset = offset
+                self._write_cleaner_offset()
 
     def _truncate_segment(self, seg: Segment, offset: int) -> None:
         position, header = seg.find_position(offset, seg.size)
@@ -1094,7 +1136,9 @@ class Log:
         if header.base_offset < offset:
             buf = seg.read(position, header.size)
             keep = [r for r in batch.decode_records(buf, 0) if r.offset < offset]
-        seg.truncate_to(position, offset)
+        if not keep:
+            seg.truncate_to(position, offset)
+            return
         if keep:
             data = batch.build_batch(
                 batch.encode_records(
@@ -1114,11 +1158,13 @@ class Log:
                 producer_epoch=header.producer_epoch,
                 base_sequence=header.base_sequence,
             )
-            seg.append(
-                data,
-                (BatchSpan(len(data), offset - 1, max(r.timestamp for r in keep)),),
-                record_count=len(keep),
-            )
+            # 1. Write the shortened batch over the old one and fsync: a crash after
+            #    this leaves it followed by the old batch's remains, which recovery
+            #    cuts (and quarantines) as a torn tail; the kept records survive.
+            # 2. Only then cut the file after it.
+            seg.overwrite(position, data)
+            seg.offset_index.truncate_to_position(position)
+            seg.truncate_to(position + len(data), offset)
 
     def delete_before(self, offset: int) -> None:
         """Advance ``start_offset`` to ``offset``; whole segments below it are deleted.
@@ -1143,6 +1189,22 @@ class Log:
             for seg in doomed:
                 del self._segments[seg.base_offset]
             self._delete_segments(doomed)
+
+    def _reset_to(self, offset: int) -> None:
+        doomed = list(self._segments.values())
+        self._segments.clear()
+        self._delete_segments(doomed)
+        fresh = Segment.create(
+            self._path,
+            offset,
+            max_index_bytes=self._config.max_index_bytes,
+            index_interval_bytes=self._config.index_interval_bytes,
+        )
+        fsync_dir(self._path)
+        fresh.handles = self._handles
+        self._segments[offset] = fresh
+        self._active = fresh
+        self._end_offset = offset
 
     def _delete_segments(self, doomed: Sequence[Segment]) -> None:
         """Remove segments crash-safely: 1. rename to ``.deleted`` (recovery deletes
@@ -1170,8 +1232,7 @@ class Log:
             self._closed = True
             self._stop.set()
             try:
-                self._active.flush()
-                self._flushed_offset = self._end_offset
+                self._flush_locked()
                 for seg in self._segments.values():
                     seg.close()
                 self._active.flush_indexes()

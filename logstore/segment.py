@@ -11,6 +11,7 @@ lookup, its record count on the first report.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,8 @@ from ._varint import INT32_MAX
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, BatchSpan
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
+
+logger = logging.getLogger("logstore")
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -79,6 +82,7 @@ class Segment:
         self.size = 0
         self.active = False
         self.broken = False
+        self.unflushed = False  # appended to since the last fsync
         self.handles: HandleCache | None = None  # set by the owner to bound open files
         self._detached = False
         self._fd: int | None = None
@@ -215,6 +219,12 @@ class Segment:
     def flush(self) -> None:
         """fsync the ``.log`` data."""
         fsync_data(self._file())
+        self.unflushed = False
+
+    def overwrite(self, position: int, data: bytes) -> None:
+        """Write ``data`` at ``position`` (inside the file) and fsync (truncation's rewrite)."""
+        write_all(self._file(), data, position)
+        self.flush()
 
     def flush_indexes(self) -> None:
         for idx in (self._offset_index, self._time_index):
@@ -439,6 +449,7 @@ class Segment:
             position += size
         self._bytes_since_index_entry = since
         self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
+        self.unflushed = True
         self.size = position
         self._next_offset = spans[-1].last_offset + 1
         if self._records is not None:
@@ -525,8 +536,23 @@ class Segment:
 
         Returns ``(end, None)`` when no such batch exists.
         """
-        _, position = self.offset_index.lookup(offset)
+        entry_offset, position = self.offset_index.lookup(offset)
         for pos, header in self.iter_headers(position, end):
+            if pos == position and position and header.last_offset != entry_offset:
+                # The index points at the wrong batch: never trust it to skip records.
+                logger.warning(
+                    "%s: entry (%d, %d) does not match the log; scanning from the start",
+                    self.index_path,
+                    entry_offset,
+                    position,
+                )
+                return self._find_by_scan(offset, end)
+            if header.last_offset >= offset:
+                return pos, header
+        return end, None
+
+    def _find_by_scan(self, offset: int, end: int) -> tuple[int, BatchHeader | None]:
+        for pos, header in self.iter_headers(0, end):
             if header.last_offset >= offset:
                 return pos, header
         return end, None
