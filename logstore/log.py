@@ -713,7 +713,7 @@ class Log:
                     for seg in inputs:
                         del self._segments[seg.base_offset]
                     for seg in done.outputs:
-                        seg.handles = self._handles
+                        seg.adopt(self._handles)
                         self._segments[seg.base_offset] = seg
                     self._cleaner_offset = end
                     self._write_cleaner_offset()

@@ -166,6 +166,12 @@ class Segment:
         # The active segment is written to, a detached one cannot be reopened.
         return not self.active and not self._detached
 
+    def adopt(self, handles: HandleCache | None) -> None:
+        """Join an owner's handle cache (a segment created elsewhere, e.g. by the cleaner)."""
+        self.handles = handles
+        if handles is not None and self._fd is not None and self._evictable:
+            handles.opened(self)
+
     def evict(self) -> bool:
         """Close the handle for the handle cache, unless a read is using it right now."""
         if not self._fd_lock.acquire(blocking=False):
@@ -238,8 +244,9 @@ class Segment:
         are renamed and unlinked: the open handle keeps the data alive until the
         last reader drops the object (``__del__`` closes it).
         """
-        self._file()
-        self._detached = True
+        with self._fd_lock:  # the handle cache must not close it between open and pin
+            self._file_locked()
+            self._detached = True
         if self.handles is not None:
             self.handles.closed(self)  # pinned: its files are about to go
         for idx in (self.offset_index, self.time_index):
