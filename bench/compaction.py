@@ -18,12 +18,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import logstore
 
 TARGET_RECORDS_S = 300_000
 TARGET_RSS_MB = 200.0
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "fsync": "never",
     "cleanup_policy": "compact",
     "segment_bytes": 16 << 20,

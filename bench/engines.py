@@ -3,7 +3,12 @@
 An engine owns one directory. ``prepare`` turns the generated batches into the
 engine's native input (untimed); ``append`` writes them all (timed, including
 opening and closing the store); ``scan`` reads every record back (timed) and
-returns ``(records, payload_bytes)`` so the harness can check nothing was lost.
+returns ``(records, payload_bytes)`` so the harness can check nothing was lost;
+``open`` opens the store as a writer would after a clean close (timed: the
+reopen workload). ``Settings.fsync`` asks for each batch to be made durable.
+
+Stores that keep one value per record (lmdb, diskcache, persist-queue) get
+``pack_record(key, value)``: a 2-byte key length, the key, then the value.
 
 Heavy third-party imports happen inside the engine that needs them, so each
 engine's child process pays only for its own libraries in its peak RSS.
@@ -17,26 +22,30 @@ import os
 import struct
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from workload import Batch
 
 if TYPE_CHECKING:
+    import lmdb
+    import persistqueue
+
     import logstore
 
 P = TypeVar("P")
 
-#: The SQLite ``synchronous`` settings the harness accepts.
+#: The SQLite ``synchronous`` settings the harness accepts (without fsync).
 SQLITE_SYNC_MODES = ("OFF", "NORMAL")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Knobs shared by every engine (set from the command line)."""
+    """Knobs shared by every engine (from the command line; ``fsync`` from the workload)."""
 
     sqlite_synchronous: str = "OFF"
+    fsync: bool = False
 
 
 class Engine(ABC, Generic[P]):
@@ -44,6 +53,14 @@ class Engine(ABC, Generic[P]):
 
     name: ClassVar[str]
     label: ClassVar[str]
+    #: Extra environment variables for this engine's child processes.
+    env: ClassVar[dict[str, str]] = {}
+    #: ``logstore.__speedups__`` the child process must see (logstore engines only).
+    speedups: ClassVar[str | None] = None
+    #: At most this many records per workload, for engines too slow for the full sizes.
+    max_records: ClassVar[int | None] = None
+    #: What the engine does per batch when ``Settings.fsync`` is set.
+    fsync_note: ClassVar[str] = "`os.fsync` (not `fdatasync`) after each batch's write"
 
     def __init__(self, directory: str, settings: Settings) -> None:
         self.directory = directory
@@ -67,6 +84,13 @@ class Engine(ABC, Generic[P]):
     def scan(self) -> tuple[int, int]:
         """Open the store, read every record, close it; return ``(records, payload bytes)``."""
 
+    def open(self) -> Callable[[], None] | None:
+        """Open the store and learn where the next record goes; return its ``close``.
+
+        ``None`` means the engine has no store to open (not applicable).
+        """
+        return None
+
 
 ENGINES: dict[str, type[Engine[Any]]] = {}
 
@@ -85,18 +109,22 @@ def register(cls: E) -> E:
 class LogstoreEngine(Engine["list[list[logstore.Message]]"]):
     name = "logstore"
     label = "logstore"
+    speedups = "compiled"
+    fsync_note = '`fsync="always"`: the segment is fsynced at the end of each `append_many`'
 
     @classmethod
     def describe(cls, settings: Settings) -> str:
         return (
-            'logstore `Log.open(dir, LogConfig(fsync="never"))`, `append_many` of 1 batch of '
-            "`Message`s per call, `scan()` (CRC verified on read, the default)"
+            f"{cls.label}: codec `{cls.speedups}` (each child checks `logstore.__speedups__`), "
+            '`Log.open(dir, LogConfig(fsync="never"))` (`"always"` in the fsync workload), '
+            "`append_many` of 1 batch of `Message`s per call, `scan()` (CRC verified on read, "
+            "the default); reopen is `Log.open`"
         )
 
     def _config(self) -> logstore.LogConfig:
         import logstore
 
-        return logstore.LogConfig(fsync="never")
+        return logstore.LogConfig(fsync="always" if self.settings.fsync else "never")
 
     def prepare(self, batches: list[Batch]) -> list[list[logstore.Message]]:
         from logstore import Message
@@ -124,8 +152,74 @@ class LogstoreEngine(Engine["list[list[logstore.Message]]"]):
                 total += len(r.key or b"") + len(r.value or b"")
         return count, total
 
+    def open(self) -> Callable[[], None]:
+        import logstore
+
+        return logstore.Log.open(self.directory, self._config()).close
+
+    def read_batches(self, max_bytes: int = 1 << 20) -> tuple[int, int]:
+        """Fetch the whole log with ``read_batches``, in order; return ``(batches, bytes)``.
+
+        ``read_batches`` checks each batch's CRC (``verify_crc_on_read``), so the
+        headers are parsed here without checking it again.
+        """
+        import logstore
+        from logstore.batch import read_header
+
+        batches = total = offset = 0
+        with logstore.Log.open(self.directory, self._config()) as log:
+            while buf := log.read_batches(offset, max_bytes):
+                pos, end = 0, len(buf)
+                while pos < end:
+                    header = read_header(buf, pos, verify_crc=False)
+                    pos += header.size
+                    batches += 1
+                offset = header.next_offset
+                total += end
+        return batches, total
+
+    def read_files(self, chunk_size: int = 1 << 20) -> tuple[int, int]:
+        """Read the log's segment files in ``chunk_size`` reads; return ``(files, bytes)``."""
+        paths = sorted(p for p in os.listdir(self.directory) if p.endswith(".log"))
+        total = 0
+        for name in paths:
+            with open(os.path.join(self.directory, name), "rb", buffering=0) as f:
+                while chunk := f.read(chunk_size):
+                    total += len(chunk)
+        return len(paths), total
+
+
+@register
+class LogstorePureEngine(LogstoreEngine):
+    """logstore with its pure-Python codec: children run with ``LOGSTORE_PURE=1``."""
+
+    name = "logstore-pure"
+    label = "logstore (pure)"
+    env: ClassVar[dict[str, str]] = {"LOGSTORE_PURE": "1"}
+    speedups = "pure"
+
 
 _LENGTHS = struct.Struct("<II")
+
+
+def pack_record(key: bytes, value: bytes) -> bytes:
+    """One record as one blob, for stores that keep a single value per record."""
+    return len(key).to_bytes(2, "big") + key + value
+
+
+def count_records(blobs: Iterable[bytes]) -> tuple[int, int]:
+    """Split every ``pack_record`` blob into key and value; return ``(records, payload bytes)``."""
+    count = total = 0
+    for blob in blobs:
+        split = 2 + (blob[0] << 8 | blob[1])
+        key, value = blob[2:split], blob[split:]
+        count += 1
+        total += len(key) + len(value)
+    return count, total
+
+
+def blob_batches(batches: list[Batch]) -> list[list[bytes]]:
+    return [[pack_record(key, value) for key, value in batch] for batch in batches]
 
 
 @register
@@ -141,7 +235,8 @@ class PlainFileEngine(Engine[list[Batch]]):
         return (
             "plain file: `<II` key/value lengths + key + value per record, one `write` of "
             f"`b''.join(...)` per batch; read back in {cls.chunk_size >> 20} MiB chunks and parsed "
-            "with `struct.unpack_from` (no offsets, timestamps or checksums)"
+            "with `struct.unpack_from` (no offsets, timestamps or checksums); reopen is "
+            "`open(path, 'ab')` + `tell()`"
         )
 
     @property
@@ -153,14 +248,22 @@ class PlainFileEngine(Engine[list[Batch]]):
 
     def append(self, prepared: list[Batch]) -> None:
         pack = _LENGTHS.pack
-        with open(self.path, "wb") as f:
-            write = f.write
+        fsync = self.settings.fsync
+        with open(self.path, "wb", buffering=0) as f:
+            write, fd = f.write, f.fileno()
             for batch in prepared:
                 parts: list[bytes] = []
                 extend = parts.extend
                 for key, value in batch:
                     extend((pack(len(key), len(value)), key, value))
                 write(b"".join(parts))
+                if fsync:
+                    os.fsync(fd)
+
+    def open(self) -> Callable[[], None]:
+        f = open(self.path, "ab")  # noqa: SIM115 (closed by the caller)
+        f.tell()
+        return f.close
 
     def scan(self) -> tuple[int, int]:
         unpack_from = _LENGTHS.unpack_from
@@ -196,6 +299,7 @@ class PlainFileEngine(Engine[list[Batch]]):
 class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
     name = "sqlite"
     label = "SQLite"
+    fsync_note = "`synchronous=FULL` (WAL): the WAL is fsynced at each batch's `COMMIT`"
 
     @classmethod
     def describe(cls, settings: Settings) -> str:
@@ -203,10 +307,11 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
 
         return (
             f"SQLite {sqlite3.sqlite_version} (stdlib `sqlite3`): `journal_mode=WAL`, "
-            f"`synchronous={settings.sqlite_synchronous}`, table "
+            f"`synchronous={settings.sqlite_synchronous}` (`FULL` in the fsync workload), table "
             "`(offset INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER)`, one transaction "
             "per batch of `executemany` (offsets are SQLite-assigned rowids; row tuples incl. "
-            "timestamp are built before timing), then `SELECT` of all rows iterating the cursor"
+            "timestamp are built before timing), then `SELECT` of all rows iterating the cursor; "
+            'reopen is `connect` + `SELECT max("offset")`'
         )
 
     @property
@@ -223,6 +328,8 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
         sync = self.settings.sqlite_synchronous
         if sync not in SQLITE_SYNC_MODES:
             raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNC_MODES}, not {sync}")
+        if self.settings.fsync:
+            sync = "FULL"
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -255,6 +362,13 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
             conn.close()
         return count, total
 
+    def open(self) -> Callable[[], None]:
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.execute('SELECT max("offset") FROM log').fetchone()
+        return conn.close
+
 
 @register
 class KafkaPythonEngine(Engine[list[Batch]]):
@@ -272,7 +386,8 @@ class KafkaPythonEngine(Engine[list[Batch]]):
             f"kafka-python {version('kafka-python')}: `DefaultRecordBatchBuilder(magic=2, "
             "compression_type=0, ...)`, `append(offset_delta, timestamp=, key=, value=, "
             "headers=[])` per record, `build()`, one `write` per batch; read back batch by batch "
-            "(length from bytes 8..12) and iterated with `DefaultRecordBatch` (no CRC check)"
+            "(length from bytes 8..12) and iterated with `DefaultRecordBatch` (no CRC check); "
+            "no reopen (a codec, not a store)"
         )
 
     @property
@@ -287,7 +402,8 @@ class KafkaPythonEngine(Engine[list[Batch]]):
 
         now: Callable[[], float] = time.time
         base_offset = 0
-        with open(self.path, "wb") as f:
+        fsync = self.settings.fsync
+        with open(self.path, "wb", buffering=0) as f:
             for batch in prepared:
                 builder = DefaultRecordBatchBuilder(
                     magic=2,
@@ -307,6 +423,8 @@ class KafkaPythonEngine(Engine[list[Batch]]):
                 struct.pack_into(">q", buf, 0, base_offset)
                 base_offset += len(batch)
                 f.write(buf)
+                if fsync:
+                    os.fsync(f.fileno())
 
     def scan(self) -> tuple[int, int]:
         from kafka.record.default_records import DefaultRecordBatch
@@ -328,3 +446,178 @@ class KafkaPythonEngine(Engine[list[Batch]]):
                     count += 1
                     total += len(record.key) + len(record.value)
         return count, total
+
+
+@register
+class LmdbEngine(Engine[list[list[tuple[bytes, bytes]]]]):
+    """LMDB: key = 8-byte big-endian offset, value = ``pack_record(key, value)``."""
+
+    name = "lmdb"
+    label = "lmdb"
+    map_size = 1 << 36  # address space only: the file grows as pages are written
+    fsync_note = "`sync=True` (the default): each batch's write transaction is synced at commit"
+
+    @classmethod
+    def describe(cls, settings: Settings) -> str:
+        import lmdb
+
+        version = ".".join(map(str, lmdb.version()))
+        return (
+            f"lmdb {lmdb.__version__} (LMDB {version}): `lmdb.open(dir, sync=False)` "
+            "(`sync=True`, the default, in the fsync workload), one write transaction per batch "
+            "of `txn.put(offset, record, append=True)`; scan iterates `txn.cursor()` in a read "
+            "transaction and splits each value into key and value; reopen is `lmdb.open` + "
+            "`cursor.last()` for the next offset"
+        )
+
+    def _open(self, readonly: bool = False) -> lmdb.Environment:
+        import lmdb
+
+        return lmdb.open(
+            self.directory, map_size=self.map_size, sync=self.settings.fsync, readonly=readonly
+        )
+
+    def prepare(self, batches: list[Batch]) -> list[list[tuple[bytes, bytes]]]:
+        out: list[list[tuple[bytes, bytes]]] = []
+        offset = 0
+        for batch in batches:
+            out.append(
+                [
+                    ((offset + i).to_bytes(8, "big"), pack_record(k, v))
+                    for i, (k, v) in enumerate(batch)
+                ]
+            )
+            offset += len(batch)
+        return out
+
+    def append(self, prepared: list[list[tuple[bytes, bytes]]]) -> None:
+        env = self._open()
+        try:
+            for items in prepared:
+                with env.begin(write=True) as txn:
+                    put = txn.put
+                    for key, blob in items:
+                        put(key, blob, append=True)
+        finally:
+            env.close()
+
+    def scan(self) -> tuple[int, int]:
+        env = self._open(readonly=True)
+        try:
+            with env.begin() as txn:
+                return count_records(txn.cursor().iternext(keys=False, values=True))
+        finally:
+            env.close()
+
+    def open(self) -> Callable[[], None]:
+        env = self._open()
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            if cursor.last():
+                int.from_bytes(cursor.key(), "big")  # the last offset; the next is one more
+        return env.close
+
+
+@register
+class DiskcacheEngine(Engine[list[list[bytes]]]):
+    """``diskcache.Deque`` (SQLite underneath), with its default settings."""
+
+    name = "diskcache"
+    label = "diskcache.Deque"
+    max_records = 30_000
+    fsync_note = (
+        "as it comes: `sqlite_synchronous=1` (NORMAL) in WAL mode, so no fsync at commit "
+        "(only at WAL checkpoints)"
+    )
+
+    @classmethod
+    def describe(cls, settings: Settings) -> str:
+        from importlib.metadata import version
+
+        return (
+            f"diskcache {version('diskcache')}: `Deque(directory=dir)` with the default settings "
+            "(SQLite WAL, `synchronous=NORMAL`), `extend(records)` inside `deque.transact()` "
+            "per batch; scan iterates the deque; reopen is `Deque(directory=dir)` + `len()`. "
+            f"Capped at {cls.max_records:,} records per workload (slow)"
+        )
+
+    def prepare(self, batches: list[Batch]) -> list[list[bytes]]:
+        return blob_batches(batches)
+
+    def _deque(self) -> Any:
+        from diskcache import Deque  # type: ignore[import-untyped]
+
+        return Deque(directory=self.directory)
+
+    def append(self, prepared: list[list[bytes]]) -> None:
+        deque = self._deque()
+        try:
+            for blobs in prepared:
+                with deque.transact():
+                    deque.extend(blobs)
+        finally:
+            deque.cache.close()
+
+    def scan(self) -> tuple[int, int]:
+        deque = self._deque()
+        try:
+            return count_records(deque)
+        finally:
+            deque.cache.close()
+
+    def open(self) -> Callable[[], None]:
+        deque = self._deque()
+        len(deque)
+        close: Callable[[], None] = deque.cache.close
+        return close
+
+
+@register
+class PersistQueueEngine(Engine[list[list[bytes]]]):
+    """persist-queue's file-based ``Queue``: append-only chunk files of pickled items."""
+
+    name = "persist-queue"
+    label = "persist-queue Queue"
+    max_records = 2_000
+    fsync_note = (
+        "as it comes: each `put` flushes and atomically replaces the `info` file (no fsync); "
+        "a chunk file is fsynced when it fills (`chunksize=100` records)"
+    )
+
+    @classmethod
+    def describe(cls, settings: Settings) -> str:
+        from importlib.metadata import version
+
+        return (
+            f"persist-queue {version('persist-queue')}: the file-based `persistqueue.Queue(path, "
+            "tempdir=dir)` (defaults otherwise: `chunksize=100`, pickle, `autosave=False`), one "
+            "`put` per record (it has no batch put); scan `get`s every item without "
+            "`task_done`, so the queue on disk is left as it was; reopen is `Queue(...)` + "
+            f"`qsize()`. Capped at {cls.max_records:,} records per workload (slow). Chosen over "
+            "its `SQLiteQueue`, a table that commits every `put` as well"
+        )
+
+    def prepare(self, batches: list[Batch]) -> list[list[bytes]]:
+        return blob_batches(batches)
+
+    def _queue(self) -> persistqueue.Queue:
+        from persistqueue import Queue
+
+        # tempdir on the same disk, as the documentation asks, for atomic renames
+        return Queue(os.path.join(self.directory, "queue"), tempdir=self.directory)
+
+    def append(self, prepared: list[list[bytes]]) -> None:
+        put = self._queue().put
+        for blobs in prepared:
+            for blob in blobs:
+                put(blob)
+
+    def scan(self) -> tuple[int, int]:
+        queue = self._queue()
+        get = queue.get_nowait
+        return count_records(get() for _ in range(queue.qsize()))
+
+    def open(self) -> Callable[[], None]:
+        queue = self._queue()
+        queue.qsize()
+        return lambda: None  # it has no close(): its files close when it is collected

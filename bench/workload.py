@@ -7,7 +7,7 @@ from the same seed: the bytes handed to every engine are identical.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 #: One batch of ``(key, value)`` pairs, as every engine receives it.
@@ -16,7 +16,11 @@ Batch = list[tuple[bytes, bytes]]
 
 @dataclass(frozen=True)
 class Workload:
-    """An append-then-scan workload: ``records`` records in batches of ``batch_size``."""
+    """An append-then-scan workload: ``records`` records in batches of ``batch_size``.
+
+    With ``fsync`` set, every engine makes each batch durable before the next one
+    (``os.fsync``, or the engine's own equivalent).
+    """
 
     name: str = "append-scan"
     records: int = 1_000_000
@@ -24,6 +28,7 @@ class Workload:
     key_size: int = 16
     value_size: int = 100
     seed: int = 20240601
+    fsync: bool = False
 
     @property
     def record_bytes(self) -> int:
@@ -36,15 +41,19 @@ class Workload:
         return self.records * self.record_bytes
 
     def warmup(self, records: int = 20_000) -> Workload:
-        """A small workload of the same shape with a different seed, for warming up."""
-        return Workload(
-            name=f"{self.name}-warmup",
-            records=min(records, self.records),
-            batch_size=self.batch_size,
-            key_size=self.key_size,
-            value_size=self.value_size,
-            seed=self.seed + 1,
-        )
+        """A small workload of the same shape with a different seed, for warming up.
+
+        At most a tenth of the workload (but one batch at least), so that slow
+        engines running a capped workload do not spend most of their time warming up.
+        """
+        size = min(records, max(self.batch_size, self.records // 10), self.records)
+        return replace(self, name=f"{self.name}-warmup", records=size, seed=self.seed + 1)
+
+    def capped(self, records: int | None) -> Workload:
+        """This workload with at most ``records`` records (``None``: unchanged)."""
+        if records is None or records >= self.records:
+            return self
+        return replace(self, records=records)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
