@@ -204,8 +204,10 @@ decode_headers(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, Py_s
         Py_DECREF(hval);
         if (pair == NULL)
             goto fail;
+        PyObject_GC_UnTrack(pair); /* str and bytes only: no cycle possible */
         PyTuple_SET_ITEM(headers, i, pair);
     }
+    PyObject_GC_UnTrack(headers);
     return headers;
 fail:
     Py_DECREF(headers);
@@ -342,6 +344,10 @@ decode_section(PyObject *self, PyObject *args)
         PyTuple_SET_ITEM(record, 2, key);
         PyTuple_SET_ITEM(record, 3, value);
         PyTuple_SET_ITEM(record, 4, headers);
+        /* A record holds only ints, bytes and tuples of str/bytes: it can never be
+         * part of a reference cycle, so the cycle collector need not track it (as
+         * CPython itself untracks such tuples). Scans allocate millions of them. */
+        PyObject_GC_UnTrack(record);
         int appended = PyList_Append(out, record);
         Py_DECREF(record);
         if (appended < 0)

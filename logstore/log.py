@@ -1007,13 +1007,20 @@ class Log:
         return self._scan(snapshot, start, end)
 
     def _scan(self, snapshot: list[tuple[Segment, int]], start: int, end: int) -> Iterator[Record]:
+        # The generator below steps once per batch; chain hands out the records
+        # from C, so there is no Python frame switch per record.
+        return itertools.chain.from_iterable(self._record_lists(snapshot, start, end))
+
+    def _record_lists(
+        self, snapshot: list[tuple[Segment, int]], start: int, end: int
+    ) -> Iterator[list[Record]]:
         if not snapshot:
             return
         for _, records in self._iter_batch_records(snapshot, start, end, None):
             if records and records[-1].offset >= end:
-                yield from (r for r in records if r.offset < end)
+                yield [r for r in records if r.offset < end]
                 return
-            yield from records
+            yield records
 
     def _iter_batch_records(
         self,
