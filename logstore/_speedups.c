@@ -700,6 +700,185 @@ check_messages(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* ------------------------------------------------------------------ routing */
+
+/* Kafka's murmur2 (Utils.murmur2) of a key, as the unsigned 32-bit pattern. */
+static uint32_t
+murmur2(const unsigned char *data, Py_ssize_t length)
+{
+    const uint32_t m = 0x5bd1e995;
+    uint32_t h = 0x9747b28c ^ (uint32_t)length;
+    Py_ssize_t whole = length - length % 4;
+    for (Py_ssize_t i = 0; i < whole; i += 4) {
+        uint32_t k = (uint32_t)data[i] | ((uint32_t)data[i + 1] << 8) |
+                     ((uint32_t)data[i + 2] << 16) | ((uint32_t)data[i + 3] << 24);
+        k *= m;
+        k ^= k >> 24;
+        k *= m;
+        h *= m;
+        h ^= k;
+    }
+    switch (length % 4) {
+    case 3:
+        h ^= (uint32_t)data[whole + 2] << 16;
+        /* fall through */
+    case 2:
+        h ^= (uint32_t)data[whole + 1] << 8;
+        /* fall through */
+    case 1:
+        h ^= (uint32_t)data[whole];
+        h *= m;
+    }
+    h ^= h >> 13;
+    h *= m;
+    h ^= h >> 15;
+    return h;
+}
+
+/* route(items, partitions, round_robin_start) -> (routes, groups) or None
+ *
+ * Kafka's default partitioner for a list of bytes values (no key: round-robin
+ * from round_robin_start) and Messages with bytes keys: routes[i] is item i's
+ * partition, groups[p] the items of partition p in order. None when an item is
+ * something else: the caller routes in Python. */
+static PyObject *
+route(PyObject *self, PyObject *args)
+{
+    PyObject *items;
+    Py_ssize_t partitions, next_rr;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &items, &partitions, &next_rr))
+        return NULL;
+    if (partitions < 1) {
+        PyErr_SetString(PyExc_ValueError, "partitions must be positive");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *routes = PyList_New(n);
+    PyObject *groups = PyList_New(partitions);
+    if (routes == NULL || groups == NULL)
+        goto fail;
+    for (Py_ssize_t p = 0; p < partitions; p++) {
+        PyObject *group = PyList_New(0);
+        if (group == NULL)
+            goto fail;
+        PyList_SET_ITEM(groups, p, group);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(items, i);
+        PyObject *key = Py_None;
+        if (!PyBytes_CheckExact(m)) {
+            if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 4)
+                goto other;
+            key = PyTuple_GET_ITEM(m, 1);
+        }
+        Py_ssize_t p;
+        if (key == Py_None)
+            p = next_rr++ % partitions;
+        else if (PyBytes_CheckExact(key))
+            p = (Py_ssize_t)((murmur2((const unsigned char *)PyBytes_AS_STRING(key),
+                                      PyBytes_GET_SIZE(key)) & 0x7fffffff) %
+                             (uint32_t)partitions);
+        else
+            goto other;
+        PyObject *index = PyLong_FromSsize_t(p);
+        if (index == NULL)
+            goto fail;
+        PyList_SET_ITEM(routes, i, index);
+        if (PyList_Append(PyList_GET_ITEM(groups, p), m) < 0)
+            goto fail;
+    }
+    return Py_BuildValue("(NNn)", routes, groups, next_rr);
+other:
+    Py_DECREF(routes);
+    Py_DECREF(groups);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(routes);
+    Py_XDECREF(groups);
+    return NULL;
+}
+
+/* number(routes, starts) -> [(partition, offset)]: item i gets the next offset of its
+ * partition, counting from starts[partition]. */
+static PyObject *
+number(PyObject *self, PyObject *args)
+{
+    PyObject *routes, *starts;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &routes, &PyList_Type, &starts))
+        return NULL;
+    Py_ssize_t partitions = PyList_GET_SIZE(starts);
+    long long *next = PyMem_Malloc(sizeof(long long) * (partitions ? partitions : 1));
+    if (next == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t p = 0; p < partitions; p++) {
+        next[p] = PyLong_AsLongLong(PyList_GET_ITEM(starts, p));
+        if (next[p] == -1 && PyErr_Occurred()) {
+            PyMem_Free(next);
+            return NULL;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(routes);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        PyMem_Free(next);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *route = PyList_GET_ITEM(routes, i);
+        Py_ssize_t p = PyLong_AsSsize_t(route);
+        if ((p == -1 && PyErr_Occurred()) || p < 0 || p >= partitions) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_IndexError, "route outside the partitions");
+            Py_DECREF(out);
+            PyMem_Free(next);
+            return NULL;
+        }
+        PyObject *pair = Py_BuildValue("(OL)", route, next[p]++);
+        if (pair == NULL) {
+            Py_DECREF(out);
+            PyMem_Free(next);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, pair);
+    }
+    PyMem_Free(next);
+    return out;
+}
+
+/* wrap(records, topic, partition, ConsumedRecord) -> [ConsumedRecord(topic, partition, r)]
+ * Untracked by the cycle collector, like the records themselves. */
+static PyObject *
+wrap(PyObject *self, PyObject *args)
+{
+    PyObject *records, *topic, *partition;
+    PyTypeObject *type;
+    if (!PyArg_ParseTuple(args, "O!OOO!", &PyList_Type, &records, &topic, &partition, &PyType_Type,
+                          &type))
+        return NULL;
+    if (!PyType_IsSubtype(type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the wrapper type must be a tuple subclass");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = type->tp_alloc(type, 3);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(item, 0, Py_NewRef(topic));
+        PyTuple_SET_ITEM(item, 1, Py_NewRef(partition));
+        PyTuple_SET_ITEM(item, 2, Py_NewRef(PyList_GET_ITEM(records, i)));
+        if (PyUnicode_CheckExact(topic) && PyLong_CheckExact(partition))
+            PyObject_GC_UnTrack(item); /* str, int and an untracked record: no cycle */
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyObject *
@@ -719,6 +898,10 @@ configure(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "configure(CorruptLogError, Record): the classes to create."},
+    {"wrap", wrap, METH_VARARGS, "wrap(records, topic, partition, type) -> [type(topic, partition, r)]"},
+    {"number", number, METH_VARARGS, "number(routes, starts) -> [(partition, offset)]"},
+    {"route", route, METH_VARARGS,
+     "route(items, partitions, round_robin_start) -> (routes, groups, next round robin) or None"},
     {"check_messages", check_messages, METH_VARARGS,
      "check_messages(items, require_keys, Message) -> True if encode_section can take them as they are"},
     {"encode_section", encode_section, METH_VARARGS,

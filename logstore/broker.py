@@ -12,7 +12,6 @@ applies retention and compaction. Knows nothing of bytes on disk.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from .errors import (
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
 from .model import Header, Message
-from .partitioner import partition_for
+from .partitioner import number, partition_for, route_many
 
 logger = logging.getLogger("logstore")
 
@@ -104,7 +103,8 @@ class Topic:
         self.name = name
         self._logs = logs
         self.config = config
-        self._round_robin = itertools.count()
+        self._next_round_robin = 0
+        self._round_robin_lock = threading.Lock()
         # murmur2 in Python costs microseconds; keys (hostnames) repeat: remember them.
         self._routes: dict[bytes, int] = {}
 
@@ -124,15 +124,19 @@ class Topic:
         """Kafka's default partitioner: ``(murmur2(key) & 0x7FFFFFFF) % partitions``;
         a ``None`` key goes round-robin."""
         if key is None:
-            return next(self._round_robin) % len(self._logs)
+            with self._round_robin_lock:
+                p = self._next_round_robin % len(self._logs)
+                self._next_round_robin += 1
+            return p
         if type(key) is not bytes:
             key = bytes(key)  # bytearray and memoryview are not hashable
-        p = self._routes.get(key)
-        if p is None:
-            p = partition_for(key, len(self._logs))
-            if len(self._routes) >= _ROUTE_CACHE_KEYS:
-                self._routes.clear()
-            self._routes[key] = p
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        p = partition_for(key, len(self._logs))
+        if len(self._routes) >= _ROUTE_CACHE_KEYS:
+            self._routes.clear()
+        self._routes[key] = p
         return p
 
     def __repr__(self) -> str:
@@ -469,6 +473,20 @@ class Broker:
         """
         t = self.topic(topic)
         items = list(messages)
+        if partition is None:
+            with t._round_robin_lock:
+                routed = route_many(items, t.partitions, t._next_round_robin)
+                if routed is not None:
+                    fast_routes, per_partition, t._next_round_robin = routed
+            if routed is not None:  # the compiled path: no Python work per record
+                starts = [
+                    t.partition(p).append_many(group).start if group else 0
+                    for p, group in enumerate(per_partition)
+                ]
+                self._notify()
+                numbered = number(fast_routes, starts)
+                assert numbered is not None
+                return numbered
         routes: list[int] = []
         groups: dict[int, list[bytes | Message]] = {}
         for m in items:

@@ -22,6 +22,7 @@ from ._offsets import GroupPartition
 from .errors import LogClosedError, OffsetOutOfRange
 from .log import Log
 from .model import ConsumedRecord, Message
+from .partitioner import wrap
 
 logger = logging.getLogger("logstore")
 
@@ -308,14 +309,17 @@ class Consumer:
                     position = self._checked(topic, partition, log, position)
                     records = log.read(position, max_records=want)
                 if records:
-                    # NamedTuple's own __new__ is a Python call per record; this is a C loop.
-                    out.extend(
-                        map(
-                            tuple.__new__,
-                            itertools.repeat(ConsumedRecord),
-                            zip(itertools.repeat(topic), itertools.repeat(partition), records),
+                    wrapped = wrap(records, topic, partition, ConsumedRecord)
+                    if wrapped is not None:
+                        out += wrapped
+                    else:  # NamedTuple's own __new__ is a Python call per record: a C loop
+                        out.extend(
+                            map(
+                                tuple.__new__,
+                                itertools.repeat(ConsumedRecord),
+                                zip(itertools.repeat(topic), itertools.repeat(partition), records),
+                            )
                         )
-                    )
                     self._positions[(topic, partition)] = records[-1].offset + 1
             return out
 

@@ -310,9 +310,7 @@ def _recover_tail(
     validated: list[Segment] = []
     for i in range(first, len(segments)):
         seg = segments[i]
-        result = seg.validate(
-            rebuild=True, start_offset=previous_next, contiguous=contiguous
-        )
+        result = seg.validate(rebuild=True, start_offset=previous_next, contiguous=contiguous)
         error = result.error
         if error is None:
             actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))

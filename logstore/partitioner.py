@@ -8,6 +8,9 @@ a key (a hostname, say) lands in the partition Apache Kafka would choose.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -41,3 +44,44 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` among ``partitions``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _load_speedups() -> Any:
+    if os.environ.get("LOGSTORE_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _speedups
+
+
+_C = _load_speedups()
+
+
+def route_many(
+    items: list[Any], partitions: int, round_robin_start: int
+) -> tuple[list[int], list[list[Any]], int] | None:
+    """Partition of every item (bytes values round-robin, ``Message``s by bytes key), in C.
+
+    Returns ``(routes, items per partition, next round-robin position)``, or
+    ``None`` when the compiled codec is not active or an item is of another
+    kind: then the caller routes item by item with ``partition_for``.
+    """
+    if _C is None:
+        return None
+    return _C.route(items, partitions, round_robin_start)  # type: ignore[no-any-return]
+
+
+def number(routes: list[int], starts: list[int]) -> list[tuple[int, int]] | None:
+    """``(partition, offset)`` per routed item, counting from each partition's first offset."""
+    if _C is None:
+        return None
+    return _C.number(routes, starts)  # type: ignore[no-any-return]
+
+
+def wrap(records: list[Any], topic: str, partition: int, kind: type) -> list[Any] | None:
+    """``kind(topic, partition, record)`` for each record, in C; ``None`` without it."""
+    if _C is None:
+        return None
+    return _C.wrap(records, topic, partition, kind)  # type: ignore[no-any-return]

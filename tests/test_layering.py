@@ -33,9 +33,9 @@ ALLOWED: dict[str, set[str]] = {
         "_varint",
         "compression",
     },
-    "partitioner": set(),
+    "partitioner": {"_speedups"},
     "_offsets": set(),
-    "consumer": {"log", "_fs", "model", "errors", "_offsets"},
+    "consumer": {"log", "_fs", "model", "errors", "_offsets", "partitioner"},
     "broker": {
         "log",
         "consumer",
