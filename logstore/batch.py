@@ -22,7 +22,6 @@ bytes raise ``CorruptLogError`` instead of reading past the end or allocating.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator, Sequence
 from itertools import islice
@@ -31,6 +30,7 @@ from typing import Any, NamedTuple
 import crc32c
 
 from . import compression
+from ._native import speedups
 from ._varint import (
     INT32_MAX,
     MAX_VARINT_BYTES,
@@ -116,19 +116,7 @@ _new_record = tuple.__new__
 _EMPTY: tuple[Header, ...] = ()
 
 
-def _load_speedups() -> Any:
-    """The compiled codec, unless it is not built or ``LOGSTORE_PURE=1`` asks for Python."""
-    if os.environ.get("LOGSTORE_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    _speedups.configure(CorruptLogError, Record)
-    return _speedups
-
-
-_C = _load_speedups()
+_C = speedups
 #: Which record codec is active: "compiled" (the C extension) or "pure" (Python).
 IMPLEMENTATION = "compiled" if _C is not None else "pure"
 

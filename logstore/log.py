@@ -599,16 +599,7 @@ class Log:
         if self._config.fsync != "never":
             old.flush()
             old.flush_indexes()
-        new = Segment.create(
-            self._path,
-            self._end_offset,
-            max_index_bytes=self._config.max_index_bytes,
-            index_interval_bytes=self._config.index_interval_bytes,
-        )
-        fsync_dir(self._path)
-        new.handles = self._handles
-        self._segments[new.base_offset] = new
-        self._active = new
+        new = self._add_segment(self._end_offset)
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
             self._write_recovery_point()
@@ -1110,16 +1101,7 @@ class Log:
                 del self._segments[seg.base_offset]
             self._delete_segments(doomed)
             if not self._segments:
-                fresh = Segment.create(
-                    self._path,
-                    offset,
-                    max_index_bytes=self._config.max_index_bytes,
-                    index_interval_bytes=self._config.index_interval_bytes,
-                )
-                fsync_dir(self._path)
-                fresh.handles = self._handles
-                self._segments[offset] = fresh
-                self._active = fresh
+                self._add_segment(offset)
             else:
                 seg = self._segments.values()[-1]
                 if seg is not self._active:
@@ -1201,17 +1183,22 @@ class Log:
         doomed = list(self._segments.values())
         self._segments.clear()
         self._delete_segments(doomed)
-        fresh = Segment.create(
+        self._add_segment(offset)
+        self._end_offset = offset
+
+    def _add_segment(self, base_offset: int) -> Segment:
+        """Create the new active segment at ``base_offset``; durable once this returns."""
+        new = Segment.create(
             self._path,
-            offset,
+            base_offset,
             max_index_bytes=self._config.max_index_bytes,
             index_interval_bytes=self._config.index_interval_bytes,
         )
-        fsync_dir(self._path)
-        fresh.handles = self._handles
-        self._segments[offset] = fresh
-        self._active = fresh
-        self._end_offset = offset
+        fsync_dir(self._path)  # a crash before this loses only empty files
+        new.handles = self._handles
+        self._segments[base_offset] = new
+        self._active = new
+        return new
 
     def _delete_segments(self, doomed: Sequence[Segment]) -> None:
         """Remove segments crash-safely: 1. rename to ``.deleted`` (recovery deletes

@@ -8,8 +8,9 @@ a key (a hostname, say) lands in the partition Apache Kafka would choose.
 
 from __future__ import annotations
 
-import os
 from typing import Any
+
+from ._native import speedups
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -46,17 +47,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def _load_speedups() -> Any:
-    if os.environ.get("LOGSTORE_PURE", "") not in ("", "0"):
-        return None
-    try:
-        from . import _speedups  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return _speedups
-
-
-_C = _load_speedups()
+_C = speedups
 
 
 def route_many(

@@ -13,7 +13,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors", "compression"},
     "_varint": {"errors"},
     "compression": {"errors"},
-    "batch": {"_varint", "compression", "model", "errors", "_speedups"},
+    "batch": {"_varint", "compression", "model", "errors", "_native"},
+    "_native": {"errors", "model", "_speedups"},
     "index": {"_fs", "errors"},
     "_fs": {"errors"},
     "segment": {"batch", "index", "_fs", "errors", "_varint"},
@@ -33,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "_varint",
         "compression",
     },
-    "partitioner": {"_speedups"},
+    "partitioner": {"_native"},
     "_offsets": set(),
     "consumer": {"log", "_fs", "model", "errors", "_offsets", "partitioner"},
     "broker": {
