@@ -81,6 +81,22 @@ def _add_round(
     )
 
 
+def _check_follows(header: batch.BatchHeader, expected: int, seg: Segment, position: int) -> int:
+    """The next expected offset after ``header``, which must not overlap or go back.
+
+    The base offset is outside the CRC, so this is where damage to it shows.
+    """
+    if header.base_offset < expected:
+        raise CorruptLogError(
+            f"batch base offset {header.base_offset} overlaps or goes back "
+            f"(expected at least {expected})",
+            seg.log_path,
+            position,
+            kind="offset_regression",
+        )
+    return header.next_offset
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -962,15 +978,7 @@ class Log:
             for pos, header, buf, rel in seg.iter_batches(
                 position, end, verify_crc=verify, chunk_bytes=chunk
             ):
-                if header.base_offset < expected:
-                    raise CorruptLogError(
-                        f"batch base offset {header.base_offset} overlaps or goes back "
-                        f"(expected at least {expected})",
-                        seg.log_path,
-                        pos,
-                        kind="offset_regression",
-                    )
-                expected = header.next_offset
+                expected = _check_follows(header, expected, seg, pos)
                 if pieces and total + header.size > max_bytes:
                     return b"".join(pieces)
                 pieces.append(memoryview(buf)[rel : rel + header.size])
@@ -1032,15 +1040,7 @@ class Log:
                 position, _ = seg.find_position(offset, end)
                 first = False
             for pos, header, buf, rel in seg.iter_batches(position, end, verify_crc=verify):
-                if header.base_offset < expected:  # outside the CRC: damage shows here
-                    raise CorruptLogError(
-                        f"batch base offset {header.base_offset} overlaps or goes back "
-                        f"(expected at least {expected})",
-                        seg.log_path,
-                        pos,
-                        kind="offset_regression",
-                    )
-                expected = header.next_offset
+                expected = _check_follows(header, expected, seg, pos)
                 if header.base_offset >= end_offset:
                     return
                 if header.attributes & batch.CONTROL_BIT:
