@@ -668,13 +668,8 @@ class Log:
         with self._cleaner_lock:
             while True:
                 with self._lock:
-                    self._check_open()
-                    sealed = list(self._segments.values())[:-1]
-                    first_dirty = self._cleaner_offset
-                    if not self._start_offset <= first_dirty <= self._end_offset:
-                        first_dirty = self._start_offset
-                    now = self._clock()
                     truncations = self._truncations
+                    sealed, first_dirty, now = self._cleanable_snapshot()
                 clean, dirty = cleaner.sections(
                     sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
                 )
@@ -736,16 +731,23 @@ class Log:
     def dirty_ratio(self) -> float:
         """The share of the log's bytes not yet compacted (what auto-compaction compares)."""
         with self._lock:
-            self._check_open()
-            sealed = list(self._segments.values())[:-1]
-            first_dirty = self._cleaner_offset
-            if not self._start_offset <= first_dirty <= self._end_offset:
-                first_dirty = self._start_offset
-            now = self._clock()
+            sealed, first_dirty, now = self._cleanable_snapshot()
         clean, dirty = cleaner.sections(
             sealed, first_dirty, now_ms=now, min_lag_ms=self._config.min_compaction_lag_ms
         )
         return cleaner.dirty_ratio(clean, dirty)
+
+    def _cleanable_snapshot(self) -> tuple[list[Segment], int, int]:
+        """Under the lock: the sealed segments, the first dirty offset and the time now.
+
+        The cleaner checkpoint is reset to the log start when it lies outside
+        the log (Kafka's rule).
+        """
+        self._check_open()
+        first_dirty = self._cleaner_offset
+        if not self._start_offset <= first_dirty <= self._end_offset:
+            first_dirty = self._start_offset
+        return list(self._segments.values())[:-1], first_dirty, self._clock()
 
     def _maybe_compact(self) -> None:
         """After a roll in a compacted log: compact if the dirty share is over the limit."""
