@@ -48,6 +48,7 @@ class _Index:
         self.base_offset = base_offset
         self.max_entries = max_index_bytes // self.ENTRY_SIZE
         self._fd: int | None = None
+        self._written = 0  # entries [0, _written) are in the file; the rest only in memory
 
     @property
     def entries(self) -> int:
@@ -64,12 +65,13 @@ class _Index:
         os.ftruncate(fd, self.max_entries * self.ENTRY_SIZE)
 
     def trim(self) -> None:
-        """Cut the file to exactly its entries (on roll and close), fsync, then close it.
+        """Write the pending entries, cut the file to exactly its entries, fsync, close.
 
-        The fsync matters for retention: a sealed segment's largest timestamp is
-        its time index's last entry.
+        Runs on roll and close. The fsync matters for retention: a sealed
+        segment's largest timestamp is its time index's last entry.
         """
         fd = self._open_for_append()
+        self._write_pending(fd)
         os.ftruncate(fd, self.entries * self.ENTRY_SIZE)
         os.fsync(fd)
         self.close()
@@ -87,9 +89,31 @@ class _Index:
         """Rewrite the whole file from memory (after a rebuild), trimmed."""
         fd = self._open_for_append()
         os.ftruncate(fd, 0)
-        write_all(fd, self._encode(), 0)
+        self._written = 0
+        self._write_pending(fd)
 
-    def _encode(self) -> bytes:
+    def _write_pending(self, fd: int) -> None:
+        """Write the entries appended since the last write, in one ``pwrite``."""
+        if self.entries > self._written:
+            write_all(fd, self._encode(self._written), self._written * self.ENTRY_SIZE)
+            self._written = self.entries
+
+    def _forget_from(self, entry: int) -> None:
+        """Entries from ``entry`` on were dropped in memory: zero any already written.
+
+        The zeros keep the file's data showing the count while it is preallocated.
+        """
+        if self._written > entry:
+            if self._fd is not None:
+                write_all(
+                    self._fd,
+                    bytes((self._written - entry) * self.ENTRY_SIZE),
+                    entry * self.ENTRY_SIZE,
+                )
+            self._written = entry
+
+    def _encode(self, start: int) -> bytes:
+        """Entries from ``start`` on, in the file's layout."""
         raise NotImplementedError
 
     @property
@@ -153,23 +177,17 @@ class OffsetIndex(_Index):
             prev_rel, prev_pos = rel, pos
         self._relative = array("q", relative[:count])
         self._positions = array("q", positions[:count])
+        self._written = count
 
     def append(self, last_offset: int, position: int) -> None:
-        """Add an entry; the file must be preallocated (active segment)."""
-        relative = last_offset - self.base_offset
-        fd = self._open_for_append()
-        write_all(fd, _OFFSET_ENTRY.pack(relative, position), self.entries * self.ENTRY_SIZE)
-        self._relative.append(relative)
-        self._positions.append(position)
-
-    def add_in_memory(self, last_offset: int, position: int) -> None:
-        """Add an entry during a rebuild; ``write_all_entries`` writes the file later."""
+        """Add an entry (written behind: see the module docstring)."""
         self._relative.append(last_offset - self.base_offset)
         self._positions.append(position)
 
     def clear(self) -> None:
         self._relative = array("q")
         self._positions = array("q")
+        self._written = 0  # the next write rewrites the file from its start
 
     def lookup(self, offset: int) -> tuple[int, int]:
         """``(last_offset, position)`` of the largest entry <= ``offset``; ``(base, 0)`` if none.
@@ -189,19 +207,18 @@ class OffsetIndex(_Index):
     def truncate_to_position(self, position: int) -> None:
         """Drop entries pointing at or after ``position`` (the log is cut there)."""
         i = bisect_right(self._positions, position - 1)
-        dropped = len(self._positions) - i
-        if dropped:
-            del self._relative[i:]
-            del self._positions[i:]
-            if self._fd is not None:  # zero the dropped slots so the data shows the count
-                write_all(self._fd, bytes(dropped * self.ENTRY_SIZE), i * self.ENTRY_SIZE)
+        del self._relative[i:]
+        del self._positions[i:]
+        self._forget_from(i)
 
     def as_list(self) -> list[tuple[int, int]]:
         """Entries as ``(absolute last offset, position)``, for tests and diagnostics."""
         return [(self.base_offset + r, p) for r, p in zip(self._relative, self._positions)]
 
-    def _encode(self) -> bytes:
-        ints = array("i", (v for pair in zip(self._relative, self._positions) for v in pair))
+    def _encode(self, start: int) -> bytes:
+        ints = array("i", bytes(8 * (len(self._relative) - start)))
+        ints[0::2] = array("i", self._relative[start:])
+        ints[1::2] = array("i", self._positions[start:])
         if sys.byteorder == "little":
             ints.byteswap()
         return ints.tobytes()
@@ -260,8 +277,9 @@ class TimeIndex(_Index):
             relative.append(rel)
             prev_ts, prev_rel = ts, rel
         self._timestamps, self._relative = timestamps, relative
+        self._written = len(timestamps)
 
-    def maybe_append(self, timestamp: int, offset: int, *, in_memory: bool = False) -> None:
+    def maybe_append(self, timestamp: int, offset: int) -> None:
         """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's.
 
         As in Kafka, an empty index starts from "no timestamp" (-1), so records
@@ -269,16 +287,13 @@ class TimeIndex(_Index):
         """
         if timestamp <= (self._timestamps[-1] if self._timestamps else -1):
             return
-        relative = offset - self.base_offset
-        if not in_memory:
-            fd = self._open_for_append()
-            write_all(fd, _TIME_ENTRY.pack(timestamp, relative), self.entries * self.ENTRY_SIZE)
         self._timestamps.append(timestamp)
-        self._relative.append(relative)
+        self._relative.append(offset - self.base_offset)
 
     def clear(self) -> None:
         self._timestamps = array("q")
         self._relative = array("q")
+        self._written = 0  # the next write rewrites the file from its start
 
     def lookup(self, timestamp: int) -> int:
         """Offset of the largest entry with timestamp <= ``timestamp``; the base offset if none."""
@@ -295,15 +310,15 @@ class TimeIndex(_Index):
     def truncate_to_offset(self, offset: int) -> None:
         """Drop entries whose offset is >= ``offset``."""
         i = bisect_right(self._relative, offset - self.base_offset - 1)
-        dropped = len(self._relative) - i
-        if dropped:
-            del self._timestamps[i:]
-            del self._relative[i:]
-            if self._fd is not None:
-                write_all(self._fd, bytes(dropped * self.ENTRY_SIZE), i * self.ENTRY_SIZE)
+        del self._timestamps[i:]
+        del self._relative[i:]
+        self._forget_from(i)
 
     def as_list(self) -> list[tuple[int, int]]:
         return [(t, self.base_offset + r) for t, r in zip(self._timestamps, self._relative)]
 
-    def _encode(self) -> bytes:
-        return b"".join(_TIME_ENTRY.pack(t, r) for t, r in zip(self._timestamps, self._relative))
+    def _encode(self, start: int) -> bytes:
+        pack = _TIME_ENTRY.pack
+        return b"".join(
+            pack(t, r) for t, r in zip(self._timestamps[start:], self._relative[start:])
+        )

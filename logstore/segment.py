@@ -351,9 +351,7 @@ class Segment:
     def write_rebuilt_indexes(self) -> None:
         assert self._offset_index is not None and self._time_index is not None
         if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
-            self._time_index.maybe_append(
-                self._max_timestamp, self._offset_of_max_timestamp, in_memory=True
-            )
+            self._time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
         for idx in (self._offset_index, self._time_index):
             idx.write_all_entries()
             if self.active:
@@ -662,8 +660,8 @@ class Segment:
                 if header.max_timestamp > max_ts:
                     max_ts, max_ts_offset = header.max_timestamp, header.last_offset
                 if since > interval:
-                    index.add_in_memory(header.last_offset, pos)
-                    tindex.maybe_append(max_ts, max_ts_offset, in_memory=True)
+                    index.append(header.last_offset, pos)
+                    tindex.maybe_append(max_ts, max_ts_offset)
                     since = 0
                 since += header.size
                 if first_ts is None:

@@ -22,7 +22,7 @@ from .conftest import OpenLog
 def test_offset_lookup_is_the_largest_entry_not_above(rel: list[int], probe: int) -> None:
     index = OffsetIndex("/nonexistent", 1000, max_index_bytes=8 * 100)
     for n, r in enumerate(sorted(rel)):
-        index.add_in_memory(1000 + r, 10 * (n + 1))
+        index.append(1000 + r, 10 * (n + 1))
     entries = index.as_list()
     below = [e for e in entries if e[0] <= 1000 + probe]
     assert index.lookup(1000 + probe) == (below[-1] if below else (1000, 0))
@@ -35,7 +35,7 @@ def test_offset_lookup_is_the_largest_entry_not_above(rel: list[int], probe: int
 def test_time_lookup_is_the_largest_entry_not_above(stamps: list[int], probe: int) -> None:
     index = TimeIndex("/nonexistent", 0, max_index_bytes=12 * 100)
     for n, ts in enumerate(sorted(stamps)):
-        index.maybe_append(ts, n * 3, in_memory=True)
+        index.maybe_append(ts, n * 3)
     below = [e for e in index.as_list() if e[0] <= probe]
     assert index.lookup(probe) == (below[-1][1] if below else 0)
 

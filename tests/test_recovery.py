@@ -268,6 +268,32 @@ def test_missing_index_files_are_rebuilt_on_open(open_log: OpenLog, log_dir: Pat
     assert len(list(log_dir.glob("*.index"))) == len(list(log_dir.glob("*.log")))
 
 
+def test_a_crash_loses_the_written_behind_active_index_and_open_rebuilds_it(
+    open_log: OpenLog, log_dir: Path, tmp_path: Path
+) -> None:
+    config = LogConfig(fsync="never", segment_bytes=3000, index_interval_bytes=100)
+    log = open_log(config=config)
+    for i in range(60):  # timestamps rise, so both indexes get entries
+        log.append_many([logstore.Message(b"v%d" % i * 20, key=b"k", timestamp=1000 + i)])
+    records = list(log.scan())
+    active = log.segments[-1].base_offset
+    assert active > 0 and log.end_offset - active >= 5  # sealed segments and a busy active one
+    image = _crash_image(log, tmp_path / "crash")
+    # The active segment's entries are only in memory: its files are still all zeros.
+    for suffix in (".index", ".timeindex"):
+        on_disk = (image / f"{active:020d}{suffix}").read_bytes()
+        assert len(on_disk) > 0 and not any(on_disk)
+    log.close()
+    clean = {p.name: p.read_bytes() for p in sorted(log_dir.glob("*index"))}
+    assert len(clean[f"{active:020d}.index"]) > 0  # the clean close wrote them
+    with logstore.Log.open(image, config) as reopened:
+        assert list(reopened.scan()) == records
+        for r in records:
+            assert reopened.read(r.offset, max_records=1) == [r]
+            assert reopened.offset_for_timestamp(r.timestamp) == r.offset
+    assert {p.name: p.read_bytes() for p in sorted(image.glob("*index"))} == clean
+
+
 # ---------------------------------------------------------------- write failures
 
 
@@ -392,6 +418,8 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
             for offset in range(acked_end):
                 assert values[offset] is not None
                 assert values[offset].startswith(b"%d:" % offset)
+            for offset in range(0, acked_end, 37):  # lookups through the rebuilt indexes
+                assert log.read(offset, max_records=1)[0].offset == offset
             acked_end = log.end_offset  # unacknowledged but complete batches may survive
             clock = FakeClock()
             assert clock() > 0
