@@ -220,9 +220,9 @@ decode_section(PyObject *self, PyObject *args)
     Py_buffer view;
     long long base_offset, base_timestamp, skip_below, last_offset_delta;
     PyObject *fixed_timestamp;
-    Py_ssize_t count;
-    if (!PyArg_ParseTuple(args, "y*LLOLnL", &view, &base_offset, &base_timestamp, &fixed_timestamp,
-                          &skip_below, &count, &last_offset_delta))
+    Py_ssize_t count, limit = -1;
+    if (!PyArg_ParseTuple(args, "y*LLOLnL|n", &view, &base_offset, &base_timestamp,
+                          &fixed_timestamp, &skip_below, &count, &last_offset_delta, &limit))
         return NULL;
     if (RecordType == NULL) {
         PyBuffer_Release(&view);
@@ -352,6 +352,8 @@ decode_section(PyObject *self, PyObject *args)
         Py_DECREF(record);
         if (appended < 0)
             goto fail;
+        if (PyList_GET_SIZE(out) == limit)
+            goto done; /* the caller wants no more: the rest is neither built nor checked */
     }
     if (pos != size) {
         corrupt(pos, "invalid_records", "%zd bytes left over after %zd records", size - pos, count);
@@ -753,15 +755,14 @@ route(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(items);
-    PyObject *routes = PyList_New(n);
-    PyObject *groups = PyList_New(partitions);
-    if (routes == NULL || groups == NULL)
+    /* Pass 1: the partition of every item, and how many each partition gets.
+     * Pass 2: lists of exactly that size, filled in order (no regrowth). */
+    Py_ssize_t *sizes = PyMem_Calloc((size_t)partitions, sizeof(Py_ssize_t));
+    Py_ssize_t *chosen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    PyObject *routes = NULL, *groups = NULL;
+    if (sizes == NULL || chosen == NULL) {
+        PyErr_NoMemory();
         goto fail;
-    for (Py_ssize_t p = 0; p < partitions; p++) {
-        PyObject *group = PyList_New(0);
-        if (group == NULL)
-            goto fail;
-        PyList_SET_ITEM(groups, p, group);
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *m = PyList_GET_ITEM(items, i);
@@ -780,19 +781,39 @@ route(PyObject *self, PyObject *args)
                              (uint32_t)partitions);
         else
             goto other;
+        chosen[i] = p;
+        sizes[p]++;
+    }
+    routes = PyList_New(n);
+    groups = PyList_New(partitions);
+    if (routes == NULL || groups == NULL)
+        goto fail;
+    for (Py_ssize_t p = 0; p < partitions; p++) {
+        PyObject *group = PyList_New(sizes[p]);
+        if (group == NULL)
+            goto fail;
+        PyList_SET_ITEM(groups, p, group);
+        sizes[p] = 0; /* from here on: how many are filled */
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t p = chosen[i];
         PyObject *index = PyLong_FromSsize_t(p);
         if (index == NULL)
             goto fail;
         PyList_SET_ITEM(routes, i, index);
-        if (PyList_Append(PyList_GET_ITEM(groups, p), m) < 0)
-            goto fail;
+        PyObject *m = PyList_GET_ITEM(items, i);
+        PyList_SET_ITEM(PyList_GET_ITEM(groups, p), sizes[p]++, Py_NewRef(m));
     }
+    PyMem_Free(sizes);
+    PyMem_Free(chosen);
     return Py_BuildValue("(NNn)", routes, groups, next_rr);
 other:
-    Py_DECREF(routes);
-    Py_DECREF(groups);
+    PyMem_Free(sizes);
+    PyMem_Free(chosen);
     Py_RETURN_NONE;
 fail:
+    PyMem_Free(sizes);
+    PyMem_Free(chosen);
     Py_XDECREF(routes);
     Py_XDECREF(groups);
     return NULL;
@@ -833,12 +854,17 @@ number(PyObject *self, PyObject *args)
             PyMem_Free(next);
             return NULL;
         }
-        PyObject *pair = Py_BuildValue("(OL)", route, next[p]++);
+        PyObject *offset = PyLong_FromLongLong(next[p]++);
+        PyObject *pair = offset == NULL ? NULL : PyTuple_New(2);
         if (pair == NULL) {
+            Py_XDECREF(offset);
             Py_DECREF(out);
             PyMem_Free(next);
             return NULL;
         }
+        PyTuple_SET_ITEM(pair, 0, Py_NewRef(route));
+        PyTuple_SET_ITEM(pair, 1, offset);
+        PyObject_GC_UnTrack(pair); /* two ints: no cycle, nothing for the collector */
         PyList_SET_ITEM(out, i, pair);
     }
     PyMem_Free(next);
@@ -909,7 +935,7 @@ static PyMethodDef methods[] = {
      " -> (bytes, index after the last encoded entry, max timestamp)"},
     {"decode_section", decode_section, METH_VARARGS,
      "decode_section(data, base_offset, base_timestamp, fixed_timestamp, skip_below,"
-     " record_count, last_offset_delta) -> list of Record"},
+     " record_count, last_offset_delta[, limit]) -> list of Record (at most limit)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -226,26 +226,34 @@ def decode_records(
     *,
     verify_crc: bool = True,
     min_offset: int = 0,
+    max_records: int | None = None,
 ) -> list[Record]:
     """Decode the records of the batch at ``buf[pos]`` with offset >= ``min_offset``.
 
     Records below ``min_offset`` are stepped over by their length prefix, not
-    decoded. Raises ``CorruptLogError`` (position relative to ``buf``) when the
-    batch or any record in it is invalid, including leftover bytes or a record
-    count that does not match.
+    decoded. With ``max_records``, decoding stops once that many are built (a
+    read that wants only the start of a batch). Raises ``CorruptLogError``
+    (position relative to ``buf``) when the batch or any record decoded is
+    invalid; a batch decoded to its end must also have no leftover bytes and
+    the record count its header says.
     """
     h = header if header is not None else read_header(buf, pos, verify_crc=verify_crc)
+    if max_records == 0:
+        return []
     end = pos + LOG_OVERHEAD + h.batch_length
     codec = h.attributes & CODEC_MASK
+    data: bytes | memoryview
     if codec == compression.NONE:
-        data = bytes(memoryview(buf)[pos + HEADER_SIZE : end])
+        # The compiled decoder reads a view in place; the pure one slices bytes.
+        view = memoryview(buf)[pos + HEADER_SIZE : end]
+        data = view if _C is not None else bytes(view)
     else:
         try:
             data = compression.decompress(codec, memoryview(buf)[pos + HEADER_SIZE : end])
         except CorruptLogError as exc:
             raise CorruptLogError(exc.reason, position=pos, kind=exc.kind) from None
     try:
-        return _decode_section(data, h, min_offset)
+        return _decode_section(data, h, min_offset, -1 if max_records is None else max_records)
     except CorruptLogError as exc:
         where = "decompressed records section" if codec else "batch"
         raise CorruptLogError(
@@ -253,8 +261,10 @@ def decode_records(
         ) from None
 
 
-def _py_decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
-    """Parse ``h.record_count`` records filling ``data`` exactly.
+def _py_decode_section(
+    data: bytes, h: BatchHeader, min_offset: int, max_records: int = -1
+) -> list[Record]:
+    """Parse ``h.record_count`` records filling ``data`` exactly (stop at ``max_records`` built).
 
     The loop is the read hot path: varints of one and two bytes are decoded
     inline, and bounds are checked once per record (``pos == rec_end``) rather
@@ -382,6 +392,8 @@ def _py_decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Rec
                     ),
                 )
             )
+            if len(out) == max_records:
+                return out  # the caller wants no more: the rest is neither built nor checked
     except IndexError:
         raise CorruptLogError(
             "record runs past the end of the records section",
@@ -570,8 +582,13 @@ def encode_section(
     )
 
 
-def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record]:
-    """Parse ``h.record_count`` records filling ``data`` exactly (compiled or pure)."""
+def _decode_section(
+    data: bytes | memoryview, h: BatchHeader, min_offset: int, limit: int = -1
+) -> list[Record]:
+    """Parse ``h.record_count`` records filling ``data`` exactly (compiled or pure).
+
+    ``limit`` (when not -1) stops decoding once that many records are built.
+    """
     if _C is not None:
         return _C.decode_section(  # type: ignore[no-any-return]
             data,
@@ -581,8 +598,9 @@ def _decode_section(data: bytes, h: BatchHeader, min_offset: int) -> list[Record
             max(-1, min(min_offset - h.base_offset, 1 << 62)),  # keep it an int64
             h.record_count,
             h.last_offset_delta,
+            limit,
         )
-    return _py_decode_section(data, h, min_offset)
+    return _py_decode_section(bytes(data), h, min_offset, limit)  # bytes(bytes) is no copy
 
 
 def accepts_as_is(items: list[Any], *, require_keys: bool) -> bool:

@@ -472,7 +472,8 @@ class Broker:
         Records of one key keep their order (they share a partition and a batch).
         """
         t = self.topic(topic)
-        items = list(messages)
+        # route_many only reads the list (and builds its own per partition): no copy needed.
+        items = messages if type(messages) is list else list(messages)
         if partition is None:
             with t._round_robin_lock:
                 routed = route_many(items, t.partitions, t._next_round_robin)

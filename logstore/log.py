@@ -54,7 +54,7 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
-from .segment import Segment
+from .segment import CHUNK_BYTES, Segment
 
 Clock = Callable[[], int]
 logger = logging.getLogger("logstore")
@@ -923,7 +923,7 @@ class Log:
         out: list[Record] = []
         read_bytes = 0
         for batch_header, records in self._iter_batch_records(
-            snapshot, offset, end_offset, _READ_CHUNK
+            snapshot, offset, end_offset, _READ_CHUNK, max_records
         ):
             if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
                 break
@@ -1029,9 +1029,15 @@ class Log:
         offset: int,
         end_offset: int,
         chunk: int | None,
+        max_records: int | None = None,
     ) -> Iterator[tuple[batch.BatchHeader, list[Record]]]:
-        """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``."""
+        """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``.
+
+        With ``max_records``, stops once that many are yielded; the last batch
+        is decoded only as far as needed.
+        """
         verify = self._config.verify_crc_on_read
+        wanted = max_records
         first = True
         expected = -1
         for seg, end in snapshot:
@@ -1041,17 +1047,25 @@ class Log:
             if first:
                 position, _ = seg.find_position(offset, end)
                 first = False
-            for pos, header, buf, rel in seg.iter_batches(position, end, verify_crc=verify):
+            for pos, header, buf, rel in seg.iter_batches(
+                position, end, verify_crc=verify, chunk_bytes=chunk or CHUNK_BYTES
+            ):
                 expected = _check_follows(header, expected, seg, pos)
                 if header.base_offset >= end_offset:
                     return
                 if header.attributes & batch.CONTROL_BIT:
                     continue  # transaction markers occupy offsets but are never delivered
                 try:
-                    records = batch.decode_records(buf, rel, header, min_offset=offset)
+                    records = batch.decode_records(
+                        buf, rel, header, min_offset=offset, max_records=wanted
+                    )
                 except CorruptLogError as exc:
                     raise exc.located(seg.log_path, pos - rel) from None
                 yield header, records
+                if wanted is not None:
+                    wanted -= len(records)
+                    if wanted <= 0:
+                        return
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none."""

@@ -567,8 +567,10 @@ class Segment:
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
-        Reads ``CHUNK_BYTES`` at a time (more only for a batch larger than that),
-        so memory stays flat whatever the segment's size.
+        Reads ``chunk_bytes`` first, then twice as much at each refill up to
+        ``CHUNK_BYTES`` (more only for a batch larger than that): a short read
+        (a consumer's poll) does not pull a megabyte, a long one makes few
+        calls, and memory stays flat whatever the segment's size.
         """
         position = start
         buf = b""
@@ -578,6 +580,7 @@ class Segment:
             if rel + HEADER_SIZE > len(buf):
                 buf_start, rel = position, 0
                 buf = self.read(position, min(end - position, chunk_bytes))
+                chunk_bytes = min(chunk_bytes * 2, max(chunk_bytes, CHUNK_BYTES))
             if rel + HEADER_SIZE <= len(buf):
                 size = LOG_OVERHEAD + batch.peek_header(buf, rel).batch_length
                 if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:

@@ -108,6 +108,24 @@ def test_decode_gives_identical_records(codec: str, items: list, base: int, skip
     assert compiled == batch.decode_records(data, 0, header, min_offset=base + skip)
 
 
+@given(items=entries, skip=st.integers(0, 45), limit=st.integers(1, 45))
+def test_decode_stops_after_the_records_asked_for(items: list, skip: int, limit: int) -> None:
+    stamped = [(v, k, h, 1000 if ts is None else ts) for v, k, h, ts in items]
+    data = batch.encode_batch(stamped, base_offset=100)
+    header = batch.read_header(data)
+    section = data[batch.HEADER_SIZE :]
+    whole = batch._decode_section(section, header, 100 + skip)
+    compiled = batch._decode_section(section, header, 100 + skip, limit)
+    pure = batch._py_decode_section(section, header, 100 + skip, limit)
+    assert compiled == pure == whole[:limit]
+    assert [r.offset for r in compiled] == list(
+        range(100 + skip, 100 + min(len(items), skip + limit))
+    )
+    assert (
+        batch.decode_records(data, 0, header, min_offset=100 + skip, max_records=limit) == compiled
+    )
+
+
 @given(
     items=entries,
     flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 7)), min_size=1, max_size=5),
