@@ -800,6 +800,13 @@ route(PyObject *self, PyObject *args)
         PyObject *index = PyLong_FromSsize_t(p);
         if (index == NULL)
             goto fail;
+        /* Allocating can run the cycle collector, and with it finalizers: never
+         * read past the end of a list that changed meanwhile. */
+        if (PyList_GET_SIZE(items) != n) {
+            Py_DECREF(index);
+            PyErr_SetString(PyExc_RuntimeError, "the list of messages changed while it was routed");
+            goto fail;
+        }
         PyList_SET_ITEM(routes, i, index);
         PyObject *m = PyList_GET_ITEM(items, i);
         PyList_SET_ITEM(PyList_GET_ITEM(groups, p), sizes[p]++, Py_NewRef(m));
@@ -845,6 +852,12 @@ number(PyObject *self, PyObject *args)
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_SIZE(routes) != n) { /* a finalizer run by an allocation changed it */
+            PyErr_SetString(PyExc_RuntimeError, "the routes changed while they were numbered");
+            Py_DECREF(out);
+            PyMem_Free(next);
+            return NULL;
+        }
         PyObject *route = PyList_GET_ITEM(routes, i);
         Py_ssize_t p = PyLong_AsSsize_t(route);
         if ((p == -1 && PyErr_Occurred()) || p < 0 || p >= partitions) {
@@ -893,6 +906,12 @@ wrap(PyObject *self, PyObject *args)
         PyObject *item = type->tp_alloc(type, 3);
         if (item == NULL) {
             Py_DECREF(out);
+            return NULL;
+        }
+        if (PyList_GET_SIZE(records) != n) { /* a finalizer run by the allocation changed it */
+            Py_DECREF(item);
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_RuntimeError, "the records changed while they were wrapped");
             return NULL;
         }
         PyTuple_SET_ITEM(item, 0, Py_NewRef(topic));

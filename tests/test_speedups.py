@@ -193,3 +193,46 @@ def test_no_memory_leak_over_100k_encodes_and_decodes() -> None:
     gc.collect()
     grown = _rss_kb() - before
     assert grown < 4096, f"RSS grew by {grown} KiB over 100k encode/decode cycles"
+
+
+def test_routing_and_wrapping_refuse_a_list_changed_by_a_collection() -> None:
+    """A finalizer run by an allocation can change a list the C loop is reading.
+
+    A cycle-collector callback, with the threshold at 1 (a collection at
+    almost every allocation), empties the list at the first collection. Each
+    helper must raise instead of reading past the list's new end. That first
+    collection can also come before the C loop starts (the call's own argument
+    tuple): then the call sees an empty list, and the attempt is made again.
+    """
+    from logstore.model import ConsumedRecord, Record
+    from logstore.partitioner import number, route_many, wrap
+
+    def emptied_during(call: object, victim: list) -> None:
+        full = list(victim)
+
+        def empty(phase: str, info: dict) -> None:
+            if phase == "start":
+                victim.clear()
+
+        thresholds = gc.get_threshold()
+        for _ in range(20):
+            victim[:] = full
+            gc.collect(0)
+            gc.callbacks.append(empty)
+            gc.set_threshold(1)
+            try:
+                call()  # type: ignore[operator]
+            except RuntimeError as exc:
+                assert "changed while" in str(exc)
+                return
+            finally:
+                gc.set_threshold(*thresholds)
+                gc.callbacks.remove(empty)
+        pytest.fail("the list never changed inside the call: no RuntimeError")
+
+    messages = [logstore.Message(b"v", key=b"k%d" % i) for i in range(5000)]
+    emptied_during(lambda: route_many(messages, 300, 0), messages)
+    routes = [i % 300 for i in range(5000)]
+    emptied_during(lambda: number(routes, [1000] * 300), routes)
+    records = [Record(i, 0, None, b"v", ()) for i in range(5000)]
+    emptied_during(lambda: wrap(records, "t", 1, ConsumedRecord), records)
