@@ -194,9 +194,8 @@ class _Writer:
         self._group_base = base_offset
 
     def _finish(self, out: Segment) -> None:
-        out.seal()
+        out.seal()  # writes and fsyncs the indexes
         out.flush()
-        out.flush_indexes()
 
     def close(self) -> None:
         self.new_group()

@@ -47,50 +47,54 @@ class _Index:
         self.path = path
         self.base_offset = base_offset
         self.max_entries = max_index_bytes // self.ENTRY_SIZE
-        self._fd: int | None = None
         self._written = 0  # entries [0, _written) are in the file; the rest only in memory
 
     @property
     def entries(self) -> int:
         raise NotImplementedError
 
-    def _open_for_append(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        return self._fd
+    def _open(self) -> int:
+        """Open the file for writing (no handle is kept between writes: see the module doc).
+
+        A file shorter than the entries counted as written (deleted or cut
+        meanwhile) is rewritten from its first entry.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if os.fstat(fd).st_size < self._written * self.ENTRY_SIZE:
+            self._written = 0
+        return fd
 
     def preallocate(self) -> None:
         """Extend the file to its full size (zero-filled) so appends never grow it."""
-        fd = self._open_for_append()
-        os.ftruncate(fd, self.max_entries * self.ENTRY_SIZE)
+        fd = self._open()
+        try:
+            os.ftruncate(fd, max(self.max_entries, self.entries) * self.ENTRY_SIZE)
+        finally:
+            os.close(fd)
 
     def trim(self) -> None:
-        """Write the pending entries, cut the file to exactly its entries, fsync, close.
+        """Write the pending entries, cut the file to exactly its entries, fsync.
 
         Runs on roll and close. The fsync matters for retention: a sealed
         segment's largest timestamp is its time index's last entry.
         """
-        fd = self._open_for_append()
-        self._write_pending(fd)
-        os.ftruncate(fd, self.entries * self.ENTRY_SIZE)
-        os.fsync(fd)
-        self.close()
-
-    def flush(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
+        fd = self._open()
+        try:
+            self._write_pending(fd)
+            os.ftruncate(fd, self.entries * self.ENTRY_SIZE)
+            os.fsync(fd)
+        finally:
             os.close(fd)
 
     def write_all_entries(self) -> None:
         """Rewrite the whole file from memory (after a rebuild), trimmed."""
-        fd = self._open_for_append()
-        os.ftruncate(fd, 0)
-        self._written = 0
-        self._write_pending(fd)
+        fd = self._open()
+        try:
+            os.ftruncate(fd, 0)
+            self._written = 0
+            self._write_pending(fd)
+        finally:
+            os.close(fd)
 
     def _write_pending(self, fd: int) -> None:
         """Write the entries appended since the last write, in one ``pwrite``."""
@@ -101,15 +105,20 @@ class _Index:
     def _forget_from(self, entry: int) -> None:
         """Entries from ``entry`` on were dropped in memory: zero any already written.
 
-        The zeros keep the file's data showing the count while it is preallocated.
+        The zeros keep the file's data showing the count (a zero entry ends them).
         """
         if self._written > entry:
-            if self._fd is not None:
+            try:
+                fd = os.open(self.path, os.O_WRONLY)
+            except FileNotFoundError:
+                self._written = 0  # gone: the next write rewrites it whole
+                return
+            try:
                 write_all(
-                    self._fd,
-                    bytes((self._written - entry) * self.ENTRY_SIZE),
-                    entry * self.ENTRY_SIZE,
+                    fd, bytes((self._written - entry) * self.ENTRY_SIZE), entry * self.ENTRY_SIZE
                 )
+            finally:
+                os.close(fd)
             self._written = entry
 
     def _encode(self, start: int) -> bytes:

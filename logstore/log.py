@@ -613,8 +613,7 @@ class Log:
         old = self._active
         old.seal()
         if self._config.fsync != "never":
-            old.flush()
-            old.flush_indexes()
+            old.flush()  # its indexes were fsynced when sealed
         new = self._add_segment(self._end_offset)
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
@@ -1244,8 +1243,7 @@ class Log:
             try:
                 self._flush_locked()
                 for seg in self._segments.values():
-                    seg.close()
-                self._active.flush_indexes()
+                    seg.close()  # the active one is sealed: indexes written and fsynced
                 self._write_recovery_point()
                 self._write_start_offset()
                 atomic_write(

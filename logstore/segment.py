@@ -232,11 +232,6 @@ class Segment:
         write_all(self._file(), data, position)
         self.flush()
 
-    def flush_indexes(self) -> None:
-        for idx in (self._offset_index, self._time_index):
-            if idx is not None:
-                idx.flush()
-
     def detach(self) -> None:
         """Get ready to lose the files: open the ``.log`` and load the indexes.
 
@@ -249,14 +244,11 @@ class Segment:
             self._detached = True
         if self.handles is not None:
             self.handles.closed(self)  # pinned: its files are about to go
-        for idx in (self.offset_index, self.time_index):
-            idx.close()
+        if self._offset_index is None or self._time_index is None:
+            self._load_indexes()  # now, while the files exist
 
     def delete_files(self) -> None:
         """Unlink the files; the ``.log`` handle stays open for readers (see ``detach``)."""
-        for idx in (self._offset_index, self._time_index):
-            if idx is not None:
-                idx.close()
         remove_files(self.paths)
 
     def __del__(self) -> None:
@@ -276,9 +268,6 @@ class Segment:
 
         An open ``.log`` handle stays valid across the rename.
         """
-        for idx in (self._offset_index, self._time_index):
-            if idx is not None:
-                idx.close()
         for attr in ("log_path", "index_path", "timeindex_path"):
             old = getattr(self, attr)
             assert old.endswith(old_suffix)
@@ -356,8 +345,6 @@ class Segment:
             idx.write_all_entries()
             if self.active:
                 idx.preallocate()
-            else:
-                idx.close()
 
     # ------------------------------------------------------------ facts about the segment
 
