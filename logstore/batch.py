@@ -55,6 +55,7 @@ MIN_BATCH_LENGTH = HEADER_SIZE - LOG_OVERHEAD  # 49
 _PREFIX = struct.Struct(">qiib")  # base_offset, batch_length, leader_epoch, magic
 _BASE_OFFSET = struct.Struct(">q")
 _CRC = struct.Struct(">I")
+_INT64_MAX = (1 << 63) - 1
 
 CODEC_MASK = 0x07
 TIMESTAMP_TYPE_BIT = 0x08
@@ -191,6 +192,14 @@ def read_header(
             f"negative last offset delta {h.last_offset_delta} or record count {h.record_count}",
             position=pos,
             kind="invalid_records",
+        )
+    if h.base_offset < 0 or h.base_offset + h.last_offset_delta > _INT64_MAX:
+        # The base offset lies outside the CRC: a damaged one must not pass as
+        # offsets that every reader would skip or overflow.
+        raise CorruptLogError(
+            f"base offset {h.base_offset} is outside the offsets a log can hold",
+            position=pos,
+            kind="offset_regression",
         )
     return h
 

@@ -201,3 +201,15 @@ def test_decode_keys_refuses_a_short_section(items: list, cut: int) -> None:
     fixed = header._replace(batch_length=len(short) - batch.LOG_OVERHEAD)
     with pytest.raises(CorruptLogError):
         batch.decode_keys(short, 0, fixed)
+
+
+@pytest.mark.parametrize(("base_offset", "records"), [(-(1 << 63), 1), (-1, 1), ((1 << 63) - 2, 3)])
+def test_a_base_offset_no_log_can_hold_is_corrupt(base_offset: int, records: int) -> None:
+    # The base offset is outside the CRC: damage there (a flipped top bit, say)
+    # must not decode as records that readers would skip or that overflow int64.
+    data = bytearray(batch.encode_batch([(b"v", b"k", [], 0)] * records, base_offset=0))
+    data[0:8] = base_offset.to_bytes(8, "big", signed=True)
+    with pytest.raises(CorruptLogError, match="outside the offsets a log can hold") as caught:
+        batch.read_header(bytes(data))
+    assert caught.value.kind == "offset_regression"
+    assert caught.value.position == 0
