@@ -746,14 +746,19 @@ murmur2(const unsigned char *data, Py_ssize_t length)
 static PyObject *
 route(PyObject *self, PyObject *args)
 {
-    PyObject *items;
+    PyObject *given;
     Py_ssize_t partitions, next_rr;
-    if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &items, &partitions, &next_rr))
+    if (!PyArg_ParseTuple(args, "O!nn", &PyList_Type, &given, &partitions, &next_rr))
         return NULL;
     if (partitions < 1) {
         PyErr_SetString(PyExc_ValueError, "partitions must be positive");
         return NULL;
     }
+    /* A private copy: the allocations between the two passes can run finalizers,
+     * which must not be able to change what was routed. */
+    PyObject *items = PyList_GetSlice(given, 0, PyList_GET_SIZE(given));
+    if (items == NULL)
+        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(items);
     /* Pass 1: the partition of every item, and how many each partition gets.
      * Pass 2: lists of exactly that size, filled in order (no regrowth). */
@@ -800,27 +805,23 @@ route(PyObject *self, PyObject *args)
         PyObject *index = PyLong_FromSsize_t(p);
         if (index == NULL)
             goto fail;
-        /* Allocating can run the cycle collector, and with it finalizers: never
-         * read past the end of a list that changed meanwhile. */
-        if (PyList_GET_SIZE(items) != n) {
-            Py_DECREF(index);
-            PyErr_SetString(PyExc_RuntimeError, "the list of messages changed while it was routed");
-            goto fail;
-        }
         PyList_SET_ITEM(routes, i, index);
         PyObject *m = PyList_GET_ITEM(items, i);
         PyList_SET_ITEM(PyList_GET_ITEM(groups, p), sizes[p]++, Py_NewRef(m));
     }
     PyMem_Free(sizes);
     PyMem_Free(chosen);
+    Py_DECREF(items);
     return Py_BuildValue("(NNn)", routes, groups, next_rr);
 other:
     PyMem_Free(sizes);
     PyMem_Free(chosen);
+    Py_DECREF(items);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(sizes);
     PyMem_Free(chosen);
+    Py_DECREF(items);
     Py_XDECREF(routes);
     Py_XDECREF(groups);
     return NULL;
@@ -839,7 +840,13 @@ number(PyObject *self, PyObject *args)
     if (next == NULL)
         return PyErr_NoMemory();
     for (Py_ssize_t p = 0; p < partitions; p++) {
-        next[p] = PyLong_AsLongLong(PyList_GET_ITEM(starts, p));
+        PyObject *start = PyList_GET_ITEM(starts, p);
+        if (!PyLong_CheckExact(start)) { /* no __index__: no Python code in this loop */
+            PyErr_SetString(PyExc_TypeError, "starts must be ints");
+            PyMem_Free(next);
+            return NULL;
+        }
+        next[p] = PyLong_AsLongLong(start);
         if (next[p] == -1 && PyErr_Occurred()) {
             PyMem_Free(next);
             return NULL;
@@ -858,11 +865,14 @@ number(PyObject *self, PyObject *args)
             PyMem_Free(next);
             return NULL;
         }
-        PyObject *route = PyList_GET_ITEM(routes, i);
-        Py_ssize_t p = PyLong_AsSsize_t(route);
+        /* Our own reference: the allocations below can run finalizers that
+         * replace the list's items. */
+        PyObject *route = Py_NewRef(PyList_GET_ITEM(routes, i));
+        Py_ssize_t p = PyLong_CheckExact(route) ? PyLong_AsSsize_t(route) : -1;
         if ((p == -1 && PyErr_Occurred()) || p < 0 || p >= partitions) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_IndexError, "route outside the partitions");
+            Py_DECREF(route);
             Py_DECREF(out);
             PyMem_Free(next);
             return NULL;
@@ -871,11 +881,12 @@ number(PyObject *self, PyObject *args)
         PyObject *pair = offset == NULL ? NULL : PyTuple_New(2);
         if (pair == NULL) {
             Py_XDECREF(offset);
+            Py_DECREF(route);
             Py_DECREF(out);
             PyMem_Free(next);
             return NULL;
         }
-        PyTuple_SET_ITEM(pair, 0, Py_NewRef(route));
+        PyTuple_SET_ITEM(pair, 0, route); /* our reference moves into the tuple */
         PyTuple_SET_ITEM(pair, 1, offset);
         PyObject_GC_UnTrack(pair); /* two ints: no cycle, nothing for the collector */
         PyList_SET_ITEM(out, i, pair);

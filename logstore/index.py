@@ -108,18 +108,18 @@ class _Index:
         The zeros keep the file's data showing the count (a zero entry ends them).
         """
         if self._written > entry:
+            # Lowered first: even if zeroing fails, the next trim rewrites these
+            # slots or cuts them off, and an unclean open rebuilds the index.
+            stale, self._written = self._written, entry
             try:
                 fd = os.open(self.path, os.O_WRONLY)
             except FileNotFoundError:
                 self._written = 0  # gone: the next write rewrites it whole
                 return
             try:
-                write_all(
-                    fd, bytes((self._written - entry) * self.ENTRY_SIZE), entry * self.ENTRY_SIZE
-                )
+                write_all(fd, bytes((stale - entry) * self.ENTRY_SIZE), entry * self.ENTRY_SIZE)
             finally:
                 os.close(fd)
-            self._written = entry
 
     def _encode(self, start: int) -> bytes:
         """Entries from ``start`` on, in the file's layout."""

@@ -529,18 +529,23 @@ class Log:
         """
         data = bytearray(buf)
         headers = []
-        for pos, header in batch.iter_batches(data):
-            batch.decode_records(data, pos, header)  # validates every record
+        pos = 0
+        while pos < len(data):
+            if len(data) - pos >= 8:
+                # The log assigns the offsets: whatever base offset the sender put
+                # there (0, -1...), every record is checked counting from 0.
+                batch.set_base_offset(data, pos, 0)
+            header = batch.read_header(data, pos)
+            records = batch.decode_records(data, pos, header)  # validates every record
             if header.size > self._config.max_message_bytes:
                 raise RecordTooLarge(
                     f"batch at byte {pos} is {header.size} bytes, over max_message_bytes "
                     f"{self._config.max_message_bytes}"
                 )
-            if self._config.compacted and any(
-                r.key is None for r in batch.decode_records(data, pos, header)
-            ):
+            if self._config.compacted and any(r.key is None for r in records):
                 raise InvalidRecordError("a compacted log cannot accept a record without a key")
             headers.append((pos, header))
+            pos += header.size
         with self._lock:
             self._check_open()
             base = self._end_offset
@@ -1111,18 +1116,24 @@ class Log:
                 raise OffsetOutOfRange(
                     f"cannot truncate to {offset}, below the start offset {self._start_offset}"
                 )
-            doomed = [s for s in self._segments.values() if s.base_offset >= offset]
-            for seg in doomed:
-                del self._segments[seg.base_offset]
-            self._delete_segments(doomed)
-            if not self._segments:
-                self._add_segment(offset)
-            else:
-                seg = self._segments.values()[-1]
-                if seg is not self._active:
-                    seg.activate()
-                    self._active = seg
-                self._truncate_segment(seg, offset)
+            try:
+                doomed = [s for s in self._segments.values() if s.base_offset >= offset]
+                for seg in doomed:
+                    del self._segments[seg.base_offset]
+                self._delete_segments(doomed)
+                if not self._segments:
+                    self._add_segment(offset)
+                else:
+                    seg = self._segments.values()[-1]
+                    if seg is not self._active:
+                        seg.activate()
+                        self._active = seg
+                    self._truncate_segment(seg, offset)
+            except OSError:
+                # Files are partly cut: the state in memory no longer matches them.
+                # Close without the clean marker; the next open recovers from the files.
+                self._abandon()
+                raise
             self._end_offset = offset
             self._truncations += 1  # a compaction round started before this is void
             self._flushed_offset = min(self._flushed_offset, offset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import crc32c
 import pytest
 
 import logstore
@@ -44,6 +45,30 @@ def test_append_batches_assigns_offsets_by_rewriting_only_the_base_offset(
     assert [(r.offset, r.value) for r in log.read(1)] == [
         (1 + 4 * b + i, b"value-%d-%d" % (b, i)) for b in range(3) for i in range(4)
     ]
+
+
+@pytest.mark.parametrize("sent_base", [-1, 5, -(1 << 63), (1 << 63) - 1])
+def test_append_batches_ignores_the_base_offset_a_sender_wrote(
+    open_log: OpenLog, sent_base: int
+) -> None:
+    # The base offset is the log's to assign (outside the CRC): whatever a sender
+    # put there, every record is checked and stored, none skipped as "below 0".
+    log = open_log()
+    sent = bytearray(_producer_batches(2, 3))
+    sent[0:8] = sent_base.to_bytes(8, "big", signed=True)
+    assert log.append_batches(sent) == range(0, 6)
+    assert [(r.offset, r.value) for r in log.read(0)] == [
+        (3 * b + i, b"value-%d-%d" % (b, i)) for b in range(2) for i in range(3)
+    ]
+    # A malformed record under a valid CRC (the sender checksummed garbage) is
+    # refused too: with a negative base offset it used to be skipped unchecked.
+    bad = bytearray(batch.encode_batch([(b"v", b"k", (), 0)] * 3, base_offset=0))
+    bad[batch.HEADER_SIZE] = 0x7E  # first record's length varint: 63 bytes, past the end
+    bad[17:21] = crc32c.crc32c(bytes(bad[21:])).to_bytes(4, "big")
+    bad[0:8] = sent_base.to_bytes(8, "big", signed=True)
+    with pytest.raises(CorruptLogError, match="record"):
+        log.append_batches(bad)
+    assert log.end_offset == 6
 
 
 def test_append_batches_refuses_a_bad_batch_and_writes_nothing(open_log: OpenLog) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 import logstore
 from logstore import CorruptLogError, LogConfig
+from logstore import index as index_module
 from logstore import segment as segment_module
 
 from .conftest import FakeClock, OpenLog
@@ -354,6 +355,41 @@ def test_a_write_that_cannot_be_undone_closes_the_log(
     assert not (log_dir / ".kafka_cleanshutdown").exists()
     with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:  # recovery cuts it
         assert [r.value for r in reopened.scan()] == [b"kept"]
+
+
+def test_a_truncate_that_fails_halfway_closes_the_log(
+    open_log: OpenLog, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = LogConfig(fsync="never", index_interval_bytes=100)
+    log = open_log(config=config)
+    for i in range(40):
+        log.append(b"a%02d" % i * 50, timestamp=1000 + i)
+    log.close()  # every index entry is in the files now
+    log = open_log(config=config)
+    records = list(log.scan())
+    real = index_module.write_all
+
+    def fail_zeroing(fd: int, data: bytes, position: int) -> None:
+        if data and not any(data):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd, data, position)
+
+    monkeypatch.setattr(index_module, "write_all", fail_zeroing)
+    with pytest.raises(OSError):
+        log.truncate(10)  # the .log is cut, then zeroing the index entries fails
+    monkeypatch.undo()
+    with pytest.raises(logstore.LogClosedError):  # no append on a state that lies
+        log.append(b"more")
+    assert not (log_dir / ".kafka_cleanshutdown").exists()
+    with logstore.Log.open(log_dir, config) as reopened:
+        assert list(reopened.scan()) == records[:10]
+        for i in range(40):  # batches of another size: stale index entries would show
+            reopened.append(b"b%02d" % i * 30, timestamp=5000 + i)
+        expected = list(reopened.scan())
+    with logstore.Log.open(log_dir, config) as clean:
+        for r in expected:
+            assert clean.read(r.offset, max_records=1) == [r]
+            assert clean.offset_for_timestamp(r.timestamp) == r.offset
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

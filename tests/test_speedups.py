@@ -195,44 +195,76 @@ def test_no_memory_leak_over_100k_encodes_and_decodes() -> None:
     assert grown < 4096, f"RSS grew by {grown} KiB over 100k encode/decode cycles"
 
 
-def test_routing_and_wrapping_refuse_a_list_changed_by_a_collection() -> None:
+def _during_collections(call: object, victim: list, change: object) -> object:
+    """Run ``call()`` with a cycle collection at almost every allocation, ``change``
+    applied to ``victim`` at the first one; try again (up to 20 times) while that
+    collection comes before the C loop starts (the call's own argument tuple).
+
+    Returns what the call returned or raised (``RuntimeError``) with the change
+    made inside it; fails the test if that never happened.
+    """
+    full = list(victim)
+    thresholds = gc.get_threshold()
+    for _ in range(20):
+        victim[:] = full
+        changed: list[int] = []
+
+        def hook(phase: str, info: dict, changed: list[int] = changed) -> None:
+            if phase == "start" and not changed:
+                changed.append(len(victim))
+                change(victim)  # type: ignore[operator]
+
+        gc.collect(0)
+        gc.callbacks.append(hook)
+        gc.set_threshold(1)
+        try:
+            result: object = call()  # type: ignore[operator]
+        except RuntimeError as exc:
+            result = exc
+        finally:
+            gc.set_threshold(*thresholds)
+            gc.callbacks.remove(hook)
+            victim[:] = full
+        if isinstance(result, RuntimeError) or (result and changed):
+            return result
+    pytest.fail("the list never changed inside the call")
+
+
+def test_c_helpers_survive_a_list_changed_by_a_finalizer_mid_call() -> None:
     """A finalizer run by an allocation can change a list the C loop is reading.
 
-    A cycle-collector callback, with the threshold at 1 (a collection at
-    almost every allocation), empties the list at the first collection. Each
-    helper must raise instead of reading past the list's new end. That first
-    collection can also come before the C loop starts (the call's own argument
-    tuple): then the call sees an empty list, and the attempt is made again.
+    ``route`` works on its own copy, so the caller's list changing mid-call
+    changes nothing routed; ``number`` and ``wrap`` raise instead of reading
+    past the end of a list that shrank, and hold their own reference to each
+    item they read, so a replaced item is never used after it is freed.
     """
     from logstore.model import ConsumedRecord, Record
-    from logstore.partitioner import number, route_many, wrap
-
-    def emptied_during(call: object, victim: list) -> None:
-        full = list(victim)
-
-        def empty(phase: str, info: dict) -> None:
-            if phase == "start":
-                victim.clear()
-
-        thresholds = gc.get_threshold()
-        for _ in range(20):
-            victim[:] = full
-            gc.collect(0)
-            gc.callbacks.append(empty)
-            gc.set_threshold(1)
-            try:
-                call()  # type: ignore[operator]
-            except RuntimeError as exc:
-                assert "changed while" in str(exc)
-                return
-            finally:
-                gc.set_threshold(*thresholds)
-                gc.callbacks.remove(empty)
-        pytest.fail("the list never changed inside the call: no RuntimeError")
+    from logstore.partitioner import number, partition_for, route_many, wrap
 
     messages = [logstore.Message(b"v", key=b"k%d" % i) for i in range(5000)]
-    emptied_during(lambda: route_many(messages, 300, 0), messages)
+    expected = [partition_for(m.key, 300) for m in messages]  # type: ignore[arg-type]
+    routed = _during_collections(lambda: route_many(messages, 300, 0), messages, list.clear)
+    assert isinstance(routed, tuple)
+    routes, groups, _ = routed
+    assert routes == expected
+    assert groups == [[m for m, p in zip(messages, expected) if p == q] for q in range(300)]
+
     routes = [i % 300 for i in range(5000)]
-    emptied_during(lambda: number(routes, [1000] * 300), routes)
+    shrunk = _during_collections(lambda: number(routes, [1000] * 300), routes, list.clear)
+    assert isinstance(shrunk, RuntimeError) and "changed while" in str(shrunk)
+    # Items replaced (same length): each pair holds a route object it kept alive.
+    zeroed = _during_collections(
+        lambda: number(routes, [1000] * 300),
+        routes,
+        lambda v: v.__setitem__(slice(None), [0] * len(v)),
+    )
+    assert isinstance(zeroed, list) and len(zeroed) == 5000
+    for q in range(300):
+        offsets = [o for p, o in zeroed if p == q]
+        assert offsets == list(range(1000, 1000 + len(offsets)))
+
     records = [Record(i, 0, None, b"v", ()) for i in range(5000)]
-    emptied_during(lambda: wrap(records, "t", 1, ConsumedRecord), records)
+    wrapped = _during_collections(
+        lambda: wrap(records, "t", 1, ConsumedRecord), records, list.clear
+    )
+    assert isinstance(wrapped, RuntimeError) and "changed while" in str(wrapped)
