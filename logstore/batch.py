@@ -249,6 +249,36 @@ def decode_records(
     h = header if header is not None else read_header(buf, pos, verify_crc=verify_crc)
     if max_records == 0:
         return []
+    return _decode(buf, pos, h, min_offset, -1 if max_records is None else max_records)
+
+
+def decode_keys(
+    buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader
+) -> list[tuple[int, bytes | None]]:
+    """``(offset, key)`` of every record of a checked batch: the cleaner's first pass.
+
+    Raises ``CorruptLogError`` like ``decode_records``. The pure decoder steps
+    over values and headers by the record's length; the compiled one builds
+    whole records, which is still faster than skipping in Python.
+    """
+    if _C is not None:
+        return [(r[0], r[2]) for r in _decode(buf, pos, header, 0, -1)]
+    return _decode(buf, pos, header, 0, -1, keys_only=True)
+
+
+def _decode(
+    buf: bytes | bytearray | memoryview,
+    pos: int,
+    h: BatchHeader,
+    min_offset: int,
+    max_records: int,
+    *,
+    keys_only: bool = False,
+) -> list[Any]:
+    """Decompress the records section of the batch at ``buf[pos]`` and decode it.
+
+    Errors are reported at ``pos`` with where in the section they were found.
+    """
     end = pos + LOG_OVERHEAD + h.batch_length
     codec = h.attributes & CODEC_MASK
     data: bytes | memoryview
@@ -262,7 +292,9 @@ def decode_records(
         except CorruptLogError as exc:
             raise CorruptLogError(exc.reason, position=pos, kind=exc.kind) from None
     try:
-        return _decode_section(data, h, min_offset, -1 if max_records is None else max_records)
+        if keys_only:
+            return _py_decode_section(bytes(data), h, min_offset, max_records, keys_only=True)
+        return _decode_section(data, h, min_offset, max_records)
     except CorruptLogError as exc:
         where = "decompressed records section" if codec else "batch"
         raise CorruptLogError(
@@ -271,9 +303,12 @@ def decode_records(
 
 
 def _py_decode_section(
-    data: bytes, h: BatchHeader, min_offset: int, max_records: int = -1
-) -> list[Record]:
+    data: bytes, h: BatchHeader, min_offset: int, max_records: int = -1, *, keys_only: bool = False
+) -> list[Any]:
     """Parse ``h.record_count`` records filling ``data`` exactly (stop at ``max_records`` built).
+
+    ``keys_only`` gives ``(offset, key)`` pairs and steps over the rest of each
+    record by its length (checked as far as the key).
 
     The loop is the read hot path: varints of one and two bytes are decoded
     inline, and bounds are checked once per record (``pos == rec_end``) rather
@@ -292,7 +327,7 @@ def _py_decode_section(
     base_ts = h.base_timestamp
     fixed_ts = h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None
     skip_below = min_offset - base_offset
-    out: list[Record] = []
+    out: list[Any] = []
     append = out.append
     new = _new_record
     empty = _EMPTY
@@ -361,6 +396,16 @@ def _py_decode_section(
             else:
                 key = data[pos : pos + n]
                 pos += n
+            if keys_only:
+                if pos > rec_end:
+                    raise CorruptLogError(
+                        f"key of {n} bytes overruns its record",
+                        position=start,
+                        kind="invalid_records",
+                    )
+                append((base_offset + delta, key))
+                pos = rec_end
+                continue
             b = data[pos]
             if b < 0x80:
                 n = (b >> 1) ^ -(b & 1)
@@ -420,81 +465,6 @@ def _py_decode_section(
             f"offset delta {prev_delta} exceeds the batch's last offset delta "
             f"{h.last_offset_delta}",
             position=0,
-            kind="invalid_records",
-        )
-    return out
-
-
-def decode_keys(
-    buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader
-) -> list[tuple[int, bytes | None]]:
-    """``(offset, key)`` of every record of a checked batch, without values or headers.
-
-    The cleaner's first pass only needs keys: this skips everything else of a
-    record by its length prefix. Raises ``CorruptLogError`` like ``decode_records``.
-    """
-    end = pos + LOG_OVERHEAD + header.batch_length
-    codec = header.attributes & CODEC_MASK
-    if codec == compression.NONE:
-        data = bytes(memoryview(buf)[pos + HEADER_SIZE : end])
-    else:
-        data = compression.decompress(codec, memoryview(buf)[pos + HEADER_SIZE : end])
-    base_offset = header.base_offset
-    varint = decode_varint
-    limit = len(data)
-    out: list[tuple[int, bytes | None]] = []
-    append = out.append
-    at = 0
-    try:
-        for _ in range(header.record_count):
-            b = data[at]
-            if b < 0x80:  # one- and two-byte varints inline, as in _decode_section
-                length = (b >> 1) ^ -(b & 1)
-                at += 1
-            elif data[at + 1] < 0x80:
-                z = (b & 0x7F) | (data[at + 1] << 7)
-                length = (z >> 1) ^ -(z & 1)
-                at += 2
-            else:
-                length, at = varint(data, at, MAX_VARINT_BYTES)
-            rec_end = at + length
-            if length < 6 or rec_end > limit:
-                raise CorruptLogError(
-                    f"record length {length} is invalid or overruns the data",
-                    position=pos,
-                    kind="invalid_records",
-                )
-            at += 1  # attributes
-            if data[at] < 0x80:  # timestamp delta, not needed
-                at += 1
-            else:
-                _, at = varint(data, at, MAX_VARLONG_BYTES)
-            b = data[at]
-            if b < 0x80:
-                delta = (b >> 1) ^ -(b & 1)
-                at += 1
-            elif data[at + 1] < 0x80:
-                z = (b & 0x7F) | (data[at + 1] << 7)
-                delta = (z >> 1) ^ -(z & 1)
-                at += 2
-            else:
-                delta, at = varint(data, at, MAX_VARINT_BYTES)
-            b = data[at]
-            if b < 0x80:
-                n = (b >> 1) ^ -(b & 1)
-                at += 1
-            else:
-                n, at = varint(data, at, MAX_VARINT_BYTES)
-            append((base_offset + delta, None if n < 0 else data[at : at + n]))
-            at = rec_end
-    except IndexError:
-        raise CorruptLogError(
-            "record runs past the end of the records section", position=pos, kind="invalid_records"
-        ) from None
-    if at != limit:
-        raise CorruptLogError(
-            f"{limit - at} bytes left over after {header.record_count} records",
-            position=pos,
             kind="invalid_records",
         )
     return out
