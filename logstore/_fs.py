@@ -1,4 +1,4 @@
-"""File names, suffixes, durable file operations and the directory lock.
+"""File names, suffixes, durable file operations, the directory lock, closing.
 
 The only module that knows file suffixes and how to make a create, rename or
 replacement durable. Knows nothing of what the files contain.
@@ -13,7 +13,8 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, TypeVar
 
 from .errors import LogLockedError
 
@@ -28,6 +29,28 @@ SWAP_SUFFIX = ".swap"
 CORRUPT_INFIX = ".corrupt-"
 
 LOCK_FILE = ".lock"
+
+_Self = TypeVar("_Self", bound="Closing")
+
+
+class Closing:
+    """``with`` for the objects that hold files and locks: the block's end closes them."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"

@@ -21,11 +21,10 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
 from typing import Any
 
 from . import _offsets
-from ._fs import DirectoryLock, HandleCache, atomic_write
+from ._fs import Closing, DirectoryLock, HandleCache, atomic_write
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
 from .errors import (
@@ -143,7 +142,7 @@ class Topic:
         return f"<logstore.Topic {self.name} partitions={self.partitions}>"
 
 
-class Broker:
+class Broker(Closing):
     """Topics of partitioned logs under one root directory, with consumer groups.
 
     Use ``Broker.open``. Safe to use from several threads; one process per root.
@@ -233,17 +232,6 @@ class Broker:
         except BaseException:
             lock.release()
             raise
-
-    def __enter__(self) -> Broker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------ loading
 

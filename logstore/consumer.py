@@ -15,9 +15,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
 from . import _offsets
+from ._fs import Closing
 from ._offsets import GroupPartition
 from .errors import LogClosedError, OffsetOutOfRange
 from .log import Log
@@ -149,7 +149,7 @@ class GroupCoordinator:
             member._assign(plan[member.member_id])
 
 
-class Consumer:
+class Consumer(Closing):
     """Reads records of its group's share of ``topics``; commits positions durably.
 
     Use one ``Consumer`` from one thread at a time (as with Kafka's consumer);
@@ -196,17 +196,6 @@ class Consumer:
             partitions_of(topic)  # UnknownTopicError now, not at the first poll
         self.member_id = coordinator.next_member_id(group)
         coordinator.join(self)
-
-    def __enter__(self) -> Consumer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def assignment(self) -> list[TopicPartition]:

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from types import TracebackType
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -27,6 +26,7 @@ from ._fs import (
     DELETED_SUFFIX,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
+    Closing,
     DirectoryLock,
     HandleCache,
     atomic_write,
@@ -134,7 +134,7 @@ def _check_timestamp(ts: object) -> int:
     return ts
 
 
-class Log:
+class Log(Closing):
     """An append-only, segmented partition log in Kafka's on-disk format.
 
     Safe to use from several threads. One process at a time may open a
@@ -270,17 +270,6 @@ class Log:
             raise
         log.close()
         return loaded.actions
-
-    def __enter__(self) -> Log:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"[{self._start_offset}, {self._end_offset})"
