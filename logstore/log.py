@@ -611,7 +611,7 @@ class Log(Closing):
         new = self._add_segment(self._end_offset)
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
-            self._write_recovery_point()
+            self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
         config = self._config
         if config.deletes and (
             config.retention_bytes is not None
@@ -711,7 +711,7 @@ class Log(Closing):
                         seg.adopt(self._handles)
                         self._segments[seg.base_offset] = seg
                     self._cleaner_offset = end
-                    self._write_cleaner_offset()
+                    self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
                 if not dirty or end >= dirty[-1].next_offset:
                     break
         return dataclasses.replace(
@@ -749,13 +749,6 @@ class Log(Closing):
             return
         if self.dirty_ratio() > self._config.min_cleanable_dirty_ratio:
             self.compact()
-
-    def _write_cleaner_offset(self) -> None:
-        topic, partition = self._topic_partition
-        write_checkpoint(
-            os.path.join(self._path, CLEANER_CHECKPOINT_FILE),
-            [(topic, partition, self._cleaner_offset)],
-        )
 
     # ------------------------------------------------------------ retention
 
@@ -827,7 +820,7 @@ class Log(Closing):
             self._delete_segments(going)
             if start > self._start_offset:
                 self._start_offset = start
-                self._write_start_offset()
+                self._checkpoint(LOG_START_FILE, self._start_offset)
         return RetentionResult(
             removed=tuple(removed),
             kept_by_archive_failure=tuple(kept),
@@ -843,7 +836,7 @@ class Log(Closing):
         with self._lock:
             self._check_open()
             self._flush_locked()
-            self._write_recovery_point()
+            self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
 
     def _flush_locked(self) -> None:
         for seg in self._segments.values():  # rolled with fsync="never": not yet synced
@@ -863,18 +856,10 @@ class Log(Closing):
                 if self._flushed_offset < self._end_offset:
                     self._flush_locked()
 
-    def _write_recovery_point(self) -> None:
+    def _checkpoint(self, name: str, offset: int) -> None:
+        """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
         topic, partition = self._topic_partition
-        write_checkpoint(
-            os.path.join(self._path, RECOVERY_POINT_FILE),
-            [(topic, partition, self._flushed_offset)],
-        )
-
-    def _write_start_offset(self) -> None:
-        topic, partition = self._topic_partition
-        write_checkpoint(
-            os.path.join(self._path, LOG_START_FILE), [(topic, partition, self._start_offset)]
-        )
+        write_checkpoint(os.path.join(self._path, name), [(topic, partition, offset)])
 
     # ------------------------------------------------------------ reading
 
@@ -1127,10 +1112,10 @@ class Log(Closing):
             self._truncations += 1  # a compaction round started before this is void
             self._flushed_offset = min(self._flushed_offset, offset)
             self._active.flush()
-            self._write_recovery_point()
+            self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
             if self._cleaner_offset > offset:  # re-appended records are dirty again
                 self._cleaner_offset = offset
-                self._write_cleaner_offset()
+                self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
 
     def _truncate_segment(self, seg: Segment, offset: int) -> None:
         position, header = seg.find_position(offset, seg.size)
@@ -1187,7 +1172,7 @@ class Log(Closing):
             if offset <= self._start_offset:
                 return
             self._start_offset = offset
-            self._write_start_offset()
+            self._checkpoint(LOG_START_FILE, self._start_offset)
             segs = list(self._segments.values())
             doomed = [s for s, nxt in itertools.pairwise(segs) if nxt.base_offset <= offset]
             for seg in doomed:
@@ -1244,8 +1229,8 @@ class Log(Closing):
                 self._flush_locked()
                 for seg in self._segments.values():
                     seg.close()  # the active one is sealed: indexes written and fsynced
-                self._write_recovery_point()
-                self._write_start_offset()
+                self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
+                self._checkpoint(LOG_START_FILE, self._start_offset)
                 atomic_write(
                     os.path.join(self._path, CLEAN_SHUTDOWN_FILE), b'{"version":0,"brokerEpoch":-1}'
                 )
