@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +24,30 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DATA = Path(__file__).parent / "data"
 VECTORS = DATA / "kafka-python"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child interpreter that imports this checkout's ``logstore``."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("LOGSTORE_CRASH_AT", None)
+    env.update(extra)
+    return env
+
+
+def run_python(
+    code: str, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (``child_env`` unless given) and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=child_env() if env is None else env,
+        check=False,
+    )
 
 
 class FakeClock:

@@ -28,9 +28,8 @@ import pytest
 import logstore
 from logstore import Message
 
-from .conftest import DATA, FakeClock
+from .conftest import DATA, REPO, FakeClock, child_env, run_python
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = logstore.LogConfig(fsync="never")
 METADATA = "logstore-topics.json"
 OFFSETS_DIR = "__consumer_offsets-0"
@@ -79,10 +78,6 @@ def batch_headers(partition_dir: Path) -> list[tuple[int, int]]:
             pos += 12 + length
         assert pos == len(data), f"{path}: trailing bytes after the last batch"
     return out
-
-
-def child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(REPO))
 
 
 def read_lines_until(proc: subprocess.Popen[bytes], wanted: str, timeout: float) -> list[str]:
@@ -283,15 +278,7 @@ def test_delete_topic_interrupted_by_a_crash_stays_deleted(
     """A crash inside ``delete_topic`` (the metadata already marks the topic as being
     deleted) is finished by the next open: the topic, its files and offsets are gone."""
     root = tmp_path / "root"
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD_DELETE_CRASH), str(root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=child_env(),
-        cwd=REPO,
-        check=False,
-    )
+    done = run_python(CHILD_DELETE_CRASH, str(root), timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert json.loads((root / METADATA).read_text())["topics"]["t"]["deleting"] is True
     with open_broker(root, clock) as broker:
@@ -831,15 +818,7 @@ def test_more_segments_than_max_open_files(tmp_path: Path, clock: FakeClock) -> 
         for p in (0, 1):
             assert [[r.offset, r.value.decode()] for r in topic.partition(p).scan()] == expected[p]
 
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD_FD_LIMIT), str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=child_env(),
-        cwd=REPO,
-        check=False,
-    )
+    done = run_python(CHILD_FD_LIMIT, str(root))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["scanned"] == {str(p): expected[p] for p in (0, 1)}

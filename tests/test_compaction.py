@@ -30,9 +30,8 @@ from hypothesis import strategies as st
 import logstore
 from logstore import InvalidRecordError, LogConfig, Message, Record
 
-from .conftest import FakeClock, OpenLog
+from .conftest import FakeClock, OpenLog, child_env, run_python
 
-REPO = Path(__file__).resolve().parent.parent
 NOW = FakeClock().now_ms
 LEFTOVER_SUFFIXES = (".cleaned", ".swap", ".deleted")
 
@@ -716,18 +715,8 @@ def crash_fixture(
 def run_child(
     path: Path, segment_bytes: int, crash_at: str | None
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("LOGSTORE_CRASH_AT", None)
-    if crash_at is not None:
-        env["LOGSTORE_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(path), str(segment_bytes)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    env = child_env() if crash_at is None else child_env(LOGSTORE_CRASH_AT=crash_at)
+    return run_python(CHILD, str(path), str(segment_bytes), env=env)
 
 
 @pytest.mark.parametrize(
@@ -816,8 +805,7 @@ def test_sigkill_during_compaction(tmp_path: Path) -> None:
     shutil.rmtree(probe)
     window_ms = max(compaction_ms * 1.3, 100.0)  # kills land before, inside and after it
 
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("LOGSTORE_CRASH_AT", None)
+    env = child_env()
     for round_ in range(15):
         path = tmp_path / f"r{round_}-0"
         shutil.copytree(pre_dir, path)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import random
 import struct
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -17,24 +14,9 @@ import pytest
 import logstore
 from logstore import Message, Record
 
-from .conftest import FakeClock, OpenLog
+from .conftest import FakeClock, OpenLog, run_python
 
-REPO = Path(__file__).resolve().parent.parent
 NOW = FakeClock().now_ms  # the fake clock's start time
-
-
-def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that imports this checkout's ``logstore``."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env=env,
-        check=False,
-    )
 
 
 def segment_files(directory: Path) -> list[str]:
