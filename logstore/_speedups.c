@@ -764,10 +764,10 @@ route(PyObject *self, PyObject *args)
      * Pass 2: lists of exactly that size, filled in order (no regrowth). */
     Py_ssize_t *sizes = PyMem_Calloc((size_t)partitions, sizeof(Py_ssize_t));
     Py_ssize_t *chosen = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
-    PyObject *routes = NULL, *groups = NULL;
+    PyObject *routes = NULL, *groups = NULL, *result = NULL;
     if (sizes == NULL || chosen == NULL) {
         PyErr_NoMemory();
-        goto fail;
+        goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *m = PyList_GET_ITEM(items, i);
@@ -792,11 +792,11 @@ route(PyObject *self, PyObject *args)
     routes = PyList_New(n);
     groups = PyList_New(partitions);
     if (routes == NULL || groups == NULL)
-        goto fail;
+        goto done;
     for (Py_ssize_t p = 0; p < partitions; p++) {
         PyObject *group = PyList_New(sizes[p]);
         if (group == NULL)
-            goto fail;
+            goto done;
         PyList_SET_ITEM(groups, p, group);
         sizes[p] = 0; /* from here on: how many are filled */
     }
@@ -804,27 +804,23 @@ route(PyObject *self, PyObject *args)
         Py_ssize_t p = chosen[i];
         PyObject *index = PyLong_FromSsize_t(p);
         if (index == NULL)
-            goto fail;
+            goto done;
         PyList_SET_ITEM(routes, i, index);
         PyObject *m = PyList_GET_ITEM(items, i);
         PyList_SET_ITEM(PyList_GET_ITEM(groups, p), sizes[p]++, Py_NewRef(m));
     }
-    PyMem_Free(sizes);
-    PyMem_Free(chosen);
-    Py_DECREF(items);
-    return Py_BuildValue("(NNn)", routes, groups, next_rr);
+    result = Py_BuildValue("(NNn)", routes, groups, next_rr);
+    routes = groups = NULL; /* "N" took them */
+    goto done;
 other:
-    PyMem_Free(sizes);
-    PyMem_Free(chosen);
-    Py_DECREF(items);
-    Py_RETURN_NONE;
-fail:
+    result = Py_NewRef(Py_None);
+done: /* with result NULL: an error is set */
     PyMem_Free(sizes);
     PyMem_Free(chosen);
     Py_DECREF(items);
     Py_XDECREF(routes);
     Py_XDECREF(groups);
-    return NULL;
+    return result;
 }
 
 /* number(routes, starts) -> [(partition, offset)]: item i gets the next offset of its
@@ -839,52 +835,43 @@ number(PyObject *self, PyObject *args)
     long long *next = PyMem_Malloc(sizeof(long long) * (partitions ? partitions : 1));
     if (next == NULL)
         return PyErr_NoMemory();
+    PyObject *out = NULL;
     for (Py_ssize_t p = 0; p < partitions; p++) {
         PyObject *start = PyList_GET_ITEM(starts, p);
         if (!PyLong_CheckExact(start)) { /* no __index__: no Python code in this loop */
             PyErr_SetString(PyExc_TypeError, "starts must be ints");
-            PyMem_Free(next);
-            return NULL;
+            goto fail;
         }
         next[p] = PyLong_AsLongLong(start);
-        if (next[p] == -1 && PyErr_Occurred()) {
-            PyMem_Free(next);
-            return NULL;
-        }
+        if (next[p] == -1 && PyErr_Occurred())
+            goto fail;
     }
     Py_ssize_t n = PyList_GET_SIZE(routes);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) {
-        PyMem_Free(next);
-        return NULL;
-    }
+    out = PyList_New(n);
+    if (out == NULL)
+        goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (PyList_GET_SIZE(routes) != n) { /* a finalizer run by an allocation changed it */
             PyErr_SetString(PyExc_RuntimeError, "the routes changed while they were numbered");
-            Py_DECREF(out);
-            PyMem_Free(next);
-            return NULL;
+            goto fail;
         }
         /* Our own reference: the allocations below can run finalizers that
          * replace the list's items. */
         PyObject *route = Py_NewRef(PyList_GET_ITEM(routes, i));
         Py_ssize_t p = PyLong_CheckExact(route) ? PyLong_AsSsize_t(route) : -1;
+        PyObject *offset = NULL, *pair = NULL;
         if ((p == -1 && PyErr_Occurred()) || p < 0 || p >= partitions) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_IndexError, "route outside the partitions");
-            Py_DECREF(route);
-            Py_DECREF(out);
-            PyMem_Free(next);
-            return NULL;
         }
-        PyObject *offset = PyLong_FromLongLong(next[p]++);
-        PyObject *pair = offset == NULL ? NULL : PyTuple_New(2);
+        else {
+            offset = PyLong_FromLongLong(next[p]++);
+            pair = offset == NULL ? NULL : PyTuple_New(2);
+        }
         if (pair == NULL) {
             Py_XDECREF(offset);
             Py_DECREF(route);
-            Py_DECREF(out);
-            PyMem_Free(next);
-            return NULL;
+            goto fail;
         }
         PyTuple_SET_ITEM(pair, 0, route); /* our reference moves into the tuple */
         PyTuple_SET_ITEM(pair, 1, offset);
@@ -893,6 +880,10 @@ number(PyObject *self, PyObject *args)
     }
     PyMem_Free(next);
     return out;
+fail:
+    PyMem_Free(next);
+    Py_XDECREF(out);
+    return NULL;
 }
 
 /* wrap(records, topic, partition, ConsumedRecord) -> [ConsumedRecord(topic, partition, r)]
