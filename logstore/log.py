@@ -863,6 +863,14 @@ class Log(Closing):
 
     # ------------------------------------------------------------ reading
 
+    def _check_in_range(self, offset: int) -> None:
+        """Raise ``OffsetOutOfRange`` unless ``start_offset <= offset <= end_offset``."""
+        if not self._start_offset <= offset <= self._end_offset:
+            raise OffsetOutOfRange(
+                f"offset {offset} is outside the log's range "
+                f"[{self._start_offset}, {self._end_offset}]"
+            )
+
     def _snapshot(self, offset: int) -> list[tuple[Segment, int]]:
         """Segments from the one holding ``offset``, each with its end position now."""
         segs = self._segments
@@ -889,11 +897,7 @@ class Log(Closing):
                 raise TypeError(f"{name} must be a non-negative int or None, got {limit!r}")
         with self._lock:
             self._check_open()
-            if offset < self._start_offset or offset > self._end_offset:
-                raise OffsetOutOfRange(
-                    f"offset {offset} is outside the log's range "
-                    f"[{self._start_offset}, {self._end_offset}]"
-                )
+            self._check_in_range(offset)
             end_offset = self._end_offset
             if offset == end_offset or max_records == 0:
                 return []
@@ -906,10 +910,7 @@ class Log(Closing):
             if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
                 break
             read_bytes += batch_header.size
-            out.extend(records)
-            if max_records is not None and len(out) >= max_records:
-                del out[max_records:]
-                break
+            out.extend(records)  # never past max_records: the batches stop there
             if max_bytes is not None and read_bytes >= max_bytes and out:
                 break
         return out
@@ -936,33 +937,18 @@ class Log(Closing):
             raise TypeError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
         with self._lock:
             self._check_open()
-            if offset < self._start_offset or offset > self._end_offset:
-                raise OffsetOutOfRange(
-                    f"offset {offset} is outside the log's range "
-                    f"[{self._start_offset}, {self._end_offset}]"
-                )
+            self._check_in_range(offset)
             if offset == self._end_offset:
                 return b""
             snapshot = self._snapshot(offset)
         chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
-        verify = self._config.verify_crc_on_read
         pieces: list[bytes | memoryview] = []
         total = 0
-        first = True
-        expected = -1
-        for seg, end in snapshot:
-            position = 0
-            if first:
-                position, _ = seg.find_position(offset, end)
-                first = False
-            for pos, header, buf, rel in seg.iter_batches(
-                position, end, verify_crc=verify, chunk_bytes=chunk
-            ):
-                expected = _check_follows(header, expected, seg, pos)
-                if pieces and total + header.size > max_bytes:
-                    return b"".join(pieces)
-                pieces.append(memoryview(buf)[rel : rel + header.size])
-                total += header.size
+        for _, _, header, buf, rel in self._stored_batches(snapshot, offset, chunk):
+            if pieces and total + header.size > max_bytes:
+                break
+            pieces.append(memoryview(buf)[rel : rel + header.size])
+            total += header.size
         return b"".join(pieces)
 
     def scan(
@@ -977,11 +963,7 @@ class Log(Closing):
             self._check_open()
             start = self._start_offset if start_offset is None else start_offset
             end = self._end_offset if end_offset is None else min(end_offset, self._end_offset)
-            if start < self._start_offset or start > self._end_offset:
-                raise OffsetOutOfRange(
-                    f"offset {start} is outside the log's range "
-                    f"[{self._start_offset}, {self._end_offset}]"
-                )
+            self._check_in_range(start)
             snapshot = self._snapshot(start) if start < end else []
         return self._scan(snapshot, start, end)
 
@@ -995,7 +977,7 @@ class Log(Closing):
     ) -> Iterator[list[Record]]:
         if not snapshot:
             return
-        for _, records in self._iter_batch_records(snapshot, start, end, None):
+        for _, records in self._iter_batch_records(snapshot, start, end, CHUNK_BYTES):
             if records and records[-1].offset >= end:
                 yield [r for r in records if r.offset < end]
                 return
@@ -1006,7 +988,7 @@ class Log(Closing):
         snapshot: list[tuple[Segment, int]],
         offset: int,
         end_offset: int,
-        chunk: int | None,
+        chunk: int,
         max_records: int | None = None,
     ) -> Iterator[tuple[batch.BatchHeader, list[Record]]]:
         """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``.
@@ -1014,36 +996,43 @@ class Log(Closing):
         With ``max_records``, stops once that many are yielded; the last batch
         is decoded only as far as needed.
         """
-        verify = self._config.verify_crc_on_read
         wanted = max_records
-        first = True
-        expected = -1
-        for seg, end in snapshot:
-            if seg.base_offset >= end_offset:
+        # Segments from end_offset on hold nothing wanted: not even a first read.
+        within = [(seg, end) for seg, end in snapshot if seg.base_offset < end_offset]
+        for seg, pos, header, buf, rel in self._stored_batches(within, offset, chunk):
+            if header.base_offset >= end_offset:
                 return
-            position = 0
-            if first:
-                position, _ = seg.find_position(offset, end)
-                first = False
+            if header.attributes & batch.CONTROL_BIT:
+                continue  # transaction markers occupy offsets but are never delivered
+            try:
+                records = batch.decode_records(
+                    buf, rel, header, min_offset=offset, max_records=wanted
+                )
+            except CorruptLogError as exc:
+                raise exc.located(seg.log_path, pos - rel) from None
+            yield header, records
+            if wanted is not None:
+                wanted -= len(records)
+                if wanted <= 0:
+                    return
+
+    def _stored_batches(
+        self, snapshot: list[tuple[Segment, int]], offset: int, chunk: int
+    ) -> Iterator[tuple[Segment, int, batch.BatchHeader, bytes, int]]:
+        """Batches as stored, from the one holding ``offset`` to the snapshot's end.
+
+        Yields ``(segment, position, header, buffer, offset in buffer)``; every
+        batch is checked to follow the one before (``_check_follows``).
+        """
+        verify = self._config.verify_crc_on_read
+        expected = -1
+        for i, (seg, end) in enumerate(snapshot):
+            position = seg.find_position(offset, end)[0] if i == 0 else 0
             for pos, header, buf, rel in seg.iter_batches(
-                position, end, verify_crc=verify, chunk_bytes=chunk or CHUNK_BYTES
+                position, end, verify_crc=verify, chunk_bytes=chunk
             ):
                 expected = _check_follows(header, expected, seg, pos)
-                if header.base_offset >= end_offset:
-                    return
-                if header.attributes & batch.CONTROL_BIT:
-                    continue  # transaction markers occupy offsets but are never delivered
-                try:
-                    records = batch.decode_records(
-                        buf, rel, header, min_offset=offset, max_records=wanted
-                    )
-                except CorruptLogError as exc:
-                    raise exc.located(seg.log_path, pos - rel) from None
-                yield header, records
-                if wanted is not None:
-                    wanted -= len(records)
-                    if wanted <= 0:
-                        return
+                yield seg, pos, header, buf, rel
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none."""
