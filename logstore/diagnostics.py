@@ -29,7 +29,7 @@ from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
 from .loader import partition_name
 from .model import Record
-from .segment import Segment
+from .segment import Segment, check_follows
 
 __all__ = [
     "PartitionSummary",
@@ -164,22 +164,7 @@ def summarize_segment(
     next_offset = base
     try:
         for position, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=True):
-            if contiguous and header.base_offset != next_offset:
-                raise CorruptLogError(
-                    f"batch base offset {header.base_offset} does not follow offset "
-                    f"{next_offset - 1} (a gap or overlap in a log that was never compacted)",
-                    seg.log_path,
-                    position,
-                    kind="offset_regression",
-                )
-            if header.base_offset < next_offset:
-                raise CorruptLogError(
-                    f"batch base offset {header.base_offset} overlaps or goes back "
-                    f"(expected at least {next_offset})",
-                    seg.log_path,
-                    position,
-                    kind="offset_regression",
-                )
+            check_follows(header, next_offset, seg.log_path, position, contiguous=contiguous)
             if check_records:
                 try:
                     batch.decode_records(buf, rel, header)

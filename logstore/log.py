@@ -54,7 +54,7 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
-from .segment import CHUNK_BYTES, Segment
+from .segment import CHUNK_BYTES, Segment, check_follows
 
 Clock = Callable[[], int]
 logger = logging.getLogger("logstore")
@@ -79,22 +79,6 @@ def _add_round(
         segments_before=totals.segments_before + segments_before,
         segments_after=totals.segments_after + (len(done.outputs) or segments_before),
     )
-
-
-def _check_follows(header: batch.BatchHeader, expected: int, seg: Segment, position: int) -> int:
-    """The next expected offset after ``header``, which must not overlap or go back.
-
-    The base offset is outside the CRC, so this is where damage to it shows.
-    """
-    if header.base_offset < expected:
-        raise CorruptLogError(
-            f"batch base offset {header.base_offset} overlaps or goes back "
-            f"(expected at least {expected})",
-            seg.log_path,
-            position,
-            kind="offset_regression",
-        )
-    return header.next_offset
 
 
 def wall_clock_ms() -> int:
@@ -1022,7 +1006,7 @@ class Log(Closing):
         """Batches as stored, from the one holding ``offset`` to the snapshot's end.
 
         Yields ``(segment, position, header, buffer, offset in buffer)``; every
-        batch is checked to follow the one before (``_check_follows``).
+        batch is checked to follow the one before (``check_follows``).
         """
         verify = self._config.verify_crc_on_read
         expected = -1
@@ -1031,7 +1015,7 @@ class Log(Closing):
             for pos, header, buf, rel in seg.iter_batches(
                 position, end, verify_crc=verify, chunk_bytes=chunk
             ):
-                expected = _check_follows(header, expected, seg, pos)
+                expected = check_follows(header, expected, seg.log_path, pos)
                 yield seg, pos, header, buf, rel
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:

@@ -57,6 +57,34 @@ class RecoveryResult(NamedTuple):
         return self.file_bytes - self.valid_bytes
 
 
+def check_follows(
+    header: BatchHeader, expected: int, path: str, position: int, *, contiguous: bool = False
+) -> int:
+    """The offset expected after ``header``, whose base offset must follow ``expected``.
+
+    Batches never overlap or go back; in a log that was never compacted each
+    starts exactly at ``expected``. The base offset is outside the CRC, so
+    this is where damage to it shows.
+    """
+    if contiguous and header.base_offset != expected:
+        raise CorruptLogError(
+            f"batch base offset {header.base_offset} does not follow offset "
+            f"{expected - 1} (a gap or overlap in a log that was never compacted)",
+            path,
+            position,
+            kind="offset_regression",
+        )
+    if header.base_offset < expected:
+        raise CorruptLogError(
+            f"batch base offset {header.base_offset} overlaps or goes back "
+            f"(expected at least {expected})",
+            path,
+            position,
+            kind="offset_regression",
+        )
+    return header.next_offset
+
+
 class Segment:
     """A slice of the log starting at ``base_offset``."""
 
@@ -623,22 +651,7 @@ class Segment:
         interval = self.index_interval_bytes
         try:
             for pos, header in self._iter_checked(file_size):
-                if contiguous and header.base_offset != next_offset:
-                    raise CorruptLogError(
-                        f"batch base offset {header.base_offset} does not follow offset "
-                        f"{next_offset - 1} (a gap or overlap in a log that was never compacted)",
-                        self.log_path,
-                        pos,
-                        kind="offset_regression",
-                    )
-                if header.base_offset < next_offset:
-                    raise CorruptLogError(
-                        f"batch base offset {header.base_offset} overlaps or goes back "
-                        f"(expected at least {next_offset})",
-                        self.log_path,
-                        pos,
-                        kind="offset_regression",
-                    )
+                check_follows(header, next_offset, self.log_path, pos, contiguous=contiguous)
                 if header.last_offset - self.base_offset > INT32_MAX:
                     raise CorruptLogError(
                         f"last offset {header.last_offset} is too far from the segment base "
