@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -25,6 +26,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 DATA = Path(__file__).parent / "data"
 VECTORS = DATA / "kafka-python"
 REPO = Path(__file__).resolve().parent.parent
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """SHA-256 of every file below ``directory``, by path relative to it: "nothing changed"."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def child_env(**extra: str) -> dict[str, str]:

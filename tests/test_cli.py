@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ from hypothesis import strategies as st
 
 import logstore
 from logstore import cli
+
+from .conftest import file_hashes
 
 SEGMENT_0 = f"{0:020d}.log"
 
@@ -45,14 +46,6 @@ def root(tmp_path: Path) -> Path:
     with logstore.Log.open(tmp_path / "root" / "web-1", logstore.LogConfig(fsync="never")) as log:
         log.append_many([b"a", b"b"])
     return tmp_path / "root"
-
-
-def _hashes(directory: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
 
 
 def test_inspect_a_root_shows_every_partition(
@@ -132,11 +125,11 @@ def test_recover_dry_run_touches_nothing(capsys: pytest.CaptureFixture[str], roo
     with open(segment, "ab") as f:
         f.write(b"\x00" * 100)
     (root / "web-1" / ".kafka_cleanshutdown").unlink()
-    before = _hashes(root)
+    before = file_hashes(root)
     code, out, err = run(capsys, "recover", str(root), "--dry-run")
     assert (code, err) == (0, "")
     assert f"would truncate: {segment} at byte {size} (100 bytes)" in out
-    assert _hashes(root) == before
+    assert file_hashes(root) == before
     code, out, _ = run(capsys, "recover", str(root / "web-1"), "--json")
     assert code == 0
     action = json.loads(out.splitlines()[0])
@@ -241,10 +234,10 @@ def test_compact_dry_run_changes_nothing_then_compacts(
     with logstore.Log.open(tmp_path / "keys-0", config) as log:
         for i in range(60):
             log.append(b"value-%d" % i, key=b"k%d" % (i % 4))
-    before = _hashes(tmp_path)
+    before = file_hashes(tmp_path)
     code, out, _ = run(capsys, "compact", str(tmp_path / "keys-0"), "--dry-run")
     assert code == 0
-    assert _hashes(tmp_path) == before
+    assert file_hashes(tmp_path) == before
     assert "would keep 4 of" in out
     code, out, _ = run(capsys, "compact", str(tmp_path))  # a root: only compacted partitions
     assert code == 2  # nothing was ever compacted here, so no partition counts as compacted

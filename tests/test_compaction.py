@@ -9,7 +9,6 @@ kept them; the active segment is never touched; offsets never change.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
@@ -30,7 +29,7 @@ from hypothesis import strategies as st
 import logstore
 from logstore import InvalidRecordError, LogConfig, Message, Record
 
-from .conftest import FakeClock, OpenLog, child_env, run_python
+from .conftest import FakeClock, OpenLog, child_env, file_hashes, run_python
 
 NOW = FakeClock().now_ms
 LEFTOVER_SUFFIXES = (".cleaned", ".swap", ".deleted")
@@ -53,14 +52,6 @@ def superseded_tombstones(records: Iterable[Record], bound: int) -> int:
     records = [r for r in records if r.offset < bound]
     latest = {r.key: r.offset for r in records}
     return sum(1 for r in records if r.value is None and latest[r.key] != r.offset)
-
-
-def file_hashes(directory: Path) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.iterdir())
-        if p.is_file()
-    }
 
 
 def leftovers(directory: Path) -> list[str]:

@@ -22,17 +22,9 @@ from logstore import CorruptLogError, LogConfig
 from logstore import index as index_module
 from logstore import segment as segment_module
 
-from .conftest import FakeClock, OpenLog
+from .conftest import FakeClock, OpenLog, file_hashes
 
 SEGMENT_0 = f"{0:020d}.log"
-
-
-def _hashes(directory: Path) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(directory.iterdir())
-        if p.is_file()
-    }
 
 
 def _batch_ends(path: Path) -> list[int]:
@@ -75,13 +67,13 @@ def test_every_cut_point_in_the_tail_recovers_the_whole_batches_before_it(
             f.truncate(cut)
         whole = [e for e in ends if e <= cut]
         keep_bytes = whole[-1]
-        before = _hashes(case)
+        before = file_hashes(case)
         if cut != keep_bytes:
             with pytest.raises(CorruptLogError) as info:
                 logstore.Log.open(case, LogConfig(recovery="fail"))
             assert info.value.position == keep_bytes
             assert str(case / SEGMENT_0) in str(info.value)
-            assert _hashes(case) == before
+            assert file_hashes(case) == before
         with logstore.Log.open(case, LogConfig(fsync="never")) as reopened:
             kept = [r for r in records if r.offset < 5 * len(whole)]
             assert list(reopened.scan()) == kept
@@ -126,7 +118,7 @@ def test_single_bit_flips_are_never_served(open_log: OpenLog, tmp_path: Path) ->
             assert exc.kind == "unsupported_magic"
             assert exc.position == [0, *ends][batch_index]
             assert verify.returncode == 1
-            assert _hashes(case)[SEGMENT_0] == hashlib.sha256(data).hexdigest()
+            assert file_hashes(case)[SEGMENT_0] == hashlib.sha256(data).hexdigest()
             continue
         if outside_crc:  # the leader epoch: not covered by the CRC, not part of any record
             assert got == records
@@ -187,7 +179,7 @@ def test_damage_below_the_recovery_point_is_reported_and_never_cut(
     data[70] ^= 0x10  # inside the first batch's records: the CRC fails
     sealed.write_bytes(data)
     (log_dir / ".kafka_cleanshutdown").unlink()  # even an unclean open must not cut it
-    before = _hashes(log_dir)
+    before = file_hashes(log_dir)
     for recovery in ("truncate", "fail"):
         with logstore.Log.open(log_dir, LogConfig(recovery=recovery, fsync="never")) as reopened:
             first_bad = int(sealed.name[:20])
@@ -197,7 +189,7 @@ def test_damage_below_the_recovery_point_is_reported_and_never_cut(
             assert info.value.position == 0
             assert reopened.read(0, max_records=2) == records[:2]
         (log_dir / ".kafka_cleanshutdown").unlink()
-    after = _hashes(log_dir)
+    after = file_hashes(log_dir)
     assert {k: v for k, v in after.items() if k.endswith(".log")} == {
         k: v for k, v in before.items() if k.endswith(".log")
     }
@@ -221,10 +213,10 @@ def test_recovery_fail_on_a_torn_tail_changes_nothing(open_log: OpenLog, tmp_pat
     image = _crash_image(log, tmp_path / "image")
     with open(image / SEGMENT_0, "ab") as f:
         f.write(b"\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x01\x00")
-    before = _hashes(image)
+    before = file_hashes(image)
     with pytest.raises(CorruptLogError, match="recovery='fail'"):
         logstore.Log.open(image, LogConfig(recovery="fail"))
-    assert _hashes(image) == before
+    assert file_hashes(image) == before
 
 
 def test_leftover_files_of_an_interrupted_replacement(open_log: OpenLog, log_dir: Path) -> None:
