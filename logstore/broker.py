@@ -460,7 +460,7 @@ class Broker(Closing):
         Records of one key keep their order (they share a partition and a batch).
         """
         t = self.topic(topic)
-        # route_many only reads the list (and builds its own per partition): no copy needed.
+        # route_many copies the list itself (in C): no copy here as well.
         items = messages if type(messages) is list else list(messages)
         if partition is None:
             with t._round_robin_lock:
