@@ -215,8 +215,8 @@ def many_segments(records: int = 100_000, fd_limit: int = 64) -> list[str]:
         f"| consume everything, `poll(5000)` | {report['read_s']:.2f} s"
         f" | {report['peak']} of {fd_limit} |",
         "",
-        "Besides the 16 cached segment files, each of the 9 partitions (8 and"
-        " `__consumer_offsets`) holds its lock file and its active `.log` open.",
+        "At most 16 segment files are open (active ones included); besides them each"
+        " of the 9 partitions (8 and `__consumer_offsets`) holds its lock file open.",
         "",
     ]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import itertools
 import os
 import threading
 from collections import OrderedDict
@@ -171,12 +170,14 @@ class Evictable(Protocol):
 
 
 class HandleCache:
-    """Keeps at most ``limit`` evictable file handles open; least recently used go first.
+    """Keeps at most ``limit`` file handles open; least recently used go first.
 
-    Owners (read-only segments) report ``opened``/``touch``/``closed``; when
-    over the limit, the cache asks the least recently used to ``evict``, which
-    an owner declines while a read holds its handle (then the cache is over the
-    limit until the next call). Owners reopen on their next read.
+    Owners (segments) report ``opened``/``touch``/``closed``; when over the
+    limit, the cache asks the least recently used to ``evict``. An owner
+    declines while its handle is in use (a read or a write holds it) or must
+    stay open (data written but not yet fsynced); the cache then asks the next
+    one, and stays over the limit only if every candidate declines. Owners
+    reopen on their next use.
     """
 
     def __init__(self, limit: int) -> None:
@@ -194,13 +195,16 @@ class HandleCache:
             self._open[owner] = None
             self._open.move_to_end(owner)
             excess = len(self._open) - self.limit
-            victims = [
-                o for o in itertools.islice(self._open, max(excess, 0) + 1) if o is not owner
-            ][: max(excess, 0)]
-        for victim in victims:  # outside our lock: evict takes the owner's lock
+            if excess <= 0:
+                return
+            candidates = [o for o in self._open if o is not owner]  # least recent first
+        for victim in candidates:  # outside our lock: evict takes the owner's lock
+            if excess <= 0:
+                break
             if victim.evict():
                 with self._lock:
                     self._open.pop(victim, None)
+                excess -= 1
 
     def touch(self, owner: Evictable) -> None:
         with self._lock:

@@ -205,9 +205,10 @@ class Broker(Closing):
 
         Partitions are opened (and recovered, after an unclean shutdown) in
         parallel; ``recovery_report`` says per partition what recovery did.
-        ``max_open_files`` bounds the open ``.log`` handles of sealed segments
-        across all partitions (each partition also keeps its active segment's
-        three files and its lock open). A maintenance thread applies retention
+        ``max_open_files`` bounds the open ``.log`` handles of all segments of
+        all partitions, active ones included (least recently used closed first;
+        a handle whose data waits for an fsync stays open until then); each
+        partition also keeps its lock file open. A maintenance thread applies retention
         and compaction to every partition each ``maintenance_interval_ms``
         (``None``: no thread).
         """

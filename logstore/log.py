@@ -143,7 +143,7 @@ class Log(Closing):
         self._codec = compression.CODEC_IDS[config.compression]
         self._handles = handles
         for seg in loaded.segments:
-            seg.handles = handles
+            self._adopt(seg)
         self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
         self._active: Segment = loaded.segments[-1]
         self._active.activate()
@@ -692,7 +692,7 @@ class Log(Closing):
                     for seg in inputs:
                         del self._segments[seg.base_offset]
                     for seg in done.outputs:
-                        seg.adopt(self._handles)
+                        self._adopt(seg)
                         self._segments[seg.base_offset] = seg
                     self._cleaner_offset = end
                     self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
@@ -1159,6 +1159,14 @@ class Log(Closing):
         self._add_segment(offset)
         self._end_offset = offset
 
+    def _adopt(self, seg: Segment) -> None:
+        """Put a segment's handle under the shared handle cache, if any.
+
+        With ``fsync="never"`` nothing waits for an fsync, so even a handle with
+        unsynced data may be closed.
+        """
+        seg.adopt(self._handles, keep_open_until_flushed=self._config.fsync != "never")
+
     def _add_segment(self, base_offset: int) -> Segment:
         """Create the new active segment at ``base_offset``; durable once this returns."""
         new = Segment.create(
@@ -1168,7 +1176,7 @@ class Log(Closing):
             index_interval_bytes=self._config.index_interval_bytes,
         )
         fsync_dir(self._path)  # a crash before this loses only empty files
-        new.handles = self._handles
+        self._adopt(new)
         self._segments[base_offset] = new
         self._active = new
         return new

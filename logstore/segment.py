@@ -111,7 +111,10 @@ class Segment:
         self.active = False
         self.broken = False
         self.unflushed = False  # appended to since the last fsync
-        self.handles: HandleCache | None = None  # set by the owner to bound open files
+        self.handles: HandleCache | None = None  # set by the owner (adopt) to bound open files
+        # Until its data is fsynced, keep the handle that wrote it: a writeback
+        # error is reported only to handles open when it happened.
+        self.keep_open_until_flushed = True
         self._detached = False
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
@@ -183,29 +186,32 @@ class Segment:
         if fd is None:
             flags = os.O_RDWR if self.active else os.O_RDONLY
             fd = self._fd = os.open(self.log_path, flags)
-            if self.handles is not None and self._evictable:
+            if self.handles is not None and not self._detached:
                 self.handles.opened(self)
-        elif self.handles is not None and self._evictable:
+        elif self.handles is not None and not self._detached:
             self.handles.touch(self)
         return fd
 
-    @property
-    def _evictable(self) -> bool:
-        # The active segment is written to, a detached one cannot be reopened.
-        return not self.active and not self._detached
-
-    def adopt(self, handles: HandleCache | None) -> None:
-        """Join an owner's handle cache (a segment created elsewhere, e.g. by the cleaner)."""
+    def adopt(self, handles: HandleCache | None, *, keep_open_until_flushed: bool) -> None:
+        """Join an owner's handle cache, which bounds the open handles of all its segments."""
         self.handles = handles
-        if handles is not None and self._fd is not None and self._evictable:
+        self.keep_open_until_flushed = keep_open_until_flushed
+        if handles is not None and self._fd is not None and not self._detached:
             handles.opened(self)
 
     def evict(self) -> bool:
-        """Close the handle for the handle cache, unless a read is using it right now."""
+        """Close the handle for the handle cache, unless it is in use or must stay open.
+
+        Declines while a read or write holds the handle, and while data it
+        wrote waits for an fsync that should see its errors. A detached
+        segment (files gone) has left the cache.
+        """
         if not self._fd_lock.acquire(blocking=False):
             return False
         try:
-            if self._fd is not None and self._evictable:
+            if self.unflushed and self.keep_open_until_flushed:
+                return False
+            if self._fd is not None:
                 fd, self._fd = self._fd, None
                 os.close(fd)
             return True
@@ -239,8 +245,6 @@ class Segment:
         index.trim()
         tindex.trim()
         self.active = False
-        if self.handles is not None and self._fd is not None:
-            self.handles.opened(self)  # now a read-only segment like the others
 
     def activate(self) -> None:
         """Make a loaded segment the active one again (after open): reopen writable, preallocate."""
@@ -252,12 +256,15 @@ class Segment:
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
-        fsync_data(self._file())
-        self.unflushed = False
+        with self._fd_lock:  # the handle cache must not close it under the fsync
+            fsync_data(self._file_locked())
+            self.unflushed = False
 
     def overwrite(self, position: int, data: bytes) -> None:
         """Write ``data`` at ``position`` (inside the file) and fsync (truncation's rewrite)."""
-        write_all(self._file(), data, position)
+        with self._fd_lock:
+            write_all(self._file_locked(), data, position)
+            self.unflushed = True
         self.flush()
 
     def detach(self) -> None:
@@ -438,16 +445,18 @@ class Segment:
         If the write fails the file is cut back to its previous size and the
         ``OSError`` is raised; nothing is indexed.
         """
-        fd = self._file()
         start = self.size
-        try:
-            write_all(fd, data, start)
-        except OSError:
+        with self._fd_lock:  # the handle cache must not close it under the write
+            fd = self._file_locked()
             try:
-                os.ftruncate(fd, start)
+                write_all(fd, data, start)
             except OSError:
-                self.broken = True  # garbage may follow the last batch: the log must close
-            raise
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    self.broken = True  # garbage may follow the last batch: the log must close
+                raise
+            self.unflushed = True
         if self.first_timestamp is None:
             self.first_timestamp = spans[0].max_timestamp
         index, tindex = self.offset_index, self.time_index
@@ -469,7 +478,6 @@ class Segment:
             position += size
         self._bytes_since_index_entry = since
         self._max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
-        self.unflushed = True
         self.size = position
         self._next_offset = spans[-1].last_offset + 1
         if self._records is not None:
@@ -478,7 +486,8 @@ class Segment:
     def truncate_to(self, position: int, next_offset: int) -> None:
         """Cut the ``.log`` at ``position`` (a batch boundary) and drop index entries past it."""
         if self.active:
-            os.ftruncate(self._file(), position)
+            with self._fd_lock:
+                os.ftruncate(self._file_locked(), position)
         else:
             os.truncate(self.log_path, position)
         self.size = position

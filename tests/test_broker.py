@@ -838,6 +838,43 @@ def test_more_segments_than_max_open_files(tmp_path: Path, clock: FakeClock) -> 
         assert sorted(news) == sorted(b"new-%d" % i for i in range(100))  # type: ignore[type-var]
 
 
+def _open_log_files(root: Path) -> list[str]:
+    """The ``.log`` files under ``root`` this process holds open now."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)) and target.endswith(".log"):
+            out.append(target)
+    return out
+
+
+@pytest.mark.parametrize("fsync", ["never", "always"])
+def test_max_open_files_bounds_every_segment_handle_active_ones_too(
+    tmp_path: Path, clock: FakeClock, fsync: str
+) -> None:
+    # Fewer handles than partitions: writing to all 8 must close and reopen
+    # active segments as well, and every record must still land and read back.
+    root = tmp_path / "root"
+    config = logstore.LogConfig(fsync=fsync, segment_messages=20)  # type: ignore[arg-type]
+    peak = 0
+    with open_broker(root, clock, config, max_open_files=4) as broker:
+        broker.create_topic("t", 8)
+        produced = []
+        for i in range(30):
+            produced += broker.produce_many("t", [b"v%d-%d" % (i, j) for j in range(40)])
+            peak = max(peak, len(_open_log_files(root)))
+        with broker.consumer("g", ["t"]) as consumer:
+            got = {(r.partition, r.record.offset): r.record.value for r in drain(consumer, 100)}
+            peak = max(peak, len(_open_log_files(root)))
+        segments = sum(len(broker.topic("t").partition(p).segments) for p in range(8))
+    assert segments > 8 * 6  # many sealed and 8 active segments behind 4 handles
+    assert peak <= 4
+    assert got == {(p, o): b"v%d-%d" % divmod(n, 40) for n, (p, o) in enumerate(produced)}
+
+
 # ---------------------------------------------------------------- 12. maintenance
 
 
