@@ -470,8 +470,8 @@ class Broker(Closing):
                     fast_routes, per_partition, t._next_round_robin = routed
             if routed is not None:  # the compiled path: no Python work per record
                 starts = [
-                    t.partition(p).append_many(group).start if group else 0
-                    for p, group in enumerate(per_partition)
+                    log.append_many(group).start if group else 0
+                    for log, group in zip(t._logs, per_partition)
                 ]
                 self._notify()
                 numbered = number(fast_routes, starts)
