@@ -5,6 +5,8 @@ Everything public is importable from here; anything not in ``__all__`` is privat
 
 from __future__ import annotations
 
+import logging as _logging
+
 from . import batch as _batch
 from . import diagnostics
 from .broker import Broker, Topic
@@ -19,8 +21,10 @@ from .errors import (
     LogLockedError,
     LogStoreError,
     OffsetOutOfRange,
+    PartitionNotAssignedError,
     RecordTooLarge,
     TopicExistsError,
+    UnknownPartitionError,
     UnknownTopicError,
 )
 from .log import Log
@@ -32,6 +36,10 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
+
+# A library logs, the application decides where it goes (and Python's last-resort
+# stderr handler must not print recovery warnings into a program's output).
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 #: Which record codec is active: "compiled" (the C extension) or "pure" (LOGSTORE_PURE=1,
@@ -54,12 +62,14 @@ __all__ = [
     "LogStoreError",
     "Message",
     "OffsetOutOfRange",
+    "PartitionNotAssignedError",
     "Record",
     "RecordTooLarge",
     "RetentionResult",
     "SegmentInfo",
     "Topic",
     "TopicExistsError",
+    "UnknownPartitionError",
     "UnknownTopicError",
     "__speedups__",
     "__version__",

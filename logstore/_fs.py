@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from .errors import LogLockedError
+from .errors import ConfigError, LogLockedError
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -182,7 +182,7 @@ class HandleCache:
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
-            raise ValueError(f"the handle limit must be at least 1, got {limit}")
+            raise ConfigError(f"max_open_files must be an integer >= 1, got {limit!r}")
         self.limit = limit
         self._lock = threading.Lock()
         self._open: OrderedDict[Evictable, None] = OrderedDict()

@@ -40,7 +40,7 @@ from ._varint import (
     _zigzag,
     decode_varint,
 )
-from .errors import CorruptLogError
+from .errors import CorruptLogError, InvalidRecordError, RecordTooLarge
 from .model import Header, Message, Record
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # 61 bytes, big-endian, no padding
@@ -710,7 +710,7 @@ def build_batch(
         body = compression.compress(codec, records_section, compression_level)
     batch_length = HEADER_SIZE - LOG_OVERHEAD + len(body)
     if batch_length > INT32_MAX:
-        raise OverflowError("batch larger than 2 GiB")
+        raise RecordTooLarge(f"a batch of {batch_length} bytes is larger than 2 GiB - 1")
     header = _HEADER.pack(
         base_offset,
         batch_length,
@@ -740,10 +740,10 @@ def encode_batch(
 ) -> bytes:
     """Encode a fresh batch: offset deltas 0..n-1, CreateTime, no producer id."""
     if not entries:
-        raise ValueError("a batch needs at least one record")
+        raise InvalidRecordError("a batch needs at least one record")
     base_ts = entries[0][3]
     if base_ts is None:
-        raise ValueError("encode_batch needs explicit timestamps")
+        raise InvalidRecordError("encode_batch needs explicit timestamps")
     section, _, max_ts = encode_section(entries, base_ts)
     return build_batch(
         section,

@@ -32,6 +32,7 @@ from .errors import (
     InvalidTopicName,
     LogClosedError,
     TopicExistsError,
+    UnknownPartitionError,
     UnknownTopicError,
 )
 from .loader import RecoveryAction
@@ -39,7 +40,7 @@ from .log import Clock, Log, wall_clock_ms
 from .model import Header, Message
 from .partitioner import number, partition_for, route_many
 
-logger = logging.getLogger("logstore")
+logger = logging.getLogger(__name__)
 
 METADATA_FILE = "logstore-topics.json"
 _ROUTE_CACHE_KEYS = 100_000
@@ -54,6 +55,7 @@ _OFFSETS_CONFIG = {
     "retention_messages": None,
     "retention_ms": None,
     "compression": "none",
+    "compression_level": None,  # a default level for another codec does not apply
     "segment_messages": None,  # a commit is one batch: never split by a roll
     "max_message_bytes": 16 << 20,
 }
@@ -112,11 +114,15 @@ class Topic:
         return len(self._logs)
 
     def partition(self, i: int) -> Log:
-        """The ``Log`` of partition ``i``."""
+        """The ``Log`` of partition ``i``.
+
+        Raises:
+            UnknownPartitionError: ``i`` is not in ``0..partitions - 1``.
+        """
         if type(i) is not int:
             raise TypeError(f"partition must be an int, not {type(i).__name__}")
         if not 0 <= i < len(self._logs):
-            raise IndexError(f"topic {self.name} has partitions 0..{len(self._logs) - 1}, not {i}")
+            raise UnknownPartitionError(self.name, i, len(self._logs))
         return self._logs[i]
 
     def partition_for(self, key: bytes | None) -> int:
@@ -218,6 +224,8 @@ class Broker(Closing):
             raise TypeError(
                 f"default_config must be a LogConfig, not {type(default_config).__name__}"
             )
+        if type(max_open_files) is not int or max_open_files < 1:
+            raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
         directory = os.fspath(root)
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock(directory)
@@ -510,6 +518,7 @@ class Broker(Closing):
 
         Raises:
             UnknownTopicError: a topic does not exist.
+            ConfigError: ``start`` is a str other than ``"earliest"`` or ``"latest"``.
         """
         self._check_open()
         return Consumer(

@@ -7,11 +7,13 @@ exit status (1: problem found or operation failed, 2: usage), never a traceback.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -35,7 +37,9 @@ def _one_line_errors(func: F) -> F:
             sys.exit(130)
         except BrokenPipeError:
             sys.exit(0)
-        except Exception as exc:  # the CLI boundary: never a traceback
+        except Exception as exc:  # the CLI boundary: never a traceback (unless --debug)
+            if _debugging():
+                traceback.print_exc()
             click.echo(f"logstore: {_describe(exc)}", err=True)
             sys.exit(1)
 
@@ -77,10 +81,64 @@ def _version_text() -> str:
     return f"logstore {logstore.__version__} (codec: {logstore.__speedups__})"
 
 
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get("debug"))
+
+
+class _LineHandler(logging.Handler):
+    """Each log record as one line on stderr, ``logstore: warning: <message>``.
+
+    With ``--debug`` a record's traceback follows it; without, only the error's text.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__(logging.DEBUG if debug else logging.WARNING)
+        self.debug = debug
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None and not self.debug:
+                text = f"{text}: {_describe(error)}"
+            text = text.replace("\n", " ")
+            if error is not None and self.debug and record.exc_info:
+                text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            click.echo(f"logstore: {record.levelname.lower()}: {text}", err=True)
+        except Exception:  # logging must never break the command
+            self.handleError(record)
+
+
+def _show_logs(ctx: click.Context, debug: bool) -> None:
+    """Route the library's log records to stderr for this command only."""
+    package = logging.getLogger("logstore")
+    handler = _LineHandler(debug)
+    package.addHandler(handler)
+    previous = package.level
+    if debug:
+        package.setLevel(logging.DEBUG)
+
+    def restore() -> None:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+
+    ctx.call_on_close(restore)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(message=_version_text())
-def cli() -> None:
-    """Look inside, check and script logstore (Kafka-format) logs."""
+@click.option(
+    "--debug", is_flag=True, help="Show debug logs, and a traceback with an error's line."
+)
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Look inside, check and script logstore (Kafka-format) logs.
+
+    Warnings the library logs (a torn tail cut, a file set aside) are shown
+    on stderr, one line each.
+    """
+    _show_logs(ctx, debug)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -513,9 +571,11 @@ def produce(
     click.echo(f"produced {count} records to {topic}", err=True)
 
 
-def _parse_start(value: str) -> str | int:
-    if value in ("earliest", "latest"):
-        return value
+def _parse_start(value: str) -> Literal["earliest", "latest"] | int:
+    if value == "earliest":
+        return "earliest"
+    if value == "latest":
+        return "latest"
     if value.lstrip("-").isdigit():
         return int(value)
     raise click.BadParameter("use earliest, latest or a timestamp in ms", param_hint="--from")

@@ -45,6 +45,32 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 _local = threading.local()
 
+#: libzstd's lowest level, ``ZSTD_minCLevel()`` (= -ZSTD_TARGETLENGTH_MAX, 1.4+);
+#: ``zstandard`` does not export it, and raises anything lower to it silently.
+ZSTD_MIN_LEVEL = -(1 << 17)
+
+
+def level_range(name: str) -> tuple[int, int] | None:
+    """The levels codec ``name`` accepts, inclusive; ``None`` if it has none.
+
+    gzip: zlib's -1 (its default, 6), 0 (stored, no compression) .. 9; it
+    refuses the rest. zstd: libzstd's whole range, ``ZSTD_MIN_LEVEL`` .. 22
+    (negative levels are its fast modes, 0 its default, 3); ``zstandard``
+    refuses more than 22. lz4: python-lz4's frame levels, 0 (fast) .. 16 (3 and
+    up are high compression); it would silently take any other value as 16 or
+    as a fast-mode acceleration, so those are not offered. snappy and none
+    have no levels.
+    """
+    if name == "gzip":
+        return -1, 9
+    if name == "zstd":
+        return ZSTD_MIN_LEVEL, int(zstandard.MAX_COMPRESSION_LEVEL)
+    if name == "lz4":
+        if _lz4frame is None:  # pragma: no cover - depends on the environment
+            return 0, 16
+        return int(_lz4frame.COMPRESSIONLEVEL_MIN), int(_lz4frame.COMPRESSIONLEVEL_MAX)
+    return None
+
 
 def is_available(name: str) -> bool:
     """Whether the codec ``name`` can be used in this interpreter."""
@@ -71,7 +97,16 @@ def _zstd_decompressor() -> Any:
 
 
 def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
-    """Compress ``data`` (a records section) with ``codec``."""
+    """Compress ``data`` (a records section) with ``codec``.
+
+    A ``level`` outside the codec's range is one set for another codec (a
+    batch rewritten by truncation or compaction keeps its own codec): the
+    codec's default is used instead.
+    """
+    if level is not None:
+        levels = level_range(CODEC_NAMES.get(codec, ""))
+        if levels is None or not levels[0] <= level <= levels[1]:
+            level = None
     if codec == ZSTD:
         return bytes(_zstd_compressor(level).compress(data))
     if codec == GZIP:

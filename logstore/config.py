@@ -6,8 +6,10 @@ Knows the names and ranges of settings, nothing of how they are enforced.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .errors import ConfigError
 
@@ -17,10 +19,17 @@ DAY_MS = 24 * 60 * 60 * 1000
 #: A segment's byte positions are int32 in the offset index (FORMAT.md section 6).
 MAX_SEGMENT_BYTES = (1 << 31) - 1
 
-CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
-FSYNC_MODES = ("always", "interval", "never")
-RECOVERY_MODES = ("truncate", "fail")
-CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+# The options with a fixed set of values, as types (so a type checker catches
+# ``fsync="alway"``) and as tuples for the check at run time.
+CleanupPolicy = Literal["delete", "compact", "compact,delete"]
+CompressionCodec = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+FsyncMode = Literal["always", "interval", "never"]
+RecoveryMode = Literal["truncate", "fail"]
+
+CODECS: tuple[str, ...] = get_args(CompressionCodec)
+FSYNC_MODES: tuple[str, ...] = get_args(FsyncMode)
+RECOVERY_MODES: tuple[str, ...] = get_args(RecoveryMode)
+CLEANUP_POLICIES: tuple[str, ...] = get_args(CleanupPolicy)
 
 ArchiveHook = Callable[[Sequence[str]], object] | str | os.PathLike[str]
 
@@ -39,6 +48,39 @@ def _positive_int(name: str, value: object, *, optional: bool = False, minimum: 
     )
 
 
+def _check_level(codec: str, level: object) -> None:
+    """A level the codec really has: its own range, and none for snappy or "none"."""
+    if level is None:
+        return
+    if not isinstance(level, int) or isinstance(level, bool):
+        raise ConfigError(f"compression_level must be an integer or None, got {level!r}")
+    from .compression import level_range  # late: keeps config free of codec imports
+
+    levels = level_range(codec)
+    if levels is None:
+        what = "compression is 'none'" if codec == "none" else f"{codec} has no levels"
+        raise ConfigError(f"compression_level {level} given, but {what}: leave it None")
+    low, high = levels
+    _require(
+        low <= level <= high,
+        f"compression_level {level} is out of range {low}..{high} for {codec}",
+    )
+
+
+def _check_executable(path: str) -> None:
+    """Refuse an archive executable now, not at the first retention that needs it.
+
+    A name without a directory is looked up on ``PATH``, as it will be run.
+    """
+    if shutil.which(path) is not None:
+        return
+    if os.sep not in path and not (os.altsep and os.altsep in path):
+        raise ConfigError(f"archive {path!r} is not an executable on PATH")
+    if not os.path.exists(path):
+        raise ConfigError(f"archive {path} does not exist")
+    raise ConfigError(f"archive {path} is not an executable file")
+
+
 @dataclass(frozen=True)
 class LogConfig:
     """Settings of one partition log. Invalid values raise ``ConfigError`` here."""
@@ -49,16 +91,16 @@ class LogConfig:
     retention_bytes: int | None = None
     retention_messages: int | None = None
     retention_ms: int | None = None
-    cleanup_policy: str = "delete"
-    compression: str = "none"
+    cleanup_policy: CleanupPolicy = "delete"
+    compression: CompressionCodec = "none"
     compression_level: int | None = None
     index_interval_bytes: int = 4096
     max_index_bytes: int = 10 * MIB
     max_message_bytes: int = MIB
-    fsync: str = "always"
+    fsync: FsyncMode = "always"
     fsync_interval_ms: int = 1000
     fsync_interval_messages: int | None = None
-    recovery: str = "truncate"
+    recovery: RecoveryMode = "truncate"
     verify_crc_on_read: bool = True
     delete_retention_ms: int = DAY_MS
     min_cleanable_dirty_ratio: float = 0.5
@@ -89,13 +131,6 @@ class LogConfig:
             self.compression in CODECS,
             f"compression must be one of {', '.join(CODECS)}, got {self.compression!r}",
         )
-        _require(
-            self.compression_level is None
-            or (
-                isinstance(self.compression_level, int) and -131072 <= self.compression_level <= 22
-            ),
-            f"compression_level must be an integer or None, got {self.compression_level!r}",
-        )
         if self.compression in ("snappy", "lz4"):
             from .compression import is_available  # late: keeps config free of codec imports
 
@@ -104,9 +139,15 @@ class LogConfig:
                 f"compression {self.compression!r} needs its optional package "
                 f"(pip install 'logstore[{self.compression}]')",
             )
+        _check_level(self.compression, self.compression_level)
         _positive_int("index_interval_bytes", self.index_interval_bytes, minimum=0)
         _positive_int("max_index_bytes", self.max_index_bytes, minimum=12)
         _positive_int("max_message_bytes", self.max_message_bytes, minimum=64)
+        _require(
+            self.max_message_bytes <= MAX_SEGMENT_BYTES,
+            f"max_message_bytes must be at most {MAX_SEGMENT_BYTES} (a batch fits in a segment), "
+            f"got {self.max_message_bytes}",
+        )
         _require(
             self.fsync in FSYNC_MODES,
             f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}",
@@ -135,6 +176,8 @@ class LogConfig:
             or isinstance(self.archive, (str, os.PathLike)),
             f"archive must be a callable or an executable's path, got {self.archive!r}",
         )
+        if isinstance(self.archive, (str, os.PathLike)):
+            _check_executable(os.fspath(self.archive))
 
     @property
     def compacted(self) -> bool:

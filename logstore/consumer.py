@@ -15,18 +15,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from . import _offsets
 from ._fs import Closing
 from ._offsets import GroupPartition
-from .errors import LogClosedError, OffsetOutOfRange
+from .errors import ConfigError, LogClosedError, OffsetOutOfRange, PartitionNotAssignedError
 from .log import Log
 from .model import ConsumedRecord, Message
 from .partitioner import wrap
 
-logger = logging.getLogger("logstore")
+logger = logging.getLogger(__name__)
 
-Start = str | int | datetime.timedelta
+#: Where a group without committed offsets starts: the log's start or end, a
+#: timestamp in ms, or that long ago.
+Start = Literal["earliest", "latest"] | int | datetime.timedelta
+_START_FORMS = "'earliest', 'latest', a timestamp in ms (int) or a datetime.timedelta"
 PartitionsOf = Callable[[str], Sequence[Log]]
 TopicPartition = tuple[str, int]
 
@@ -174,12 +178,10 @@ class Consumer(Closing):
             raise TypeError(f"group must be a non-empty str, got {group!r}")
         if isinstance(topics, str):
             topics = [topics]
-        if not isinstance(start, (str, int, datetime.timedelta)) or (
-            isinstance(start, str) and start not in ("earliest", "latest")
-        ):
-            raise TypeError(
-                f"start must be 'earliest', 'latest', a timestamp in ms or a timedelta, got {start!r}"
-            )
+        if isinstance(start, bool) or not isinstance(start, (str, int, datetime.timedelta)):
+            raise TypeError(f"start must be {_START_FORMS}, not {type(start).__name__}")
+        if isinstance(start, str) and start not in ("earliest", "latest"):
+            raise ConfigError(f"start {start!r} is not one of {_START_FORMS}")
         self.group = group
         self.topics = tuple(topics)
         self._start = start
@@ -204,9 +206,24 @@ class Consumer(Closing):
             return sorted(self._positions)
 
     def position(self, topic: str, partition: int) -> int:
-        """The next offset this consumer will read from an assigned partition."""
+        """The next offset this consumer will read from an assigned partition.
+
+        Raises:
+            PartitionNotAssignedError: the partition is not assigned to this member.
+        """
         with self._lock:
+            self._check_assigned(topic, partition)
             return self._positions[(topic, partition)]
+
+    def _check_assigned(self, topic: str, partition: int) -> None:
+        if (topic, partition) not in self._positions:
+            assigned = ", ".join(f"{t}-{p}" for t, p in sorted(self._positions)) or "none"
+            raise PartitionNotAssignedError(
+                f"{topic}-{partition} is not assigned to consumer {self.member_id} "
+                f"of group {self.group} (assigned: {assigned})",
+                topic=topic,
+                partition=partition,
+            )
 
     def _assign(self, partitions: list[TopicPartition]) -> None:
         with self._lock:
@@ -326,14 +343,14 @@ class Consumer(Closing):
         """Read an assigned partition from ``offset`` next.
 
         Raises:
+            PartitionNotAssignedError: the partition is not assigned to this member.
             OffsetOutOfRange: ``offset`` is outside the partition's log.
         """
         if type(offset) is not int:
             raise TypeError(f"offset must be an int, not {type(offset).__name__}")
         with self._lock:
             self._check_open()
-            if (topic, partition) not in self._positions:
-                raise ValueError(f"{topic}-{partition} is not assigned to this consumer")
+            self._check_assigned(topic, partition)
             log = self._partitions_of(topic)[partition]
             if not log.start_offset <= offset <= log.end_offset:
                 raise OffsetOutOfRange(

@@ -78,3 +78,30 @@ class TopicExistsError(LogStoreError):
 
 class UnknownTopicError(LogStoreError, LookupError):
     """A topic that does not exist was asked for."""
+
+
+class UnknownPartitionError(LogStoreError, IndexError):
+    """A partition number outside a topic's ``0..partitions - 1`` was asked for.
+
+    An ``IndexError`` (so a ``LookupError``) too, as it always was; ``topic``,
+    ``partition`` and ``partitions`` (the topic's count) say what was asked.
+    """
+
+    def __init__(self, topic: str, partition: int, partitions: int) -> None:
+        self.topic, self.partition, self.partitions = topic, partition, partitions
+        super().__init__(
+            f"topic {topic} has {partitions} partition(s), 0..{partitions - 1}: "
+            f"no partition {partition}"
+        )
+
+
+class PartitionNotAssignedError(LogStoreError, ValueError):
+    """A consumer was asked to seek in (or report) a partition not assigned to it.
+
+    Partitions are assigned by the group (range assignor); another member, or
+    none, owns this one. ``topic`` and ``partition`` say which was asked.
+    """
+
+    def __init__(self, message: str, *, topic: str, partition: int) -> None:
+        self.topic, self.partition = topic, partition
+        super().__init__(message)

@@ -39,7 +39,7 @@ from .config import LogConfig
 from .errors import CorruptLogError
 from .segment import CHUNK_BYTES, Segment
 
-logger = logging.getLogger("logstore")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,8 @@ def load(
     first_base = segments[0].base_offset
     start_offset = max(checkpoint_start or 0, first_base)
     cleaner_offset = read_offset_checkpoint(directory, CLEANER_CHECKPOINT_FILE)
+    if not dry_run:
+        _log_actions(actions)
     return LoadResult(
         segments, start_offset, recovery_point, clean, actions, cleaner_offset or start_offset
     )
@@ -378,6 +380,30 @@ def _recover_tail(
         for ok in validated:
             ok.write_rebuilt_indexes()
     return segments
+
+
+#: How each action reads in the log; WARNING where records were set aside or are damaged.
+_LOGGED = {
+    "quarantine": (logging.WARNING, "moved aside (quarantined)"),
+    "damaged": (logging.WARNING, "damaged, not cut"),
+    "rebuild_index": (logging.INFO, "indexes rebuilt"),
+    "delete": (logging.INFO, "removed"),
+    "finish_swap": (logging.INFO, "swap completed"),
+}
+
+
+def _log_actions(actions: list[RecoveryAction]) -> None:
+    """Log each action taken, one line naming its file.
+
+    A cut ("truncate") was logged where it happened, with its quarantine file.
+    """
+    for a in actions:
+        level, verb = _LOGGED.get(a.action, (logging.WARNING, a.action))
+        if a.action == "truncate":
+            continue
+        where = "" if a.position is None else f" at byte {a.position}"
+        size = f", {a.bytes} bytes" if a.bytes else ""
+        logger.log(level, "%s%s: %s (%s%s)", a.path, where, verb, a.reason, size)
 
 
 def _unused(path: str) -> str:

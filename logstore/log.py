@@ -57,7 +57,7 @@ from .model import (
 from .segment import CHUNK_BYTES, Segment, check_follows
 
 Clock = Callable[[], int]
-logger = logging.getLogger("logstore")
+logger = logging.getLogger(__name__)
 #: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
 MAX_TIMESTAMP = 1 << 62
 _READ_CHUNK = 64 * 1024
@@ -152,6 +152,11 @@ class Log(Closing):
         if self._end_offset < self._start_offset:
             # Recovery cut below the start (records were deleted, then a crash lost the
             # tail): as Kafka does, start over empty at the start offset.
+            logger.info(
+                "%s: recovery ended below the log start: empty from offset %d",
+                path,
+                self._start_offset,
+            )
             self._reset_to(self._start_offset)
         self._flushed_offset = min(max(loaded.recovery_point, self._start_offset), self._end_offset)
         if loaded.clean:

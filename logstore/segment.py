@@ -35,7 +35,7 @@ from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, BatchSpan
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
 
-logger = logging.getLogger("logstore")
+logger = logging.getLogger(__name__)
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -348,8 +348,9 @@ class Segment:
             tindex.load()
             self._offset_index, self._time_index = index, tindex
             self._check_last_index_entry()
-        except CorruptLogError:
+        except CorruptLogError as exc:
             self._offset_index, self._time_index = index, tindex
+            logger.info("%s; rebuilding the indexes of %s", exc, os.path.basename(self.log_path))
             self.rebuild_indexes()
 
     def _check_last_index_entry(self) -> None:
