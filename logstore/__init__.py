@@ -10,7 +10,7 @@ import logging as _logging
 from . import batch as _batch
 from . import diagnostics
 from .broker import Broker, Topic
-from .config import LogConfig
+from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
     ConfigError,
@@ -48,11 +48,14 @@ __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
     "Broker",
+    "CleanupPolicy",
     "CompactionResult",
+    "CompressionCodec",
     "ConsumedRecord",
     "Consumer",
     "ConfigError",
     "CorruptLogError",
+    "FsyncMode",
     "InvalidRecordError",
     "InvalidTopicName",
     "Log",
@@ -65,6 +68,7 @@ __all__ = [
     "PartitionNotAssignedError",
     "Record",
     "RecordTooLarge",
+    "RecoveryMode",
     "RetentionResult",
     "SegmentInfo",
     "Topic",

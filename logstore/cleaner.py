@@ -220,7 +220,7 @@ def clean_round(
     result = Round(inputs=list(inputs), end_offset=end_offset)
     writer = _Writer(directory, config, dry_run=dry_run)
     horizon = now_ms + config.delete_retention_ms
-    verify = config.verify_crc_on_read
+    verify = True  # whatever verify_crc_on_read says: never rewrite damage under a fresh CRC
     try:
         for group in group_by_size(inputs, config):
             writer.new_group(group[0].base_offset)

@@ -738,7 +738,9 @@ def test_committed_offset_deleted_by_retention(
             assert c.position("r", 0) == 30
             assert [r.record.offset for r in drain(c)] == list(range(30, 50))
         warnings = [
-            r for r in caplog.records if r.name == "logstore" and r.levelno == logging.WARNING
+            r
+            for r in caplog.records
+            if r.name == "logstore.consumer" and r.levelno == logging.WARNING
         ]
         assert len(warnings) == 1
         assert "r-0" in warnings[0].getMessage() and "30" in warnings[0].getMessage()
@@ -756,7 +758,9 @@ def test_position_deleted_under_a_running_consumer(
             caplog.set_level(logging.WARNING, logger="logstore")
             topic.partition(0).delete_before(30)
             assert [r.record.offset for r in drain(c)] == list(range(30, 50))
-        assert any(r.name == "logstore" and r.levelno == logging.WARNING for r in caplog.records)
+        assert any(
+            r.name == "logstore.consumer" and r.levelno == logging.WARNING for r in caplog.records
+        )
 
 
 # ---------------------------------------------------------------- 11. max_open_files
