@@ -74,3 +74,130 @@ def test_config_error_is_also_a_value_error() -> None:
 def test_open_rejects_a_config_of_the_wrong_type(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TypeError, match="LogConfig"):
         logstore.Log.open(tmp_path, {"fsync": "never"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("segment_bytes", 1 << 31),
+        ("segment_bytes", "big"),
+        ("segment_messages", 0),
+        ("segment_ms", -1),
+        ("retention_bytes", -5),
+        ("retention_messages", -1),
+        ("retention_ms", 1.5),
+        ("cleanup_policy", "forever"),
+        ("compression", "brotli"),
+        ("compression_level", "high"),
+        ("index_interval_bytes", -1),
+        ("max_index_bytes", 4),
+        ("max_message_bytes", 0),
+        ("max_message_bytes", 1 << 31),
+        ("fsync", "sometimes"),
+        ("fsync_interval_ms", -1),
+        ("fsync_interval_messages", 0),
+        ("recovery", "pray"),
+        ("verify_crc_on_read", 1),
+        ("delete_retention_ms", -1),
+        ("min_cleanable_dirty_ratio", 1.5),
+        ("min_compaction_lag_ms", -1),
+        ("archive", 42),
+        ("compaction_memory_bytes", 10),
+    ],
+)
+def test_every_message_names_the_option_and_the_value(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        LogConfig(**{field: value})  # type: ignore[arg-type]
+    assert str(caught.value).startswith(field)
+    assert repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("codec", "level", "message"),
+    [
+        ("zstd", 99, "compression_level 99 is out of range -131072..22 for zstd"),
+        ("zstd", 23, "compression_level 23 is out of range -131072..22 for zstd"),
+        ("zstd", -131073, "compression_level -131073 is out of range -131072..22 for zstd"),
+        ("gzip", 10, "compression_level 10 is out of range -1..9 for gzip"),
+        ("gzip", -2, "compression_level -2 is out of range -1..9 for gzip"),
+        ("lz4", 17, "compression_level 17 is out of range 0..16 for lz4"),
+        ("lz4", -1, "compression_level -1 is out of range 0..16 for lz4"),
+        ("snappy", 1, "compression_level 1 given, but snappy has no levels: leave it None"),
+        ("none", 3, "compression_level 3 given, but compression is 'none': leave it None"),
+        ("zstd", "max", "compression_level must be an integer or None, got 'max'"),
+        ("zstd", True, "compression_level must be an integer or None, got True"),
+    ],
+)
+def test_compression_levels_are_checked_per_codec(codec: str, level: object, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        LogConfig(compression=codec, compression_level=level)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("codec", "level"),
+    [
+        ("zstd", -131072),
+        ("zstd", 0),
+        ("zstd", 22),
+        ("gzip", -1),
+        ("gzip", 0),
+        ("gzip", 9),
+        ("lz4", 0),
+        ("lz4", 16),
+    ],
+)
+def test_every_accepted_level_really_compresses(tmp_path, codec: str, level: int) -> None:  # type: ignore[no-untyped-def]
+    config = LogConfig(compression=codec, compression_level=level, fsync="never")  # type: ignore[arg-type]
+    values = [b"record %d " % i * 20 for i in range(50)]
+    with logstore.Log.open(tmp_path / "log", config) as log:
+        log.append_many(values)
+    with logstore.Log.open(tmp_path / "log", config) as log:
+        assert [r.value for r in log.scan()] == values
+
+
+def test_a_broker_default_level_does_not_break_the_offsets_topic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = LogConfig(compression="zstd", compression_level=19, fsync="never")
+    with logstore.Broker.open(tmp_path / "root", config, maintenance_interval_ms=None) as broker:
+        broker.create_topic("t", 1)
+        broker.produce("t", b"v")
+        with broker.consumer("g", "t") as c:
+            assert [r.record.value for r in c.poll()] == [b"v"]
+            c.commit()
+            assert c.committed("t", 0) == 1
+
+
+def test_an_archive_executable_is_checked_when_the_config_is_made(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as caught:
+        LogConfig(archive="/no/such/script")
+    assert str(caught.value) == "archive /no/such/script does not exist"
+    plain = tmp_path / "archive.sh"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    with pytest.raises(ConfigError) as caught:
+        LogConfig(archive=str(plain))
+    assert str(caught.value) == f"archive {plain} is not an executable file"
+    with pytest.raises(ConfigError, match="is not an executable file"):
+        LogConfig(archive=tmp_path)  # a directory
+    with pytest.raises(ConfigError) as caught:
+        LogConfig(archive="no-such-archiver-on-path")
+    assert str(caught.value) == "archive 'no-such-archiver-on-path' is not an executable on PATH"
+    plain.chmod(0o755)
+    assert LogConfig(archive=str(plain)).archive == str(plain)
+    assert LogConfig(archive=plain).archive == plain
+    assert LogConfig(archive="true").archive == "true"  # found on PATH, as it will be run
+
+
+def test_options_with_fixed_values_are_literal_types() -> None:
+    import typing
+
+    from logstore import config
+
+    hints = typing.get_type_hints(LogConfig)
+    assert hints["cleanup_policy"] is logstore.CleanupPolicy
+    assert hints["compression"] is logstore.CompressionCodec
+    assert hints["fsync"] is logstore.FsyncMode
+    assert hints["recovery"] is logstore.RecoveryMode
+    assert typing.get_args(logstore.CleanupPolicy) == ("delete", "compact", "compact,delete")
+    assert typing.get_args(logstore.CompressionCodec) == config.CODECS
+    assert typing.get_args(logstore.FsyncMode) == ("always", "interval", "never")
+    assert typing.get_args(logstore.RecoveryMode) == ("truncate", "fail")
