@@ -447,3 +447,19 @@ def test_compaction_never_rewrites_damage_under_a_fresh_crc(tmp_path: Path) -> N
         with pytest.raises(CorruptLogError, match=f"{path / SEGMENT_0} at byte 0: CRC mismatch"):
             log.compact()
     assert (path / SEGMENT_0).read_bytes() == before
+
+
+def test_without_verify_crc_on_read_broken_framing_still_raises(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    config = LogConfig(fsync="never", verify_crc_on_read=False)
+    with logstore.Log.open(path, config) as log:
+        log.append_many(
+            [logstore.Message(b"value-%d" % i, key=b"k", timestamp=5) for i in range(3)]
+        )
+    data = bytearray((path / SEGMENT_0).read_bytes())
+    data[61] ^= 0x40  # the first record's length varint, right after the 61-byte header
+    (path / SEGMENT_0).write_bytes(bytes(data))
+    with logstore.Log.open(path, config) as log, pytest.raises(CorruptLogError) as caught:
+        log.read(0)
+    assert caught.value.kind == "invalid_records"
+    assert str(caught.value).startswith(f"{path / SEGMENT_0} at byte ")
