@@ -34,7 +34,7 @@ def plan(
     config: LogConfig,
     now_ms: int,
 ) -> list[tuple[SegmentFacts, str]]:
-    """The oldest segments to delete, each with its rule; the last one is the active segment.
+    """The oldest segments to delete, each with its rule; the active segment may be among them.
 
     Rules, checked per segment from the oldest, stopping at the first segment
     no rule deletes (only a prefix of the log ever goes):
