@@ -443,3 +443,27 @@ def test_open_options_are_checked(log_dir: Path, option: str, value: object, mes
     with pytest.raises(logstore.ConfigError, match=message.replace(".", r"\.")):
         logstore.Log.open(log_dir, **{option: value})  # type: ignore[arg-type]
     assert not log_dir.exists() or not (log_dir / ".lock").exists()
+
+
+def test_maintenance_thread_retries_after_the_archive_hook_fails(
+    log_dir: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def archive(paths: list[str]) -> None:
+        calls.append(os.path.basename(paths[0]))
+        if len(calls) == 1:
+            raise RuntimeError("bucket unavailable")
+
+    config = LogConfig(retention_ms=1000, fsync="never", archive=archive)
+    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5) as log:
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        with log._maintained:
+            assert log._maintained.wait_for(lambda: log.start_offset == 5, timeout=30)
+        assert calls == [f"{0:020d}.log"] * 2  # refused once (kept), archived on the next pass
+        assert _segment_names(log_dir) == [f"{5:020d}{s}" for s in (".index", ".log", ".timeindex")]
+    assert any(
+        "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
+        for r in caplog.records
+    )
