@@ -177,6 +177,7 @@ class Log(Closing):
         self._unflushed_messages = 0
         self._compaction_due = False
         self._cleaner_lock = threading.Lock()
+        self._retention_lock = threading.Lock()
         self._cleaner_offset = loaded.cleaner_offset
         self._truncations = 0
         self._last_flush_ms = clock()
@@ -628,12 +629,20 @@ class Log(Closing):
         """Roll (``_roll_segment``), then apply retention and mark compaction due."""
         new = self._roll_segment()
         config = self._config
-        if config.deletes and (
-            config.retention_bytes is not None
-            or config.retention_messages is not None
-            or config.retention_ms is not None
+        if (
+            config.deletes
+            and (
+                config.retention_bytes is not None
+                or config.retention_messages is not None
+                or config.retention_ms is not None
+            )
+            # Not while apply_retention's archive hook runs: that pass (or the next) deletes.
+            and self._retention_lock.acquire(blocking=False)
         ):
-            result = self._apply_retention(dry_run=False)
+            try:
+                result = self._apply_retention(dry_run=False)
+            finally:
+                self._retention_lock.release()
             for error in result.errors:
                 logger.warning("%s: retention kept a segment: %s", self._path, error)
         if config.compacted:
@@ -793,18 +802,68 @@ class Log(Closing):
         due, the active one is rolled first and deleted too (Kafka's rule), so the
         log is left as one empty segment, ``start_offset == end_offset``, and the
         next append gets ``end_offset`` (offsets never go back); ``rolled`` says so.
-        Each segment is handed to the ``archive`` hook first; if the hook fails,
-        that segment and every later one stay (only a prefix of the log is ever
-        removed) and the failure is in ``errors``. With ``dry_run`` nothing
-        changes (nothing is rolled) and the result says what would be removed
-        under which rule. Deletion is crash-safe: files are renamed to
-        ``.deleted`` (removed on the next open if a crash intervenes), then unlinked.
+        Each segment is handed to the ``archive`` hook first, outside the log's
+        lock (appends and reads go on meanwhile); if the hook fails, that segment
+        and every later one stay (only a prefix of the log is ever removed) and
+        the failure is in ``errors``. A segment that a truncation or compaction
+        changed while the hook ran stays too, until the next pass. With
+        ``dry_run`` nothing changes (nothing is rolled) and the result says what
+        would be removed under which rule. Deletion is crash-safe: files are
+        renamed to ``.deleted`` (removed on the next open if a crash intervenes),
+        then unlinked.
         """
-        with self._lock:
-            self._check_open()
-            return self._apply_retention(dry_run=dry_run)
+        if dry_run or self._config.archive is None:
+            with self._lock:
+                self._check_open()
+                return self._apply_retention(dry_run=dry_run)
+        with self._retention_lock:  # one archiving pass at a time: none archives twice
+            with self._lock:
+                self._check_open()
+                truncations = self._truncations
+                planned, rolled = self._plan_retention(dry_run=False)
+            # A slow archive script must not stall appends: the hook runs unlocked.
+            archived, kept, errors = self._archive(planned)
+            with self._lock:
+                self._check_open()
+                if self._truncations != truncations:
+                    archived = []  # a truncation voids the plan; the next pass plans again
+                # Only what is still, unchanged, the log's oldest sealed segments goes
+                # (compaction swaps in new Segment objects; a sealed one never changes).
+                still = 0
+                for (seg, _), current in zip(archived, self._segments.values()):
+                    if seg is not current or seg is self._active:
+                        break
+                    still += 1
+                going = archived[:still]
+                return RetentionResult(
+                    removed=tuple(info for _, info in going),
+                    kept_by_archive_failure=tuple(kept),
+                    start_offset=self._remove_planned(going, dry_run=False),
+                    dry_run=False,
+                    errors=tuple(errors),
+                    rolled=rolled,
+                )
 
     def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
+        """Plan, archive and delete in one go, under the lock (on roll, and without a hook)."""
+        planned, rolled = self._plan_retention(dry_run=dry_run)
+        going, kept, errors = (planned, [], []) if dry_run else self._archive(planned)
+        return RetentionResult(
+            removed=tuple(info for _, info in going),
+            kept_by_archive_failure=tuple(kept),
+            start_offset=self._remove_planned(going, dry_run=dry_run),
+            dry_run=dry_run,
+            errors=tuple(errors),
+            rolled=rolled,
+        )
+
+    def _plan_retention(
+        self, *, dry_run: bool
+    ) -> tuple[list[tuple[Segment, RemovedSegment]], bool]:
+        """Under the lock: the segments retention takes, oldest first, and whether it rolled.
+
+        When the active segment is among them it is rolled now (not in a dry run).
+        """
         config = self._config
         segs = list(self._segments.values())
         count_records = config.deletes and config.retention_messages is not None
@@ -829,49 +888,50 @@ class Log(Closing):
             # whole for the archive hook) before it goes. A crash after the roll
             # leaves a sealed segment and an empty active one; the next pass deletes it.
             self._roll_segment()
-        removed: list[RemovedSegment] = []
-        kept: list[int] = []
-        errors: list[str] = []
-        going: list[Segment] = []
+        planned = []
         for fact, rule in doomed:
             seg = self._segments[fact.base_offset]
-            if not dry_run and config.archive is not None:
-                try:
-                    retention.run_archive(config.archive, seg.paths)
-                except retention.ArchiveError as exc:
-                    kept.append(fact.base_offset)
-                    errors.append(f"{seg.log_path}: {exc}")
-                    break
-            records = fact.records if count_records else seg.records
-            removed.append(
-                RemovedSegment(
-                    base_offset=fact.base_offset,
-                    next_offset=fact.next_offset,
-                    records=records,
-                    size_bytes=fact.size_bytes,
-                    max_timestamp=seg.max_timestamp,
-                    rule=rule,
-                )
+            info = RemovedSegment(
+                base_offset=fact.base_offset,
+                next_offset=fact.next_offset,
+                records=fact.records if count_records else seg.records,
+                size_bytes=fact.size_bytes,
+                max_timestamp=seg.max_timestamp,
+                rule=rule,
             )
-            going.append(seg)
+            planned.append((seg, info))
+        return planned, rolled
+
+    def _archive(
+        self, planned: list[tuple[Segment, RemovedSegment]]
+    ) -> tuple[list[tuple[Segment, RemovedSegment]], list[int], list[str]]:
+        """Hand planned segments to the archive hook in order; stop at the first refusal.
+
+        Returns the archived prefix, the base offset refused and what the hook said.
+        """
+        hook = self._config.archive
+        if hook is None:
+            return planned, [], []
+        for i, (seg, info) in enumerate(planned):
+            try:
+                retention.run_archive(hook, seg.paths)
+            except retention.ArchiveError as exc:
+                return planned[:i], [info.base_offset], [f"{seg.log_path}: {exc}"]
+        return planned, [], []
+
+    def _remove_planned(self, going: list[tuple[Segment, RemovedSegment]], *, dry_run: bool) -> int:
+        """Under the lock: delete ``going`` (a prefix of the log); return the new start offset."""
         start = self._start_offset
         if going:  # the first segment that stays starts the log
-            start = max(start, removed[-1].next_offset)
+            start = max(start, going[-1][1].next_offset)
         if not dry_run and going:
-            for seg in going:
+            for seg, _ in going:
                 del self._segments[seg.base_offset]
-            self._delete_segments(going)
+            self._delete_segments([seg for seg, _ in going])
             if start > self._start_offset:
                 self._start_offset = start
                 self._checkpoint(LOG_START_FILE, self._start_offset)
-        return RetentionResult(
-            removed=tuple(removed),
-            kept_by_archive_failure=tuple(kept),
-            start_offset=start,
-            dry_run=dry_run,
-            errors=tuple(errors),
-            rolled=rolled,
-        )
+        return start
 
     # ------------------------------------------------------------ flushing
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -467,3 +468,99 @@ def test_maintenance_thread_retries_after_the_archive_hook_fails(
         "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
         for r in caplog.records
     )
+
+
+# ---------------------------------------------------------------- the archive hook runs unlocked
+
+
+class BlockingArchive:
+    """An archive hook that holds its first call until the test releases it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, paths: list[str]) -> None:
+        self.calls.append(os.path.basename(paths[0]))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(timeout=30)
+
+
+def _retention_in_thread(log: logstore.Log) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: out.append(log.apply_retention()))
+    worker.start()
+    return worker, out
+
+
+def _in_thread(action: Callable[[], object], timeout: float = 10) -> bool:
+    """Run ``action`` in a thread; whether it finished within ``timeout`` (not blocked)."""
+    worker = threading.Thread(target=action, daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+    return not worker.is_alive()
+
+
+def test_archive_hook_runs_outside_the_log_lock(open_log: OpenLog, clock: FakeClock) -> None:
+    hook = BlockingArchive()
+    log = _prepared(open_log, 2, 5, ts=clock.now_ms - 2 * DAY, retention_ms=DAY, archive=hook)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        assert _in_thread(lambda: log.append(b"during"))  # appends go on while the hook runs
+        assert _in_thread(lambda: log.read(0))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert [r.base_offset for r in result.removed] == [0, 5]
+    assert hook.calls == [f"{0:020d}.log", f"{5:020d}.log"]
+    assert log.start_offset == 10
+    assert [(r.offset, r.value) for r in log.scan()] == [(10, b"during")]
+
+
+def test_truncation_while_archiving_keeps_the_segments(open_log: OpenLog, clock: FakeClock) -> None:
+    hook = BlockingArchive()
+    log = _prepared(open_log, 2, 5, ts=clock.now_ms - 2 * DAY, retention_ms=DAY, archive=hook)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        assert _in_thread(lambda: log.truncate(7))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert result.removed == ()  # the plan was made before the truncation: void
+    assert [r.offset for r in log.scan()] == list(range(7))
+    # the next pass plans again: segment 0 is sealed and old; 5..6 is now the active one
+    assert [(r.base_offset, r.next_offset) for r in log.apply_retention().removed] == [
+        (0, 5),
+        (5, 7),
+    ]
+    assert (log.start_offset, log.end_offset) == (7, 7)
+
+
+def test_a_roll_during_archiving_archives_nothing_twice(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    hook = BlockingArchive()
+    old = clock.now_ms - 2 * DAY
+    log = _prepared(open_log, 2, 5, ts=old, retention_ms=DAY, archive=hook, segment_messages=5)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        # 6 records roll once: the roll's retention waits for the pass in progress
+        assert _in_thread(lambda: log.append_many([b"n%d" % i for i in range(6)]))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert [r.base_offset for r in result.removed] == [0, 5]
+    assert hook.calls == [f"{0:020d}.log", f"{5:020d}.log"]
+    assert [s.base_offset for s in log.segments] == [10, 15]
+    assert [r.offset for r in log.scan()] == list(range(10, 16))
