@@ -305,6 +305,7 @@ class Broker(Closing):
             config,
             clock=self._clock,
             handles=self._handles,
+            maintenance_interval_ms=None,  # the broker's own thread maintains every partition
         )
 
     def _config_for(self, topic: str) -> LogConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -63,6 +64,9 @@ MAX_TIMESTAMP = 1 << 62
 _READ_CHUNK = 64 * 1024
 #: Fixed bytes a batch adds to its records (the 61-byte header).
 _BATCH_OVERHEAD = batch.HEADER_SIZE
+#: The same defaults as ``Broker.open``: a standalone log is bounded as a broker's are.
+DEFAULT_MAX_OPEN_FILES = 1024
+DEFAULT_MAINTENANCE_INTERVAL_MS = 60_000
 
 
 def _add_round(
@@ -79,6 +83,18 @@ def _add_round(
         segments_before=totals.segments_before + segments_before,
         segments_after=totals.segments_after + (len(done.outputs) or segments_before),
     )
+
+
+def _check_open_options(max_open_files: object, maintenance_interval_ms: object) -> None:
+    if type(max_open_files) is not int or max_open_files < 1:
+        raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
+    if maintenance_interval_ms is not None and (
+        type(maintenance_interval_ms) is not int or maintenance_interval_ms < 0
+    ):
+        raise ConfigError(
+            "maintenance_interval_ms must be an integer >= 0 (0 or None: no maintenance "
+            f"thread), got {maintenance_interval_ms!r}"
+        )
 
 
 def wall_clock_ms() -> int:
@@ -133,6 +149,8 @@ class Log(Closing):
         lock: DirectoryLock,
         clock: Clock,
         handles: HandleCache | None = None,
+        *,
+        maintenance_interval_ms: int | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -164,18 +182,23 @@ class Log(Closing):
         self._unflushed_messages = 0
         self._compaction_due = False
         self._cleaner_lock = threading.Lock()
+        self._retention_lock = threading.Lock()
         self._cleaner_offset = loaded.cleaner_offset
         self._truncations = 0
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
         self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
-        self._flusher: threading.Thread | None = None
+        self._maintenance_interval_ms = maintenance_interval_ms or None
+        #: Passes of the background maintenance so far; ``_maintained`` is notified after each.
+        self._maintenance_passes = 0
+        self._maintained = threading.Condition()
         self._stop = threading.Event()
-        if config.fsync == "interval":
-            self._flusher = threading.Thread(
-                target=self._flush_periodically, name=f"logstore-flush-{path}", daemon=True
+        self._worker: threading.Thread | None = None
+        if config.fsync == "interval" or self._maintenance_interval_ms is not None:
+            self._worker = threading.Thread(
+                target=self._run_background, name=f"logstore-maintenance-{path}", daemon=True
             )
-            self._flusher.start()
+            self._worker.start()
 
     @classmethod
     def open(
@@ -185,11 +208,22 @@ class Log(Closing):
         *,
         clock: Clock | None = None,
         handles: HandleCache | None = None,
+        max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+        maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
     ) -> Log:
         """Open (creating if needed) the log in directory ``path``.
 
-        ``handles`` (a ``HandleCache``, shared by a ``Broker`` across its logs)
-        bounds how many ``.log`` files of sealed segments stay open.
+        ``max_open_files`` bounds the open ``.log`` handles of the log's
+        segments, active one included (least recently used closed first and
+        reopened on next use; a handle whose data waits for an fsync stays open
+        until then); the lock file is held open besides. ``handles`` (a
+        ``HandleCache``, shared by a ``Broker`` across its logs) replaces that
+        bound with a shared one.
+
+        A background thread applies retention and, where due, compaction every
+        ``maintenance_interval_ms`` (``None`` or 0: no thread), so an idle log
+        still honours its limits; it is stopped and joined by ``close``. With
+        ``fsync="interval"`` the same thread does the interval fsyncs.
 
         After an unclean shutdown every batch after the recovery point is
         validated; with ``recovery="truncate"`` an invalid tail is moved to a
@@ -199,17 +233,29 @@ class Log(Closing):
         Raises:
             LogLockedError: another ``Log`` holds the directory.
             CorruptLogError: recovery failed, or the data is in a legacy format.
+            ConfigError: ``max_open_files`` or ``maintenance_interval_ms`` is out of range.
         """
         if config is None:
             config = LogConfig()
         elif not isinstance(config, LogConfig):
             raise TypeError(f"config must be a LogConfig, not {type(config).__name__}")
+        _check_open_options(max_open_files, maintenance_interval_ms)
+        if handles is None:
+            handles = HandleCache(max_open_files)
         directory = os.fspath(path)
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock(directory)
         try:
             loaded = load(directory, config)
-            return cls(directory, config, loaded, lock, clock or wall_clock_ms, handles)
+            return cls(
+                directory,
+                config,
+                loaded,
+                lock,
+                clock or wall_clock_ms,
+                handles,
+                maintenance_interval_ms=maintenance_interval_ms,
+            )
         except BaseException:
             lock.release()
             raise
@@ -585,6 +631,30 @@ class Log(Closing):
                 self._roll()
 
     def _roll(self) -> Segment:
+        """Roll (``_roll_segment``), then apply retention and mark compaction due."""
+        new = self._roll_segment()
+        config = self._config
+        if (
+            config.deletes
+            and (
+                config.retention_bytes is not None
+                or config.retention_messages is not None
+                or config.retention_ms is not None
+            )
+            # Not while apply_retention's archive hook runs: that pass (or the next) deletes.
+            and self._retention_lock.acquire(blocking=False)
+        ):
+            try:
+                result = self._apply_retention(dry_run=False)
+            finally:
+                self._retention_lock.release()
+            for error in result.errors:
+                logger.warning("%s: retention kept a segment: %s", self._path, error)
+        if config.compacted:
+            self._compaction_due = True  # checked against the dirty ratio after the append
+        return new
+
+    def _roll_segment(self) -> Segment:
         """Seal the active segment and create the next one.
 
         1. Seal: final time-index entry, indexes trimmed. A crash after this
@@ -601,17 +671,6 @@ class Log(Closing):
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
-        config = self._config
-        if config.deletes and (
-            config.retention_bytes is not None
-            or config.retention_messages is not None
-            or config.retention_ms is not None
-        ):
-            result = self._apply_retention(dry_run=False)
-            for error in result.errors:
-                logger.warning("%s: retention kept a segment: %s", self._path, error)
-        if config.compacted:
-            self._compaction_due = True  # checked against the dirty ratio after the append
         return new
 
     # ------------------------------------------------------------ compaction
@@ -744,19 +803,72 @@ class Log(Closing):
     def apply_retention(self, *, dry_run: bool = False) -> RetentionResult:
         """Delete the oldest segments that the retention limits allow; say what went and why.
 
-        Never deletes the active segment. Each segment is handed to the
-        ``archive`` hook first; if the hook fails, that segment and every later
-        one stay (only a prefix of the log is ever removed) and the failure is
-        in ``errors``. With ``dry_run`` nothing changes and the result says what
+        The active segment is judged as a sealed one is: when every segment is
+        due, the active one is rolled first and deleted too (Kafka's rule), so the
+        log is left as one empty segment, ``start_offset == end_offset``, and the
+        next append gets ``end_offset`` (offsets never go back); ``rolled`` says so.
+        Each segment is handed to the ``archive`` hook first, outside the log's
+        lock (appends and reads go on meanwhile); if the hook fails, that segment
+        and every later one stay (only a prefix of the log is ever removed) and
+        the failure is in ``errors``. A segment that a truncation or compaction
+        changed while the hook ran stays too, until the next pass. With
+        ``dry_run`` nothing changes (nothing is rolled) and the result says what
         would be removed under which rule. Deletion is crash-safe: files are
         renamed to ``.deleted`` (removed on the next open if a crash intervenes),
         then unlinked.
         """
-        with self._lock:
-            self._check_open()
-            return self._apply_retention(dry_run=dry_run)
+        if dry_run or self._config.archive is None:
+            with self._lock:
+                self._check_open()
+                return self._apply_retention(dry_run=dry_run)
+        with self._retention_lock:  # one archiving pass at a time: none archives twice
+            with self._lock:
+                self._check_open()
+                truncations = self._truncations
+                planned, rolled = self._plan_retention(dry_run=False)
+            # A slow archive script must not stall appends: the hook runs unlocked.
+            archived, kept, errors = self._archive(planned)
+            with self._lock:
+                self._check_open()
+                if self._truncations != truncations:
+                    archived = []  # a truncation voids the plan; the next pass plans again
+                # Only what is still, unchanged, the log's oldest sealed segments goes
+                # (compaction swaps in new Segment objects; a sealed one never changes).
+                still = 0
+                for (seg, _), current in zip(archived, self._segments.values()):
+                    if seg is not current or seg is self._active:
+                        break
+                    still += 1
+                going = archived[:still]
+                return RetentionResult(
+                    removed=tuple(info for _, info in going),
+                    kept_by_archive_failure=tuple(kept),
+                    start_offset=self._remove_planned(going, dry_run=False),
+                    dry_run=False,
+                    errors=tuple(errors),
+                    rolled=rolled,
+                )
 
     def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
+        """Plan, archive and delete in one go, under the lock (on roll, and without a hook)."""
+        planned, rolled = self._plan_retention(dry_run=dry_run)
+        going, kept, errors = (planned, [], []) if dry_run else self._archive(planned)
+        return RetentionResult(
+            removed=tuple(info for _, info in going),
+            kept_by_archive_failure=tuple(kept),
+            start_offset=self._remove_planned(going, dry_run=dry_run),
+            dry_run=dry_run,
+            errors=tuple(errors),
+            rolled=rolled,
+        )
+
+    def _plan_retention(
+        self, *, dry_run: bool
+    ) -> tuple[list[tuple[Segment, RemovedSegment]], bool]:
+        """Under the lock: the segments retention takes, oldest first, and whether it rolled.
+
+        When the active segment is among them it is rolled now (not in a dry run).
+        """
         config = self._config
         segs = list(self._segments.values())
         count_records = config.deletes and config.retention_messages is not None
@@ -775,48 +887,56 @@ class Log(Closing):
         doomed = retention.plan(
             facts, start_offset=self._start_offset, config=config, now_ms=self._clock()
         )
-        removed: list[RemovedSegment] = []
-        kept: list[int] = []
-        errors: list[str] = []
-        going: list[Segment] = []
+        rolled = bool(doomed) and doomed[-1][0].base_offset == self._active.base_offset
+        if rolled and not dry_run:
+            # The log keeps one segment: roll so that the doomed one is sealed (and
+            # whole for the archive hook) before it goes. A crash after the roll
+            # leaves a sealed segment and an empty active one; the next pass deletes it.
+            self._roll_segment()
+        planned = []
         for fact, rule in doomed:
             seg = self._segments[fact.base_offset]
-            if not dry_run and config.archive is not None:
-                try:
-                    retention.run_archive(config.archive, seg.paths)
-                except retention.ArchiveError as exc:
-                    kept.append(fact.base_offset)
-                    errors.append(f"{seg.log_path}: {exc}")
-                    break
-            records = fact.records if count_records else seg.records
-            removed.append(
-                RemovedSegment(
-                    base_offset=fact.base_offset,
-                    next_offset=fact.next_offset,
-                    records=records,
-                    size_bytes=fact.size_bytes,
-                    max_timestamp=seg.max_timestamp,
-                    rule=rule,
-                )
+            info = RemovedSegment(
+                base_offset=fact.base_offset,
+                next_offset=fact.next_offset,
+                records=fact.records if count_records else seg.records,
+                size_bytes=fact.size_bytes,
+                max_timestamp=seg.max_timestamp,
+                rule=rule,
             )
-            going.append(seg)
+            planned.append((seg, info))
+        return planned, rolled
+
+    def _archive(
+        self, planned: list[tuple[Segment, RemovedSegment]]
+    ) -> tuple[list[tuple[Segment, RemovedSegment]], list[int], list[str]]:
+        """Hand planned segments to the archive hook in order; stop at the first refusal.
+
+        Returns the archived prefix, the base offset refused and what the hook said.
+        """
+        hook = self._config.archive
+        if hook is None:
+            return planned, [], []
+        for i, (seg, info) in enumerate(planned):
+            try:
+                retention.run_archive(hook, seg.paths)
+            except retention.ArchiveError as exc:
+                return planned[:i], [info.base_offset], [f"{seg.log_path}: {exc}"]
+        return planned, [], []
+
+    def _remove_planned(self, going: list[tuple[Segment, RemovedSegment]], *, dry_run: bool) -> int:
+        """Under the lock: delete ``going`` (a prefix of the log); return the new start offset."""
         start = self._start_offset
         if going:  # the first segment that stays starts the log
-            start = max(start, removed[-1].next_offset)
+            start = max(start, going[-1][1].next_offset)
         if not dry_run and going:
-            for seg in going:
+            for seg, _ in going:
                 del self._segments[seg.base_offset]
-            self._delete_segments(going)
+            self._delete_segments([seg for seg, _ in going])
             if start > self._start_offset:
                 self._start_offset = start
                 self._checkpoint(LOG_START_FILE, self._start_offset)
-        return RetentionResult(
-            removed=tuple(removed),
-            kept_by_archive_failure=tuple(kept),
-            start_offset=start,
-            dry_run=dry_run,
-            errors=tuple(errors),
-        )
+        return start
 
     # ------------------------------------------------------------ flushing
 
@@ -836,14 +956,61 @@ class Log(Closing):
         self._unflushed_messages = 0
         self._last_flush_ms = self._clock()
 
-    def _flush_periodically(self) -> None:
-        interval_s = max(self._config.fsync_interval_ms, 1) / 1000
-        while not self._stop.wait(interval_s):
-            with self._lock:
-                if self._closed:
+    # ------------------------------------------------------------ background work
+
+    def run_maintenance(self) -> None:
+        """Apply retention and, where due, compaction now: what the maintenance thread does.
+
+        Archive-hook failures are logged as warnings (and keep their segments).
+        """
+        config = self._config
+        if config.deletes or self.start_offset > 0:
+            result = self.apply_retention()
+            for error in result.errors:
+                logger.warning("%s: retention kept a segment: %s", self._path, error)
+        if config.compacted and self.dirty_ratio() > config.min_cleanable_dirty_ratio:
+            self.compact()
+
+    def _run_background(self) -> None:
+        """The log's one background thread: interval fsyncs and maintenance, each on its period.
+
+        Periods run on the monotonic clock, not the injected one (a test's fake
+        clock does not move by itself); retention still judges ages by the
+        injected clock. ``close`` sets ``_stop`` and joins this thread.
+        """
+        flush_s = (
+            max(self._config.fsync_interval_ms, 1) / 1000
+            if self._config.fsync == "interval"
+            else None
+        )
+        interval_ms = self._maintenance_interval_ms
+        maintain_s = interval_ms / 1000 if interval_ms is not None else None
+        now = time.monotonic()
+        next_flush = now + flush_s if flush_s is not None else math.inf
+        next_maintain = now + maintain_s if maintain_s is not None else math.inf
+        while not self._stop.wait(max(min(next_flush, next_maintain) - time.monotonic(), 0)):
+            now = time.monotonic()
+            if flush_s is not None and now >= next_flush:
+                next_flush = now + flush_s
+                with self._lock:
+                    if self._closed:
+                        return
+                    if self._flushed_offset < self._end_offset:
+                        try:
+                            self._flush_locked()
+                        except OSError:  # the next append (or flush) raises it to a caller
+                            logger.exception("%s: interval fsync failed", self._path)
+            if maintain_s is not None and now >= next_maintain:
+                try:
+                    self.run_maintenance()
+                except LogClosedError:
                     return
-                if self._flushed_offset < self._end_offset:
-                    self._flush_locked()
+                except Exception:  # housekeeping must outlive one failed pass
+                    logger.exception("%s: maintenance failed", self._path)
+                next_maintain = time.monotonic() + maintain_s
+                with self._maintained:
+                    self._maintenance_passes += 1
+                    self._maintained.notify_all()
 
     def _checkpoint(self, name: str, offset: int) -> None:
         """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
@@ -1203,14 +1370,18 @@ class Log(Closing):
     def close(self) -> None:
         """Flush, seal the active segment, write checkpoints and the clean-shutdown marker.
 
-        Idempotent. The marker is written last, so a crash during close counts
-        as unclean.
+        Idempotent. The background thread is stopped and joined first (outside
+        the lock, which a pass in progress needs to finish). The marker is
+        written last, so a crash during close counts as unclean.
         """
+        self._stop.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=60)  # bounded: a hung archive hook must not hang close
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
             try:
                 self._flush_locked()
                 for seg in self._segments.values():
@@ -1222,8 +1393,6 @@ class Log(Closing):
                 )
             finally:
                 self._dir_lock.release()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=5)
 
     def _abandon(self) -> None:
         """Close without the clean-shutdown marker (after a write that could not be undone)."""

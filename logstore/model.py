@@ -73,6 +73,7 @@ class RetentionResult:
     start_offset: int = 0
     dry_run: bool = False
     errors: tuple[str, ...] = ()  # what the archive hook said when it failed
+    rolled: bool = False  # the active segment was (dry run: would be) rolled to be deleted
 
     @property
     def removed_bytes(self) -> int:

@@ -34,28 +34,36 @@ def plan(
     config: LogConfig,
     now_ms: int,
 ) -> list[tuple[SegmentFacts, str]]:
-    """The oldest segments to delete, each with its rule; never the last (active) one.
+    """The oldest segments to delete, each with its rule; the active segment may be among them.
 
     Rules, checked per segment from the oldest, stopping at the first segment
     no rule deletes (only a prefix of the log ever goes):
 
-    - ``start_offset``: the next segment starts at or below the log start offset;
+    - ``start_offset``: the next segment starts at or below the log start offset
+      (the active segment has no next one, so this rule never takes it);
     - ``bytes``: the log would still hold at least ``retention_bytes`` without it;
     - ``messages``: the log would still hold at least ``retention_messages`` records;
     - ``age``: its largest timestamp (or, with none, its file's mtime) is more
       than ``retention_ms`` old.
 
+    The active segment is judged by the same rules as a sealed one, as in
+    Kafka's ``UnifiedLog.deletableSegments``: when every segment is due, an idle
+    log would otherwise keep its expired records forever. The caller then rolls
+    first (the log must keep one segment) and deletes it, so the log becomes one
+    empty segment at its end offset. An empty active segment is never planned.
     The three limits apply only when ``cleanup_policy`` contains ``delete``.
     """
     doomed: list[tuple[SegmentFacts, str]] = []
-    candidates = list(segments[:-1])  # the active segment always stays
     total_bytes = sum(s.size_bytes for s in segments)
     total_records = sum(s.records for s in segments)
     limits = config.deletes
-    for i, seg in enumerate(candidates):
-        following = segments[i + 1]
+    last = len(segments) - 1
+    for i, seg in enumerate(segments):
+        following = segments[i + 1] if i < last else None
+        if following is None and seg.size_bytes == 0:
+            break  # nothing to delete, and a log always keeps a segment
         rule = None
-        if following.base_offset <= start_offset:
+        if following is not None and following.base_offset <= start_offset:
             rule = "start_offset"
         elif (
             limits

@@ -876,3 +876,49 @@ def test_scan_memory_stays_flat(open_log: OpenLog, log_dir: Path) -> None:
     count, last, before_kib, after_kib = map(int, probe.stdout.split())
     assert (count, last) == (total, total - 1)
     assert (after_kib - before_kib) * 1024 < 50_000_000
+
+
+# ---------------------------------------------------------------- open files
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _hundred_segments(log_dir: Path) -> None:
+    with logstore.Log.open(log_dir, logstore.LogConfig(fsync="never")) as log:
+        for i in range(100):
+            log.append(b"v%03d" % i)
+            log.roll()
+        assert len(log.segments) == 101
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+def test_standalone_log_bounds_its_open_files(log_dir: Path) -> None:
+    _hundred_segments(log_dir)
+    before = _open_fds()
+    log = logstore.Log.open(log_dir, logstore.LogConfig(fsync="never"), max_open_files=8)
+    try:
+        assert [r.value for r in log.scan()] == [b"v%03d" % i for i in range(100)]
+        assert _open_fds() - before <= 8 + 1  # the handles, plus the lock file
+        # reads after eviction reopen the files and still give the right records
+        for offset in (0, 57, 3, 99, 0):
+            assert [(r.offset, r.value) for r in log.read(offset, max_records=1)] == [
+                (offset, b"v%03d" % offset)
+            ]
+        assert log.offset_for_timestamp(0) == 0
+        assert log.append(b"new") == 100
+        assert [r.value for r in log.scan(98)] == [b"v098", b"v099", b"new"]
+        assert _open_fds() - before <= 8 + 1
+    finally:
+        log.close()
+    assert _open_fds() == before
+
+
+def test_standalone_log_is_bounded_by_default(log_dir: Path) -> None:
+    _hundred_segments(log_dir)
+    with logstore.Log.open(log_dir, logstore.LogConfig(fsync="never")) as log:
+        assert [r.offset for r in log.scan()] == list(range(100))
+        handles = log._handles
+        assert handles is not None and handles.limit == 1024  # Broker.open's default
+        assert len(handles) == 100  # each sealed segment read counts (the empty active: unopened)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import logstore
 from logstore import LogConfig
 
-from .conftest import FakeClock, OpenLog
+from .conftest import FakeClock, OpenLog, file_hashes
 
 DAY = 86_400_000
 
@@ -81,14 +83,17 @@ def test_retention_ms_judges_the_largest_timestamp(open_log: OpenLog, clock: Fak
     assert [r.value for r in log.scan()] == [b"mixed-old", b"mixed-new", b"active"]
 
 
-def test_active_segment_survives_even_when_it_alone_exceeds_limits(
+def test_active_segment_survives_limits_it_alone_exceeds(
     open_log: OpenLog, clock: FakeClock
 ) -> None:
-    log = open_log(retention_bytes=10, retention_messages=1, retention_ms=1)
-    log.append_many([logstore.Message(b"x" * 100, key=b"k", timestamp=1)] * 20)
+    # Kafka's size rule: a segment goes only if the log still holds the limit without it.
+    # The active segment alone cannot leave 10 bytes or 1 record behind, so it stays.
+    log = open_log(retention_bytes=10, retention_messages=1, retention_ms=2 * DAY)
+    log.append_many([logstore.Message(b"x" * 100, key=b"k", timestamp=clock.now_ms)] * 20)
     clock.advance(DAY)
     result = log.apply_retention()
     assert result.removed == ()
+    assert not result.rolled
     assert log.end_offset == 20 and len(list(log.scan())) == 20
 
 
@@ -217,3 +222,345 @@ def test_deletion_leaves_no_files_and_survives_reopen(open_log: OpenLog, log_dir
     with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:
         assert reopened.start_offset == 20
         assert [r.offset for r in reopened.scan()] == list(range(20, 30))
+
+
+# ---------------------------------------------------------------- an idle log expires too
+
+HOUR = 3_600_000
+
+
+def _segment_names(log_dir: Path) -> list[str]:
+    return sorted(n for n in os.listdir(log_dir) if n[:20].isdigit())
+
+
+def _assert_empty_at(log: logstore.Log, log_dir: Path, offset: int) -> None:
+    """The log is one empty segment at ``offset``, and nothing below it can be read."""
+    assert log.start_offset == log.end_offset == offset
+    assert [(s.base_offset, s.next_offset, s.records, s.size_bytes) for s in log.segments] == [
+        (offset, offset, 0, 0)
+    ]
+    assert _segment_names(log_dir) == [
+        f"{offset:020d}{suffix}" for suffix in (".index", ".log", ".timeindex")
+    ]
+    assert list(log.scan()) == []
+    assert log.read(offset) == []
+    with pytest.raises(logstore.OffsetOutOfRange):
+        log.read(offset - 1)
+
+
+def test_idle_log_expires_records_in_its_active_segment(
+    open_log: OpenLog, clock: FakeClock, log_dir: Path
+) -> None:
+    log = open_log(retention_ms=1000)
+    written = clock.now_ms
+    assert log.append_many([b"r%d" % i for i in range(5)]) == range(5)
+    clock.advance(2 * HOUR)
+    result = log.apply_retention()
+    assert [
+        (r.base_offset, r.next_offset, r.records, r.max_timestamp, r.rule) for r in result.removed
+    ] == [(0, 5, 5, written, "age")]
+    assert result.rolled and not result.dry_run and result.start_offset == 5
+    _assert_empty_at(log, log_dir, 5)
+    assert log.apply_retention().removed == ()  # the empty active segment never goes
+    log.close()
+    log = open_log(retention_ms=1000)
+    _assert_empty_at(log, log_dir, 5)  # the start offset was checkpointed
+    assert log.append(b"later") == 5  # the end offset never goes back
+    log.close()
+    log = open_log(retention_ms=1000)
+    assert (log.start_offset, log.end_offset) == (5, 6)
+    assert [(r.offset, r.value) for r in log.scan()] == [(5, b"later")]
+
+
+def test_every_segment_due_rolls_and_deletes_the_active_one_too(
+    open_log: OpenLog, clock: FakeClock, log_dir: Path
+) -> None:
+    old = clock.now_ms - 2 * DAY
+    log = open_log()
+    _fill(log, 2, 5, ts=old)
+    log.append_many([logstore.Message(b"tail%d" % i, key=b"k", timestamp=old) for i in range(3)])
+    log.close()
+    log = open_log(retention_ms=DAY)
+    result = log.apply_retention()
+    assert [(r.base_offset, r.next_offset, r.rule) for r in result.removed] == [
+        (0, 5, "age"),
+        (5, 10, "age"),
+        (10, 13, "age"),
+    ]
+    assert result.rolled
+    _assert_empty_at(log, log_dir, 13)
+
+
+@pytest.mark.parametrize(
+    ("limit", "rule"), [("retention_bytes", "bytes"), ("retention_messages", "messages")]
+)
+def test_bytes_and_messages_take_the_active_segment_by_the_same_rule(
+    open_log: OpenLog, log_dir: Path, limit: str, rule: str
+) -> None:
+    log = open_log()
+    _fill(log, 1, 4)
+    log.append_many([logstore.Message(b"a%d" % i, key=b"k") for i in range(3)])
+    log.close()
+    # A limit of 1: the active segment cannot go (nothing would remain), the sealed one can.
+    log = open_log(**{limit: 1})
+    result = log.apply_retention()
+    assert [(r.base_offset, r.rule) for r in result.removed] == [(0, rule)]
+    assert not result.rolled
+    assert (log.start_offset, log.end_offset) == (4, 7)
+    log.close()
+    # A limit of 0: the log still holds at least 0 without any segment, so all go.
+    log = open_log(**{limit: 0})
+    result = log.apply_retention()
+    assert [(r.base_offset, r.next_offset, r.records, r.rule) for r in result.removed] == [
+        (4, 7, 3, rule)
+    ]
+    assert result.rolled
+    _assert_empty_at(log, log_dir, 7)
+
+
+def test_dry_run_explains_the_roll_and_changes_nothing(
+    open_log: OpenLog, clock: FakeClock, log_dir: Path
+) -> None:
+    log = open_log(retention_ms=1000)
+    log.append_many([b"r%d" % i for i in range(5)])
+    clock.advance(2 * HOUR)
+    log.flush()
+    before = file_hashes(log_dir)
+    result = log.apply_retention(dry_run=True)
+    assert [(r.base_offset, r.next_offset, r.records, r.rule) for r in result.removed] == [
+        (0, 5, 5, "age")
+    ]
+    assert result.dry_run and result.rolled and result.start_offset == 5
+    assert file_hashes(log_dir) == before
+    assert (log.start_offset, log.end_offset, len(log.segments)) == (0, 5, 1)
+    assert [r.value for r in log.scan()] == [b"r%d" % i for i in range(5)]
+    # and the real run then does what the dry run said
+    done = log.apply_retention()
+    assert (done.removed, done.rolled, done.start_offset) == (result.removed, True, 5)
+
+
+def test_archive_gets_the_rolled_active_segment_sealed(
+    open_log: OpenLog, clock: FakeClock, log_dir: Path
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def archive(paths: list[str]) -> None:
+        seen.extend((os.path.basename(p), os.path.getsize(p)) for p in paths)
+
+    log = open_log(retention_ms=1000, archive=archive)
+    log.append_many([b"r%d" % i for i in range(5)])
+    size = log.size_bytes
+    clock.advance(2 * HOUR)
+    log.apply_retention()
+    # sealed: the preallocated indexes were trimmed (one time-index entry, no offset entry)
+    assert seen == [(f"{0:020d}.log", size), (f"{0:020d}.index", 0), (f"{0:020d}.timeindex", 12)]
+    _assert_empty_at(log, log_dir, 5)
+
+
+def _maintenance_threads(path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"logstore-maintenance-{path}"]
+
+
+def test_maintenance_thread_applies_retention_without_any_call(
+    log_dir: Path, clock: FakeClock
+) -> None:
+    config = LogConfig(retention_ms=1000, fsync="never")
+    log = logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5)
+    try:
+        (worker,) = _maintenance_threads(log_dir)
+        assert worker.daemon
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        with log._maintained:  # notified after each pass of the thread
+            assert log._maintained.wait_for(lambda: log.start_offset == 5, timeout=30)
+        assert (log.start_offset, log.end_offset) == (5, 5)
+        assert log.append(b"later") == 5
+    finally:
+        log.close()
+    assert not worker.is_alive()  # close stopped and joined it
+    assert _maintenance_threads(log_dir) == []
+
+
+@pytest.mark.parametrize("interval", [None, 0])
+def test_maintenance_thread_can_be_turned_off(
+    log_dir: Path, clock: FakeClock, interval: int | None
+) -> None:
+    with logstore.Log.open(
+        log_dir,
+        LogConfig(retention_ms=1000, fsync="never"),
+        clock=clock,
+        maintenance_interval_ms=interval,
+    ) as log:
+        assert _maintenance_threads(log_dir) == []
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        assert (log.start_offset, log.end_offset) == (0, 5)  # only an explicit call expires it
+        assert len(log.apply_retention().removed) == 1
+
+
+def test_maintenance_thread_is_on_by_default_and_stops_on_close(log_dir: Path) -> None:
+    log = logstore.Log.open(log_dir, LogConfig(fsync="never"))
+    (worker,) = _maintenance_threads(log_dir)
+    log.close()
+    assert not worker.is_alive()
+    log.close()  # idempotent
+
+
+def test_one_thread_does_interval_fsyncs_and_maintenance(log_dir: Path) -> None:
+    log = logstore.Log.open(
+        log_dir, LogConfig(fsync="interval", fsync_interval_ms=1), maintenance_interval_ms=1
+    )
+    try:
+        assert len(_maintenance_threads(log_dir)) == 1
+        log.append(b"x")
+        with log._maintained:
+            passes = log._maintenance_passes
+            assert log._maintained.wait_for(
+                lambda: log._maintenance_passes > passes and log.flushed_offset == 1, timeout=30
+            )
+    finally:
+        log.close()
+    assert _maintenance_threads(log_dir) == []
+
+
+def test_broker_partitions_have_no_thread_of_their_own(tmp_path: Path) -> None:
+    with logstore.Broker.open(tmp_path / "root", LogConfig(fsync="never")) as broker:
+        broker.create_topic("t", partitions=2)
+        names = {t.name for t in threading.enumerate()}
+        assert f"logstore-maintenance-{tmp_path / 'root'}" in names  # the broker's one
+        assert not [n for n in names if n.startswith(f"logstore-maintenance-{tmp_path / 'root'}/")]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("maintenance_interval_ms", -1, "maintenance_interval_ms must be an integer >= 0"),
+        ("maintenance_interval_ms", 1.5, "maintenance_interval_ms must be an integer >= 0"),
+        ("max_open_files", 0, "max_open_files must be an integer >= 1, got 0"),
+        ("max_open_files", True, "max_open_files must be an integer >= 1, got True"),
+    ],
+)
+def test_open_options_are_checked(log_dir: Path, option: str, value: object, message: str) -> None:
+    with pytest.raises(logstore.ConfigError, match=message.replace(".", r"\.")):
+        logstore.Log.open(log_dir, **{option: value})  # type: ignore[arg-type]
+    assert not log_dir.exists() or not (log_dir / ".lock").exists()
+
+
+def test_maintenance_thread_retries_after_the_archive_hook_fails(
+    log_dir: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def archive(paths: list[str]) -> None:
+        calls.append(os.path.basename(paths[0]))
+        if len(calls) == 1:
+            raise RuntimeError("bucket unavailable")
+
+    config = LogConfig(retention_ms=1000, fsync="never", archive=archive)
+    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5) as log:
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        with log._maintained:
+            assert log._maintained.wait_for(lambda: log.start_offset == 5, timeout=30)
+        assert calls == [f"{0:020d}.log"] * 2  # refused once (kept), archived on the next pass
+        assert _segment_names(log_dir) == [f"{5:020d}{s}" for s in (".index", ".log", ".timeindex")]
+    assert any(
+        "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+# ---------------------------------------------------------------- the archive hook runs unlocked
+
+
+class BlockingArchive:
+    """An archive hook that holds its first call until the test releases it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, paths: list[str]) -> None:
+        self.calls.append(os.path.basename(paths[0]))
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(timeout=30)
+
+
+def _retention_in_thread(log: logstore.Log) -> tuple[threading.Thread, list[object]]:
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: out.append(log.apply_retention()))
+    worker.start()
+    return worker, out
+
+
+def _in_thread(action: Callable[[], object], timeout: float = 10) -> bool:
+    """Run ``action`` in a thread; whether it finished within ``timeout`` (not blocked)."""
+    worker = threading.Thread(target=action, daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+    return not worker.is_alive()
+
+
+def test_archive_hook_runs_outside_the_log_lock(open_log: OpenLog, clock: FakeClock) -> None:
+    hook = BlockingArchive()
+    log = _prepared(open_log, 2, 5, ts=clock.now_ms - 2 * DAY, retention_ms=DAY, archive=hook)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        assert _in_thread(lambda: log.append(b"during"))  # appends go on while the hook runs
+        assert _in_thread(lambda: log.read(0))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert [r.base_offset for r in result.removed] == [0, 5]
+    assert hook.calls == [f"{0:020d}.log", f"{5:020d}.log"]
+    assert log.start_offset == 10
+    assert [(r.offset, r.value) for r in log.scan()] == [(10, b"during")]
+
+
+def test_truncation_while_archiving_keeps_the_segments(open_log: OpenLog, clock: FakeClock) -> None:
+    hook = BlockingArchive()
+    log = _prepared(open_log, 2, 5, ts=clock.now_ms - 2 * DAY, retention_ms=DAY, archive=hook)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        assert _in_thread(lambda: log.truncate(7))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert result.removed == ()  # the plan was made before the truncation: void
+    assert [r.offset for r in log.scan()] == list(range(7))
+    # the next pass plans again: segment 0 is sealed and old; 5..6 is now the active one
+    assert [(r.base_offset, r.next_offset) for r in log.apply_retention().removed] == [
+        (0, 5),
+        (5, 7),
+    ]
+    assert (log.start_offset, log.end_offset) == (7, 7)
+
+
+def test_a_roll_during_archiving_archives_nothing_twice(
+    open_log: OpenLog, clock: FakeClock
+) -> None:
+    hook = BlockingArchive()
+    old = clock.now_ms - 2 * DAY
+    log = _prepared(open_log, 2, 5, ts=old, retention_ms=DAY, archive=hook, segment_messages=5)
+    worker, out = _retention_in_thread(log)
+    try:
+        assert hook.entered.wait(timeout=30)
+        # 6 records roll once: the roll's retention waits for the pass in progress
+        assert _in_thread(lambda: log.append_many([b"n%d" % i for i in range(6)]))
+    finally:
+        hook.release.set()
+        worker.join(timeout=30)
+    (result,) = out
+    assert isinstance(result, logstore.RetentionResult)
+    assert [r.base_offset for r in result.removed] == [0, 5]
+    assert hook.calls == [f"{0:020d}.log", f"{5:020d}.log"]
+    assert [s.base_offset for s in log.segments] == [10, 15]
+    assert [r.offset for r in log.scan()] == list(range(10, 16))
