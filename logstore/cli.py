@@ -537,7 +537,11 @@ class _FdLines:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)  # set_wakeup_fd requires it
         self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
-        self._old_handlers = {s: signal.signal(s, self._on_signal) for s in _STOP_SIGNALS}
+        self._old_handlers = {
+            s: signal.signal(s, self._on_signal)
+            for s in _STOP_SIGNALS
+            if signal.getsignal(s) is not signal.SIG_IGN  # e.g. nohup: ignored stays ignored
+        }
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopped_by = signum
@@ -603,6 +607,11 @@ def _stdin_lines() -> _FdLines | _StreamLines:
     return _FdLines(fd)
 
 
+def _lines(n: int, noun: str = "line") -> str:
+    """``1 line``, ``2,500 lines``: counts as an operator reads them."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 class _LineWriter:
     """Turns lines into records and writes them in batches, counting exactly what is stored."""
 
@@ -646,7 +655,7 @@ class _LineWriter:
                 self.first_bad = self.first_bad or where
                 return
             self.flush()
-            raise click.ClickException(f"wrote {self.written:,} lines; {where}") from None
+            raise click.ClickException(f"wrote {_lines(self.written)}; {where}") from None
         self.pending.append(logstore.Message(line, key=key))
 
     def flush(self) -> None:
@@ -660,16 +669,16 @@ class _LineWriter:
             stored = sum(log.end_offset - end for log, end in zip(self._logs, ends))
             self.written += stored
             raise click.ClickException(
-                f"wrote {self.written:,} lines; {len(self.pending) - stored:,} of the last "
-                f"{len(self.pending):,} lines read were not written: {_describe(exc)}"
+                f"wrote {_lines(self.written)}; {len(self.pending) - stored:,} of the last "
+                f"{_lines(len(self.pending))} read were not written: {_describe(exc)}"
             ) from None
         self.written += len(self.pending)
         self.pending = []
 
     def summary(self) -> str:
-        text = f"wrote {self.written:,} lines to {self._topic}"
+        text = f"wrote {_lines(self.written)} to {self._topic}"
         if self.skipped:
-            text += f", skipped {self.skipped:,} bad lines (first: {self.first_bad})"
+            text += f", skipped {_lines(self.skipped, 'bad line')} (first: {self.first_bad})"
         return text
 
 
