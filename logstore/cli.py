@@ -506,7 +506,7 @@ def _key_of(line: bytes, key_field: str | None, key: str | None) -> bytes | None
         fields = line.split()
         n = int(key_field)
         if not 1 <= n <= len(fields):
-            raise _BadLine(f"line has no field {n}: {line[:80]!r}")
+            raise _BadLine(f"no field {n}: {line[:80]!r}")
         return fields[n - 1]
     try:
         value = json.loads(line)[key_field]
@@ -707,7 +707,8 @@ class _LineWriter:
 @click.option(
     "--skip-bad",
     is_flag=True,
-    help="Skip lines that cannot become records (no such key field) and count them, "
+    help="Skip lines that cannot become records (no such key field, no key for a compacted "
+    "topic) and count them, "
     "instead of stopping at the first (exit 1, after writing the lines before it).",
 )
 @_one_line_errors

@@ -179,6 +179,6 @@ def test_a_compacted_topic_needs_a_key(tmp_path: Path) -> None:
     )
     assert (done.returncode, done.stderr) == (
         1,
-        b"logstore: wrote 1 line; line 2: line has no field 1: b''\n",
+        b"logstore: wrote 1 line; line 2: no field 1: b''\n",
     )
     assert all_values(tmp_path, "keys") == {0: [b"k1 a"]}
