@@ -54,6 +54,9 @@ CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
 CLEANER_CHECKPOINT_FILE = "cleaner-offset-checkpoint"
+#: The config a ``Log`` was last opened with (JSON), so tools can tell its cleanup policy.
+#: Kafka's loader ignores the name (no segment suffix, not one of its checkpoint files).
+CONFIG_FILE = "logstore-config.json"
 
 
 def segment_name(base_offset: int, suffix: str) -> str:

@@ -314,6 +314,40 @@ class Broker(Closing):
             overrides = {**_OFFSETS_CONFIG, **overrides}
         return dataclasses.replace(self.default_config, **overrides)
 
+    @staticmethod
+    def stored_config(partition_dir: str | os.PathLike[str]) -> LogConfig | None:
+        """The config a broker root gives ``partition_dir``, read without opening anything.
+
+        ``None`` unless the directory's parent is a broker root whose metadata
+        names its topic and partition. The root's overrides apply over what the
+        partition recorded at its last open (``Log.recorded_config``), else over
+        the defaults, as ``Broker.open(root)`` would apply them.
+
+        Raises:
+            ConfigError: the metadata or the record is unreadable.
+        """
+        directory = os.path.normpath(os.fspath(partition_dir))
+        root, name = os.path.split(directory)
+        topic, sep, number = name.rpartition("-")
+        path = os.path.join(root or ".", METADATA_FILE)
+        if not (sep and number.isdigit() and os.path.isfile(path)):
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                meta = json.load(f)["topics"].get(topic)
+            if meta is None or int(number) >= meta["partitions"]:
+                return None
+            overrides = dict(meta["config"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: not a logstore topic metadata file ({exc})") from None
+        if topic == _offsets.OFFSETS_TOPIC:
+            overrides = {**_OFFSETS_CONFIG, **overrides}
+        base = Log.recorded_config(directory) or LogConfig()
+        try:
+            return dataclasses.replace(base, **overrides)
+        except (ConfigError, TypeError) as exc:
+            raise ConfigError(f"{path}: topic {topic}: {exc}") from None
+
     def _metadata_json(self) -> str:
         storable = {
             name: {

@@ -68,6 +68,7 @@ class Round:
     outputs: list[Segment] = field(default_factory=list)
     end_offset: int = 0  # first dirty offset after this round
     reports: list[SegmentReport] = field(default_factory=list)
+    segments_after: int = 0  # output segments written (or, in a dry run, planned)
 
 
 def sections(
@@ -151,6 +152,40 @@ def group_by_size(segments: Sequence[Segment], config: LogConfig) -> list[list[S
     return groups
 
 
+@dataclass
+class _Planned:
+    """An output segment a dry run would write: what decides where the real one ends.
+
+    Mirrors ``Segment.append``'s index rule, so a dry run splits its plan where
+    the real run splits its outputs and reports the same segment count.
+    """
+
+    base_offset: int
+    size: int = 0
+    since_index_entry: int = 0
+    offset_entries: int = 0
+    time_entries: int = 0
+    max_timestamp: int = -1
+    last_time_entry: int = -1
+
+    def add(self, size: int, max_timestamp: int, index_interval_bytes: int) -> None:
+        self.max_timestamp = max(self.max_timestamp, max_timestamp)
+        if self.since_index_entry > index_interval_bytes:
+            self.offset_entries += 1
+            if self.max_timestamp > self.last_time_entry:
+                self.time_entries += 1
+                self.last_time_entry = self.max_timestamp
+            self.since_index_entry = 0
+        self.since_index_entry += size
+        self.size += size
+
+    def index_full(self, max_index_bytes: int) -> bool:
+        # The limits of OffsetIndex.is_full and TimeIndex.is_full (one slot kept for sealing).
+        return self.offset_entries >= max_index_bytes // 8 or (
+            self.time_entries >= max_index_bytes // 12 - 1
+        )
+
+
 class _Writer:
     """Writes rewritten batches into ``.cleaned`` segments, starting a new one on overflow."""
 
@@ -159,12 +194,15 @@ class _Writer:
         self.config = config
         self.dry_run = dry_run
         self.outputs: list[Segment] = []
+        self.planned: list[_Planned] = []
+        self._planning = False  # the last planned segment still takes batches
         self.bytes_written = 0
         self._group_base: int | None = None
 
     def write(self, data: bytes, span: BatchSpan, base_offset: int, records: int) -> None:
         self.bytes_written += len(data)
         if self.dry_run:
+            self._plan(len(data), span, base_offset)
             return
         out = self.outputs[-1] if self.outputs and self.outputs[-1].active else None
         if out is not None and (
@@ -187,10 +225,29 @@ class _Writer:
             self.outputs.append(out)
         out.append(data, (span,), record_count=records)
 
+    def _plan(self, size: int, span: BatchSpan, base_offset: int) -> None:
+        """The dry run's ``write``: the same splitting rules, applied to ``_Planned`` segments."""
+        config = self.config
+        out = self.planned[-1] if self.planned and self._planning else None
+        if out is not None and (
+            out.size + size > config.segment_bytes
+            or out.index_full(config.max_index_bytes)
+            or span.last_offset - out.base_offset > INT32_MAX
+        ):
+            out = None
+        if out is None:
+            base = self._group_base if self._group_base is not None else base_offset
+            self._group_base = None
+            out = _Planned(base)
+            self.planned.append(out)
+            self._planning = True
+        out.add(size, span.max_timestamp, config.index_interval_bytes)
+
     def new_group(self, base_offset: int | None = None) -> None:
         """Start a new output segment, named like the group's first input (as Kafka does)."""
         if self.outputs and self.outputs[-1].active:
             self._finish(self.outputs[-1])
+        self._planning = False
         self._group_base = base_offset
 
     def _finish(self, out: Segment) -> None:
@@ -256,6 +313,7 @@ def clean_round(
             out.delete_files()
         raise
     result.outputs = writer.outputs
+    result.segments_after = len(writer.planned if dry_run else writer.outputs)
     if not dry_run:
         fsync_dir(directory)
         crash_point("cleaned-written")

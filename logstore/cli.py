@@ -6,10 +6,14 @@ exit status (1: problem found or operation failed, 2: usage), never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import select
+import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from functools import wraps
@@ -447,6 +451,28 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
         click.echo(f"{len(parts)} partition(s) checked, {changed} thing(s) {state}")
 
 
+def _compaction_config(part: str, policy: str | None) -> tuple[logstore.LogConfig | None, str]:
+    """The config the library applies to ``part``, and where it came from.
+
+    The broker root's topic metadata wins; then what ``Log.open`` recorded in
+    the partition; then ``--policy`` over the defaults. ``(None, why)`` when
+    nothing says what the policy is.
+    """
+    config = logstore.Broker.stored_config(part)
+    if config is not None:
+        return config, "the topic metadata of its broker root"
+    config = logstore.Log.recorded_config(part)
+    if config is not None:
+        return config, "the config recorded in it"
+    if policy is not None:
+        return logstore.LogConfig(cleanup_policy=policy), "--policy"
+    return None, (
+        f"{part}: its cleanup policy is unknown (no broker root metadata names it and no "
+        f"config is recorded in it, e.g. written by an older version or by Kafka); "
+        f"give --policy compact to compact it anyway"
+    )
+
+
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -457,30 +483,53 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
     type=click.IntRange(min=0),
     default=None,
     help="How long tombstones survive after the compaction that first kept them "
-    "(default: the LogConfig default, 1 day).",
+    "(default: the log's own setting).",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["compact", "compact,delete"]),
+    default=None,
+    help="The cleanup policy of a log whose own policy cannot be known (no broker root "
+    "metadata names it, no config is recorded in it). Never overrides a known policy.",
 )
 @_one_line_errors
-def compact(path: str, dry_run: bool, delete_retention_ms: int | None) -> None:
-    """Compact a partition now (or every compacted partition under a root).
+def compact(path: str, dry_run: bool, delete_retention_ms: int | None, policy: str | None) -> None:
+    """Compact a partition now (or every partition under a root whose policy compacts).
 
     Keeps the newest record of each key; offsets never change; the active
-    segment is never touched. Under a root, a partition counts as compacted
-    when it has a cleaner checkpoint (it was compacted before). The log must
+    segment is never touched. A log is compacted only when its cleanup policy
+    contains compact, with the settings the library applies to it
+    (min_compaction_lag_ms, delete_retention_ms, ...): from the broker root's
+    topic metadata, else from the config the log recorded when last opened. A
+    log whose policy cannot be known is refused (see --policy). The log must
     not be open in another process.
     """
     path = os.path.normpath(path)
-    if diagnostics.is_partition_dir(path):
-        parts = [path]
-    else:
-        parts = [p for p in diagnostics.partition_dirs(path) if diagnostics.looks_compacted(p)]
-        if not parts:
-            raise click.UsageError(f"{path} holds no compacted partitions")
-    fields: dict[str, Any] = {"cleanup_policy": "compact", "fsync": "never"}
-    if delete_retention_ms is not None:
-        fields["delete_retention_ms"] = delete_retention_ms
-    config = logstore.LogConfig(**fields)
-    for part in parts:
-        with logstore.Log.open(part, config) as log:
+    single = diagnostics.is_partition_dir(path)
+    candidates = [path] if single else diagnostics.partition_dirs(path)
+    if not candidates:
+        raise click.UsageError(f"{path} holds no partition directories or segment files")
+    plan: list[tuple[str, logstore.LogConfig]] = []
+    for part in candidates:  # decide for every partition before changing any
+        config, source = _compaction_config(part, policy)
+        if config is None:
+            raise click.ClickException(source)
+        if config.compacted:
+            plan.append((part, config))
+        elif single:
+            raise click.ClickException(
+                f"{part}: cleanup_policy is {config.cleanup_policy!r} (from {source}); "
+                f"only a log whose policy contains 'compact' is compacted"
+            )
+    if not plan:
+        click.echo(f"{path}: no partition has a cleanup policy that contains 'compact'")
+        return
+    for part, config in plan:
+        if delete_retention_ms is not None:
+            config = dataclasses.replace(config, delete_retention_ms=delete_retention_ms)
+        with logstore.Log.open(
+            part, config, record_config=False, maintenance_interval_ms=None
+        ) as log:
             sealed = max(len(log.segments) - 1, 0)
             with click.progressbar(
                 length=sealed, label=os.path.basename(part), file=sys.stderr
@@ -496,11 +545,18 @@ def compact(path: str, dry_run: bool, delete_retention_ms: int | None) -> None:
         )
 
 
+class _BadLine(Exception):
+    """An input line that cannot become a record; the message says why."""
+
+
 def _key_of(line: bytes, key_field: str | None, key: str | None) -> bytes | None:
     """The key of one input line: a fixed ``--key``, or a field of the line.
 
     ``--key-field NAME`` takes a JSON object's field; ``--key-field N`` the N-th
     whitespace-separated field (1-based), as in an access-log line.
+
+    Raises:
+        _BadLine: the line has no such field.
     """
     if key is not None:
         return key.encode()
@@ -510,15 +566,180 @@ def _key_of(line: bytes, key_field: str | None, key: str | None) -> bytes | None
         fields = line.split()
         n = int(key_field)
         if not 1 <= n <= len(fields):
-            raise click.ClickException(f"line has no field {n}: {line[:80]!r}")
+            raise _BadLine(f"no field {n}: {line[:80]!r}")
         return fields[n - 1]
     try:
         value = json.loads(line)[key_field]
     except (ValueError, KeyError, TypeError):
-        raise click.ClickException(
-            f"line is not a JSON object with field {key_field!r}: {line[:80]!r}"
-        ) from None
+        raise _BadLine(f"not a JSON object with field {key_field!r}: {line[:80]!r}") from None
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _FdLines:
+    """Lines of a file descriptor as they arrive; a wait ends at a timeout or a stop signal.
+
+    Reads with ``select`` and ``os.read`` rather than a buffered reader, which
+    would block until a whole buffer or line came: ``tail -f | logstore
+    produce`` needs the partial batch written when the linger expires while
+    stdin is idle. While it is open, SIGINT and SIGTERM only set ``stopped_by``
+    (a wakeup pipe ends the ``select``), so the caller writes what was read
+    and closes the broker instead of dying with lines in memory.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._partial = b""  # bytes after the last newline read
+        self.eof = False
+        self.stopped_by: int | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)  # set_wakeup_fd requires it
+        self._old_wakeup = signal.set_wakeup_fd(self._wake_w)
+        self._old_handlers = {
+            s: signal.signal(s, self._on_signal)
+            for s in _STOP_SIGNALS
+            if signal.getsignal(s) is not signal.SIG_IGN  # e.g. nohup: ignored stays ignored
+        }
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopped_by = signum
+
+    @property
+    def unfinished_bytes(self) -> int:
+        """Bytes read after the last newline (a line still being written)."""
+        return len(self._partial)
+
+    def read(self, timeout: float | None) -> list[bytes]:
+        """The complete lines that arrive within ``timeout`` seconds (``None``: no limit).
+
+        At end of input a last line without a newline counts as complete.
+        """
+        if self.eof or self.stopped_by is not None:
+            return []
+        ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            os.read(self._wake_r, 512)  # drain: only our handlers' flag matters
+        if self._fd not in ready or self.stopped_by is not None:
+            return []
+        chunk = os.read(self._fd, 1 << 16)
+        if not chunk:
+            self.eof = True
+            last, self._partial = self._partial, b""
+            return [last] if last else []
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        return lines
+
+    def close(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._old_wakeup)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+class _StreamLines:
+    """The same interface over a Python stream without a file descriptor (a test's stdin)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.eof = False
+        self.stopped_by: int | None = None
+        self.unfinished_bytes = 0
+
+    def read(self, timeout: float | None) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(1 << 16)
+        if not lines:
+            self.eof = True
+        return [line[:-1] if line.endswith(b"\n") else line for line in lines]
+
+    def close(self) -> None:
+        pass
+
+
+def _stdin_lines() -> _FdLines | _StreamLines:
+    stream = sys.stdin.buffer
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return _StreamLines(stream)
+    return _FdLines(fd)
+
+
+def _lines(n: int, noun: str = "line") -> str:
+    """``1 line``, ``2,500 lines``: counts as an operator reads them."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+class _LineWriter:
+    """Turns lines into records and writes them in batches, counting exactly what is stored."""
+
+    def __init__(
+        self,
+        broker: logstore.Broker,
+        topic: str,
+        *,
+        key_field: str | None,
+        key: str | None,
+        skip_bad: bool,
+    ) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._logs = [
+            broker.topic(topic).partition(p) for p in range(broker.topic(topic).partitions)
+        ]
+        self._compacted = broker.topic(topic).config.compacted
+        self._key_field = key_field
+        self._key = key
+        self._skip_bad = skip_bad
+        self.pending: list[logstore.Message] = []
+        self.lines = 0  # lines read
+        self.written = 0  # lines stored
+        self.skipped = 0
+        self.first_bad: str | None = None
+
+    def add(self, line: bytes) -> None:
+        """Queue one line; a bad line is skipped, or ends the run after what came before it."""
+        self.lines += 1
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        try:
+            key = _key_of(line, self._key_field, self._key)
+            if key is None and self._compacted:
+                raise _BadLine(f"no key, and topic {self._topic} is compacted")
+        except _BadLine as exc:
+            where = f"line {self.lines:,}: {exc}"
+            if self._skip_bad:
+                self.skipped += 1
+                self.first_bad = self.first_bad or where
+                return
+            self.flush()
+            raise click.ClickException(f"wrote {_lines(self.written)}; {where}") from None
+        self.pending.append(logstore.Message(line, key=key))
+
+    def flush(self) -> None:
+        """Write the pending lines; on failure say exactly how many of them were stored."""
+        if not self.pending:
+            return
+        ends = [log.end_offset for log in self._logs]
+        try:
+            self._broker.produce_many(self._topic, self.pending)
+        except (logstore.LogStoreError, OSError) as exc:
+            stored = sum(log.end_offset - end for log, end in zip(self._logs, ends))
+            self.written += stored
+            raise click.ClickException(
+                f"wrote {_lines(self.written)}; {len(self.pending) - stored:,} of the last "
+                f"{_lines(len(self.pending))} read were not written: {_describe(exc)}"
+            ) from None
+        self.written += len(self.pending)
+        self.pending = []
+
+    def summary(self) -> str:
+        text = f"wrote {_lines(self.written)} to {self._topic}"
+        if self.skipped:
+            text += f", skipped {_lines(self.skipped, 'bad line')} (first: {self.first_bad})"
+        return text
 
 
 @cli.command()
@@ -536,6 +757,20 @@ def _key_of(line: bytes, key_field: str | None, key: str | None) -> bytes | None
 @click.option(
     "--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Lines per batch."
 )
+@click.option(
+    "--linger-ms",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Write a partial batch once its first line has waited this long.",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="Skip lines that cannot become records (no such key field, no key for a compacted "
+    "topic) and count them, "
+    "instead of stopping at the first (exit 1, after writing the lines before it).",
+)
 @_one_line_errors
 def produce(
     root: str,
@@ -544,11 +779,21 @@ def produce(
     key: str | None,
     partitions: int | None,
     batch: int,
+    linger_ms: int,
+    skip_bad: bool,
 ) -> None:
-    """Append one record per stdin line to TOPIC under ROOT, routed by key."""
+    """Append one record per stdin line to TOPIC under ROOT, routed by key.
+
+    Lines are written in batches of --batch lines, and at least every
+    --linger-ms, so a slow stream (tail -f) is stored as it comes. A line
+    that cannot become a record stops the run (exit 1) after every line
+    before it is written, or with --skip-bad is counted and skipped. SIGINT
+    and SIGTERM write every complete line already read, close the log
+    cleanly and exit 130 or 143.
+    """
     if key is not None and key_field is not None:
         raise click.UsageError("use --key or --key-field, not both")
-    count = 0
+    linger_s = linger_ms / 1000
     with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
         if topic not in broker.topics(include_internal=True):
             if partitions is None:
@@ -556,19 +801,37 @@ def produce(
                     f"no topic {topic!r} in {root} (give --partitions to create it)"
                 )
             broker.create_topic(topic, partitions)
-        stream = sys.stdin.buffer
-        pending: list[logstore.Message] = []
-        for raw in stream:
-            line = raw.rstrip(b"\r\n")
-            pending.append(logstore.Message(line, key=_key_of(line, key_field, key)))
-            if len(pending) >= batch:
-                broker.produce_many(topic, pending)
-                count += len(pending)
-                pending = []
-        if pending:
-            broker.produce_many(topic, pending)
-            count += len(pending)
-    click.echo(f"produced {count} records to {topic}", err=True)
+        if broker.topic(topic).config.compacted and key is None and key_field is None:
+            raise click.UsageError(f"topic {topic} is compacted: give --key or --key-field")
+        writer = _LineWriter(broker, topic, key_field=key_field, key=key, skip_bad=skip_bad)
+        source = _stdin_lines()
+        try:
+            deadline: float | None = None  # when the oldest pending line must be written
+            while not source.eof and source.stopped_by is None:
+                wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                for line in source.read(wait):
+                    writer.add(line)
+                    if len(writer.pending) >= batch:
+                        writer.flush()
+                        deadline = None
+                if not writer.pending:
+                    deadline = None
+                elif deadline is None:
+                    deadline = time.monotonic() + linger_s
+                if deadline is not None and time.monotonic() >= deadline:
+                    writer.flush()
+                    deadline = None
+            writer.flush()
+        finally:
+            source.close()
+    if source.stopped_by is None:
+        click.echo(writer.summary(), err=True)
+        return
+    text = f"stopped by {signal.Signals(source.stopped_by).name}: {writer.summary()}"
+    if source.unfinished_bytes:
+        text += f"; an unfinished last line ({source.unfinished_bytes} bytes) was not written"
+    click.echo(text, err=True)
+    sys.exit(128 + source.stopped_by)
 
 
 def _parse_start(value: str) -> Literal["earliest", "latest"] | int:

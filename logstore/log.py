@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from . import batch, cleaner, compression, retention
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
+    CONFIG_FILE,
     DELETED_SUFFIX,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
@@ -81,7 +83,7 @@ def _add_round(
         tombstones_removed=totals.tombstones_removed
         + sum(r.tombstones_removed for r in done.reports),
         segments_before=totals.segments_before + segments_before,
-        segments_after=totals.segments_after + (len(done.outputs) or segments_before),
+        segments_after=totals.segments_after + done.segments_after,
     )
 
 
@@ -95,6 +97,30 @@ def _check_open_options(max_open_files: object, maintenance_interval_ms: object)
             "maintenance_interval_ms must be an integer >= 0 (0 or None: no maintenance "
             f"thread), got {maintenance_interval_ms!r}"
         )
+
+
+def _record_config(directory: str, config: LogConfig) -> None:
+    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
+
+    Only plain values are recorded (an ``archive`` hook belongs to the process
+    that opened the log, not to the log). ``atomic_write`` makes the file and its
+    directory entry durable; an unchanged config writes nothing.
+    """
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(LogConfig)
+        if f.name != "archive"
+        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
+    }
+    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
 
 
 def wall_clock_ms() -> int:
@@ -210,6 +236,7 @@ class Log(Closing):
         handles: HandleCache | None = None,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+        record_config: bool = True,
     ) -> Log:
         """Open (creating if needed) the log in directory ``path``.
 
@@ -224,6 +251,9 @@ class Log(Closing):
         ``maintenance_interval_ms`` (``None`` or 0: no thread), so an idle log
         still honours its limits; it is stopped and joined by ``close``. With
         ``fsync="interval"`` the same thread does the interval fsyncs.
+
+        ``config`` is recorded in the directory (see ``recorded_config``) when it
+        changed, unless ``record_config`` is false (a tool borrowing the log's settings).
 
         After an unclean shutdown every batch after the recovery point is
         validated; with ``recovery="truncate"`` an invalid tail is moved to a
@@ -247,6 +277,8 @@ class Log(Closing):
         lock = DirectoryLock(directory)
         try:
             loaded = load(directory, config)
+            if record_config:
+                _record_config(directory, config)
             return cls(
                 directory,
                 config,
@@ -259,6 +291,31 @@ class Log(Closing):
         except BaseException:
             lock.release()
             raise
+
+    @staticmethod
+    def recorded_config(path: str | os.PathLike[str]) -> LogConfig | None:
+        """The config ``Log.open`` last opened the log in ``path`` with (``archive`` aside).
+
+        Lets a tool that opens a log by its path (``logstore compact``) apply the
+        log's own cleanup policy and compaction settings. ``None`` when nothing
+        was recorded (a log written by an older version, or by Kafka). Fields a
+        newer version recorded and this one does not know are ignored.
+
+        Raises:
+            ConfigError: the record is not readable JSON of valid settings.
+        """
+        record = os.path.join(os.fspath(path), CONFIG_FILE)
+        try:
+            with open(record, "rb") as f:
+                stored = json.loads(f.read())["config"]
+            known = {f.name for f in dataclasses.fields(LogConfig)}
+            return LogConfig(**{k: v for k, v in stored.items() if k in known})
+        except FileNotFoundError:
+            return None
+        except ConfigError as exc:
+            raise ConfigError(f"{record}: {exc}") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
 
     @classmethod
     def recover(

@@ -520,6 +520,29 @@ def test_dry_run_changes_nothing_and_predicts_the_first_round(
     assert dry.bytes_before == real.bytes_before == sum(s.size_bytes for s in sealed)
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"segment_messages": 5}, (12, 1)),  # small segments merge into one
+        ({"segment_messages": 5, "segment_bytes": 900}, (12, 6)),  # in pairs, by size
+        # merged segments of 3 records split at 5, where the output's time index is full
+        ({"segment_messages": 3, "max_index_bytes": 60, "index_interval_bytes": 50}, (20, 12)),
+    ],
+)
+def test_dry_run_predicts_the_segments_the_real_run_writes(
+    open_log: OpenLog, fields: dict[str, int], expected: tuple[int, int]
+) -> None:
+    log = open_log(config=compact_config(**fields))
+    for i in range(60):
+        log.append(b"value-%d" % i, key=b"key-%d" % i, timestamp=NOW + i)  # nothing compacts away
+    log.roll()
+    dry = log.compact(dry_run=True)
+    real = log.compact()
+    assert (dry.segments_before, dry.segments_after) == (real.segments_before, real.segments_after)
+    assert (real.segments_before, real.segments_after) == expected
+    assert len(log.segments) - 1 == real.segments_after
+
+
 # ---------------------------------------------------------------- 6. compaction on roll
 
 
