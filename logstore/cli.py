@@ -451,7 +451,9 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
         click.echo(f"{len(parts)} partition(s) checked, {changed} thing(s) {state}")
 
 
-def _compaction_config(part: str, policy: str | None) -> tuple[logstore.LogConfig | None, str]:
+def _compaction_config(
+    part: str, policy: logstore.CleanupPolicy | None
+) -> tuple[logstore.LogConfig | None, str]:
     """The config the library applies to ``part``, and where it came from.
 
     The broker root's topic metadata wins; then what ``Log.open`` recorded in
@@ -493,7 +495,9 @@ def _compaction_config(part: str, policy: str | None) -> tuple[logstore.LogConfi
     "metadata names it, no config is recorded in it). Never overrides a known policy.",
 )
 @_one_line_errors
-def compact(path: str, dry_run: bool, delete_retention_ms: int | None, policy: str | None) -> None:
+def compact(
+    path: str, dry_run: bool, delete_retention_ms: int | None, policy: logstore.CleanupPolicy | None
+) -> None:
     """Compact a partition now (or every partition under a root whose policy compacts).
 
     Keeps the newest record of each key; offsets never change; the active
