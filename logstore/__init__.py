@@ -11,6 +11,7 @@ from .broker import Broker, Topic
 from .config import LogConfig
 from .consumer import Consumer
 from .errors import (
+    CodecUnavailableError,
     ConfigError,
     CorruptLogError,
     InvalidRecordError,
@@ -18,6 +19,7 @@ from .errors import (
     LogClosedError,
     LogLockedError,
     LogStoreError,
+    NotALogError,
     OffsetOutOfRange,
     RecordTooLarge,
     TopicExistsError,
@@ -40,6 +42,7 @@ __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
     "Broker",
+    "CodecUnavailableError",
     "CompactionResult",
     "ConsumedRecord",
     "Consumer",
@@ -53,6 +56,7 @@ __all__ = [
     "LogLockedError",
     "LogStoreError",
     "Message",
+    "NotALogError",
     "OffsetOutOfRange",
     "Record",
     "RecordTooLarge",

@@ -20,6 +20,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from . import batch, cleaner, compression, retention
+from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
@@ -37,6 +38,7 @@ from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
 from .config import LogConfig
 from .errors import (
+    CodecUnavailableError,
     ConfigError,
     CorruptLogError,
     InvalidRecordError,
@@ -194,12 +196,14 @@ class Log(Closing):
         Raises:
             LogLockedError: another ``Log`` holds the directory.
             CorruptLogError: recovery failed, or the data is in a legacy format.
+            NotALogError: ``path`` is a file or a broker root.
         """
         if config is None:
             config = LogConfig()
         elif not isinstance(config, LogConfig):
             raise TypeError(f"config must be a LogConfig, not {type(config).__name__}")
         directory = os.fspath(path)
+        refuse_other_kind(directory, "log")
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock(directory)
         try:
@@ -234,6 +238,7 @@ class Log(Closing):
         directory = os.fspath(path)
         if not os.path.isdir(directory):
             raise FileNotFoundError(2, "no such log directory", directory)
+        refuse_other_kind(directory, "log")
         lock = DirectoryLock(directory)
         try:
             loaded = load(
@@ -992,7 +997,7 @@ class Log(Closing):
                 records = batch.decode_records(
                     buf, rel, header, min_offset=offset, max_records=wanted
                 )
-            except CorruptLogError as exc:
+            except (CorruptLogError, CodecUnavailableError) as exc:
                 raise exc.located(seg.log_path, pos - rel) from None
             yield header, records
             if wanted is not None:
