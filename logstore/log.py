@@ -221,6 +221,7 @@ class Log(Closing):
         *,
         dry_run: bool = False,
         force: bool = False,
+        rebuild_indexes: Iterable[int] = (),
     ) -> list[RecoveryAction]:
         """Run crash recovery on a closed log now; return what it changed (or would change).
 
@@ -229,6 +230,9 @@ class Log(Closing):
         below the recovery point is only reported, unless ``force``, which
         validates from the first segment and cuts at the first bad byte
         (quarantining everything cut). ``dry_run`` changes nothing.
+        ``rebuild_indexes`` names segments (by base offset) whose indexes were
+        found wrong (``diagnostics.check_indexes``): they are rebuilt from the
+        ``.log`` even below the recovery point, where recovery does not look.
 
         Raises:
             LogLockedError: the log is open elsewhere.
@@ -257,8 +261,17 @@ class Log(Closing):
         except BaseException:
             lock.release()
             raise
-        log.close()
-        return loaded.actions
+        actions = list(loaded.actions)
+        try:
+            for base in rebuild_indexes:
+                seg = log._segments.get(base)
+                if seg is not None:
+                    seg.rebuild_indexes()
+                    reason = "entries did not match the log"
+                    actions.append(RecoveryAction(seg.index_path, "rebuild_index", reason))
+        finally:
+            log.close()
+        return actions
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"[{self._start_offset}, {self._end_offset})"
