@@ -286,7 +286,10 @@ def _print_segment(seg: diagnostics.SegmentSummary, *, directory: str, as_json: 
     """One segment's line, its damage and its indexes' damage; whether there was damage."""
     log_size = os.path.getsize(seg.path) if seg.problems else seg.size_bytes
     index_problems = diagnostics.check_indexes(
-        directory, seg.base_offset, log_size + (0 if seg.problems else seg.incomplete_tail_bytes)
+        directory,
+        seg.base_offset,
+        log_size + (0 if seg.problems else seg.incomplete_tail_bytes),
+        log_damaged=bool(seg.problems),
     )
     problems = seg.problems + index_problems
     if as_json:
@@ -533,12 +536,18 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
 
 
 def _bad_indexes(part: str) -> dict[str, tuple[int, diagnostics.Problem]]:
-    """Index files of ``part`` that are missing or wrong: path -> (segment base, first problem)."""
+    """Index files of ``part`` that are missing or wrong: path -> (segment base, first problem).
+
+    The index of a damaged segment is left to recovery: rebuilt from a damaged
+    ``.log`` it would cover only the part before the damage.
+    """
     bad: dict[str, tuple[int, diagnostics.Problem]] = {}
-    for base in diagnostics.segment_bases(part):
-        log_path = os.path.join(part, f"{base:020d}.log")
-        for problem in diagnostics.check_indexes(part, base, os.path.getsize(log_path)):
-            bad.setdefault(problem.path, (base, problem))
+    for seg in diagnostics.iter_partition(part):
+        if seg.problems:
+            continue
+        size = seg.size_bytes + seg.incomplete_tail_bytes
+        for problem in diagnostics.check_indexes(part, seg.base_offset, size):
+            bad.setdefault(problem.path, (seg.base_offset, problem))
     return bad
 
 

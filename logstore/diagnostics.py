@@ -381,7 +381,12 @@ def iter_segment_records(
 
 
 def check_indexes(
-    directory: str, base: int, log_size: int, *, next_offset: int | None = None
+    directory: str,
+    base: int,
+    log_size: int,
+    *,
+    next_offset: int | None = None,
+    log_damaged: bool = False,
 ) -> list[Problem]:
     """Check a segment's ``.index`` and ``.timeindex`` against its ``.log``.
 
@@ -391,7 +396,10 @@ def check_indexes(
     batch holding ``offset`` whose largest timestamp is ``timestamp``. At most
     one problem per file (the first bad entry; the position is that entry's
     byte in the index file), with the count of bad entries. ``log_size`` is the
-    bytes of the ``.log`` the entries may point into.
+    bytes of the ``.log`` the entries may point into. With ``log_damaged`` (the
+    walk of the ``.log`` found problems) only the files' own sanity is checked:
+    entries judged against damaged batches would report the log's damage again,
+    as if the index were wrong.
     """
     seg = _open_segment(directory, base)
     index_path = os.path.join(directory, segment_name(base, INDEX_SUFFIX))
@@ -410,11 +418,15 @@ def check_indexes(
         except CorruptLogError as exc:
             problems.append(_problem(exc, index_path))
         else:
-            bad = [
-                (i, last_offset, position)
-                for i, (last_offset, position) in enumerate(index.as_list())
-                if (h := seg.read_header_at(position)) is None or h.last_offset != last_offset
-            ]
+            bad = (
+                []
+                if log_damaged
+                else [
+                    (i, last_offset, position)
+                    for i, (last_offset, position) in enumerate(index.as_list())
+                    if (h := seg.read_header_at(position)) is None or h.last_offset != last_offset
+                ]
+            )
             if bad:
                 i, last_offset, position = bad[0]
                 at = i * OffsetIndex.ENTRY_SIZE
@@ -433,7 +445,8 @@ def check_indexes(
         except CorruptLogError as exc:
             problems.append(_problem(exc, time_path))
         else:
-            problems.extend(_check_time_entries(seg, tindex.as_list(), time_path, log_size))
+            if not log_damaged:
+                problems.extend(_check_time_entries(seg, tindex.as_list(), time_path, log_size))
         return problems
     finally:
         seg.close_file()
@@ -640,7 +653,7 @@ def verify(
                 log_size = seg.size_bytes + seg.incomplete_tail_bytes
                 if seg.problems:  # entries may point anywhere in the file
                     log_size = os.path.getsize(seg.path)
-                report.add(check_indexes(directory, base, log_size))
+                report.add(check_indexes(directory, base, log_size, log_damaged=bool(seg.problems)))
                 report.indexes_checked += 2
             if progress is not None:
                 progress(os.path.getsize(seg.path))
