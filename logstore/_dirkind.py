@@ -23,6 +23,7 @@ from ._fs import (
     LOCK_FILE,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
+    SEGMENT_SUFFIXES,
     parse_base_offset,
 )
 from .errors import NotALogError
@@ -35,8 +36,23 @@ DirectoryKind = Literal["missing", "file", "empty", "log", "broker", "foreign"]
 _LOG_FILES = frozenset((CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE))
 
 
-def _has_log_files(names: list[str]) -> bool:
-    return any(parse_base_offset(n) is not None or n in _LOG_FILES for n in names)
+def _has_log_files(directory: str, names: list[str]) -> bool:
+    """Whether ``names`` include a segment file or a partition's checkpoint or marker.
+
+    A segment file is ``<20 digits>`` then a segment suffix; a broker's topic
+    may have such a name too (``00000000000000000001.log-0``), but that is a
+    directory.
+    """
+    for n in names:
+        if n in _LOG_FILES:
+            return True
+        if (
+            parse_base_offset(n) is not None
+            and n[20:].startswith(SEGMENT_SUFFIXES)
+            and not os.path.isdir(os.path.join(directory, n))
+        ):
+            return True
+    return False
 
 
 def _is_partition_name(name: str) -> bool:
@@ -56,7 +72,7 @@ def directory_kind(path: str | os.PathLike[str]) -> DirectoryKind:
     if not os.path.isdir(path):
         return "file"
     names = os.listdir(path)
-    if _has_log_files(names):
+    if _has_log_files(path, names):
         return "log"
     if METADATA_FILE in names:
         return "broker"
@@ -64,7 +80,7 @@ def directory_kind(path: str | os.PathLike[str]) -> DirectoryKind:
         full = os.path.join(path, name)
         if _is_partition_name(name) and os.path.isdir(full):
             try:
-                if _has_log_files(os.listdir(full)):
+                if _has_log_files(full, os.listdir(full)):
                     return "broker"
             except OSError:  # unreadable: not evidence either way
                 continue

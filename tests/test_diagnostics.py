@@ -429,6 +429,13 @@ def test_opening_new_or_empty_directories_still_creates_them(tmp_path: Path) -> 
     assert diagnostics.kind_of(str(tmp_path / "e")) == "log"
     assert diagnostics.kind_of(str(tmp_path / "b")) == "broker"
     assert diagnostics.kind_of(str(tmp_path)) == "foreign"
+    # a topic whose name looks like a segment file's is still a topic, not a segment
+    with logstore.Broker.open(tmp_path / "odd", maintenance_interval_ms=None) as broker:
+        broker.create_topic("00000000000000000001.log", 1)
+    (tmp_path / "odd" / "logstore-topics.json").unlink()
+    assert diagnostics.kind_of(str(tmp_path / "odd")) == "broker"
+    with logstore.Broker.open(tmp_path / "odd", maintenance_interval_ms=None) as broker:
+        assert broker.topics() == ["00000000000000000001.log"]
 
 
 # ---------------------------------------------------------------- a missing codec
