@@ -105,7 +105,10 @@ def test_verify_clean_and_damaged(capsys: pytest.CaptureFixture[str], root: Path
     code, out, err = run(capsys, "verify", str(root))
     assert code == 1
     # The problems are the report (stdout, one line each); stderr has the one-line verdict.
-    assert out.strip() == f"{segment} at byte 0: CRC mismatch: stored " + out.split("stored ")[1].strip()
+    assert (
+        out.strip()
+        == f"{segment} at byte 0: CRC mismatch: stored " + out.split("stored ")[1].strip()
+    )
     assert len(out.strip().splitlines()) == 1
     assert err == "logstore: 1 problem(s) in 1 file(s) (30 batches, 30 records read)\n"
 
@@ -156,7 +159,9 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
     assert err.count("\n") == 1 and err.startswith("logstore: ")
     code, _, err = run(capsys, "inspect", str(tmp_path))
     assert code == 2
-    assert err == f"logstore: {tmp_path} is an empty directory, not a log directory or broker root\n"
+    assert (
+        err == f"logstore: {tmp_path} is an empty directory, not a log directory or broker root\n"
+    )
 
 
 def test_recover_of_a_log_held_open_is_refused(

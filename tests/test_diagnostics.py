@@ -471,9 +471,11 @@ def test_a_missing_codec_is_not_corruption(
     assert not compression.is_available("lz4")
     before = file_hashes(lz4_log)
 
-    with logstore.Log.open(lz4_log, logstore.LogConfig(fsync="never")) as log:
-        with pytest.raises(logstore.CodecUnavailableError) as info:
-            log.read(1)
+    with (
+        logstore.Log.open(lz4_log, logstore.LogConfig(fsync="never")) as log,
+        pytest.raises(logstore.CodecUnavailableError) as info,
+    ):
+        log.read(1)
     assert not isinstance(info.value, logstore.CorruptLogError)
     assert str(info.value) == (
         f"batch at byte {positions[1]} of {segment} is lz4-compressed; install logstore[lz4]"
