@@ -237,6 +237,7 @@ class Log(Closing):
         Raises:
             LogLockedError: the log is open elsewhere.
             CorruptLogError: the data is in a legacy format.
+            NotALogError: ``path`` is a file or a broker root.
         """
         config = LogConfig() if config is None else config
         directory = os.fspath(path)
