@@ -643,20 +643,21 @@ def verify(
             )
         else:
             summaries = iter_partition(directory, check_records=True, max_problems=max_problems)
-        for base, seg in zip(bases, summaries):
+        for seg in summaries:  # by its own base: a live log may roll or delete meanwhile
+            base = seg.base_offset
             report.segments_checked += 1
             report.batches += seg.batches
             report.records += seg.records
             report.unchecked.extend(seg.unchecked)
             report.add(seg.problems)
+            log_size = seg.size_bytes + seg.incomplete_tail_bytes
+            if seg.problems:  # entries may point anywhere in the file
+                log_size = os.path.getsize(seg.path)
             if not report.full:
-                log_size = seg.size_bytes + seg.incomplete_tail_bytes
-                if seg.problems:  # entries may point anywhere in the file
-                    log_size = os.path.getsize(seg.path)
                 report.add(check_indexes(directory, base, log_size, log_damaged=bool(seg.problems)))
                 report.indexes_checked += 2
             if progress is not None:
-                progress(os.path.getsize(seg.path))
+                progress(log_size)
             if report.full:
                 report.stopped_at_limit = report.stopped_at_limit or _more_to_check(
                     targets, directory, base

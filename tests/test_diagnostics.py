@@ -514,3 +514,22 @@ def test_a_missing_codec_is_not_corruption(
     monkeypatch.undo()
     with logstore.Log.open(lz4_log, logstore.LogConfig(fsync="never")) as log:
         assert [r.value for r in log.read(0)] == [b"value-%d" % i * 20 for i in range(3)]
+
+
+def test_verify_one_segment_file(capsys: pytest.CaptureFixture[str], part: Path) -> None:
+    flip(seg(part, 15), 3 * BATCH + 70)
+    code, out, err = run(capsys, "verify", str(seg(part, 15)), "--json")
+    report = json.loads(out)
+    assert (code, report["kind"], report["segments_checked"], report["batches"]) == (
+        1,
+        "segment",
+        1,
+        4,
+    )
+    assert [p["message"] for p in report["problems"]] == [crc_line(seg(part, 15), 3 * BATCH)]
+    index = seg(part, 15, ".index")
+    assert run(capsys, "verify", str(index)) == (
+        2,
+        "",
+        f"logstore: {index} is not a segment .log file (expected <20-digit offset>.log)\n",
+    )
