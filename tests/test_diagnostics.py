@@ -502,6 +502,15 @@ def test_a_missing_codec_is_not_corruption(
     )
     assert [u["position"] for u in report["unchecked"]] == positions
 
+    code, out, err = run(capsys, "inspect", str(lz4_log), "--records")
+    assert (code, err) == (0, "")  # not damage: inspect shows what it could not read
+    assert out.splitlines()[1:] == [
+        "    could not check 3 batches (lz4 not installed)",
+        f"    could not decode: batch at byte 0 of {segment} is lz4-compressed; "
+        "install logstore[lz4]",
+        f"{lz4_log}: offsets [0, 3), 3 records, 1 segments, {segment.stat().st_size} bytes",
+    ]
+
     # neither recover nor an unclean open cuts or quarantines them
     (lz4_log / ".kafka_cleanshutdown").unlink()
     code, out, err = run(capsys, "recover", str(lz4_log))
