@@ -536,6 +536,7 @@ def test_verify_one_segment_file(capsys: pytest.CaptureFixture[str], part: Path)
         4,
     )
     assert [p["message"] for p in report["problems"]] == [crc_line(seg(part, 15), 3 * BATCH)]
+    assert err == "logstore: 1 problem(s) in 1 file(s) (4 batches, 4 records read)\n"
     index = seg(part, 15, ".index")
     assert run(capsys, "verify", str(index)) == (
         2,
