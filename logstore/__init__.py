@@ -13,6 +13,7 @@ from .broker import Broker, Topic
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
+    CodecUnavailableError,
     ConfigError,
     CorruptLogError,
     InvalidRecordError,
@@ -20,6 +21,7 @@ from .errors import (
     LogClosedError,
     LogLockedError,
     LogStoreError,
+    NotALogError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
     RecordTooLarge,
@@ -49,6 +51,7 @@ __speedups__ = _batch.IMPLEMENTATION
 __all__ = [
     "Broker",
     "CleanupPolicy",
+    "CodecUnavailableError",
     "CompactionResult",
     "CompressionCodec",
     "ConsumedRecord",
@@ -64,6 +67,7 @@ __all__ = [
     "LogLockedError",
     "LogStoreError",
     "Message",
+    "NotALogError",
     "OffsetOutOfRange",
     "PartitionNotAssignedError",
     "Record",

@@ -40,7 +40,7 @@ from ._varint import (
     _zigzag,
     decode_varint,
 )
-from .errors import CorruptLogError, InvalidRecordError, RecordTooLarge
+from .errors import CodecUnavailableError, CorruptLogError, InvalidRecordError, RecordTooLarge
 from .model import Header, Message, Record
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # 61 bytes, big-endian, no padding
@@ -291,6 +291,8 @@ def _decode(
             data = compression.decompress(codec, memoryview(buf)[pos + HEADER_SIZE : end])
         except CorruptLogError as exc:
             raise CorruptLogError(exc.reason, position=pos, kind=exc.kind) from None
+        except CodecUnavailableError as exc:
+            raise CodecUnavailableError(exc.codec, position=pos) from None
     try:
         if keys_only:
             return _py_decode_section(bytes(data), h, min_offset, max_records, keys_only=True)

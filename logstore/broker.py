@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import _offsets
+from ._dirkind import METADATA_FILE, refuse_other_kind
 from ._fs import Closing, DirectoryLock, HandleCache, atomic_write
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
@@ -42,7 +43,6 @@ from .partitioner import number, partition_for, route_many
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "logstore-topics.json"
 _ROUTE_CACHE_KEYS = 100_000
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _DELETE_SUFFIX = re.compile(r"\.[0-9a-f]{32}-delete$")
@@ -227,6 +227,7 @@ class Broker(Closing):
         if type(max_open_files) is not int or max_open_files < 1:
             raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
         directory = os.fspath(root)
+        refuse_other_kind(directory, "broker")
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock(directory)
         try:

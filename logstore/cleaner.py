@@ -30,7 +30,7 @@ from ._fs import CLEANED_SUFFIX, DELETED_SUFFIX, SWAP_SUFFIX, fsync_dir
 from ._varint import INT32_MAX
 from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
-from .errors import CorruptLogError
+from .errors import CodecUnavailableError, CorruptLogError
 from .model import Record
 from .segment import Segment
 
@@ -301,7 +301,7 @@ def clean_round(
                             keep_empty=keep_empty,
                             compression_level=config.compression_level,
                         )
-                    except CorruptLogError as exc:
+                    except (CorruptLogError, CodecUnavailableError) as exc:
                         raise exc.located(seg.log_path, position - rel) from None
                 report.bytes_after = writer.bytes_written - before
                 result.reports.append(report)

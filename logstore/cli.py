@@ -6,6 +6,7 @@ exit status (1: problem found or operation failed, 2: usage), never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,7 +16,8 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any, Literal, TypeVar
 
@@ -28,7 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _one_line_errors(func: F) -> F:
-    """Turn any failure into one line on stderr and exit status 1."""
+    """Turn any failure into one line on stderr and exit status 1 (2 for a path of the wrong kind)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -36,6 +38,9 @@ def _one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except logstore.NotALogError as exc:  # the wrong kind of path: a usage error
+            click.echo(f"logstore: {_describe(exc)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("logstore: interrupted", err=True)
             sys.exit(130)
@@ -130,6 +135,22 @@ def _show_logs(ctx: click.Context, debug: bool) -> None:
     ctx.call_on_close(restore)
 
 
+@contextlib.contextmanager
+def _reported_here(logger_name: str) -> Iterator[None]:
+    """Drop one library logger's records while a command prints those actions itself.
+
+    ``recover`` reports every recovery action on stdout; the loader's warnings
+    of the same actions would print each one a second time on stderr.
+    """
+    quiet = logging.getLogger(logger_name)
+    previous = quiet.disabled
+    quiet.disabled = True
+    try:
+        yield
+    finally:
+        quiet.disabled = previous
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(message=_version_text())
 @click.option(
@@ -172,7 +193,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 
 @cli.command()
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path())
 @click.option("--records", is_flag=True, help="Print every record.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option(
@@ -188,30 +209,34 @@ def inspect(path: str, records: bool, as_json: bool) -> None:
     """Summarise a broker root, a partition directory, or one .log/.index/.timeindex file.
 
     Like Kafka's kafka-dump-log: per segment its offsets, record and batch
-    counts, size, timestamps and codecs. Exit 1 if corruption is found.
+    counts, size, timestamps and codecs, and any damage found in it or its
+    indexes. Prints as it walks: a partition's totals follow its segments, a
+    topic's follow its partitions. Exit 1 if corruption is found, 2 if PATH is
+    not a log, a broker root or a segment file.
     """
     path = os.path.normpath(path)
-    if os.path.isfile(path):
+    kind = diagnostics.refuse_unless(path, "log", "broker", "file")
+    if kind == "file":
         found = _inspect_file(path, records=records, as_json=as_json)
-    elif diagnostics.is_partition_dir(path):
-        found = _inspect_partition(path, records=records, as_json=as_json)
+    elif kind == "log":
+        found = _inspect_partition(path, records=records, as_json=as_json).found
     else:
-        parts = diagnostics.partition_dirs(path)
-        if not parts:
-            raise click.UsageError(f"{path} holds no partition directories or segment files")
-        summaries = {p: diagnostics.summarize_partition(p, check_records=records) for p in parts}
-        topics: dict[str, list[diagnostics.PartitionSummary]] = {}
+        found = False
         ends: dict[tuple[str, int], int | None] = {}
-        for part, summary in summaries.items():
-            topic, _, number = os.path.basename(part).rpartition("-")
-            topics.setdefault(topic, []).append(summary)
-            ends[(topic, int(number))] = summary.end_offset
-        for topic, members in sorted(topics.items()):
+        by_topic: dict[str, list[str]] = {}
+        for part in diagnostics.partition_dirs(path):
+            by_topic.setdefault(os.path.basename(part).rpartition("-")[0], []).append(part)
+        for topic, parts in sorted(by_topic.items()):
+            totals = [_inspect_partition(p, records=records, as_json=as_json) for p in parts]
+            found |= any(t.found for t in totals)
+            for part, t in zip(parts, totals):
+                ends[(topic, int(os.path.basename(part).rpartition("-")[2]))] = t.end_offset
             line = {
+                "type": "topic",
                 "topic": topic,
-                "partitions": len(members),
-                "records": sum(m.records for m in members),
-                "size_bytes": sum(m.size_bytes for m in members),
+                "partitions": len(parts),
+                "records": sum(t.records for t in totals),
+                "size_bytes": sum(t.size_bytes for t in totals),
             }
             click.echo(
                 json.dumps(line)
@@ -219,9 +244,6 @@ def inspect(path: str, records: bool, as_json: bool) -> None:
                 else f"topic {topic}: {line['partitions']} partitions, {line['records']} records, "
                 f"{line['size_bytes']} bytes"
             )
-        found = False
-        for part, summary in summaries.items():
-            found |= _inspect_partition(part, records=records, as_json=as_json, summary=summary)
         _print_group_lag(path, ends, as_json=as_json)
     if found:
         sys.exit(1)
@@ -241,6 +263,7 @@ def _print_group_lag(root: str, ends: dict[tuple[str, int], int | None], *, as_j
             click.echo(
                 json.dumps(
                     {
+                        "type": "group",
                         "group": group,
                         "topic": topic,
                         "partition": partition,
@@ -260,62 +283,99 @@ def _inspect_file(path: str, *, records: bool, as_json: bool) -> bool:
     if base is None:
         raise click.UsageError(f"{path} is not a segment file (expected <20-digit offset>.log)")
     if name.endswith((".index", ".timeindex")):
-        entries = diagnostics.index_entries(path)
-        for entry in entries:
+        count = 0
+        for entry in diagnostics.iter_index_entries(path):
+            count += 1
             click.echo(
-                json.dumps(entry) if as_json else "  ".join(f"{k}: {v}" for k, v in entry.items())
+                json.dumps({"type": "index_entry", **entry})
+                if as_json
+                else "  ".join(f"{k}: {v}" for k, v in entry.items())
             )
         if not as_json:
-            click.echo(f"{path}: {len(entries)} entries")
+            click.echo(f"{path}: {count} entries")
         return False
     if not name.endswith(".log"):
         raise click.UsageError(f"{path} is not a .log, .index or .timeindex file")
-    summary = diagnostics.summarize_segment(
-        directory or ".", base, last=True, check_records=records
-    )
-    _print_segment(summary, as_json=as_json)
+    directory = directory or "."
+    seg = diagnostics.summarize_segment(directory, base, last=True, check_records=records)
+    found = _print_segment(seg, directory=directory, as_json=as_json)
     if records:
-        _print_records(directory or ".", base, as_json=as_json)
-    return summary.problem is not None
+        found |= _print_records(directory, base, as_json=as_json)
+    return found
 
 
-def _inspect_partition(
-    path: str,
-    *,
-    records: bool,
-    as_json: bool,
-    summary: diagnostics.PartitionSummary | None = None,
-) -> bool:
-    part = summary or diagnostics.summarize_partition(path, check_records=records)
+@dataclass
+class _Totals:
+    found: bool = False
+    records: int = 0
+    size_bytes: int = 0
+    segments: int = 0
+    start_offset: int | None = None
+    end_offset: int | None = None
+
+
+def _inspect_partition(path: str, *, records: bool, as_json: bool) -> _Totals:
+    """Print each segment as it is walked, then the partition's totals."""
+    totals = _Totals()
+    for seg in diagnostics.iter_partition(path, check_records=records):
+        totals.found |= _print_segment(seg, directory=path, as_json=as_json)
+        if records:
+            totals.found |= _print_records(path, seg.base_offset, as_json=as_json)
+        totals.segments += 1
+        totals.records += seg.records
+        totals.size_bytes += seg.size_bytes
+        if totals.start_offset is None:
+            totals.start_offset = seg.base_offset
+        if seg.next_offset is not None:
+            totals.end_offset = max(totals.end_offset or 0, seg.next_offset)
+    if totals.end_offset is None:
+        totals.end_offset = totals.start_offset
     if as_json:
         click.echo(
             json.dumps(
                 {
+                    "type": "partition",
                     "partition": path,
-                    "start_offset": part.start_offset,
-                    "end_offset": part.end_offset,
-                    "records": part.records,
-                    "size_bytes": part.size_bytes,
-                    "segments": len(part.segments),
+                    "start_offset": totals.start_offset,
+                    "end_offset": totals.end_offset,
+                    "records": totals.records,
+                    "size_bytes": totals.size_bytes,
+                    "segments": totals.segments,
                 }
             )
         )
     else:
         click.echo(
-            f"{path}: offsets [{part.start_offset}, {part.end_offset}), "
-            f"{part.records} records, {len(part.segments)} segments, {part.size_bytes} bytes"
+            f"{path}: offsets [{totals.start_offset}, {totals.end_offset}), "
+            f"{totals.records} records, {totals.segments} segments, {totals.size_bytes} bytes"
         )
-    for seg in part.segments:
-        _print_segment(seg, as_json=as_json)
-        if records:
-            _print_records(path, seg.base_offset, as_json=as_json)
-    return bool(part.problems)
+    return totals
 
 
-def _print_segment(seg: diagnostics.SegmentSummary, *, as_json: bool) -> None:
+def _problem_json(problem: diagnostics.Problem) -> dict[str, Any]:
+    return {
+        "file": problem.path,
+        "position": problem.position,
+        "kind": problem.kind,
+        "message": problem.message,
+    }
+
+
+def _print_segment(seg: diagnostics.SegmentSummary, *, directory: str, as_json: bool) -> bool:
+    """One segment's line, its damage and its indexes' damage; whether there was damage."""
+    log_size = os.path.getsize(seg.path) if seg.problems else seg.size_bytes
+    index_problems = diagnostics.check_indexes(
+        directory,
+        seg.base_offset,
+        log_size + (0 if seg.problems else seg.incomplete_tail_bytes),
+        log_damaged=bool(seg.problems),
+    )
+    problems = seg.problems + index_problems
     if as_json:
-        click.echo(json.dumps(diagnostics.as_dict(seg)))
-        return
+        click.echo(json.dumps({"type": "segment", **diagnostics.as_dict(seg)}))
+        for problem in index_problems:
+            click.echo(json.dumps({"type": "problem", **_problem_json(problem)}))
+        return bool(problems)
     codecs = ",".join(f"{k}:{v}" for k, v in sorted(seg.codecs.items())) or "-"
     line = (
         f"  {os.path.basename(seg.path)}  offsets [{seg.base_offset}, {seg.next_offset})  "
@@ -327,20 +387,33 @@ def _print_segment(seg: diagnostics.SegmentSummary, *, as_json: bool) -> None:
         click.echo(
             f"    incomplete tail: {seg.incomplete_tail_bytes} bytes (in-flight or torn write)"
         )
-    if seg.problem:
-        click.echo(f"    CORRUPT: {seg.problem}")
+    for problem in problems:
+        click.echo(f"    CORRUPT: {problem.message}")
+    for codec, count in _count_codecs(seg.unchecked).items():
+        click.echo(f"    could not check {count} batches ({codec} not installed)")
+    return bool(problems)
 
 
-def _print_records(directory: str, base: int, *, as_json: bool) -> None:
+def _count_codecs(unchecked: list[diagnostics.Unchecked]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for u in unchecked:
+        counts[u.codec] = counts.get(u.codec, 0) + 1
+    return counts
+
+
+def _print_records(directory: str, base: int, *, as_json: bool) -> bool:
+    """Print a segment's records; whether a corrupt batch stopped them."""
     for item in diagnostics.iter_segment_records(directory, base):
+        if isinstance(item, logstore.CodecUnavailableError):
+            click.echo(f"    could not decode: {item}")
+            return False
         if isinstance(item, logstore.CorruptLogError):
-            if item.kind not in ("truncated", "zero_fill"):
-                click.echo(f"    CORRUPT: {item}")
-            return
+            return False  # the segment's line reported it already
         if as_json:
             click.echo(
                 json.dumps(
                     {
+                        "type": "record",
                         "offset": item.offset,
                         "timestamp": item.timestamp,
                         "key": _json_bytes(item.key),
@@ -355,64 +428,95 @@ def _print_records(directory: str, base: int, *, as_json: bool) -> None:
                 f"    offset {item.offset}  ts {item.timestamp}  key {show_bytes(item.key, 80)}  "
                 f"value {show_bytes(item.value)}{'  headers' + headers if headers else ''}"
             )
+    return False
+
+
+#: A progress bar is worth drawing only for work of at least this many bytes.
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 @cli.command()
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
+@click.option(
+    "--max-problems",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Stop after this many problems.",
+)
 @_one_line_errors
-def verify(path: str) -> None:
+def verify(path: str, as_json: bool, max_problems: int) -> None:
     """Check every batch (CRC, records, offsets) and every index against its log.
 
-    Exit 0 when clean; 1 at the first problem, naming the file and byte position.
+    Lists every problem (up to --max-problems), one line each with file and
+    byte position, and goes on after each where it can. Exit 0 only when every
+    segment and index was checked and found good; 1 when problems were found
+    or batches could not be checked (their codec is not installed); 2 when
+    PATH is not a log, a broker root or a segment .log file.
     """
     path = os.path.normpath(path)
-    if os.path.isfile(path):
-        directory, name = os.path.split(path)
-        base = diagnostics.parse_base_offset(name)
-        if base is None or not name.endswith(".log"):
-            raise click.UsageError(f"{path} is not a segment .log file")
-        targets = [(directory or ".", [base])]
-    elif diagnostics.is_partition_dir(path):
-        targets = [(path, diagnostics.segment_bases(path))]
+    total = diagnostics.total_bytes(path)
+    if total >= PROGRESS_MIN_BYTES and _stderr_is_terminal():
+        with click.progressbar(length=total, label="verifying", file=sys.stderr) as bar:
+            report = diagnostics.verify(path, max_problems=max_problems, progress=bar.update)
     else:
-        parts = diagnostics.partition_dirs(path)
-        if not parts:
-            raise click.UsageError(f"{path} holds no partition directories or segment files")
-        targets = [(p, diagnostics.segment_bases(p)) for p in parts]
-    batches = records = 0
-    for directory, bases in targets:
-        if len(bases) > 1:
-            summaries = diagnostics.summarize_partition(directory, check_records=True).segments
-        else:
-            summaries = [
-                diagnostics.summarize_segment(
-                    directory,
-                    base,
-                    last=True,
-                    check_records=True,
-                    contiguous=not diagnostics.looks_compacted(directory),
+        report = diagnostics.verify(path, max_problems=max_problems)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        for problem in report.problems:
+            click.echo(problem.message)
+        by_file: dict[str, list[diagnostics.Unchecked]] = {}
+        for u in report.unchecked:
+            by_file.setdefault(u.path, []).append(u)
+        for file, items in by_file.items():
+            for codec, count in _count_codecs(items).items():
+                click.echo(
+                    f"{file}: could not check {count} batches from byte {items[0].position} "
+                    f"({codec} not installed; install logstore[{codec}])"
                 )
-                for base in bases
-            ]
-        for base, seg in zip(bases, summaries):
-            if seg.problem:
-                click.echo(f"logstore: {seg.problem}", err=True)
-                sys.exit(1)
-            problem = diagnostics.verify_index(
-                directory, base, seg.size_bytes + seg.incomplete_tail_bytes
-            )
-            if problem:
-                click.echo(f"logstore: {problem}", err=True)
-                sys.exit(1)
-            batches += seg.batches
-            records += seg.records
-    click.echo(f"ok: {batches} batches, {records} records verified")
+    checked = f"{report.batches} batches, {report.records} records"
+    if report.ok:
+        if not as_json:
+            click.echo(f"ok: {checked} verified")
+        return
+    parts = []
+    if report.problems:
+        files = len({p.path for p in report.problems})
+        limit = f", stopped at the limit of {max_problems}" if report.stopped_at_limit else ""
+        parts.append(f"{len(report.problems)} problem(s) in {files} file(s){limit}")
+    if report.unchecked:
+        codecs = ", ".join(sorted({u.codec for u in report.unchecked}))
+        parts.append(f"could not check {len(report.unchecked)} batches ({codecs} not installed)")
+    click.echo(f"logstore: {'; '.join(parts)} ({checked} read)", err=True)
+    sys.exit(1)
+
+
+_PAST = {
+    "truncate": "truncated",
+    "quarantine": "quarantined",
+    "rebuild_index": "rebuilt index",
+    "delete": "deleted",
+    "finish_swap": "finished swap",
+}
+_FUTURE = {
+    "truncate": "would truncate",
+    "quarantine": "would quarantine",
+    "rebuild_index": "would rebuild index",
+    "delete": "would delete",
+    "finish_swap": "would finish swap",
+}
 
 
 @cli.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Report what recovery would change; touch nothing.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per action.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report.")
 @click.option(
     "--force",
     is_flag=True,
@@ -425,30 +529,118 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
 
     Truncates a bad tail (torn batch, CRC mismatch, zero fill, offset
     regression) after moving the cut bytes into a .corrupt-<position> file,
-    and rebuilds indexes. Damage below the recovery point is reported, and cut
-    only with --force. The log must not be open in another process.
+    and rebuilds indexes found wrong. Damage below the recovery point is
+    reported, and cut only with --force. Prints each change once and counts
+    only real changes. Exit 0 when the log is sound afterwards, 1 while damage
+    remains (or on failure), 2 when PATH is not a log or broker root. The log
+    must not be open in another process.
     """
     path = os.path.normpath(path)
-    parts = [path] if diagnostics.is_partition_dir(path) else diagnostics.partition_dirs(path)
-    if not parts:
-        raise click.UsageError(f"{path} holds no partition directories or segment files")
-    changed = 0
+    kind = diagnostics.refuse_unless(path, "log", "broker")
+    parts = [path] if kind == "log" else diagnostics.partition_dirs(path)
+    changes: list[dict[str, Any]] = []
+    remaining: list[dict[str, Any]] = []
     for part in parts:
-        actions = logstore.Log.recover(part, dry_run=dry_run, force=force)
+        bad = _bad_indexes(part)
+        with _reported_here("logstore.loader"):
+            actions = logstore.Log.recover(
+                part,
+                dry_run=dry_run,
+                force=force,
+                rebuild_indexes=sorted({b for b, _ in bad.values()}),
+            )
+        seen: set[tuple[str, str, int | None]] = set()
         for action in actions:
-            if action.action == "rebuild_index" and action.reason == "unclean shutdown":
-                continue  # every recovered segment's indexes are rebuilt: not news
-            changed += 1
-            if as_json:
-                click.echo(json.dumps({"partition": part, "dry_run": dry_run, **vars(action)}))
-            else:
-                verb = f"would {action.action}" if dry_run else action.action
-                where = "" if action.position is None else f" at byte {action.position}"
-                size = f" ({action.bytes} bytes)" if action.bytes else ""
-                click.echo(f"{verb}: {action.path}{where}{size}: {action.reason}")
-    if not as_json:
+            if action.action == "rebuild_index":
+                continue  # reported below, once per index file that was wrong
+            key = (action.path, action.action, action.position)
+            if key in seen:
+                continue
+            seen.add(key)
+            entry = {"partition": part, **vars(action)}
+            (remaining if action.action == "damaged" else changes).append(entry)
+        still_bad = {} if dry_run else _bad_indexes(part)
+        for index_path, (_, problem) in sorted(bad.items()):
+            if dry_run or (os.path.exists(index_path) and index_path not in still_bad):
+                changes.append(
+                    {
+                        "partition": part,
+                        "path": index_path,
+                        "action": "rebuild_index",
+                        "reason": _reason(problem),
+                        "position": problem.position,
+                        "bytes": 0,
+                        "kind": problem.kind,
+                    }
+                )
+        for index_path, (_, problem) in sorted(still_bad.items()):
+            remaining.append(
+                {
+                    "partition": part,
+                    "path": index_path,
+                    "action": "damaged",
+                    "reason": _reason(problem),
+                    "position": problem.position,
+                    "bytes": 0,
+                    "kind": problem.kind,
+                }
+            )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "path": path,
+                    "dry_run": dry_run,
+                    "force": force,
+                    "partitions": len(parts),
+                    "ok": not remaining,
+                    "changed": len(changes),
+                    "actions": changes,
+                    "damage_remaining": remaining,
+                }
+            )
+        )
+    else:
+        for entry in changes + remaining:
+            verb = (_FUTURE if dry_run else _PAST).get(entry["action"], entry["action"])
+            where = "" if entry["position"] is None else f" at byte {entry['position']}"
+            size = f" ({entry['bytes']} bytes)" if entry["bytes"] else ""
+            click.echo(f"{verb}: {entry['path']}{where}{size}: {entry['reason']}")
         state = "would change" if dry_run else "changed"
-        click.echo(f"{len(parts)} partition(s) checked, {changed} thing(s) {state}")
+        click.echo(f"{len(parts)} partition(s) checked, {len(changes)} thing(s) {state}")
+    if remaining:
+        if not as_json:
+            click.echo(
+                f"logstore: damage remains in {len({e['path'] for e in remaining})} file(s) "
+                "(below the recovery point: cut it with --force)",
+                err=True,
+            )
+        sys.exit(1)
+
+
+def _bad_indexes(part: str) -> dict[str, tuple[int, diagnostics.Problem]]:
+    """Index files of ``part`` that are missing or wrong: path -> (segment base, first problem).
+
+    The index of a damaged segment is left to recovery: rebuilt from a damaged
+    ``.log`` it would cover only the part before the damage.
+    """
+    bad: dict[str, tuple[int, diagnostics.Problem]] = {}
+    for seg in diagnostics.iter_partition(part):
+        if seg.problems:
+            continue
+        size = seg.size_bytes + seg.incomplete_tail_bytes
+        for problem in diagnostics.check_indexes(part, seg.base_offset, size):
+            bad.setdefault(problem.path, (seg.base_offset, problem))
+    return bad
+
+
+def _reason(problem: diagnostics.Problem) -> str:
+    """A problem's message without the file and position that the action line already shows."""
+    head = f"{problem.path} at byte {problem.position}: "
+    for prefix in (head, f"{problem.path}: "):
+        if problem.message.startswith(prefix):
+            return problem.message[len(prefix) :]
+    return problem.message
 
 
 def _compaction_config(

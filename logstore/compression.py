@@ -20,7 +20,7 @@ from typing import Any
 
 import zstandard
 
-from .errors import CorruptLogError
+from .errors import CodecUnavailableError, CorruptLogError
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_IDS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
@@ -139,7 +139,12 @@ def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
 def decompress(
     codec: int, data: bytes | memoryview, max_output: int = MAX_DECOMPRESSED_BYTES
 ) -> bytes:
-    """Decompress a records section. Raises ``CorruptLogError`` on any bad stream."""
+    """Decompress a records section.
+
+    Raises:
+        CorruptLogError: the stream is bad, or the codec id is unknown.
+        CodecUnavailableError: the codec (lz4, snappy) needs a package that is not installed.
+    """
     try:
         if codec == ZSTD:
             return _zstd_decompress(data, max_output)
@@ -156,7 +161,7 @@ def decompress(
                 f"unknown compression codec {codec} (attributes bits 0-2)",
                 kind="unsupported_codec",
             )
-    except CorruptLogError:
+    except (CorruptLogError, CodecUnavailableError):
         raise
     except Exception as exc:  # each codec library raises its own types
         name = CODEC_NAMES.get(codec, str(codec))
@@ -168,13 +173,9 @@ def decompress(
 
 
 def _need(codec: int, module: object) -> None:
+    """Refuse a codec whose optional package is missing: not damage, so not CorruptLogError."""
     if module is None:
-        name = CODEC_NAMES[codec]
-        raise CorruptLogError(
-            f"batch is {name}-compressed but the {name} package is not installed "
-            f"(pip install 'logstore[{name}]')",
-            kind="unsupported_codec",
-        )
+        raise CodecUnavailableError(CODEC_NAMES[codec])
 
 
 def _check_size(out: bytes, max_output: int) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import _offsets, batch, compression
+from ._dirkind import DirectoryKind, describe, directory_kind
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
     INDEX_SUFFIX,
@@ -24,8 +25,9 @@ from ._fs import (
     is_locked,
     parse_base_offset,
     read_checkpoint,
+    segment_name,
 )
-from .errors import CorruptLogError
+from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
 from .loader import partition_name
 from .model import Record
@@ -33,27 +35,64 @@ from .segment import Segment, check_follows
 
 __all__ = [
     "PartitionSummary",
+    "Problem",
     "SegmentSummary",
+    "Unchecked",
+    "VerifyReport",
     "as_dict",
+    "check_indexes",
+    "group_offsets",
     "index_entries",
     "is_partition_dir",
+    "iter_index_entries",
+    "iter_partition",
     "iter_segment_records",
+    "kind_of",
     "looks_compacted",
     "parse_base_offset",
     "partition_dirs",
+    "refuse_unless",
     "segment_bases",
     "summarize_partition",
     "summarize_segment",
-    "group_offsets",
+    "total_bytes",
+    "verify",
     "verify_index",
+    "verify_targets",
 ]
 
 _INCOMPLETE = ("truncated", "zero_fill")
+#: Damage after which the next batch cannot be found: the rest of the segment is not walked.
+_NO_RESUME = ("truncated", "zero_fill", "invalid_length", "unsupported_magic")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing found wrong: where (file, byte position in it), what kind, the whole message."""
+
+    path: str
+    position: int | None
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Unchecked:
+    """A batch that could not be checked (its codec is not installed): not damage, not good."""
+
+    path: str
+    position: int
+    codec: str
+    message: str
 
 
 @dataclass
 class SegmentSummary:
-    """One segment as ``inspect`` reports it."""
+    """One segment as ``inspect`` and ``verify`` report it.
+
+    ``problem``/``problem_position`` repeat the first of ``problems`` for a
+    one-line summary.
+    """
 
     path: str
     base_offset: int
@@ -67,6 +106,13 @@ class SegmentSummary:
     incomplete_tail_bytes: int = 0
     problem: str | None = None
     problem_position: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+    unchecked: list[Unchecked] = field(default_factory=list)
+
+    def add_problem(self, problem: Problem) -> None:
+        if self.problem is None:
+            self.problem, self.problem_position = problem.message, problem.position
+        self.problems.append(problem)
 
 
 @dataclass
@@ -96,10 +142,21 @@ class PartitionSummary:
         return [s for s in self.segments if s.problem is not None]
 
 
+def kind_of(path: str) -> DirectoryKind:
+    """What ``path`` is: ``"log"``, ``"broker"``, ``"file"``, ``"empty"``, ``"foreign"``..."""
+    return directory_kind(path)
+
+
+def refuse_unless(path: str, *kinds: DirectoryKind) -> DirectoryKind:
+    """The kind of ``path``; ``NotALogError`` (naming it and what it is) if not one of ``kinds``."""
+    kind = directory_kind(path)
+    if kind not in kinds:
+        raise NotALogError(describe(path, kind), path, kind)
+    return kind
+
+
 def is_partition_dir(path: str) -> bool:
-    return os.path.isdir(path) and any(
-        n.endswith(LOG_SUFFIX) and parse_base_offset(n) is not None for n in os.listdir(path)
-    )
+    return directory_kind(path) == "log"
 
 
 def partition_dirs(root: str) -> list[str]:
@@ -143,6 +200,30 @@ def looks_compacted(directory: str) -> bool:
     return any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
 
 
+def _problem(exc: CorruptLogError, path: str) -> Problem:
+    return Problem(exc.path or path, exc.position, exc.kind, str(exc))
+
+
+def _resume_after(seg: Segment, exc: CorruptLogError) -> int | None:
+    """Where the walk can go on after the bad batch ``exc`` names, or ``None`` (give up here).
+
+    Only when the batch's length field is plausible (a whole header, at least
+    the v2 minimum, inside the file): then the next batch most likely starts
+    right after it. A cut or zero-filled tail, a length that overruns the file
+    and a legacy segment (every message would be reported) end the segment.
+    """
+    if exc.position is None or exc.kind in _NO_RESUME:
+        return None
+    data = seg.read(exc.position, batch.HEADER_SIZE)
+    if len(data) < batch.HEADER_SIZE:
+        return None
+    length = batch.peek_header(data).batch_length
+    end = exc.position + batch.LOG_OVERHEAD + length
+    if length < batch.MIN_BATCH_LENGTH or end > seg.size:
+        return None
+    return end
+
+
 def summarize_segment(
     directory: str,
     base: int,
@@ -150,41 +231,64 @@ def summarize_segment(
     last: bool,
     check_records: bool,
     contiguous: bool = False,
+    max_problems: int | None = None,
 ) -> SegmentSummary:
     """Walk one segment's batches (CRC checked; records decoded with ``check_records``).
 
-    A batch cut short at the end of the ``last`` segment is a writer's in-flight
-    tail while a live ``Log`` holds the directory, and a torn write (damage that
-    recovery will cut) otherwise.
+    Goes on after a bad batch whose length is plausible (see ``_resume_after``),
+    so every damaged batch is listed, up to ``max_problems``. A batch cut short
+    at the end of the ``last`` segment is a writer's in-flight tail while a live
+    ``Log`` holds the directory, and a torn write (damage that recovery will
+    cut) otherwise. A batch whose codec is not installed is ``unchecked``.
     """
     seg = _open_segment(directory, base)
     live = last and is_locked(directory)
     summary = SegmentSummary(path=seg.log_path, base_offset=base)
     codecs: Counter[str] = Counter()
     next_offset = base
+    position = 0
+    strict = contiguous  # after a skipped batch its record count is unknown: only ">=" holds
     try:
-        for position, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=True):
-            check_follows(header, next_offset, seg.log_path, position, contiguous=contiguous)
-            if check_records:
-                try:
-                    batch.decode_records(buf, rel, header)
-                except CorruptLogError as exc:
-                    raise exc.located(seg.log_path, position - rel) from None
-            summary.batches += 1
-            summary.records += header.record_count
-            summary.size_bytes = position + header.size
-            if summary.first_timestamp is None:
-                summary.first_timestamp = header.base_timestamp
-            if summary.max_timestamp is None or header.max_timestamp > summary.max_timestamp:
-                summary.max_timestamp = header.max_timestamp
-            codecs[compression.CODEC_NAMES.get(header.codec, str(header.codec))] += 1
-            next_offset = header.next_offset
-    except CorruptLogError as exc:
-        if live and exc.kind in _INCOMPLETE:
-            summary.incomplete_tail_bytes = seg.size - (exc.position or 0)
-        else:
-            summary.problem = str(exc)
-            summary.problem_position = exc.position
+        while position < seg.size:
+            try:
+                for pos, header, buf, rel in seg.iter_batches(position, seg.size, verify_crc=True):
+                    check_follows(header, next_offset, seg.log_path, pos, contiguous=strict)
+                    strict = contiguous
+                    if check_records and not header.attributes & batch.CONTROL_BIT:
+                        try:
+                            batch.decode_records(buf, rel, header)
+                        except CorruptLogError as exc:
+                            raise exc.located(seg.log_path, pos - rel) from None
+                        except CodecUnavailableError as exc:
+                            where = exc.located(seg.log_path, pos - rel)
+                            summary.unchecked.append(
+                                Unchecked(seg.log_path, pos, exc.codec, str(where))
+                            )
+                    summary.batches += 1
+                    summary.records += header.record_count
+                    summary.size_bytes = pos + header.size
+                    if summary.first_timestamp is None:
+                        summary.first_timestamp = header.base_timestamp
+                    if (
+                        summary.max_timestamp is None
+                        or header.max_timestamp > summary.max_timestamp
+                    ):
+                        summary.max_timestamp = header.max_timestamp
+                    codecs[compression.CODEC_NAMES.get(header.codec, str(header.codec))] += 1
+                    next_offset = header.next_offset
+                    position = pos + header.size
+                break
+            except CorruptLogError as exc:
+                if live and exc.kind in _INCOMPLETE:
+                    summary.incomplete_tail_bytes = seg.size - (exc.position or 0)
+                    break
+                summary.add_problem(_problem(exc, seg.log_path))
+                resume = _resume_after(seg, exc)
+                if resume is None or (
+                    max_problems is not None and len(summary.problems) >= max_problems
+                ):
+                    break
+                position, strict = resume, False
     finally:
         seg.close_file()
     summary.next_offset = next_offset if summary.batches else base
@@ -192,11 +296,17 @@ def summarize_segment(
     return summary
 
 
-def summarize_partition(directory: str, *, check_records: bool = False) -> PartitionSummary:
-    """Summaries of every segment; segments of a never-compacted log must be contiguous."""
+def iter_partition(
+    directory: str, *, check_records: bool = False, max_problems: int | None = None
+) -> Iterator[SegmentSummary]:
+    """Summaries of every segment, one at a time as each is walked (``inspect`` streams them).
+
+    Segments of a never-compacted log must be contiguous, and no segment may
+    start below the previous one's end.
+    """
     bases = segment_bases(directory)
     contiguous = not looks_compacted(directory)
-    summaries: list[SegmentSummary] = []
+    previous: SegmentSummary | None = None
     for i, base in enumerate(bases):
         summary = summarize_segment(
             directory,
@@ -204,25 +314,36 @@ def summarize_partition(directory: str, *, check_records: bool = False) -> Parti
             last=(i == len(bases) - 1),
             check_records=check_records,
             contiguous=contiguous,
+            max_problems=max_problems,
         )
-        previous = summaries[-1] if summaries else None
         if (
             previous is not None
-            and previous.problem is None
+            and not previous.problems
             and previous.next_offset is not None
-            and summary.problem is None
+            and not summary.problems
             and (
                 base < previous.next_offset
                 or (contiguous and base != previous.next_offset and summary.batches)
             )
         ):
-            summary.problem = (
-                f"{summary.path}: segment base offset {base} does not follow the previous "
-                f"segment's end {previous.next_offset}"
+            summary.add_problem(
+                Problem(
+                    summary.path,
+                    0,
+                    "offset_regression",
+                    f"{summary.path}: segment base offset {base} does not follow the previous "
+                    f"segment's end {previous.next_offset}",
+                )
             )
-            summary.problem_position = 0
-        summaries.append(summary)
-    return PartitionSummary(path=directory, segments=summaries)
+        previous = summary
+        yield summary
+
+
+def summarize_partition(directory: str, *, check_records: bool = False) -> PartitionSummary:
+    """Summaries of every segment (see ``iter_partition``), as one list."""
+    return PartitionSummary(
+        path=directory, segments=list(iter_partition(directory, check_records=check_records))
+    )
 
 
 def group_offsets(root: str) -> dict[tuple[str, str, int], int]:
@@ -239,7 +360,9 @@ def group_offsets(root: str) -> dict[tuple[str, str, int], int]:
     return _offsets.latest(pairs)
 
 
-def iter_segment_records(directory: str, base: int) -> Iterator[Record | CorruptLogError]:
+def iter_segment_records(
+    directory: str, base: int
+) -> Iterator[Record | CorruptLogError | CodecUnavailableError]:
     """Records of one segment in order; a problem is yielded (not raised) and ends it."""
     seg = _open_segment(directory, base)
     try:
@@ -248,7 +371,7 @@ def iter_segment_records(directory: str, base: int) -> Iterator[Record | Corrupt
                 continue
             try:
                 yield from batch.decode_records(buf, rel, header)
-            except CorruptLogError as exc:
+            except (CorruptLogError, CodecUnavailableError) as exc:
                 yield exc.located(seg.log_path, position - rel)
                 return
     except CorruptLogError as exc:
@@ -257,44 +380,305 @@ def iter_segment_records(directory: str, base: int) -> Iterator[Record | Corrupt
         seg.close_file()
 
 
-def verify_index(directory: str, base: int, log_size: int) -> str | None:
-    """Check a segment's index files against its ``.log``; the problem found, or ``None``."""
+def check_indexes(
+    directory: str,
+    base: int,
+    log_size: int,
+    *,
+    next_offset: int | None = None,
+    log_damaged: bool = False,
+) -> list[Problem]:
+    """Check a segment's ``.index`` and ``.timeindex`` against its ``.log``.
+
+    Indexes carry no checksum, so each entry is checked against the batch it
+    claims: an offset entry ``(offset, position)`` must point at a batch whose
+    last offset is ``offset``; a time entry ``(timestamp, offset)`` must name a
+    batch holding ``offset`` whose largest timestamp is ``timestamp``. At most
+    one problem per file (the first bad entry; the position is that entry's
+    byte in the index file), with the count of bad entries. ``log_size`` is the
+    bytes of the ``.log`` the entries may point into. With ``log_damaged`` (the
+    walk of the ``.log`` found problems) only the files' own sanity is checked:
+    entries judged against damaged batches would report the log's damage again,
+    as if the index were wrong.
+    """
     seg = _open_segment(directory, base)
-    index_path = os.path.join(directory, f"{base:020d}{INDEX_SUFFIX}")
-    time_path = os.path.join(directory, f"{base:020d}{TIMEINDEX_SUFFIX}")
+    index_path = os.path.join(directory, segment_name(base, INDEX_SUFFIX))
+    time_path = os.path.join(directory, segment_name(base, TIMEINDEX_SUFFIX))
+    problems: list[Problem] = []
     try:
-        if not os.path.exists(index_path) or not os.path.exists(time_path):
-            return f"{index_path if not os.path.exists(index_path) else time_path}: missing"
+        for path in (index_path, time_path):
+            if not os.path.exists(path):
+                problems.append(Problem(path, None, "missing_index", f"{path}: missing"))
+        if problems:
+            return problems
         index = OffsetIndex(index_path, base, max_index_bytes=1 << 62)
         tindex = TimeIndex(time_path, base, max_index_bytes=1 << 62)
-        index.load(log_size)
-        tindex.load()
-        for last_offset, position in index.as_list():
-            header = seg.read_header_at(position)
-            if header is None or header.last_offset != last_offset:
-                return (
-                    f"{index_path}: entry ({last_offset}, {position}) does not point at a "
-                    f"batch ending at offset {last_offset}"
+        try:
+            index.load(log_size)
+        except CorruptLogError as exc:
+            problems.append(_problem(exc, index_path))
+        else:
+            bad = (
+                []
+                if log_damaged
+                else [
+                    (i, last_offset, position)
+                    for i, (last_offset, position) in enumerate(index.as_list())
+                    if (h := seg.read_header_at(position)) is None or h.last_offset != last_offset
+                ]
+            )
+            if bad:
+                i, last_offset, position = bad[0]
+                at = i * OffsetIndex.ENTRY_SIZE
+                more = f" ({len(bad)} bad entries)" if len(bad) > 1 else ""
+                problems.append(
+                    Problem(
+                        index_path,
+                        at,
+                        "invalid_index",
+                        f"{index_path} at byte {at}: entry ({last_offset}, {position}) does not "
+                        f"point at a batch ending at offset {last_offset}{more}",
+                    )
                 )
-        return None
-    except CorruptLogError as exc:
-        return str(exc)
+        try:
+            tindex.load(None if next_offset is None else next_offset - base)
+        except CorruptLogError as exc:
+            problems.append(_problem(exc, time_path))
+        else:
+            if not log_damaged:
+                problems.extend(_check_time_entries(seg, tindex.as_list(), time_path, log_size))
+        return problems
     finally:
         seg.close_file()
 
 
-def index_entries(path: str) -> list[dict[str, int]]:
+def _check_time_entries(
+    seg: Segment, entries: list[tuple[int, int]], time_path: str, log_size: int
+) -> list[Problem]:
+    """Problems of a time index: each entry against the batch holding its offset.
+
+    One ordered walk over the headers (no CRC: the walk of the ``.log`` checks
+    those) serves every entry, as entries ascend.
+    """
+    if not entries:
+        return []
+    bad: list[tuple[int, int, int, str]] = []
+    headers = seg.iter_headers(0, log_size)
+    current = None
+    try:
+        for i, (timestamp, offset) in enumerate(entries):
+            while current is None or current.last_offset < offset:
+                current = next(headers, (0, None))[1]
+                if current is None:
+                    break
+            if current is None:
+                bad.append((i, timestamp, offset, "no batch holds that offset"))
+            elif current.max_timestamp != timestamp:
+                bad.append(
+                    (
+                        i,
+                        timestamp,
+                        offset,
+                        f"its batch's largest timestamp is {current.max_timestamp}",
+                    )
+                )
+    except CorruptLogError:
+        return []  # the .log itself is damaged there: the walk of the .log reports it
+    if not bad:
+        return []
+    i, timestamp, offset, why = bad[0]
+    at = i * TimeIndex.ENTRY_SIZE
+    more = f" ({len(bad)} bad entries)" if len(bad) > 1 else ""
+    return [
+        Problem(
+            time_path,
+            at,
+            "invalid_index",
+            f"{time_path} at byte {at}: entry ({timestamp}, {offset}) does not match the log: "
+            f"{why}{more}",
+        )
+    ]
+
+
+def verify_index(directory: str, base: int, log_size: int) -> str | None:
+    """The first problem of a segment's indexes (see ``check_indexes``), or ``None``."""
+    problems = check_indexes(directory, base, log_size)
+    return problems[0].message if problems else None
+
+
+def iter_index_entries(path: str) -> Iterator[dict[str, int]]:
     """Entries of one ``.index`` or ``.timeindex`` file, for ``inspect``."""
     base = parse_base_offset(os.path.basename(path)) or 0
     if path.endswith(TIMEINDEX_SUFFIX):
         tindex = TimeIndex(path, base, max_index_bytes=1 << 62)
         tindex.load()
-        return [{"timestamp": t, "offset": o} for t, o in tindex.as_list()]
+        for t, o in tindex.as_list():
+            yield {"timestamp": t, "offset": o}
+        return
     index = OffsetIndex(path, base, max_index_bytes=1 << 62)
     log_path = path[: -len(INDEX_SUFFIX)] + LOG_SUFFIX
     index.load(os.path.getsize(log_path) if os.path.exists(log_path) else 1 << 62)
-    return [{"offset": o, "position": p} for o, p in index.as_list()]
+    for o, p in index.as_list():
+        yield {"offset": o, "position": p}
+
+
+def index_entries(path: str) -> list[dict[str, int]]:
+    """Entries of one ``.index`` or ``.timeindex`` file, as a list."""
+    return list(iter_index_entries(path))
 
 
 def as_dict(summary: SegmentSummary) -> dict[str, Any]:
     return asdict(summary)
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` checked and found. ``as_dict`` is the documented ``--json`` shape.
+
+    ``ok`` only when every segment and index was checked and nothing was wrong:
+    problems, unchecked batches (a codec not installed) or stopping at the
+    problem limit each make it false.
+    """
+
+    path: str
+    kind: str
+    max_problems: int
+    segments_checked: int = 0
+    indexes_checked: int = 0
+    batches: int = 0
+    records: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    unchecked: list[Unchecked] = field(default_factory=list)
+    stopped_at_limit: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.unchecked and not self.stopped_at_limit
+
+    def add(self, problems: list[Problem]) -> None:
+        room = self.max_problems - len(self.problems)
+        self.problems.extend(problems[:room])
+        if len(problems) > room:
+            self.stopped_at_limit = True
+
+    @property
+    def full(self) -> bool:
+        return len(self.problems) >= self.max_problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "ok": self.ok,
+            "segments_checked": self.segments_checked,
+            "indexes_checked": self.indexes_checked,
+            "batches": self.batches,
+            "records": self.records,
+            "problems": [
+                {"file": p.path, "position": p.position, "kind": p.kind, "message": p.message}
+                for p in self.problems
+            ],
+            "stopped_at_limit": self.stopped_at_limit,
+            "unchecked_batches": len(self.unchecked),
+            "unchecked": [
+                {"file": u.path, "position": u.position, "codec": u.codec, "message": u.message}
+                for u in self.unchecked[: self.max_problems]
+            ],
+        }
+
+
+def verify_targets(path: str) -> tuple[DirectoryKind, list[tuple[str, list[int]]]]:
+    """What ``verify`` will walk: ``(kind, [(partition directory, segment bases)])``.
+
+    Raises ``NotALogError`` for anything but a log, a broker root or a segment ``.log``.
+    """
+    kind = refuse_unless(path, "log", "broker", "file")
+    if kind == "file":
+        directory, name = os.path.split(path)
+        base = parse_base_offset(name)
+        if base is None or not name.endswith(LOG_SUFFIX):
+            raise NotALogError(
+                f"{path} is not a segment .log file (expected <20-digit offset>.log)", path, kind
+            )
+        return kind, [(directory or ".", [base])]
+    if kind == "log":
+        return kind, [(path, segment_bases(path))]
+    return kind, [(p, segment_bases(p)) for p in partition_dirs(path)]
+
+
+def verify(
+    path: str, *, max_problems: int = 100, progress: Callable[[int], None] | None = None
+) -> VerifyReport:
+    """Check every batch (CRC, records, offsets) and every index of ``path``; list every problem.
+
+    Like SQLite's ``PRAGMA integrity_check``: goes on after a problem (at the
+    next batch when the bad one's length is plausible, else at the next
+    segment) and stops after ``max_problems``. ``progress`` is called with the
+    ``.log`` bytes of each segment once it is checked.
+
+    Raises:
+        NotALogError: ``path`` is not a log, a broker root or a segment ``.log``.
+    """
+    kind, targets = verify_targets(path)
+    report = VerifyReport(
+        path=path, kind="segment" if kind == "file" else kind, max_problems=max_problems
+    )
+    for directory, bases in targets:
+        contiguous = not looks_compacted(directory)
+        if kind == "file":
+            summaries: Iterator[SegmentSummary] = iter(
+                [
+                    summarize_segment(
+                        directory,
+                        bases[0],
+                        last=True,
+                        check_records=True,
+                        contiguous=contiguous,
+                        max_problems=max_problems,
+                    )
+                ]
+            )
+        else:
+            summaries = iter_partition(directory, check_records=True, max_problems=max_problems)
+        for seg in summaries:  # by its own base: a live log may roll or delete meanwhile
+            base = seg.base_offset
+            report.segments_checked += 1
+            report.batches += seg.batches
+            report.records += seg.records
+            report.unchecked.extend(seg.unchecked)
+            report.add(seg.problems)
+            log_size = seg.size_bytes + seg.incomplete_tail_bytes
+            if seg.problems:  # entries may point anywhere in the file
+                log_size = os.path.getsize(seg.path)
+            if not report.full:
+                report.add(check_indexes(directory, base, log_size, log_damaged=bool(seg.problems)))
+                report.indexes_checked += 2
+            if progress is not None:
+                progress(log_size)
+            if report.full:
+                report.stopped_at_limit = report.stopped_at_limit or _more_to_check(
+                    targets, directory, base
+                )
+                return report
+    return report
+
+
+def _more_to_check(targets: list[tuple[str, list[int]]], directory: str, base: int) -> bool:
+    """Whether segments remain after ``(directory, base)``: the limit then hid some."""
+    for i, (d, bases) in enumerate(targets):
+        if d == directory:
+            return bases[-1] != base or i < len(targets) - 1
+    return False
+
+
+def total_bytes(path: str) -> int:
+    """The ``.log`` bytes ``verify`` would read (for a progress bar's length)."""
+    _, targets = verify_targets(path)
+    return sum(
+        os.path.getsize(os.path.join(d, segment_name(b, LOG_SUFFIX)))
+        for d, bases in targets
+        for b in bases
+    )

@@ -105,3 +105,30 @@ class PartitionNotAssignedError(LogStoreError, ValueError):
     def __init__(self, message: str, *, topic: str, partition: int) -> None:
         self.topic, self.partition = topic, partition
         super().__init__(message)
+
+
+class NotALogError(LogStoreError, ValueError):
+    """A path is not the kind of directory asked for: a file, or a log where a broker root
+    was expected (or the reverse). ``path`` names it, ``kind`` says what it is instead."""
+
+    def __init__(self, message: str, path: str, kind: str) -> None:
+        self.path, self.kind = path, kind
+        super().__init__(message)
+
+
+class CodecUnavailableError(LogStoreError):
+    """A batch is compressed with a codec whose optional package is not installed.
+
+    Not corruption: the bytes may be perfectly good, this interpreter cannot
+    read them. Nothing that repairs logs may cut or quarantine such a batch.
+    ``path`` and ``position`` say where the batch is, once known.
+    """
+
+    def __init__(self, codec: str, path: str | None = None, position: int | None = None) -> None:
+        self.codec, self.path, self.position = codec, path, position
+        where = "batch" if position is None else f"batch at byte {position} of {path or '<buffer>'}"
+        super().__init__(f"{where} is {codec}-compressed; install logstore[{codec}]")
+
+    def located(self, path: str, base: int) -> CodecUnavailableError:
+        """Return the same error placed in ``path``; our position was relative to ``base``."""
+        return CodecUnavailableError(self.codec, path, base + (self.position or 0))

@@ -22,6 +22,7 @@ from typing import Any
 from sortedcontainers import SortedDict
 
 from . import batch, cleaner, compression, retention
+from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
@@ -40,6 +41,7 @@ from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
 from .config import LogConfig
 from .errors import (
+    CodecUnavailableError,
     ConfigError,
     CorruptLogError,
     InvalidRecordError,
@@ -264,6 +266,7 @@ class Log(Closing):
             LogLockedError: another ``Log`` holds the directory.
             CorruptLogError: recovery failed, or the data is in a legacy format.
             ConfigError: ``max_open_files`` or ``maintenance_interval_ms`` is out of range.
+            NotALogError: ``path`` is a file or a broker root.
         """
         if config is None:
             config = LogConfig()
@@ -273,6 +276,7 @@ class Log(Closing):
         if handles is None:
             handles = HandleCache(max_open_files)
         directory = os.fspath(path)
+        refuse_other_kind(directory, "log")
         os.makedirs(directory, exist_ok=True)
         lock = DirectoryLock(directory)
         try:
@@ -325,6 +329,7 @@ class Log(Closing):
         *,
         dry_run: bool = False,
         force: bool = False,
+        rebuild_indexes: Iterable[int] = (),
     ) -> list[RecoveryAction]:
         """Run crash recovery on a closed log now; return what it changed (or would change).
 
@@ -333,15 +338,20 @@ class Log(Closing):
         below the recovery point is only reported, unless ``force``, which
         validates from the first segment and cuts at the first bad byte
         (quarantining everything cut). ``dry_run`` changes nothing.
+        ``rebuild_indexes`` names segments (by base offset) whose indexes were
+        found wrong (``diagnostics.check_indexes``): they are rebuilt from the
+        ``.log`` even below the recovery point, where recovery does not look.
 
         Raises:
             LogLockedError: the log is open elsewhere.
             CorruptLogError: the data is in a legacy format.
+            NotALogError: ``path`` is a file or a broker root.
         """
         config = LogConfig() if config is None else config
         directory = os.fspath(path)
         if not os.path.isdir(directory):
             raise FileNotFoundError(2, "no such log directory", directory)
+        refuse_other_kind(directory, "log")
         lock = DirectoryLock(directory)
         try:
             loaded = load(
@@ -360,8 +370,17 @@ class Log(Closing):
         except BaseException:
             lock.release()
             raise
-        log.close()
-        return loaded.actions
+        actions = list(loaded.actions)
+        try:
+            for base in rebuild_indexes:
+                seg = log._segments.get(base)
+                if seg is not None:
+                    seg.rebuild_indexes()
+                    reason = "entries did not match the log"
+                    actions.append(RecoveryAction(seg.index_path, "rebuild_index", reason))
+        finally:
+            log.close()
+        return actions
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"[{self._start_offset}, {self._end_offset})"
@@ -1221,7 +1240,7 @@ class Log(Closing):
                 records = batch.decode_records(
                     buf, rel, header, min_offset=offset, max_records=wanted
                 )
-            except CorruptLogError as exc:
+            except (CorruptLogError, CodecUnavailableError) as exc:
                 raise exc.located(seg.log_path, pos - rel) from None
             yield header, records
             if wanted is not None:

@@ -72,10 +72,12 @@ def test_inspect_json_lines(capsys: pytest.CaptureFixture[str], root: Path) -> N
     code, out, _ = run(capsys, "inspect", str(root / "web-1"), "--json", "--records")
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]
-    assert lines[0]["partition"] == str(root / "web-1")
-    assert (lines[0]["start_offset"], lines[0]["end_offset"], lines[0]["records"]) == (0, 2, 2)
-    assert lines[1]["base_offset"] == 0 and lines[1]["records"] == 2
-    assert [(r["offset"], r["value"]) for r in lines[2:]] == [
+    # Streamed: each segment, then its records, then the partition's totals.
+    assert [line["type"] for line in lines] == ["segment", "record", "record", "partition"]
+    assert lines[-1]["partition"] == str(root / "web-1")
+    assert (lines[-1]["start_offset"], lines[-1]["end_offset"], lines[-1]["records"]) == (0, 2, 2)
+    assert lines[0]["base_offset"] == 0 and lines[0]["records"] == 2
+    assert [(r["offset"], r["value"]) for r in lines[1:3]] == [
         (0, {"utf8": "a"}),
         (1, {"utf8": "b"}),
     ]
@@ -104,11 +106,13 @@ def test_verify_clean_and_damaged(capsys: pytest.CaptureFixture[str], root: Path
     segment.write_bytes(data)
     code, out, err = run(capsys, "verify", str(root))
     assert code == 1
+    # The problems are the report (stdout, one line each); stderr has the one-line verdict.
     assert (
-        err.strip()
-        == f"logstore: {segment} at byte 0: CRC mismatch: stored " + err.split("stored ")[1].strip()
+        out.strip()
+        == f"{segment} at byte 0: CRC mismatch: stored " + out.split("stored ")[1].strip()
     )
-    assert len(err.strip().splitlines()) == 1
+    assert len(out.strip().splitlines()) == 1
+    assert err == "logstore: 1 problem(s) in 1 file(s) (30 batches, 30 records read)\n"
 
 
 def test_verify_finds_a_bad_index(capsys: pytest.CaptureFixture[str], root: Path) -> None:
@@ -116,9 +120,13 @@ def test_verify_finds_a_bad_index(capsys: pytest.CaptureFixture[str], root: Path
     data = bytearray(index.read_bytes())
     data[4:8] = (10**6).to_bytes(4, "big")  # the first entry's position, far past the log
     index.write_bytes(data)
-    code, _, err = run(capsys, "verify", str(root / "web-0"))
+    code, out, err = run(capsys, "verify", str(root / "web-0"))
     assert code == 1
-    assert str(index) in err
+    assert out == (
+        f"{index} at byte 0: entry 0 (1, 1000000) is out of order or past the end of the log "
+        f"({index.with_suffix('.log').stat().st_size} bytes)\n"
+    )
+    assert err == "logstore: 1 problem(s) in 1 file(s) (30 batches, 30 records read)\n"
 
 
 def test_recover_dry_run_touches_nothing(capsys: pytest.CaptureFixture[str], root: Path) -> None:
@@ -134,7 +142,9 @@ def test_recover_dry_run_touches_nothing(capsys: pytest.CaptureFixture[str], roo
     assert file_hashes(root) == before
     code, out, _ = run(capsys, "recover", str(root / "web-1"), "--json")
     assert code == 0
-    action = json.loads(out.splitlines()[0])
+    report = json.loads(out)  # one JSON report
+    assert (report["changed"], report["ok"], report["damage_remaining"]) == (1, True, [])
+    (action,) = report["actions"]
     assert (action["action"], action["position"], action["bytes"], action["kind"]) == (
         "truncate",
         size,
@@ -151,7 +161,9 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
     assert err.count("\n") == 1 and err.startswith("logstore: ")
     code, _, err = run(capsys, "inspect", str(tmp_path))
     assert code == 2
-    assert err == f"logstore: {tmp_path} holds no partition directories or segment files\n"
+    assert (
+        err == f"logstore: {tmp_path} is an empty directory, not a log directory or broker root\n"
+    )
 
 
 def test_recover_of_a_log_held_open_is_refused(
@@ -184,9 +196,10 @@ def test_inspect_of_a_live_log_stops_at_the_last_complete_batch(
     # once no writer holds it, the same tail is a torn write: reported
     with open(segment, "ab") as f:
         f.write(segment.read_bytes()[:40])
-    code, _, err = run(capsys, "verify", str(tmp_path / "p-0"))
+    code, out, err = run(capsys, "verify", str(tmp_path / "p-0"))
     assert code == 1
-    assert f"{segment} at byte {whole}" in err
+    assert out.startswith(f"{segment} at byte {whole}: ")
+    assert err == "logstore: 1 problem(s) in 1 file(s) (1 batches, 2 records read)\n"
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])

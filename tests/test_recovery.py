@@ -124,7 +124,10 @@ def test_single_bit_flips_are_never_served(open_log: OpenLog, tmp_path: Path) ->
             assert got == records
             continue
         assert verify.returncode == 1, (pos, verify.stdout)
-        assert "at byte" in verify.stderr
+        # the problems are the report (stdout); stderr holds the one-line verdict
+        assert verify.stdout.startswith(f"{case / SEGMENT_0} at byte "), verify.stdout
+        assert verify.stderr.startswith("logstore: 1 problem(s) in 1 file(s)"), verify.stderr
+        assert verify.stderr.count("\n") == 1
         # Recovery cut before the damaged batch: exactly the batches before it remain.
         assert got == records[: 5 * batch_index]
         shutil.rmtree(case)
@@ -197,7 +200,7 @@ def test_damage_below_the_recovery_point_is_reported_and_never_cut(
         [sys.executable, "-m", "logstore", "verify", str(log_dir)], capture_output=True, text=True
     )
     assert verify.returncode == 1
-    assert f"{sealed} at byte 0: CRC mismatch" in verify.stderr
+    assert f"{sealed} at byte 0: CRC mismatch" in verify.stdout  # problems are the report
     dry = logstore.Log.recover(log_dir, dry_run=True)
     assert [(a.path, a.action) for a in dry if a.action == "damaged"] == [(str(sealed), "damaged")]
     forced = logstore.Log.recover(log_dir, force=True)
