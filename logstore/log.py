@@ -31,6 +31,7 @@ from ._fs import (
     HandleCache,
     atomic_write,
     fsync_dir,
+    make_dirs,
     write_checkpoint,
 )
 from ._varint import INT32_MAX
@@ -200,7 +201,7 @@ class Log(Closing):
         elif not isinstance(config, LogConfig):
             raise TypeError(f"config must be a LogConfig, not {type(config).__name__}")
         directory = os.fspath(path)
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)  # durable: fsyncs each new entry's parent
         lock = DirectoryLock(directory)
         try:
             loaded = load(directory, config)

@@ -55,14 +55,20 @@ class Driver:
         self.mark("begin", id=op, op="append", log=name, records=planned)
         got = log.append_many([Message(v, key=k) for k, v in records])
         assert list(got) == [o for o, _, _ in planned], (got, planned)
-        self.mark("end", id=op, log=name, start=log.start_offset)
+        self.mark("end", id=op, log=name, start=log.start_offset, flushed=log.flushed_offset)
 
     def call(self, log: Log | None, name: str, op_name: str, fn: Callable[[], Any], **data: Any) -> Any:
         op = next(self.ids)
         self.mark("begin", id=op, op=op_name, log=name, **data)
         result = fn()
-        self.mark("end", id=op, log=name, start=None if log is None else log.start_offset)
+        if log is None:
+            self.mark("end", id=op, log=name)
+        else:
+            self.mark("end", id=op, log=name, start=log.start_offset, flushed=log.flushed_offset)
         return result
+
+    def close(self, log: Log) -> None:
+        self.call(log, LOG_DIR, "close", log.close)
 
 
 def _open_log(root: str, config: LogConfig, clock: Clock) -> Log:
@@ -82,20 +88,39 @@ def _appends(d: Driver, log: Log, start: int, count: int, *, keys: int = 0) -> N
         )
 
 
+def value_for_batch_size(size: int, key: bytes) -> bytes:
+    """A value whose one-record batch is exactly ``size`` bytes."""
+    for n in range(size):
+        value = b"p" * n
+        if len(logstore.batch.encode_batch([(value, key, (), 0)], base_offset=0)) == size:
+            return value
+    raise AssertionError(f"no value gives a batch of {size} bytes")
+
+
 def appends(root: str, mark: Mark, *, fsync: str = "always") -> None:
-    """Appends over several rolls, close and reopen, more appends."""
+    """Appends over several rolls, close and reopen, more appends.
+
+    The first batch is 498 bytes, so the second one's magic byte (at 498 + 16)
+    lies after the 512-byte sector boundary and its length before it: the torn
+    append that keeps the file size but not the second sector.
+    """
     d, clock = Driver(mark), Clock()
-    config = LogConfig(fsync=fsync, segment_bytes=2048, index_interval_bytes=512)
+    config = CONFIGS[f"appends_{fsync}" if fsync != "always" else "appends"]
     log = _open_log(root, config, clock)
+    d.append(log, LOG_DIR, [(b"first", value_for_batch_size(498, b"first"))])
     _appends(d, log, 0, 12)
-    log.close()
+    d.close(log)
     log = _open_log(root, config, clock)
     _appends(d, log, 12, 6)
-    log.close()
+    d.close(log)
 
 
 def appends_never(root: str, mark: Mark) -> None:
     appends(root, mark, fsync="never")
+
+
+def appends_interval(root: str, mark: Mark) -> None:
+    appends(root, mark, fsync="interval")
 
 
 def retention(root: str, mark: Mark) -> None:
@@ -110,14 +135,14 @@ def retention(root: str, mark: Mark) -> None:
     _appends(d, log, 10, 4)
     d.call(log, LOG_DIR, "delete_before", lambda: log.delete_before(log.end_offset - 3))
     _appends(d, log, 14, 3)
-    log.close()
+    d.close(log)
     config = LogConfig(
         fsync="always", segment_bytes=1536, index_interval_bytes=512, retention_messages=6
     )
     log = _open_log(root, config, clock)
     _appends(d, log, 17, 4)
     d.call(log, LOG_DIR, "retention", log.apply_retention)
-    log.close()
+    d.close(log)
 
 
 def truncate(root: str, mark: Mark) -> None:
@@ -132,7 +157,7 @@ def truncate(root: str, mark: Mark) -> None:
     boundary = log.segments[1].base_offset  # drops whole segments
     d.call(log, LOG_DIR, "truncate", lambda: log.truncate(boundary), offset=boundary)
     _appends(d, log, 13, 4)
-    log.close()
+    d.close(log)
 
 
 COMPACTED = LogConfig(
@@ -153,7 +178,7 @@ def compaction(root: str, mark: Mark) -> None:
     _appends(d, log, 12, 6, keys=5)
     d.call(log, LOG_DIR, "compact", log.compact)
     _appends(d, log, 18, 2, keys=5)
-    log.close()
+    d.close(log)
 
 
 class BrokerDriver(Driver):
@@ -231,6 +256,7 @@ def unsynced_file(root: str, mark: Mark) -> None:
 WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
     "appends": appends,
     "appends_never": appends_never,
+    "appends_interval": appends_interval,
     "retention": retention,
     "truncate": truncate,
     "compaction": compaction,
@@ -242,6 +268,14 @@ WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
 CONFIGS: dict[str, LogConfig] = {
     "appends": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
     "appends_never": LogConfig(fsync="never", segment_bytes=2048, index_interval_bytes=512),
+    # flushes every 4 records only (the timer never fires within the workload)
+    "appends_interval": LogConfig(
+        fsync="interval",
+        fsync_interval_messages=4,
+        fsync_interval_ms=3_600_000,
+        segment_bytes=2048,
+        index_interval_bytes=512,
+    ),
     "retention": LogConfig(fsync="always", segment_bytes=1536, index_interval_bytes=512),
     "truncate": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
     "compaction": COMPACTED,
