@@ -182,7 +182,7 @@ def check_state(
     try:
         if workload == "unsynced_file":
             return _check_raw_files(state_dir, history, point)
-        if workload == "broker":
+        if workload in ("broker", "new_topic"):
             return _check_broker(state_dir, history, point)
         return _check_log(workload, state_dir, history, point)
     except Exception as exc:  # any failure to open or read is a finding, not a crash

@@ -256,18 +256,34 @@ def crash_points(ops: list[Op]) -> list[int]:
     return sorted({*(i for i, op in enumerate(ops) if op[0] != "mark"), len(ops)})
 
 
+def unsynced_at(ops: list[Op], point: int) -> frozenset[int]:
+    """The operations before ``point`` that no fsync of their owner has covered."""
+    pending: dict[int, list[int]] = {}
+    for i in range(point):
+        op = ops[i]
+        if op[0] == "fsync":
+            pending.pop(op[1], None)
+        elif (o := owner(op)) is not None:
+            pending.setdefault(o, []).append(i)
+    return frozenset(i for idx in pending.values() for i in idx)
+
+
 def crash_states(
     ops: list[Op], *, per_point: int, seed: int = 0
 ) -> Iterator[CrashState]:
     """Up to ``per_point`` distinct crash states at every crash point."""
     rng = random.Random(seed)
+    names = {ROOT: "."}
+    for op in ops:
+        if op[0] == "link":
+            names.setdefault(op[3], op[2] if op[1] == ROOT else f"{names.get(op[1])}/{op[2]}")
     pending: dict[int, list[int]] = {}  # owner -> ops since its last fsync
     sizes: dict[int, int] = {}  # file sizes as the process saw them, before op i
     size_before: dict[int, int] = {}
     points = set(crash_points(ops))
     for i in range(len(ops) + 1):
         if i in points:
-            yield from _states_at(ops, i, pending, size_before, per_point, rng)
+            yield from _states_at(ops, i, pending, size_before, per_point, rng, names)
         if i == len(ops):
             break
         op = ops[i]
@@ -292,6 +308,7 @@ def _states_at(
     size_before: dict[int, int],
     per_point: int,
     rng: random.Random,
+    names: dict[int, str],
 ) -> list[CrashState]:
     dims = [(o, list(idx)) for o, idx in sorted(pending.items()) if idx]
     everything = frozenset(i for _, idx in dims for i in idx)
@@ -304,7 +321,10 @@ def _states_at(
     def lose_from(o: int, idx: list[int], j: int, tear: Tear | None = None) -> CrashState:
         torn = {idx[j]: tear} if tear is not None else {}
         return CrashState(
-            point, frozenset(idx[j:]), torn, label=f"inode {o} keeps {j}/{len(idx)}"
+            point,
+            frozenset(idx[j:]),
+            torn,
+            label=f"{names.get(o, o)} keeps {j} of {len(idx)} unsynced operations",
         )
 
     for o, idx in dims:
@@ -316,7 +336,7 @@ def _states_at(
             if op[0] == "write":
                 for tear in _tears(op, size_before[idx[j]]):
                     extra.append(lose_from(o, idx, j, tear))
-    for _ in range(4):  # random combinations: each owner keeps a random prefix
+    for _ in range(max(4, per_point // 2)):  # random combinations: random prefixes each
         dropped: set[int] = set()
         torn: dict[int, Tear] = {}
         for _o, idx in dims:

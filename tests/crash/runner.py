@@ -57,6 +57,26 @@ class Report:
         )
 
 
+#: Crash states per workload in ``make test``; LOGSTORE_CRASH_STATES sets the total for a
+#: longer run (for example 50000), spread over the workloads that must pass.
+DEFAULT_STATES = 600
+WORKLOAD_COUNT = 7
+
+
+def states_per_workload(override: int | None = None) -> tuple[int, int]:
+    """``(max_states, per_point)`` for each workload, from the environment or ``override``."""
+    if override is None:
+        total = os.environ.get("LOGSTORE_CRASH_STATES")
+        override = DEFAULT_STATES if total is None else max(int(total) // WORKLOAD_COUNT, 10)
+    # More states than the default budget: draw more variants at each crash point.
+    per_point = 12 if override <= DEFAULT_STATES else min(12 * override // DEFAULT_STATES, 400)
+    return override, per_point
+
+
+#: Every report ``explore`` made in this process (the pytest summary prints them).
+REPORTS: list[Report] = []
+
+
 def scratch_dir() -> str:
     """A parent for materialised states: tmpfs when there is one (thousands of tiny trees)."""
     shm = "/dev/shm"
@@ -75,18 +95,20 @@ def explore(
     report = Report(workload, operations=sum(op[0] != "mark" for op in ops))
     candidates = list(crash_states(ops, per_point=per_point, seed=seed))
     report.crash_points = len({s.point for s in candidates})
-    keep = candidates[:2] + sorted(
-        random.Random(seed).sample(candidates[2:], min(max_states, len(candidates)) - 2)
-        if len(candidates) > max_states
-        else candidates[2:],
-        key=lambda s: s.point,
-    )
+    # The systematic states first (nothing unsynced kept, one file or directory
+    # losing its unsynced operations, everything kept), then random combinations,
+    # each group in a fixed-seed order; distinct states are checked up to the budget.
+    rng = random.Random(seed)
+    order = {"nothing unsynced kept": 0, "all kept": 2, "random": 3}
+    candidates.sort(key=lambda s: (order.get(s.label, 1), rng.random()))
     markers_before = _markers_before(ops)
     history = operations(ops)
     seen: set[tuple[bytes, int]] = set()
     base = scratch_dir()
     try:
-        for n, state in enumerate(keep):
+        for n, state in enumerate(candidates):
+            if report.states >= max_states:
+                break
             paths = tree(replay(ops, state))
             key = (digest(paths), markers_before[state.point])
             if key in seen:
@@ -106,6 +128,7 @@ def explore(
             shutil.rmtree(target)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    REPORTS.append(report)
     return report
 
 

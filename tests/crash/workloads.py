@@ -253,6 +253,33 @@ def unsynced_file(root: str, mark: Mark) -> None:
     mark("end", id=op)
 
 
+def new_log(root: str, mark: Mark) -> None:
+    """One record appended to a log whose directories did not exist."""
+    d = Driver(mark)
+    log = _open_log(root, CONFIGS["new_log"], Clock())
+    d.append(log, LOG_DIR, [(b"k", b"acknowledged")])
+
+
+def new_topic(root: str, mark: Mark) -> None:
+    """A new broker root, a new topic, two records produced, a group's offsets committed."""
+    d, clock = BrokerDriver(mark), Clock()
+    b = Broker.open(
+        os.path.join(root, BROKER_DIR), CONFIGS["broker"], maintenance_interval_ms=None, clock=clock
+    )
+    d.topic_op("create_topic", lambda: b.create_topic("t", 2), topic="t", partitions=2)
+    d.produce(b, "t", 0, 2)
+    d.commit(b, b.consumer("g", "t"), "g")
+
+
+def unsynced_log_dirs(root: str, mark: Mark) -> None:
+    """Deliberately broken: ``appends`` with Log.open creating its directories the old
+    way (``os.makedirs``, no fsync of the parents). The harness must report it."""
+    import logstore.log
+
+    logstore.log.make_dirs = lambda path: os.makedirs(path, exist_ok=True)  # type: ignore[attr-defined]
+    appends(root, mark)
+
+
 WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
     "appends": appends,
     "appends_never": appends_never,
@@ -262,6 +289,9 @@ WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
     "compaction": compaction,
     "broker": broker,
     "unsynced_file": unsynced_file,
+    "unsynced_log_dirs": unsynced_log_dirs,
+    "new_log": new_log,
+    "new_topic": new_topic,
 }
 #: The config each workload's logs are recovered with (the one they were written with,
 #: less retention limits, which only ``apply_retention`` applies).
@@ -281,4 +311,10 @@ CONFIGS: dict[str, LogConfig] = {
     "compaction": COMPACTED,
     "broker": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
     "unsynced_file": LogConfig(),
+    "unsynced_log_dirs": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
+    "new_log": LogConfig(fsync="always"),
+    "new_topic": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
 }
+#: The workloads whose crash states must all pass (the broken ones must not).
+CORRECT = ("appends", "appends_interval", "appends_never", "retention", "truncate",
+           "compaction", "broker")
