@@ -223,8 +223,7 @@ def _legacy_or_damage(
                 kind="unsupported_magic",
             )
     return CorruptLogError(
-        f"magic {magic} at a batch start, and no legacy message's CRC holds there: "
-        "damaged or torn",
+        f"magic {magic} at a batch start, and no legacy message's CRC holds there: damaged or torn",
         position=pos,
         kind="invalid_magic",
     )

@@ -27,16 +27,22 @@ def main() -> int:
     args = parser.parse_args()
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
-        parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}")
+        parser.error(
+            f"unknown workload(s) {', '.join(sorted(unknown))}; known: {', '.join(WORKLOADS)}"
+        )
     args.workloads = args.workloads or list(CORRECT)
     logging.disable(logging.CRITICAL)  # recovery's warnings: one per torn tail, thousands
-    max_states, per_point = states_per_workload(args.states)
+    max_states, per_point, scale = states_per_workload(args.states)
     total_states = total_violations = 0
     failed = False
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.workloads:
             report = explore(
-                name, trace(name, workdir), max_states=max_states, per_point=per_point, seed=args.seed
+                name,
+                trace(name, workdir, scale=scale),
+                max_states=max_states,
+                per_point=per_point,
+                seed=args.seed,
             )
             print(report.line())
             for violation in report.violations:

@@ -24,6 +24,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import logstore
@@ -96,8 +97,8 @@ class Expectation:
         # acknowledged close (both) reported.
         self.promised_below: int | None = None if fsync == "always" else 0
         mine = [o for o in history if o.begun(point)]
-        self.versions: dict[int, list[tuple[int, bytes | None, bytes | None, bool]]] = (
-            defaultdict(list)
+        self.versions: dict[int, list[tuple[int, bytes | None, bytes | None, bool]]] = defaultdict(
+            list
         )  # offset -> (begin, key, value, acked)
         self.cuts: list[tuple[Operation, int]] = []  # (truncation or deletion, from offset)
         self.start_bound = 0
@@ -175,9 +176,7 @@ class Expectation:
         return problems
 
 
-def check_state(
-    workload: str, state_dir: str, history: list[Operation], point: int
-) -> list[str]:
+def check_state(workload: str, state_dir: str, history: list[Operation], point: int) -> list[str]:
     """Every violation of the promises in ``state_dir`` after a crash at ``point``."""
     try:
         if workload == "unsynced_file":
@@ -193,7 +192,18 @@ def _check_log(workload: str, state_dir: str, history: list[Operation], point: i
     config = CONFIGS[workload]
     with Log.open(os.path.join(state_dir, LOG_DIR), config) as log:
         records = list(log.scan())
-    return Expectation(LOG_DIR, history, point, fsync=config.fsync).check(records)
+        start = log.start_offset
+    problems = Expectation(LOG_DIR, history, point, fsync=config.fsync).check(records)
+    if config.fsync == "always":
+        # An acknowledged retention or delete_before stays done: the start never goes back.
+        done = [
+            o.end_data["start"]
+            for o in history
+            if o.op in ("retention", "delete_before") and o.acked(point)
+        ]
+        if done and start < max(done):
+            problems.append(f"{LOG_DIR}: start offset {start} is back below {max(done)}")
+    return problems
 
 
 def _check_broker(state_dir: str, history: list[Operation], point: int) -> list[str]:
@@ -269,6 +279,6 @@ def _check_raw_files(state_dir: str, history: list[Operation], point: int) -> li
             path = os.path.join(state_dir, o.data["path"])
             if not os.path.exists(path):
                 problems.append(f"{o.data['path']}: acknowledged, missing")
-            elif open(path, "rb").read() != o.data["data"]:
+            elif Path(path).read_bytes() != o.data["data"]:
                 problems.append(f"{o.data['path']}: acknowledged, holds other bytes")
     return problems

@@ -54,7 +54,7 @@ def annotate(events: list[tuple[Any, ...]]) -> list[Op]:
         if kind == "mark":
             ops.append(event)
         elif kind == "open":
-            _, rel, flags, fd, existed, is_dir = event
+            _, rel, flags, fd, existed, _ = event
             if not existed:
                 assert flags & os.O_CREAT, event
                 inode, next_inode = next_inode, next_inode + 1
@@ -268,9 +268,7 @@ def unsynced_at(ops: list[Op], point: int) -> frozenset[int]:
     return frozenset(i for idx in pending.values() for i in idx)
 
 
-def crash_states(
-    ops: list[Op], *, per_point: int, seed: int = 0
-) -> Iterator[CrashState]:
+def crash_states(ops: list[Op], *, per_point: int, seed: int = 0) -> Iterator[CrashState]:
     """Up to ``per_point`` distinct crash states at every crash point."""
     rng = random.Random(seed)
     names = {ROOT: "."}

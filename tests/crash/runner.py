@@ -18,13 +18,17 @@ from .model import Op, annotate, crash_states, digest, materialise, replay, tree
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
-def trace(workload: str, workdir: str) -> list[Op]:
-    """Run ``workload`` in a child interpreter under the tracer; its annotated trace."""
+def trace(workload: str, workdir: str, *, scale: int = 1) -> list[Op]:
+    """Run ``workload`` in a child interpreter under the tracer; its annotated trace.
+
+    ``scale`` multiplies the workload's appends (``LOGSTORE_CRASH_SCALE``).
+    """
     root = os.path.join(workdir, f"trace-{workload}")
     os.makedirs(root)
     out = os.path.join(workdir, f"trace-{workload}.pickle")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("LOGSTORE_CRASH_AT", None)
+    env["LOGSTORE_CRASH_SCALE"] = str(scale)
     child = subprocess.run(
         [sys.executable, "-m", "tests.crash.tracer", workload, root, out],
         capture_output=True,
@@ -63,14 +67,16 @@ DEFAULT_STATES = 600
 WORKLOAD_COUNT = 7
 
 
-def states_per_workload(override: int | None = None) -> tuple[int, int]:
-    """``(max_states, per_point)`` for each workload, from the environment or ``override``."""
+def states_per_workload(override: int | None = None) -> tuple[int, int, int]:
+    """``(max_states, per_point, scale)`` for each workload, from the environment or
+    ``override``: a larger budget draws more variants at each crash point and, as
+    the distinct states of a short trace run out, makes the traces longer."""
     if override is None:
         total = os.environ.get("LOGSTORE_CRASH_STATES")
         override = DEFAULT_STATES if total is None else max(int(total) // WORKLOAD_COUNT, 10)
-    # More states than the default budget: draw more variants at each crash point.
-    per_point = 12 if override <= DEFAULT_STATES else min(12 * override // DEFAULT_STATES, 400)
-    return override, per_point
+    if override <= DEFAULT_STATES:
+        return override, 12, 1
+    return override, min(12 * override // DEFAULT_STATES, 400), min(override // 1500 + 1, 8)
 
 
 #: Every report ``explore`` made in this process (the pytest summary prints them).

@@ -55,10 +55,9 @@ def _lose_everything_unsynced(workload: str, tmp_path: Path) -> tuple[list[str],
 
 @pytest.mark.parametrize("workload", CORRECT)
 def test_no_crash_state_loses_or_invents_a_record(workload: str, tmp_path: Path) -> None:
-    max_states, per_point = states_per_workload()
-    report = explore(
-        workload, trace(workload, str(tmp_path)), max_states=max_states, per_point=per_point
-    )
+    max_states, per_point, scale = states_per_workload()
+    ops = trace(workload, str(tmp_path), scale=scale)
+    report = explore(workload, ops, max_states=max_states, per_point=per_point)
     assert report.violations == []
     # Not vacuous: every crash point was tried, with several states each on average.
     assert report.crash_points == report.operations + 1
@@ -75,9 +74,7 @@ def test_harness_catches_a_file_whose_directory_was_never_fsynced(tmp_path: Path
 
 def test_harness_catches_the_old_log_directory_creation(tmp_path: Path) -> None:
     """``appends`` with Log.open creating its directories as it used to (os.makedirs)."""
-    report = explore(
-        "unsynced_log_dirs", trace("unsynced_log_dirs", str(tmp_path)), max_states=300
-    )
+    report = explore("unsynced_log_dirs", trace("unsynced_log_dirs", str(tmp_path)), max_states=300)
     assert report.violations, report.line()
     assert all("acknowledged offset 0 (key b'first') missing" in v for v in report.violations)
 

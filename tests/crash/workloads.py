@@ -21,6 +21,8 @@ import logstore
 from logstore import Broker, Log, LogConfig, Message
 
 Mark = Callable[..., None]
+#: Appends and produces per step are multiplied by this (the slow mode's longer traces).
+SCALE = int(os.environ.get("LOGSTORE_CRASH_SCALE", "1"))
 LOG_DIR = os.path.join("data", "log")
 BROKER_DIR = os.path.join("data", "broker")
 
@@ -57,7 +59,9 @@ class Driver:
         assert list(got) == [o for o, _, _ in planned], (got, planned)
         self.mark("end", id=op, log=name, start=log.start_offset, flushed=log.flushed_offset)
 
-    def call(self, log: Log | None, name: str, op_name: str, fn: Callable[[], Any], **data: Any) -> Any:
+    def call(
+        self, log: Log | None, name: str, op_name: str, fn: Callable[[], Any], **data: Any
+    ) -> Any:
         op = next(self.ids)
         self.mark("begin", id=op, op=op_name, log=name, **data)
         result = fn()
@@ -76,7 +80,7 @@ def _open_log(root: str, config: LogConfig, clock: Clock) -> Log:
 
 
 def _appends(d: Driver, log: Log, start: int, count: int, *, keys: int = 0) -> None:
-    for i in range(start, start + count):
+    for i in range(start * SCALE, (start + count) * SCALE):
         n = 1 + i % 3  # one to three records per batch
         d.append(
             log,
@@ -186,7 +190,7 @@ class BrokerDriver(Driver):
 
     def produce(self, broker: Broker, topic: str, i: int, count: int) -> None:
         t = broker.topic(topic)
-        for j in range(i, i + count):
+        for j in range(i * SCALE, (i + count) * SCALE):
             p = j % t.partitions
             log = t.partition(p)
             self.append(log, os.path.join(BROKER_DIR, f"{topic}-{p}"), [(b"k%d" % j, value_for(j))])
@@ -316,5 +320,12 @@ CONFIGS: dict[str, LogConfig] = {
     "new_topic": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
 }
 #: The workloads whose crash states must all pass (the broken ones must not).
-CORRECT = ("appends", "appends_interval", "appends_never", "retention", "truncate",
-           "compaction", "broker")
+CORRECT = (
+    "appends",
+    "appends_interval",
+    "appends_never",
+    "retention",
+    "truncate",
+    "compaction",
+    "broker",
+)
