@@ -97,7 +97,10 @@ def make_dirs(path: str) -> None:
             break
         at = parent
     if not missing:
-        fsync_dir(os.path.dirname(path) or path)
+        try:
+            fsync_dir(os.path.dirname(path) or path)
+        except PermissionError:  # a parent we may not read was not made by us either
+            pass
         return
     for directory in reversed(missing):  # top-most first: each parent exists when used
         try:
