@@ -81,6 +81,39 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs(path: str) -> None:
+    """Create ``path`` and any missing parents durably: fsync each parent after its mkdir.
+
+    ``os.makedirs`` alone leaves the new entries in the page cache: a power loss
+    can then take the whole directory (and every record acknowledged in it)
+    with it, and the next open silently starts an empty log. When ``path``
+    already exists its parent is fsynced anyway, because whoever created it
+    may have died before doing so.
+    """
+    path = os.path.abspath(path)
+    missing: list[str] = []
+    at = path
+    while not os.path.isdir(at):
+        missing.append(at)
+        parent = os.path.dirname(at)
+        if parent == at:  # pragma: no cover - the filesystem root always exists
+            break
+        at = parent
+    if not missing:
+        try:
+            fsync_dir(os.path.dirname(path) or path)
+        except PermissionError:  # a parent we may not read was not made by us either
+            pass
+        return
+    for directory in reversed(missing):  # top-most first: each parent exists when used
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+        fsync_dir(os.path.dirname(directory))
+
+
 def fsync_data(fd: int) -> None:
     """Flush a file's data (and its size) to stable storage."""
     if hasattr(os, "fdatasync"):

@@ -23,6 +23,7 @@ bytes raise ``CorruptLogError`` instead of reading past the end or allocating.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
@@ -132,10 +133,15 @@ def read_header(
 ) -> BatchHeader:
     """Parse and check the batch at ``buf[pos]``; the whole batch must be in ``buf``.
 
-    Checks, in Kafka's order: enough bytes for the magic, batch length at least
-    that of the smallest message, magic 2, the batch within ``buf``, the 61-byte
-    header, then (``verify_crc``) the CRC-32C. An all-zero remainder is reported
-    as ``kind="zero_fill"``, a batch cut short as ``kind="truncated"``.
+    Order matters: a torn write is the likeliest damage, so the first questions
+    are whether the batch fits (enough bytes for the magic, a length at least
+    that of the smallest message, the batch within ``buf``) and then, for a
+    magic other than 2, whether a legacy message's own CRC holds. Only then is
+    the format judged: a torn tail whose magic byte was zeroed must be cut as
+    damage, never refused as a legacy segment. Then the 61-byte header and
+    (``verify_crc``) the CRC-32C. An all-zero remainder is reported as
+    ``kind="zero_fill"``, a batch cut short as ``kind="truncated"``, a legacy
+    message (magic 0/1, its IEEE CRC-32 intact) as ``"unsupported_magic"``.
     """
     available = len(buf) - pos
     if available < HEADER_UP_TO_MAGIC:
@@ -156,14 +162,6 @@ def read_header(
             position=pos,
             kind="invalid_length",
         )
-    if magic != 2:
-        # Magic 0 and 1 are Kafka's legacy formats: refused, never cut as damage.
-        # Any other value is no format at all: damage.
-        raise CorruptLogError(
-            f"unsupported message format (magic {magic}); logstore reads only magic 2",
-            position=pos,
-            kind="unsupported_magic" if magic in (0, 1) else "invalid_magic",
-        )
     end = pos + LOG_OVERHEAD + batch_length
     if end > len(buf):
         raise CorruptLogError(
@@ -172,6 +170,8 @@ def read_header(
             position=pos,
             kind="truncated",
         )
+    if magic != 2:
+        raise _legacy_or_damage(buf, pos, end, magic)
     if batch_length < MIN_BATCH_LENGTH:
         raise CorruptLogError(
             f"batch length {batch_length} is below the v2 header's {MIN_BATCH_LENGTH}",
@@ -202,6 +202,31 @@ def read_header(
             kind="offset_regression",
         )
     return h
+
+
+def _legacy_or_damage(
+    buf: bytes | bytearray | memoryview, pos: int, end: int, magic: int
+) -> CorruptLogError:
+    """The error for a whole message whose magic is not 2.
+
+    The magic sits at byte 16 in every version, and a v0/v1 message has its own
+    IEEE CRC-32 at bytes 12..16 over bytes 16..end. Only a magic 0 or 1 whose
+    CRC holds is Kafka's legacy format (refused, never cut); anything else is
+    damage, such as an append torn after a sector boundary that zeroed the magic.
+    """
+    if magic in (0, 1):
+        (stored,) = _CRC.unpack_from(buf, pos + LOG_OVERHEAD)
+        if zlib.crc32(memoryview(buf)[pos + MAGIC_OFFSET : end]) == stored:
+            return CorruptLogError(
+                f"unsupported message format (magic {magic}); logstore reads only magic 2",
+                position=pos,
+                kind="unsupported_magic",
+            )
+    return CorruptLogError(
+        f"magic {magic} at a batch start, and no legacy message's CRC holds there: damaged or torn",
+        position=pos,
+        kind="invalid_magic",
+    )
 
 
 def peek_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:

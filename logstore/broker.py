@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _offsets
 from ._dirkind import METADATA_FILE, refuse_other_kind
-from ._fs import Closing, DirectoryLock, HandleCache, atomic_write
+from ._fs import Closing, DirectoryLock, HandleCache, atomic_write, make_dirs
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
 from .errors import (
@@ -228,7 +228,7 @@ class Broker(Closing):
             raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
         directory = os.fspath(root)
         refuse_other_kind(directory, "broker")
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)  # durable: fsyncs each new entry's parent
         lock = DirectoryLock(directory)
         try:
             return cls(
@@ -405,12 +405,17 @@ class Broker(Closing):
         return topic
 
     def _create(self, name: str, partitions: int, overrides: dict[str, Any]) -> Topic:
-        # Metadata first: a crash after it leaves a topic whose directories open empty.
+        # 1. The metadata names the topic (atomic_write fsyncs the root). A crash before
+        #    this: no topic. A crash after it: the next open creates the missing
+        #    partition directories, empty (nothing was produced to them yet).
         self._metadata[name] = {"partitions": partitions, "config": overrides}
         self._write_metadata()
         config = self._config_for(name)
         logs: list[Log] = []
         try:
+            # 2. Each partition directory is created and the root fsynced (Log.open's
+            #    make_dirs) before the topic is handed out: a record produced to it can
+            #    no longer vanish with a directory entry the root never made durable.
             for p in range(partitions):
                 logs.append(self._open_log(name, p, config))
         except BaseException:
@@ -444,27 +449,32 @@ class Broker(Closing):
     def delete_topic(self, name: str) -> None:
         """Delete a topic, its partitions' files and its groups' committed offsets.
 
-        Crash-safe, in steps:
-        1. the metadata marks the topic as being deleted (a crash from here on:
-           the next open finishes the deletion);
-        2. each partition is closed and its directory renamed to
-           ``<name>-<n>.<uuid>-delete`` (Kafka's form), then removed;
-        3. the topic leaves the metadata.
+        Durable when this returns; crash-safe in the steps commented below.
         """
         check_topic_name(name)
         if name == _offsets.OFFSETS_TOPIC:
             raise InvalidTopicName(f"{name} is internal and cannot be deleted")
         with self._lock:
             topic = self.topic(name)
+            # 1. The metadata marks the topic as being deleted (atomic_write fsyncs the
+            #    root). A crash before this: the topic is intact. From here on, the next
+            #    open finishes the deletion (directories, then offsets, then metadata).
             self._metadata[name]["deleting"] = True
             self._write_metadata()
             del self._topics[name]
             for log in topic._logs:
                 log.close()
+            # 2. Each partition directory is renamed to <name>-<n>.<uuid>-delete (Kafka's
+            #    form), then removed. A crash here: the next open removes what is left.
             self._remove_partition_dirs(name, topic.partitions)
+            # 3. The groups' offsets of the topic are tombstoned (fsynced). Before the
+            #    metadata forgets the topic: otherwise a crash after step 4 would leave
+            #    offsets that a topic of the same name, created later, would inherit.
+            self._offsets.forget_topic(name)
+            # 4. The topic leaves the metadata; this write's fsync of the root also makes
+            #    the renames and removals of step 2 durable.
             del self._metadata[name]
             self._write_metadata()
-        self._offsets.forget_topic(name)
         self._coordinator.rebalance_all()
 
     def _remove_partition_dirs(self, name: str, partitions: int) -> None:

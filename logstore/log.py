@@ -35,6 +35,7 @@ from ._fs import (
     HandleCache,
     atomic_write,
     fsync_dir,
+    make_dirs,
     write_checkpoint,
 )
 from ._varint import INT32_MAX
@@ -277,7 +278,7 @@ class Log(Closing):
             handles = HandleCache(max_open_files)
         directory = os.fspath(path)
         refuse_other_kind(directory, "log")
-        os.makedirs(directory, exist_ok=True)
+        make_dirs(directory)  # durable: fsyncs each new entry's parent
         lock = DirectoryLock(directory)
         try:
             loaded = load(directory, config)

@@ -724,6 +724,12 @@ class Segment:
                         raise exc.located(self.log_path, position) from None
                     # A batch larger than what is left of the chunk: CRC it in pieces.
                     header = batch.peek_header(buf, rel)
+                    if header.magic != 2:  # legacy or damage: judged on the whole message
+                        whole = self.read(position + rel, header.size)
+                        try:
+                            batch.read_header(whole, 0, verify_crc=True)
+                        except CorruptLogError as judged:
+                            raise judged.located(self.log_path, position + rel) from None
                     self._check_crc_in_pieces(position + rel, header)
                 yield position + rel, header
                 rel += header.size
