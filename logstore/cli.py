@@ -542,9 +542,12 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
     remaining: list[dict[str, Any]] = []
     for part in parts:
         bad = _bad_indexes(part)
+        # The log's own settings (index_interval_bytes...) rebuild its indexes as it wrote them.
+        config = logstore.Broker.stored_config(part) or logstore.Log.recorded_config(part)
         with _reported_here("logstore.loader"):
             actions = logstore.Log.recover(
                 part,
+                config,
                 dry_run=dry_run,
                 force=force,
                 rebuild_indexes=sorted({b for b, _ in bad.values()}),
