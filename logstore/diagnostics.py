@@ -17,17 +17,15 @@ from typing import Any
 
 from . import _offsets, batch, compression
 from ._fs import (
-    CLEANER_CHECKPOINT_FILE,
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     is_locked,
     parse_base_offset,
-    read_checkpoint,
 )
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
-from .loader import partition_name
+from .loader import never_compacted
 from .model import Record
 from .segment import Segment, check_follows
 
@@ -128,19 +126,13 @@ def _open_segment(directory: str, base: int) -> Segment:
 
 
 def looks_compacted(directory: str) -> bool:
-    """Whether the partition was ever compacted (a cleaner checkpoint names it).
+    """Whether the partition was ever compacted (``loader.never_compacted``'s rule).
 
     Offsets of a log that was never compacted are contiguous, which is what
     exposes a damaged base offset (it is outside the CRC); compaction leaves
     legal gaps.
     """
-    if os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
-        return True
-    root_checkpoint = read_checkpoint(
-        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
-    )
-    topic, partition = partition_name(directory)
-    return any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
+    return not never_compacted(directory)
 
 
 def summarize_segment(
@@ -150,6 +142,7 @@ def summarize_segment(
     last: bool,
     check_records: bool,
     contiguous: bool = False,
+    end_offset: int | None = None,
 ) -> SegmentSummary:
     """Walk one segment's batches (CRC checked; records decoded with ``check_records``).
 
@@ -164,7 +157,14 @@ def summarize_segment(
     next_offset = base
     try:
         for position, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=True):
-            check_follows(header, next_offset, seg.log_path, position, contiguous=contiguous)
+            check_follows(
+                header,
+                next_offset,
+                seg.log_path,
+                position,
+                contiguous=contiguous,
+                end_offset=end_offset,
+            )
             if check_records:
                 try:
                     batch.decode_records(buf, rel, header)
@@ -204,6 +204,7 @@ def summarize_partition(directory: str, *, check_records: bool = False) -> Parti
             last=(i == len(bases) - 1),
             check_records=check_records,
             contiguous=contiguous,
+            end_offset=bases[i + 1] if i + 1 < len(bases) else None,
         )
         previous = summaries[-1] if summaries else None
         if (
@@ -258,7 +259,10 @@ def iter_segment_records(directory: str, base: int) -> Iterator[Record | Corrupt
 
 
 def verify_index(directory: str, base: int, log_size: int) -> str | None:
-    """Check a segment's index files against its ``.log``; the problem found, or ``None``."""
+    """Check a segment's index files against its ``.log``; the problem found, or ``None``.
+
+    Sane files, and every entry what the log says (``Segment.index_mismatch``).
+    """
     seg = _open_segment(directory, base)
     index_path = os.path.join(directory, f"{base:020d}{INDEX_SUFFIX}")
     time_path = os.path.join(directory, f"{base:020d}{TIMEINDEX_SUFFIX}")
@@ -269,14 +273,7 @@ def verify_index(directory: str, base: int, log_size: int) -> str | None:
         tindex = TimeIndex(time_path, base, max_index_bytes=1 << 62)
         index.load(log_size)
         tindex.load()
-        for last_offset, position in index.as_list():
-            header = seg.read_header_at(position)
-            if header is None or header.last_offset != last_offset:
-                return (
-                    f"{index_path}: entry ({last_offset}, {position}) does not point at a "
-                    f"batch ending at offset {last_offset}"
-                )
-        return None
+        return seg.index_mismatch(index, tindex, log_size)
     except CorruptLogError as exc:
         return str(exc)
     finally:
