@@ -316,10 +316,16 @@ class TimeIndex(_Index):
         timestamp, and nothing before it is later: a caller confirms the first
         part against the log (the file has no checksum).
         """
-        i = bisect_right(self._timestamps, timestamp)
-        if i == 0:
+        return self._entry(bisect_right(self._timestamps, timestamp) - 1)
+
+    def entry_before_floor(self, timestamp: int) -> tuple[int, int] | None:
+        """The entry before ``floor_entry(timestamp)``, if any (what confirms it starts from)."""
+        return self._entry(bisect_right(self._timestamps, timestamp) - 2)
+
+    def _entry(self, i: int) -> tuple[int, int] | None:
+        if i < 0:
             return None
-        return self._timestamps[i - 1], self.base_offset + self._relative[i - 1]
+        return self._timestamps[i], self.base_offset + self._relative[i]
 
     def last_entry(self) -> tuple[int, int] | None:
         if not self._timestamps:

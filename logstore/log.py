@@ -1111,37 +1111,24 @@ class Log(Closing):
     ) -> int | None:
         """``offset_for_timestamp`` within one segment, through its time index.
 
-        An entry ``(T, O)`` says the batch ending at ``O`` first reached ``T``
-        and nothing before it is later. Confirmed here: that batch ends at
-        ``O`` with ``T`` its largest timestamp, and when the answer lies in it,
-        the batch before it is earlier than the asked time. Otherwise the
-        whole segment is searched.
+        The index's entry for the asked time is used only once the log
+        confirms it (``Segment.confirm_time_entry``); otherwise the whole
+        segment is searched.
         """
-        entry = seg.time_index.floor_entry(timestamp_ms)
+        tindex = seg.time_index
+        entry = tindex.floor_entry(timestamp_ms)
         if entry is None or entry[1] <= start:
             target = max(start, seg.base_offset)
             position, header = seg.find_position(target, end, end_offset=bound)
-            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)[
-                0
-            ]
-        entry_ts, entry_offset = entry
-        position, header = seg.find_position(entry_offset, end, end_offset=bound)
-        if (
-            header is not None
-            and header.last_offset == entry_offset
-            and header.max_timestamp == entry_ts
-        ):
-            found, at = self._search(
-                seg, position, header, end, bound, timestamp_ms, start, end_offset
-            )
-            if found is None or at != position:
-                return found  # the batches between were read: all earlier than asked
-            previous = seg.header_before(position, header)
-            if previous is None or previous.max_timestamp < timestamp_ms:
-                return found
-        seg.distrust_index(seg.time_index.path, f"entry ({entry_ts}, {entry_offset})")
+            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
+        previous = tindex.entry_before_floor(timestamp_ms)
+        confirmed = seg.confirm_time_entry(entry, previous, end, end_offset=bound)
+        if confirmed is not None:
+            position, header = confirmed
+            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
+        seg.distrust_index(tindex.path, f"entry {entry}")
         position, header = seg.find_position(seg.base_offset, end, end_offset=bound)
-        return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)[0]
+        return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
 
     def _search(
         self,
@@ -1153,13 +1140,10 @@ class Log(Closing):
         timestamp_ms: int,
         start: int,
         end_offset: int,
-    ) -> tuple[int | None, int]:
-        """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on.
-
-        Returns it (or ``None``) with the position of the batch it was found in.
-        """
+    ) -> int | None:
+        """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on."""
         if header is None:
-            return None, end
+            return None
         expected, path, contiguous = header.base_offset, seg.log_path, self._contiguous
         for pos, header, buf, rel in seg.iter_batches(
             position, end, verify_crc=self._config.verify_crc_on_read
@@ -1175,8 +1159,8 @@ class Log(Closing):
                 raise exc.located(path, pos - rel) from None
             for record in records:
                 if record.timestamp >= timestamp_ms and record.offset < end_offset:
-                    return record.offset, pos
-        return None, end
+                    return record.offset
+        return None
 
     # ------------------------------------------------------------ truncation
 

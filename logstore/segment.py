@@ -772,14 +772,33 @@ class Segment:
     ) -> tuple[int, BatchHeader | None]:
         """Position of the first batch (below ``end``) whose last offset >= ``offset``.
 
-        Returns ``(end, None)`` when no such batch exists. Every batch on the
-        way is checked to follow the one before (``check_follows``, with
-        ``end_offset`` the next segment's base offset), so a damaged base
-        offset raises ``CorruptLogError`` instead of moving records.
+        Returns ``(end, None)`` when no such batch exists. The walk starts at
+        the offset index's entry, confirmed as ``walk_start`` does but with the
+        walk's own first header; an entry the log contradicts is not used.
+        Every batch on the way is checked to follow the one before
+        (``check_follows``, with ``end_offset`` the next segment's base offset),
+        so a damaged base offset raises ``CorruptLogError`` instead of moving records.
         """
-        position, expected = self.walk_start(offset)
+        entry_offset, position = self.offset_index.lookup(offset)
         path, contiguous = self.log_path, self.contiguous
-        for pos, header in self.iter_headers(position, end):
+        headers = self.iter_headers(position, end)
+        expected = self.base_offset
+        if position:
+            # Confirm the entry with the walk's own first header (no extra read).
+            try:
+                pos, header = next(headers)
+            except (CorruptLogError, StopIteration):
+                header = None  # not a batch boundary, or past the end: the entry is wrong
+            if header is None or header.last_offset != entry_offset:
+                self.distrust_index(self.index_path, f"entry ({entry_offset}, {position})")
+                headers = self.iter_headers(0, end)
+            else:
+                expected = check_follows(
+                    header, header.base_offset, path, pos, end_offset=end_offset
+                )
+                if header.last_offset >= offset:
+                    return pos, header
+        for pos, header in headers:
             expected = check_follows(
                 header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
             )
@@ -787,18 +806,38 @@ class Segment:
                 return pos, header
         return end, None
 
-    def header_before(self, position: int, header: BatchHeader) -> BatchHeader | None:
-        """The header of the batch before ``header`` (at ``position``); ``None`` for the first."""
-        start, expected = self.walk_start(header.base_offset - 1)
-        if start >= position:
-            start, expected = 0, self.base_offset
-        previous = None
-        for pos, other in self.iter_headers(start, position):
+    def confirm_time_entry(
+        self, entry: tuple[int, int], previous: tuple[int, int] | None, end: int, *, end_offset: int
+    ) -> tuple[int, BatchHeader] | None:
+        """Position and header of the batch a time-index entry names, if the log agrees.
+
+        An entry ``(T, O)`` says: the batch ending at ``O`` is the first to
+        reach timestamp ``T``. Checked from the ``previous`` entry's batch on
+        (from the start without one): every batch in between is earlier than
+        ``T``, and the batch ending at ``O`` has ``T`` as its largest. That is
+        the entry's claim given the previous entry's, and it includes "the
+        batch before the answer is earlier than the asked time". ``None`` when
+        the log says otherwise. Headers only, below position ``end``.
+        """
+        timestamp, offset = entry
+        position, expected = 0, self.base_offset
+        if previous is not None:
+            position, header = self.find_position(previous[1] + 1, end, end_offset=end_offset)
+            if header is None:
+                return None
+            expected = header.base_offset
+        path, contiguous = self.log_path, self.contiguous
+        for pos, header in self.iter_headers(position, end):
             expected = check_follows(
-                other, expected, self.log_path, pos, contiguous=self.contiguous
+                header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
             )
-            previous = other
-        return previous
+            if header.last_offset >= offset:
+                if header.last_offset == offset and header.max_timestamp == timestamp:
+                    return pos, header
+                return None
+            if header.max_timestamp >= timestamp:
+                return None
+        return None
 
     def iter_batches(
         self, start: int, end: int, *, verify_crc: bool, chunk_bytes: int = CHUNK_BYTES

@@ -420,3 +420,44 @@ def test_recover_rebuilds_a_wrong_index_below_the_recovery_point(
     assert tpath.read_bytes() != original
     logstore.Log.recover(path, MONOTONIC)
     assert tpath.read_bytes() == original
+
+
+def test_a_time_index_entry_that_hides_an_earlier_later_timestamp_is_not_trusted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Timestamps go 100, 300, 200, 400, 500: an entry (200, 2) matches its own batch,
+    but the batch before it already reached 300, so it is no running maximum."""
+    config = LogConfig(fsync="never", index_interval_bytes=1)
+    path = tmp_path / "log"
+    with logstore.Log.open(path, config) as log:
+        for ts in (100, 300, 200, 400, 500):
+            log.append(b"v%d" % ts, timestamp=T0 + ts)
+    tpath = path / f"{0:020d}.timeindex"
+    original = tpath.read_bytes()
+    assert list(struct.iter_unpack(">qi", original)) == [
+        (T0 + 300, 1),
+        (T0 + 400, 3),
+        (T0 + 500, 4),
+    ]
+    tpath.write_bytes(struct.pack(">qi", T0 + 200, 2) + original[12:])
+    code, err = _verify(capsys, path)
+    assert code == 1
+    assert (
+        f"{tpath} at byte 0: entry ({T0 + 200}, 2) does not match the log: the batch ending "
+        f"there has largest timestamp {T0 + 200}, the segment {T0 + 300} so far"
+    ) in err
+    with (
+        caplog.at_level(logging.WARNING, logger="logstore"),
+        logstore.Log.open(path, config) as log,
+    ):
+        assert log.offset_for_timestamp(T0 + 250) == 1
+        assert f"{tpath}: entry ({T0 + 200}, 2) does not match the log" in caplog.text
+        assert [log.offset_for_timestamp(T0 + t) for t in (50, 150, 300, 301, 450, 501)] == [
+            0,
+            1,
+            1,
+            3,
+            4,
+            None,
+        ]
+    assert tpath.read_bytes() == original
