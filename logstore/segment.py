@@ -840,7 +840,13 @@ class Segment:
         return None
 
     def iter_batches(
-        self, start: int, end: int, *, verify_crc: bool, chunk_bytes: int = CHUNK_BYTES
+        self,
+        start: int,
+        end: int,
+        *,
+        verify_crc: bool,
+        chunk_bytes: int = CHUNK_BYTES,
+        check_offsets: bool = False,
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
@@ -848,7 +854,12 @@ class Segment:
         ``CHUNK_BYTES`` (more only for a batch larger than that): a short read
         (a consumer's poll) does not pull a megabyte, a long one makes few
         calls, and memory stays flat whatever the segment's size.
+        ``check_offsets`` (a walk from position 0) checks each batch's offsets
+        with ``check_follows`` within the segment, for callers that rewrite
+        what they read (the cleaner).
         """
+        assert not check_offsets or start == 0
+        expected = self.base_offset
         position = start
         buf = b""
         buf_start = start
@@ -868,6 +879,10 @@ class Segment:
                 header = batch.read_header(buf, rel, verify_crc=verify_crc)
             except CorruptLogError as exc:
                 raise exc.located(self.log_path, buf_start) from None
+            if check_offsets:
+                expected = check_follows(
+                    header, expected, self.log_path, position, contiguous=self.contiguous
+                )
             yield position, header, buf, rel
             position += header.size
 

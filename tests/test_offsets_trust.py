@@ -461,3 +461,28 @@ def test_a_time_index_entry_that_hides_an_earlier_later_timestamp_is_not_trusted
             None,
         ]
     assert tpath.read_bytes() == original
+
+
+def test_compaction_refuses_to_rewrite_a_damaged_base_offset(tmp_path: Path) -> None:
+    """The cleaner rewrites what it reads: a wrong base offset must not become the truth."""
+    config = LogConfig(
+        fsync="never", segment_messages=20, cleanup_policy="compact", min_cleanable_dirty_ratio=1.0
+    )
+    path = tmp_path / "log"
+    with logstore.Log.open(path, config) as log:
+        for i in range(20):
+            log.append_many(Message(b"v", b"k%d" % (j % 3), (), T0) for j in range(5))
+    sealed = path / SEALED
+    position, base = _batch_positions(sealed)[1]
+    assert base == 25
+    _flip(sealed, position + 7, 0x01)  # 25 -> 24: overlaps the batch before
+    before = file_hashes(path)
+    with logstore.Log.open(path, config) as log:
+        with pytest.raises(CorruptLogError) as info:
+            log.compact()
+        assert (info.value.path, info.value.position) == (str(sealed), position)
+        assert "overlaps or goes back" in str(info.value)
+    after = file_hashes(path)
+    assert {k: v for k, v in after.items() if k.endswith(".log")} == {
+        k: v for k, v in before.items() if k.endswith(".log")
+    }
