@@ -470,7 +470,7 @@ def test_compaction_refuses_to_rewrite_a_damaged_base_offset(tmp_path: Path) -> 
     )
     path = tmp_path / "log"
     with logstore.Log.open(path, config) as log:
-        for i in range(20):
+        for _ in range(20):
             log.append_many(Message(b"v", b"k%d" % (j % 3), (), T0) for j in range(5))
     sealed = path / SEALED
     position, base = _batch_positions(sealed)[1]
