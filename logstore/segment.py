@@ -472,8 +472,7 @@ class Segment:
             tindex.maybe_append(state.max_timestamp, state.offset_of_max_timestamp)  # as sealed
         # Appends (under the same lock) count bytes from the new last entry.
         self._bytes_since_index_entry = state.bytes_since_index_entry
-        self._offset_index, self._time_index = index, tindex  # whole objects: readers never
-        # see a half-built index
+        self._offset_index, self._time_index = index, tindex
         self.index_wrong = False
         if result.error is not None:
             # Entries up to the damage are right; past it reads raise anyway.
