@@ -486,3 +486,35 @@ def test_compaction_refuses_to_rewrite_a_damaged_base_offset(tmp_path: Path) -> 
     assert {k: v for k, v in after.items() if k.endswith(".log")} == {
         k: v for k, v in before.items() if k.endswith(".log")
     }
+
+
+def test_a_wrong_index_of_the_active_segment_is_rebuilt_and_appends_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = LogConfig(fsync="never", index_interval_bytes=64)
+    path = tmp_path / "log"
+    with logstore.Log.open(path, config) as log:
+        for i in range(30):
+            log.append_many(
+                Message(b"v%d" % (2 * i + j), b"k", (), T0 + 2 * i + j) for j in range(2)
+            )
+    ipath = path / f"{0:020d}.index"
+    original = ipath.read_bytes()
+    entries = list(struct.iter_unpack(">ii", original))
+    wrong = [(rel, pos + 7) for rel, pos in entries[:-1]] + [entries[-1]]
+    ipath.write_bytes(b"".join(struct.pack(">ii", *e) for e in wrong))
+    with logstore.Log.open(path, config) as log:
+        target = entries[2][0]
+        assert [r.offset for r in log.read(target, max_records=2)] == [target, target + 1]
+        assert ipath.read_bytes()[: len(original)] == original  # rebuilt (then preallocated)
+        log.append_many(Message(b"w%d" % i, b"k", (), T0 + 100 + i) for i in range(40))
+        assert [r.offset for r in log.scan()] == list(range(100))
+    assert _verify(capsys, path)[0] == 0
+    fresh = tmp_path / "fresh"
+    with logstore.Log.open(fresh, config) as log:
+        for i in range(30):
+            log.append_many(
+                Message(b"v%d" % (2 * i + j), b"k", (), T0 + 2 * i + j) for j in range(2)
+            )
+        log.append_many(Message(b"w%d" % i, b"k", (), T0 + 100 + i) for i in range(40))
+    assert ipath.read_bytes() == (fresh / ipath.name).read_bytes()
