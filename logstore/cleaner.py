@@ -120,7 +120,9 @@ def build_offset_map(
     used = 0
     end = first_dirty
     for seg in dirty:
-        for _, header, buf, rel in seg.iter_batches(0, seg.size, verify_crc=verify_crc):
+        # Offsets checked too: a damaged base offset must not be rewritten as truth.
+        batches = seg.iter_batches(0, seg.size, verify_crc=verify_crc, check_offsets=True)
+        for _, header, buf, rel in batches:
             if header.next_offset <= first_dirty or header.attributes & batch.CONTROL_BIT:
                 end = max(end, header.next_offset)
                 continue
@@ -285,7 +287,8 @@ def clean_round(
                 report = SegmentReport(base_offset=seg.base_offset, bytes_before=seg.size)
                 before = writer.bytes_written
                 is_last_segment = seg is group[-1]
-                headers = list(seg.iter_batches(0, seg.size, verify_crc=verify))
+                batches = seg.iter_batches(0, seg.size, verify_crc=verify, check_offsets=True)
+                headers = list(batches)
                 for n, (position, header, buf, rel) in enumerate(headers):
                     keep_empty = is_last_segment and n == len(headers) - 1
                     try:

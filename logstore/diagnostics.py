@@ -18,18 +18,16 @@ from typing import Any
 from . import _offsets, batch, compression
 from ._dirkind import DirectoryKind, describe, directory_kind
 from ._fs import (
-    CLEANER_CHECKPOINT_FILE,
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     is_locked,
     parse_base_offset,
-    read_checkpoint,
     segment_name,
 )
 from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
-from .loader import partition_name
+from .loader import never_compacted
 from .model import Record
 from .segment import Segment, check_follows
 
@@ -185,19 +183,13 @@ def _open_segment(directory: str, base: int) -> Segment:
 
 
 def looks_compacted(directory: str) -> bool:
-    """Whether the partition was ever compacted (a cleaner checkpoint names it).
+    """Whether the partition was ever compacted (``loader.never_compacted``'s rule).
 
     Offsets of a log that was never compacted are contiguous, which is what
     exposes a damaged base offset (it is outside the CRC); compaction leaves
     legal gaps.
     """
-    if os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
-        return True
-    root_checkpoint = read_checkpoint(
-        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
-    )
-    topic, partition = partition_name(directory)
-    return any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
+    return not never_compacted(directory)
 
 
 def _problem(exc: CorruptLogError, path: str) -> Problem:
@@ -232,6 +224,7 @@ def summarize_segment(
     check_records: bool,
     contiguous: bool = False,
     max_problems: int | None = None,
+    end_offset: int | None = None,
 ) -> SegmentSummary:
     """Walk one segment's batches (CRC checked; records decoded with ``check_records``).
 
@@ -252,7 +245,14 @@ def summarize_segment(
         while position < seg.size:
             try:
                 for pos, header, buf, rel in seg.iter_batches(position, seg.size, verify_crc=True):
-                    check_follows(header, next_offset, seg.log_path, pos, contiguous=strict)
+                    check_follows(
+                        header,
+                        next_offset,
+                        seg.log_path,
+                        pos,
+                        contiguous=strict,
+                        end_offset=end_offset,
+                    )
                     strict = contiguous
                     if check_records and not header.attributes & batch.CONTROL_BIT:
                         try:
@@ -315,6 +315,7 @@ def iter_partition(
             check_records=check_records,
             contiguous=contiguous,
             max_problems=max_problems,
+            end_offset=bases[i + 1] if i + 1 < len(bases) else None,
         )
         if (
             previous is not None
@@ -390,10 +391,8 @@ def check_indexes(
 ) -> list[Problem]:
     """Check a segment's ``.index`` and ``.timeindex`` against its ``.log``.
 
-    Indexes carry no checksum, so each entry is checked against the batch it
-    claims: an offset entry ``(offset, position)`` must point at a batch whose
-    last offset is ``offset``; a time entry ``(timestamp, offset)`` must name a
-    batch holding ``offset`` whose largest timestamp is ``timestamp``. At most
+    The files must be sane, and indexes carry no checksum, so every entry is
+    checked against the batch it names (``Segment.index_mismatches``). At most
     one problem per file (the first bad entry; the position is that entry's
     byte in the index file), with the count of bad entries. ``log_size`` is the
     bytes of the ``.log`` the entries may point into. With ``log_damaged`` (the
@@ -416,88 +415,24 @@ def check_indexes(
         try:
             index.load(log_size)
         except CorruptLogError as exc:
-            problems.append(_problem(exc, index_path))
-        else:
-            bad = (
-                []
-                if log_damaged
-                else [
-                    (i, last_offset, position)
-                    for i, (last_offset, position) in enumerate(index.as_list())
-                    if (h := seg.read_header_at(position)) is None or h.last_offset != last_offset
-                ]
-            )
-            if bad:
-                i, last_offset, position = bad[0]
-                at = i * OffsetIndex.ENTRY_SIZE
-                more = f" ({len(bad)} bad entries)" if len(bad) > 1 else ""
-                problems.append(
-                    Problem(
-                        index_path,
-                        at,
-                        "invalid_index",
-                        f"{index_path} at byte {at}: entry ({last_offset}, {position}) does not "
-                        f"point at a batch ending at offset {last_offset}{more}",
-                    )
-                )
+            problems.append(_problem(exc, index_path))  # a file that fails loads no entries
         try:
             tindex.load(None if next_offset is None else next_offset - base)
         except CorruptLogError as exc:
             problems.append(_problem(exc, time_path))
-        else:
-            if not log_damaged:
-                problems.extend(_check_time_entries(seg, tindex.as_list(), time_path, log_size))
+        if log_damaged:
+            return problems
+        mismatches = seg.index_mismatches(index, tindex, log_size)
+        for path in (index_path, time_path):
+            bad = [m for m in mismatches if m.path == path]
+            if bad:
+                more = f" ({len(bad)} bad entries)" if len(bad) > 1 else ""
+                problems.append(
+                    Problem(path, bad[0].position, "invalid_index", bad[0].message + more)
+                )
         return problems
     finally:
         seg.close_file()
-
-
-def _check_time_entries(
-    seg: Segment, entries: list[tuple[int, int]], time_path: str, log_size: int
-) -> list[Problem]:
-    """Problems of a time index: each entry against the batch holding its offset.
-
-    One ordered walk over the headers (no CRC: the walk of the ``.log`` checks
-    those) serves every entry, as entries ascend.
-    """
-    if not entries:
-        return []
-    bad: list[tuple[int, int, int, str]] = []
-    headers = seg.iter_headers(0, log_size)
-    current = None
-    try:
-        for i, (timestamp, offset) in enumerate(entries):
-            while current is None or current.last_offset < offset:
-                current = next(headers, (0, None))[1]
-                if current is None:
-                    break
-            if current is None:
-                bad.append((i, timestamp, offset, "no batch holds that offset"))
-            elif current.max_timestamp != timestamp:
-                bad.append(
-                    (
-                        i,
-                        timestamp,
-                        offset,
-                        f"its batch's largest timestamp is {current.max_timestamp}",
-                    )
-                )
-    except CorruptLogError:
-        return []  # the .log itself is damaged there: the walk of the .log reports it
-    if not bad:
-        return []
-    i, timestamp, offset, why = bad[0]
-    at = i * TimeIndex.ENTRY_SIZE
-    more = f" ({len(bad)} bad entries)" if len(bad) > 1 else ""
-    return [
-        Problem(
-            time_path,
-            at,
-            "invalid_index",
-            f"{time_path} at byte {at}: entry ({timestamp}, {offset}) does not match the log: "
-            f"{why}{more}",
-        )
-    ]
 
 
 def verify_index(directory: str, base: int, log_size: int) -> str | None:

@@ -23,7 +23,11 @@ class CorruptLogError(LogStoreError):
     runs past the end of the data), ``"zero_fill"`` (an all-zero tail, as left by
     preallocation or a torn page), ``"invalid_length"``, ``"crc_mismatch"``,
     ``"unsupported_magic"`` (Kafka's legacy magic 0 or 1), ``"invalid_magic"``,
-    ``"invalid_records"``, ``"offset_regression"``,
+    ``"invalid_records"``, ``"offset_regression"`` (a base offset no log can
+    hold), ``"offset_mismatch"`` (a batch's offsets are not where its file's
+    name and its neighbours put it: before the segment's base offset, not
+    after the batch before, past the next segment's base, or a gap in a log
+    that was never compacted; the base offset is outside the CRC),
     ``"unsupported_codec"`` or ``"invalid_index"``.
     """
 

@@ -306,10 +306,26 @@ class TimeIndex(_Index):
 
     def lookup(self, timestamp: int) -> int:
         """Offset of the largest entry with timestamp <= ``timestamp``; the base offset if none."""
-        i = bisect_right(self._timestamps, timestamp)
-        if i == 0:
-            return self.base_offset
-        return self.base_offset + self._relative[i - 1]
+        entry = self.floor_entry(timestamp)
+        return self.base_offset if entry is None else entry[1]
+
+    def floor_entry(self, timestamp: int) -> tuple[int, int] | None:
+        """``(timestamp, offset)`` of the largest entry with timestamp <= ``timestamp``, if any.
+
+        The entry says the batch ending at that offset first reached that
+        timestamp, and nothing before it is later: a caller confirms the first
+        part against the log (the file has no checksum).
+        """
+        return self._entry(bisect_right(self._timestamps, timestamp) - 1)
+
+    def entry_before_floor(self, timestamp: int) -> tuple[int, int] | None:
+        """The entry before ``floor_entry(timestamp)``, if any (what confirms it starts from)."""
+        return self._entry(bisect_right(self._timestamps, timestamp) - 2)
+
+    def _entry(self, i: int) -> tuple[int, int] | None:
+        if i < 0:
+            return None
+        return self._timestamps[i], self.base_offset + self._relative[i]
 
     def last_entry(self) -> tuple[int, int] | None:
         if not self._timestamps:

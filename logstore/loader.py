@@ -64,6 +64,8 @@ class LoadResult:
     clean: bool
     actions: list[RecoveryAction] = field(default_factory=list)
     cleaner_offset: int = 0
+    #: The log was never compacted: its offsets have no gaps (``never_compacted``).
+    contiguous: bool = False
 
 
 def partition_name(directory: str) -> tuple[str, int]:
@@ -73,6 +75,25 @@ def partition_name(directory: str) -> tuple[str, int]:
     if sep and topic and number.isdigit():
         return topic, int(number)
     return name or "log", 0
+
+
+def never_compacted(directory: str, *, compacted_policy: bool = False) -> bool:
+    """Whether the partition's offsets must be contiguous: the one rule every check uses.
+
+    Offsets of a log that was never compacted have no gaps, which exposes a
+    damaged base offset (it lies outside the CRC); compaction leaves legal
+    gaps. A log was compacted if a cleaner checkpoint names it, in its own
+    directory (logstore writes it before its first swap) or in the broker root
+    above it (Kafka's layout); ``compacted_policy`` (a compacting cleanup
+    policy) counts as compacted too, since such a log may be at any time.
+    """
+    if compacted_policy or os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
+        return False
+    root_checkpoint = read_checkpoint(
+        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
+    )
+    topic, partition = partition_name(directory)
+    return not any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
 
 
 def read_offset_checkpoint(directory: str, file_name: str) -> int | None:
@@ -134,6 +155,9 @@ def load(
     checkpoint_start = read_offset_checkpoint(directory, LOG_START_FILE)
     checkpoint_recovery = read_offset_checkpoint(directory, RECOVERY_POINT_FILE)
     recovery_point = checkpoint_recovery or 0
+    contiguous = never_compacted(directory, compacted_policy=config.compacted)
+    for seg in segments:
+        seg.contiguous = contiguous
 
     if assume_unclean or not clean:
         segments = _recover_tail(
@@ -144,6 +168,7 @@ def load(
             actions,
             dry_run=dry_run,
             check_below=assume_unclean,
+            contiguous=contiguous,
         )
         clean = False
     else:
@@ -158,7 +183,7 @@ def load(
     if not segments:
         base = checkpoint_start or 0
         if dry_run:
-            return LoadResult([], base, base, clean, actions)
+            return LoadResult([], base, base, clean, actions, contiguous=contiguous)
         segments = [
             Segment.create(
                 directory,
@@ -174,7 +199,13 @@ def load(
     if not dry_run:
         _log_actions(actions)
     return LoadResult(
-        segments, start_offset, recovery_point, clean, actions, cleaner_offset or start_offset
+        segments,
+        start_offset,
+        recovery_point,
+        clean,
+        actions,
+        cleaner_offset or start_offset,
+        contiguous=contiguous,
     )
 
 
@@ -271,6 +302,7 @@ def _recover_tail(
     *,
     dry_run: bool,
     check_below: bool = False,
+    contiguous: bool = False,
 ) -> list[Segment]:
     """Validate every batch from the segment holding the recovery point to the end.
 
@@ -278,21 +310,30 @@ def _recover_tail(
     quarantined, then cut. Legacy formats are refused, never cut. With
     ``recovery="fail"`` any problem raises before a file changes. Data below
     the recovery point was known flushed: damage there is not a torn write and
-    is never cut here; ``check_below`` reports it.
+    is never cut here; ``check_below`` reports it. A batch whose offsets do not
+    fit where it lies (``check_follows``; contiguous when the log was never
+    compacted) is damage like any other.
     """
-    # Offsets of a log that was never compacted are contiguous, which exposes a
-    # damaged base offset; compaction leaves gaps. A cleaner checkpoint marks a
-    # compacted log even when it is opened with another policy (logstore recover).
-    contiguous = not config.compacted and not os.path.exists(
-        os.path.join(directory, CLEANER_CHECKPOINT_FILE)
-    )
     first = 0
     for i, seg in enumerate(segments):
         if seg.base_offset <= recovery_point:
             first = i
+    # Each segment's offsets lie below the next one's base offset (its file's name).
+    bounds: list[int | None] = [s.base_offset for s in segments[1:]]
+    bounds.append(None)
     if check_below:
-        for seg in segments[:first]:
-            below = seg.validate(contiguous=contiguous)
+        below_next: int | None = None
+        for i, seg in enumerate(segments[:first]):
+            below = seg.validate(
+                start_offset=below_next, contiguous=contiguous, end_offset=bounds[i]
+            )
+            below_next = below.next_offset if below.error is None else None
+            wrong = seg.wrong_index() if below.error is None else None
+            if wrong is not None:  # indexes carry no checksum: compared with their log
+                actions.append(RecoveryAction(seg.index_path, "rebuild_index", wrong))
+                if not dry_run:
+                    seg.rebuild_indexes()
+                    logger.warning("%s; rebuilt", wrong)
             if below.error is not None:
                 actions.append(
                     RecoveryAction(
@@ -312,7 +353,9 @@ def _recover_tail(
     validated: list[Segment] = []
     for i in range(first, len(segments)):
         seg = segments[i]
-        result = seg.validate(rebuild=True, start_offset=previous_next, contiguous=contiguous)
+        result = seg.validate(
+            rebuild=True, start_offset=previous_next, contiguous=contiguous, end_offset=bounds[i]
+        )
         error = result.error
         if error is None:
             actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))

@@ -60,9 +60,11 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
-from .segment import CHUNK_BYTES, Segment, check_follows
+from .segment import CHUNK_BYTES, Segment, check_follows, check_segment_start
 
 Clock = Callable[[], int]
+#: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
+_Snapshot = list[tuple[Segment, int, int]]
 logger = logging.getLogger(__name__)
 #: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
 MAX_TIMESTAMP = 1 << 62
@@ -189,6 +191,8 @@ class Log(Closing):
         self._closed = False
         self._codec = compression.CODEC_IDS[config.compression]
         self._handles = handles
+        # Never compacted: batches follow each other with no gap (reads check it).
+        self._contiguous = loaded.contiguous
         for seg in loaded.segments:
             self._adopt(seg)
         self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
@@ -196,6 +200,17 @@ class Log(Closing):
         self._active.activate()
         self._start_offset = loaded.start_offset
         self._end_offset = self._active.next_offset
+        if loaded.clean and loaded.recovery_point and self._end_offset != loaded.recovery_point:
+            # Closed cleanly at the recovery point: batches that end elsewhere have a
+            # damaged base offset (outside the CRC); appending after it would reuse
+            # or skip offsets. (An unclean open validated the tail instead.)
+            raise CorruptLogError(
+                f"the batches end at offset {self._end_offset - 1}, but the log was closed "
+                f"at offset {loaded.recovery_point} ({RECOVERY_POINT_FILE}): a batch's base "
+                "offset is damaged; logstore verify shows where",
+                self._active.log_path,
+                kind="offset_mismatch",
+            )
         if self._end_offset < self._start_offset:
             # Recovery cut below the start (records were deleted, then a crash lost the
             # tail): as Kafka does, start over empty at the start offset.
@@ -829,6 +844,10 @@ class Log(Closing):
                     ):
                         cleaner.discard(done.outputs)  # truncation or retention got there first
                         break
+                    if not os.path.exists(os.path.join(self._path, CLEANER_CHECKPOINT_FILE)):
+                        # Before the first swap leaves gaps in the offsets, say so durably:
+                        # the checkpoint marks the log as compacted for every later open.
+                        self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
                     cleaner.swap(self._path, inputs, done.outputs)
                     for seg in inputs:
                         del self._segments[seg.base_offset]
@@ -1104,12 +1123,20 @@ class Log(Closing):
                 f"[{self._start_offset}, {self._end_offset}]"
             )
 
-    def _snapshot(self, offset: int) -> list[tuple[Segment, int]]:
-        """Segments from the one holding ``offset``, each with its end position now."""
+    def _snapshot(self, offset: int) -> _Snapshot:
+        """Segments from the one holding ``offset``, each with its end position now.
+
+        And with the offset its batches must stay below: the next segment's
+        base offset, or the log's end offset for the last one.
+        """
         segs = self._segments
-        i = max(segs.bisect_right(offset) - 1, 0)
-        active = self._active
-        return [(s, s.size) for s in segs.values()[i:]] if segs else [(active, active.size)]
+        if not segs:
+            active = self._active
+            return [(active, active.size, self._end_offset)]
+        chosen = segs.values()[max(segs.bisect_right(offset) - 1, 0) :]
+        bounds = [s.base_offset for s in chosen[1:]]
+        bounds.append(self._end_offset)
+        return [(s, s.size, bound) for s, bound in zip(chosen, bounds)]
 
     def read(
         self, offset: int, *, max_records: int | None = None, max_bytes: int | None = None
@@ -1200,14 +1227,12 @@ class Log(Closing):
             snapshot = self._snapshot(start) if start < end else []
         return self._scan(snapshot, start, end)
 
-    def _scan(self, snapshot: list[tuple[Segment, int]], start: int, end: int) -> Iterator[Record]:
+    def _scan(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[Record]:
         # The generator below steps once per batch; chain hands out the records
         # from C, so there is no Python frame switch per record.
         return itertools.chain.from_iterable(self._record_lists(snapshot, start, end))
 
-    def _record_lists(
-        self, snapshot: list[tuple[Segment, int]], start: int, end: int
-    ) -> Iterator[list[Record]]:
+    def _record_lists(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[list[Record]]:
         if not snapshot:
             return
         for _, records in self._iter_batch_records(snapshot, start, end, CHUNK_BYTES):
@@ -1218,7 +1243,7 @@ class Log(Closing):
 
     def _iter_batch_records(
         self,
-        snapshot: list[tuple[Segment, int]],
+        snapshot: _Snapshot,
         offset: int,
         end_offset: int,
         chunk: int,
@@ -1231,7 +1256,7 @@ class Log(Closing):
         """
         wanted = max_records
         # Segments from end_offset on hold nothing wanted: not even a first read.
-        within = [(seg, end) for seg, end in snapshot if seg.base_offset < end_offset]
+        within = [item for item in snapshot if item[0].base_offset < end_offset]
         for seg, pos, header, buf, rel in self._stored_batches(within, offset, chunk):
             if header.base_offset >= end_offset:
                 return
@@ -1250,25 +1275,68 @@ class Log(Closing):
                     return
 
     def _stored_batches(
-        self, snapshot: list[tuple[Segment, int]], offset: int, chunk: int
+        self, snapshot: _Snapshot, offset: int, chunk: int
     ) -> Iterator[tuple[Segment, int, batch.BatchHeader, bytes, int]]:
         """Batches as stored, from the one holding ``offset`` to the snapshot's end.
 
-        Yields ``(segment, position, header, buffer, offset in buffer)``; every
-        batch is checked to follow the one before (``check_follows``).
+        Yields ``(segment, position, header, buffer, offset in buffer)``. The
+        base offset is outside the CRC, so every batch is checked to lie where
+        the file names and its neighbours say (``check_follows``: at or after
+        its segment's base, after the batch before, below the next segment's
+        base; exactly contiguous in a log that was never compacted): a damaged
+        one raises ``CorruptLogError`` rather than serve records at offsets
+        they were not written at. Integer comparisons, once per batch.
         """
         verify = self._config.verify_crc_on_read
-        expected = -1
-        for i, (seg, end) in enumerate(snapshot):
-            position = seg.find_position(offset, end)[0] if i == 0 else 0
+        contiguous = self._contiguous
+        previous_next: int | None = None
+        for i, (seg, end, bound) in enumerate(snapshot):
+            path = seg.log_path
+            if i == 0:
+                position, found = seg.find_position(offset, end, end_offset=bound)
+                if seg.index_wrong:
+                    self._repair_indexes(seg)
+                if found is None:
+                    continue  # nothing at or after offset here; nothing known to chain to
+                expected = found.base_offset  # checked by find_position
+            else:
+                position = 0
+                expected = check_segment_start(
+                    previous_next, seg.base_offset, path, contiguous=contiguous
+                )
             for pos, header, buf, rel in seg.iter_batches(
                 position, end, verify_crc=verify, chunk_bytes=chunk
             ):
-                expected = check_follows(header, expected, seg.log_path, pos)
+                expected = check_follows(
+                    header, expected, path, pos, contiguous=contiguous, end_offset=bound
+                )
                 yield seg, pos, header, buf, rel
+            previous_next = expected
+
+    def _repair_indexes(self, seg: Segment) -> None:
+        """Rebuild the indexes of a segment a read found wrong, if it is still ours.
+
+        Under the lock: appends change the active segment's indexes, and a
+        segment that was replaced or deleted meanwhile is left alone.
+        """
+        with self._lock:
+            segs = self._segments
+            if self._closed or segs.get(seg.base_offset) is not seg:
+                return
+            i = segs.index(seg.base_offset)
+            bound = segs.values()[i + 1].base_offset if i + 1 < len(segs) else self._end_offset
+            error = seg.repair_indexes(end_offset=bound)
+        if error is not None:
+            logger.warning("%s: index not rewritten, the log is damaged: %s", seg.index_path, error)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
-        """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none."""
+        """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none.
+
+        The time index (no checksum) only says where to start: its entry is
+        confirmed against the log, and when the log says otherwise the segment
+        is searched from its start (and the index rebuilt), so the answer never
+        depends on the index being right.
+        """
         if type(timestamp_ms) is not int:
             raise TypeError(f"timestamp_ms must be an int, not {type(timestamp_ms).__name__}")
         with self._lock:
@@ -1276,20 +1344,71 @@ class Log(Closing):
             start = self._start_offset
             snapshot = self._snapshot(start)
             end_offset = self._end_offset
-        for seg, end in snapshot:
+        for seg, end, bound in snapshot:
             max_ts = seg.max_timestamp
             if max_ts is None or max_ts < timestamp_ms or end == 0:
                 continue
-            target = max(seg.time_index.lookup(timestamp_ms), start)
-            position, _ = seg.find_position(target, end)
-            for _, header, buf, rel in seg.iter_batches(
-                position, end, verify_crc=self._config.verify_crc_on_read
-            ):
-                if header.max_timestamp < timestamp_ms or header.attributes & batch.CONTROL_BIT:
-                    continue
-                for record in batch.decode_records(buf, rel, header, min_offset=start):
-                    if record.timestamp >= timestamp_ms and record.offset < end_offset:
-                        return record.offset
+            found = self._offset_in_segment(seg, end, bound, timestamp_ms, start, end_offset)
+            if seg.index_wrong:
+                self._repair_indexes(seg)
+            if found is not None:
+                return found
+        return None
+
+    def _offset_in_segment(
+        self, seg: Segment, end: int, bound: int, timestamp_ms: int, start: int, end_offset: int
+    ) -> int | None:
+        """``offset_for_timestamp`` within one segment, through its time index.
+
+        The index's entry for the asked time is used only once the log
+        confirms it (``Segment.confirm_time_entry``); otherwise the whole
+        segment is searched.
+        """
+        tindex = seg.time_index
+        entry = tindex.floor_entry(timestamp_ms)
+        if entry is None or entry[1] <= start:
+            target = max(start, seg.base_offset)
+            position, header = seg.find_position(target, end, end_offset=bound)
+            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
+        previous = tindex.entry_before_floor(timestamp_ms)
+        confirmed = seg.confirm_time_entry(entry, previous, end, end_offset=bound)
+        if confirmed is not None:
+            position, header = confirmed
+            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
+        seg.distrust_index(tindex.path, f"entry {entry}")
+        position, header = seg.find_position(seg.base_offset, end, end_offset=bound)
+        return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
+
+    def _search(
+        self,
+        seg: Segment,
+        position: int,
+        header: batch.BatchHeader | None,
+        end: int,
+        bound: int,
+        timestamp_ms: int,
+        start: int,
+        end_offset: int,
+    ) -> int | None:
+        """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on."""
+        if header is None:
+            return None
+        expected, path, contiguous = header.base_offset, seg.log_path, self._contiguous
+        for pos, header, buf, rel in seg.iter_batches(
+            position, end, verify_crc=self._config.verify_crc_on_read
+        ):
+            expected = check_follows(
+                header, expected, path, pos, contiguous=contiguous, end_offset=bound
+            )
+            if header.max_timestamp < timestamp_ms or header.attributes & batch.CONTROL_BIT:
+                continue
+            try:
+                records = batch.decode_records(buf, rel, header, min_offset=start)
+            except CorruptLogError as exc:
+                raise exc.located(path, pos - rel) from None
+            for record in records:
+                if record.timestamp >= timestamp_ms and record.offset < end_offset:
+                    return record.offset
         return None
 
     # ------------------------------------------------------------ truncation
@@ -1316,7 +1435,9 @@ class Log(Closing):
                 doomed = [s for s in self._segments.values() if s.base_offset >= offset]
                 for seg in doomed:
                     del self._segments[seg.base_offset]
-                self._delete_segments(doomed)
+                # Newest first: directory entries change in order, so a power loss
+                # part-way leaves the log cut at a segment boundary, never with a hole.
+                self._delete_segments(doomed[::-1])
                 if not self._segments:
                     self._add_segment(offset)
                 else:
@@ -1415,6 +1536,7 @@ class Log(Closing):
         unsynced data may be closed.
         """
         seg.adopt(self._handles, keep_open_until_flushed=self._config.fsync != "never")
+        seg.contiguous = self._contiguous
 
     def _add_segment(self, base_offset: int) -> Segment:
         """Create the new active segment at ``base_offset``; durable once this returns."""

@@ -58,31 +58,91 @@ class RecoveryResult(NamedTuple):
 
 
 def check_follows(
-    header: BatchHeader, expected: int, path: str, position: int, *, contiguous: bool = False
+    header: BatchHeader,
+    expected: int,
+    path: str,
+    position: int,
+    *,
+    contiguous: bool = False,
+    end_offset: int | None = None,
 ) -> int:
-    """The offset expected after ``header``, whose base offset must follow ``expected``.
+    """The offset expected after ``header``; raise unless its offsets fit where it lies.
 
-    Batches never overlap or go back; in a log that was never compacted each
-    starts exactly at ``expected``. The base offset is outside the CRC, so
-    this is where damage to it shows.
+    ``expected`` is the lowest base offset the batch may have: the previous
+    batch's next offset or, for the first batch of a segment, the segment's
+    base offset (its file's name). Batches never overlap or go back; in a log
+    that was never compacted each starts exactly at ``expected``.
+    ``end_offset`` (the next segment's base offset, or the log's end) bounds
+    the batch's last offset. The base offset is outside the CRC: these integer
+    comparisons, once per batch, are what catch damage to it.
     """
-    if contiguous and header.base_offset != expected:
+    base = header.base_offset
+    if base < expected:
         raise CorruptLogError(
-            f"batch base offset {header.base_offset} does not follow offset "
-            f"{expected - 1} (a gap or overlap in a log that was never compacted)",
+            f"batch base offset {base} overlaps or goes back (expected at least {expected})",
             path,
             position,
-            kind="offset_regression",
+            kind="offset_mismatch",
         )
-    if header.base_offset < expected:
+    if contiguous and base != expected:
         raise CorruptLogError(
-            f"batch base offset {header.base_offset} overlaps or goes back "
-            f"(expected at least {expected})",
+            f"batch base offset {base} does not follow offset {expected - 1} "
+            "(a gap in a log that was never compacted)",
             path,
             position,
-            kind="offset_regression",
+            kind="offset_mismatch",
         )
-    return header.next_offset
+    next_offset = header.next_offset
+    if end_offset is not None and next_offset > end_offset:
+        raise CorruptLogError(
+            f"batch offsets {base}..{next_offset - 1} reach past offset {end_offset - 1}, "
+            "the last one before the next segment (or the end of the log)",
+            path,
+            position,
+            kind="offset_mismatch",
+        )
+    return next_offset
+
+
+def check_segment_start(
+    previous_next: int | None, base_offset: int, path: str, *, contiguous: bool
+) -> int:
+    """The lowest base offset of a segment's first batch: its file's base offset.
+
+    ``previous_next`` is the offset after the previous segment's last batch,
+    when known. In a log that was never compacted it must be exactly this
+    segment's base offset (a gap means the previous segment lost its tail).
+    """
+    if previous_next is not None and (
+        previous_next > base_offset or (contiguous and previous_next != base_offset)
+    ):
+        raise CorruptLogError(
+            f"segment base offset {base_offset} does not follow the previous segment, "
+            f"which ends at offset {previous_next - 1}",
+            path,
+            0,
+            kind="offset_mismatch",
+        )
+    return base_offset
+
+
+class _WalkState(NamedTuple):
+    """What a validating walk learnt besides its verdict: the segment's tail facts."""
+
+    next_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    bytes_since_index_entry: int
+    records: int
+    first_timestamp: int | None
+
+
+class IndexMismatch(NamedTuple):
+    """An index entry the ``.log`` contradicts: its file, its byte there, and why."""
+
+    path: str
+    position: int
+    message: str
 
 
 class Segment:
@@ -111,6 +171,11 @@ class Segment:
         self.active = False
         self.broken = False
         self.unflushed = False  # appended to since the last fsync
+        # Set by the owner when the log was never compacted: batches then follow
+        # each other with no gap, which exposes a damaged base offset.
+        self.contiguous = False
+        # A read found an index entry the log contradicts: the owner rebuilds the indexes.
+        self.index_wrong = False
         self.handles: HandleCache | None = None  # set by the owner (adopt) to bound open files
         # Until its data is fsynced, keep the handle that wrote it: a writeback
         # error is reported only to handles open when it happened.
@@ -354,24 +419,165 @@ class Segment:
             self.rebuild_indexes()
 
     def _check_last_index_entry(self) -> None:
-        """The last offset-index entry must point at a batch ending at its offset."""
+        """The last entry of each index must say what the log says (they carry no checksum).
+
+        The last offset-index entry must point at a batch ending at its offset;
+        the batch ending at the last time-index entry's offset must have that
+        entry's timestamp as its largest (it is the batch that first reached
+        it). Retention and ``offset_for_timestamp`` trust that last entry.
+        """
         entry = self.offset_index.last_entry()
-        if entry is None:
-            return
-        last_offset, position = entry
-        header = self.read_header_at(position)
-        if header is None or header.last_offset != last_offset:
-            raise CorruptLogError(
-                f"last entry ({last_offset}, {position}) does not match the log",
-                self.index_path,
-                kind="invalid_index",
-            )
+        if entry is not None:
+            last_offset, position = entry
+            header = self.read_header_at(position)
+            if header is None or header.last_offset != last_offset:
+                raise CorruptLogError(
+                    f"last entry ({last_offset}, {position}) does not match the log",
+                    self.index_path,
+                    kind="invalid_index",
+                )
+        time_entry = self.time_index.last_entry()
+        if time_entry is not None:
+            timestamp, offset = time_entry
+            if not self.time_entry_holds(timestamp, offset, self.size):
+                raise CorruptLogError(
+                    f"last entry ({timestamp}, {offset}) does not match the log",
+                    self.timeindex_path,
+                    kind="invalid_index",
+                )
+
+    def time_entry_holds(self, timestamp: int, offset: int, end: int) -> bool:
+        """Whether a batch (below position ``end``) ends at ``offset`` with ``timestamp`` its largest.
+
+        That is what a time-index entry ``(timestamp, offset)`` says of the log.
+        Raises ``CorruptLogError`` if the log itself fails its checks on the way.
+        """
+        position, _ = self.walk_start(offset)
+        for _, header in self.iter_headers(position, end):
+            if header.last_offset >= offset:
+                return header.last_offset == offset and header.max_timestamp == timestamp
+        return False
 
     def rebuild_indexes(self) -> RecoveryResult:
         """Rebuild both indexes from the ``.log`` (which is not changed) and write them."""
-        result = self.validate(rebuild=True)
+        result = self.validate(rebuild=True, contiguous=self.contiguous)
         self.write_rebuilt_indexes()
         return result
+
+    def repair_indexes(self, *, end_offset: int | None = None) -> CorruptLogError | None:
+        """Rebuild the indexes after a read found one wrong; the log's own damage, if any.
+
+        The owner calls this under its lock. The new indexes replace the old
+        ones in memory whole (a concurrent reader never sees half of one); they
+        are written only when every batch passed its checks and the segment's
+        files are not going away. In a damaged segment they cover the batches
+        before the damage (reads raise past it anyway). The facts a log's end
+        offset rests on (next offset, sizes) are not changed.
+        """
+        index, tindex, result, state = self._walk(
+            start_offset=None, contiguous=self.contiguous, end_offset=end_offset
+        )
+        if result.batches and result.error is None:
+            tindex.maybe_append(state.max_timestamp, state.offset_of_max_timestamp)  # as sealed
+        # Appends (under the same lock) count bytes from the new last entry.
+        self._bytes_since_index_entry = state.bytes_since_index_entry
+        self._offset_index, self._time_index = index, tindex
+        self.index_wrong = False
+        if result.error is not None:
+            # Entries up to the damage are right; past it reads raise anyway.
+            return result.error
+        if not self._detached:
+            for idx in (index, tindex):
+                idx.write_all_entries()
+                if self.active:
+                    idx.preallocate()
+        logger.warning("%s: indexes rebuilt from the log", self.index_path)
+        return None
+
+    def index_mismatch(self, index: OffsetIndex, tindex: TimeIndex, end: int) -> str | None:
+        """The first entry of ``index`` or ``tindex`` the ``.log`` (up to ``end``) contradicts."""
+        found = self.index_mismatches(index, tindex, end)
+        return found[0].message if found else None
+
+    def index_mismatches(
+        self, index: OffsetIndex, tindex: TimeIndex, end: int
+    ) -> list[IndexMismatch]:
+        """Every entry of ``index`` and ``tindex`` that the ``.log`` (up to ``end``) contradicts.
+
+        Indexes carry no checksum, so every entry is compared with the batch it
+        names: an offset-index entry ``(O, P)`` must sit on a batch boundary
+        ``P`` whose batch ends at ``O``; a time-index entry ``(T, O)`` must name
+        a batch ending at ``O`` whose largest timestamp is ``T``, the largest
+        of the segment so far (the batch that first reached it). Entries past
+        damage in the ``.log`` are not judged (the ``.log``'s own check reports
+        it). Offset-index mismatches come first, each file's in entry order;
+        each message names the file and the entry's byte position.
+        """
+        ends: dict[int, int] = {}  # batch position -> last offset
+        running: dict[int, tuple[int, int]] = {}  # last offset -> (batch max ts, max so far)
+        max_so_far = -1
+        walked, walked_offset = 0, self.base_offset
+        try:
+            for position, header in self.iter_headers(0, end):
+                ends[position] = header.last_offset
+                max_so_far = max(max_so_far, header.max_timestamp)
+                running[header.last_offset] = (header.max_timestamp, max_so_far)
+                walked, walked_offset = position + header.size, header.next_offset
+        except CorruptLogError:
+            pass
+        out: list[IndexMismatch] = []
+        for i, (last_offset, position) in enumerate(index.as_list()):
+            if position < walked and ends.get(position) != last_offset:
+                found = (
+                    "no batch starts there"
+                    if position not in ends
+                    else f"the batch there ends at offset {ends[position]}"
+                )
+                at = i * index.ENTRY_SIZE
+                out.append(
+                    IndexMismatch(
+                        index.path,
+                        at,
+                        f"{index.path} at byte {at}: entry ({last_offset}, "
+                        f"{position}) does not match the log: {found}",
+                    )
+                )
+        for i, (timestamp, offset) in enumerate(tindex.as_list()):
+            if offset >= walked_offset:
+                continue
+            batch_ts, so_far = running.get(offset, (None, None))
+            if (batch_ts, so_far) != (timestamp, timestamp):
+                found = (
+                    f"no batch ends at offset {offset}"
+                    if batch_ts is None
+                    else f"the batch ending there has largest timestamp {batch_ts}, "
+                    f"the segment {so_far} so far"
+                )
+                at = i * tindex.ENTRY_SIZE
+                out.append(
+                    IndexMismatch(
+                        tindex.path,
+                        at,
+                        f"{tindex.path} at byte {at}: entry ({timestamp}, "
+                        f"{offset}) does not match the log: {found}",
+                    )
+                )
+        return out
+
+    def wrong_index(self) -> str | None:
+        """Why this segment's index files are wrong (not sane, or contradicted by the log)."""
+        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
+        tindex = TimeIndex(
+            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
+        )
+        try:
+            if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
+                raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
+            index.load(self.size)
+            tindex.load()
+        except CorruptLogError as exc:
+            return str(exc)
+        return self.index_mismatch(index, tindex, self.size)
 
     def write_rebuilt_indexes(self) -> None:
         assert self._offset_index is not None and self._time_index is not None
@@ -394,11 +600,14 @@ class Segment:
             return
         index, tindex = self.offset_index, self.time_index
         entry = index.last_entry()
-        position = 0 if entry is None else entry[1]
-        next_offset = self.base_offset if entry is None else entry[0] + 1
+        position, next_offset = (
+            (0, self.base_offset) if entry is None else self.walk_start(entry[0])
+        )
         last_time = tindex.last_entry()
         max_ts, max_ts_offset = (-1, self.base_offset) if last_time is None else last_time
         for _, header in self.iter_headers(position, self.size):
+            # Damage to a base offset is left to reads, which raise; the owner
+            # checks the end offset against what it recorded at close.
             next_offset = max(next_offset, header.next_offset)
             if header.max_timestamp > max_ts:
                 max_ts, max_ts_offset = header.max_timestamp, header.last_offset
@@ -561,34 +770,110 @@ class Segment:
             yield position, header
             position += size
 
-    def find_position(self, offset: int, end: int) -> tuple[int, BatchHeader | None]:
-        """Position of the first batch (below ``end``) whose last offset >= ``offset``.
+    def walk_start(self, offset: int) -> tuple[int, int]:
+        """``(position, lowest base offset)`` to walk from toward ``offset``, from the offset index.
 
-        Returns ``(end, None)`` when no such batch exists.
+        The index carries no checksum, so its entry is confirmed against the
+        log: the batch at its position must end at its offset. A batch whose
+        base offset was damaged no longer ends there either, so a confirmed
+        entry also vouches for that batch's base. An entry the log contradicts
+        is not used: the walk starts at byte 0, a warning names the index file
+        and ``index_wrong`` asks the owner to rebuild the indexes.
         """
         entry_offset, position = self.offset_index.lookup(offset)
-        for pos, header in self.iter_headers(position, end):
-            if pos == position and position and header.last_offset != entry_offset:
-                # The index points at the wrong batch: never trust it to skip records.
-                logger.warning(
-                    "%s: entry (%d, %d) does not match the log; scanning from the start",
-                    self.index_path,
-                    entry_offset,
-                    position,
+        if not position:
+            return 0, self.base_offset
+        header = self.read_header_at(position)
+        if header is not None and header.last_offset == entry_offset:
+            return position, header.base_offset
+        self.distrust_index(self.index_path, f"entry ({entry_offset}, {position})")
+        return 0, self.base_offset
+
+    def distrust_index(self, path: str, what: str) -> None:
+        """Warn that an index entry is wrong (the log says otherwise) and ask for a rebuild."""
+        logger.warning("%s: %s does not match the log; reading without it", path, what)
+        self.index_wrong = True
+
+    def find_position(
+        self, offset: int, end: int, *, end_offset: int | None = None
+    ) -> tuple[int, BatchHeader | None]:
+        """Position of the first batch (below ``end``) whose last offset >= ``offset``.
+
+        Returns ``(end, None)`` when no such batch exists. The walk starts at
+        the offset index's entry, confirmed as ``walk_start`` does but with the
+        walk's own first header; an entry the log contradicts is not used.
+        Every batch on the way is checked to follow the one before
+        (``check_follows``, with ``end_offset`` the next segment's base offset),
+        so a damaged base offset raises ``CorruptLogError`` instead of moving records.
+        """
+        entry_offset, position = self.offset_index.lookup(offset)
+        path, contiguous = self.log_path, self.contiguous
+        headers = self.iter_headers(position, end)
+        expected = self.base_offset
+        if position:
+            # Confirm the entry with the walk's own first header (no extra read).
+            try:
+                pos, header = next(headers)
+            except (CorruptLogError, StopIteration):
+                header = None  # not a batch boundary, or past the end: the entry is wrong
+            if header is None or header.last_offset != entry_offset:
+                self.distrust_index(self.index_path, f"entry ({entry_offset}, {position})")
+                headers = self.iter_headers(0, end)
+            else:
+                expected = check_follows(
+                    header, header.base_offset, path, pos, end_offset=end_offset
                 )
-                return self._find_by_scan(offset, end)
+                if header.last_offset >= offset:
+                    return pos, header
+        for pos, header in headers:
+            expected = check_follows(
+                header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
+            )
             if header.last_offset >= offset:
                 return pos, header
         return end, None
 
-    def _find_by_scan(self, offset: int, end: int) -> tuple[int, BatchHeader | None]:
-        for pos, header in self.iter_headers(0, end):
+    def confirm_time_entry(
+        self, entry: tuple[int, int], previous: tuple[int, int] | None, end: int, *, end_offset: int
+    ) -> tuple[int, BatchHeader] | None:
+        """Position and header of the batch a time-index entry names, if the log agrees.
+
+        An entry ``(T, O)`` says: the batch ending at ``O`` is the first to
+        reach timestamp ``T``. Checked from the ``previous`` entry's batch on
+        (from the start without one): every batch in between is earlier than
+        ``T``, and the batch ending at ``O`` has ``T`` as its largest. That is
+        the entry's claim given the previous entry's, and it includes "the
+        batch before the answer is earlier than the asked time". ``None`` when
+        the log says otherwise. Headers only, below position ``end``.
+        """
+        timestamp, offset = entry
+        position, expected = 0, self.base_offset
+        if previous is not None:
+            position, header = self.find_position(previous[1] + 1, end, end_offset=end_offset)
+            if header is None:
+                return None
+            expected = header.base_offset
+        path, contiguous = self.log_path, self.contiguous
+        for pos, header in self.iter_headers(position, end):
+            expected = check_follows(
+                header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
+            )
             if header.last_offset >= offset:
-                return pos, header
-        return end, None
+                if header.last_offset == offset and header.max_timestamp == timestamp:
+                    return pos, header
+                return None
+            if header.max_timestamp >= timestamp:
+                return None
+        return None
 
     def iter_batches(
-        self, start: int, end: int, *, verify_crc: bool, chunk_bytes: int = CHUNK_BYTES
+        self,
+        start: int,
+        end: int,
+        *,
+        verify_crc: bool,
+        chunk_bytes: int = CHUNK_BYTES,
+        check_offsets: bool = False,
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
@@ -596,7 +881,12 @@ class Segment:
         ``CHUNK_BYTES`` (more only for a batch larger than that): a short read
         (a consumer's poll) does not pull a megabyte, a long one makes few
         calls, and memory stays flat whatever the segment's size.
+        ``check_offsets`` (a walk from position 0) checks each batch's offsets
+        with ``check_follows`` within the segment, for callers that rewrite
+        what they read (the cleaner).
         """
+        assert not check_offsets or start == 0
+        expected = self.base_offset
         position = start
         buf = b""
         buf_start = start
@@ -616,6 +906,10 @@ class Segment:
                 header = batch.read_header(buf, rel, verify_crc=verify_crc)
             except CorruptLogError as exc:
                 raise exc.located(self.log_path, buf_start) from None
+            if check_offsets:
+                expected = check_follows(
+                    header, expected, self.log_path, position, contiguous=self.contiguous
+                )
             yield position, header, buf, rel
             position += header.size
 
@@ -627,30 +921,44 @@ class Segment:
         rebuild: bool = False,
         start_offset: int | None = None,
         contiguous: bool = False,
+        end_offset: int | None = None,
     ) -> RecoveryResult:
         """Check every batch from position 0; optionally rebuild the indexes in memory.
 
-        Checks: sane length within the file, magic 2, CRC-32C, base offset >= the
-        segment's base and >= the previous batch's next offset, last offset
-        within int32 of the base. With ``contiguous`` (a log that was never
-        compacted) each batch must start exactly where the previous one ended:
-        the base offset is outside the CRC, and this is what catches a damaged
-        one. Records are not decoded (the CRC guards them).
-        Stops at the first problem and reports it; changes no file.
+        Checks: sane length within the file, magic 2, CRC-32C, and offsets
+        (``check_follows``): the first batch starts at or after the segment's
+        base offset, each batch at or after the previous one's next offset,
+        every last offset below ``end_offset`` (the next segment's base) and
+        within int32 of the base. ``start_offset`` is the previous segment's
+        next offset (``check_segment_start``). With ``contiguous`` (a log that
+        was never compacted) each batch must start exactly where the previous
+        one ended, the first one at the segment's base. Records are not
+        decoded (the CRC guards them). Stops at the first problem and reports
+        it; changes no file.
         """
+        index, tindex, result, state = self._walk(
+            start_offset=start_offset, contiguous=contiguous, end_offset=end_offset
+        )
+        if rebuild:
+            self._offset_index, self._time_index = index, tindex
+            self._next_offset = max(state.next_offset, self.base_offset)
+            self._max_timestamp = state.max_timestamp if result.batches else None
+            self._offset_of_max_timestamp = state.offset_of_max_timestamp
+            self._bytes_since_index_entry = state.bytes_since_index_entry
+            self._records = state.records
+            self.first_timestamp = state.first_timestamp
+        return result
+
+    def _walk(
+        self, *, start_offset: int | None, contiguous: bool, end_offset: int | None
+    ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, _WalkState]:
+        """Validate every batch (see ``validate``), building fresh indexes as it goes."""
         index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
         tindex = TimeIndex(
             self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
         )
-        if rebuild:
-            if self._offset_index is not None:
-                self._offset_index.clear()
-                index = self._offset_index
-            if self._time_index is not None:
-                self._time_index.clear()
-                tindex = self._time_index
         file_size = os.stat(self.log_path).st_size
-        next_offset = self.base_offset if start_offset is None else start_offset
+        next_offset = self.base_offset
         position = 0
         batches = 0
         records = 0
@@ -659,16 +967,19 @@ class Segment:
         first_ts: int | None = None
         error: CorruptLogError | None = None
         interval = self.index_interval_bytes
+        path, base = self.log_path, self.base_offset
         try:
+            check_segment_start(start_offset, base, path, contiguous=contiguous)
             for pos, header in self._iter_checked(file_size):
-                check_follows(header, next_offset, self.log_path, pos, contiguous=contiguous)
-                if header.last_offset - self.base_offset > INT32_MAX:
+                check_follows(
+                    header, next_offset, path, pos, contiguous=contiguous, end_offset=end_offset
+                )
+                if header.last_offset - base > INT32_MAX:
                     raise CorruptLogError(
-                        f"last offset {header.last_offset} is too far from the segment base "
-                        f"{self.base_offset}",
-                        self.log_path,
+                        f"last offset {header.last_offset} is too far from the segment base {base}",
+                        path,
                         pos,
-                        kind="offset_regression",
+                        kind="offset_mismatch",
                     )
                 if header.max_timestamp > max_ts:
                     max_ts, max_ts_offset = header.max_timestamp, header.last_offset
@@ -685,21 +996,15 @@ class Segment:
                 records += header.record_count
         except CorruptLogError as exc:
             error = exc
-        if rebuild:
-            self._offset_index, self._time_index = index, tindex
-            self._next_offset = max(next_offset, self.base_offset)
-            self._max_timestamp = max_ts if batches else None
-            self._offset_of_max_timestamp = max_ts_offset
-            self._bytes_since_index_entry = since
-            self._records = records
-            self.first_timestamp = first_ts
-        return RecoveryResult(
+        result = RecoveryResult(
             valid_bytes=position,
             file_bytes=file_size,
             batches=batches,
             next_offset=next_offset if batches else None,
             error=error,
         )
+        state = _WalkState(next_offset, max_ts, max_ts_offset, since, records, first_ts)
+        return index, tindex, result, state
 
     def _iter_checked(self, file_size: int) -> Iterator[tuple[int, BatchHeader]]:
         """Headers of CRC-checked batches; the CRC of a large batch is computed in pieces."""

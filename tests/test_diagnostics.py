@@ -96,7 +96,7 @@ def test_verify_goes_on_after_a_bad_batch_inside_a_segment(
     assert out.splitlines() == [
         crc_line(seg(part, 5), 0),
         f"{seg(part, 5)} at byte {2 * BATCH}: batch base offset {(1 << 32) + 7} does not "
-        "follow offset 6 (a gap or overlap in a log that was never compacted)",
+        "follow offset 6 (a gap in a log that was never compacted)",
         crc_line(seg(part, 5), 4 * BATCH),
     ]
     assert err == "logstore: 3 problem(s) in 1 file(s) (37 batches, 37 records read)\n"
@@ -169,10 +169,10 @@ def test_verify_reports_bad_indexes_by_file_and_entry(
     code, out, err = run(capsys, "verify", str(part))
     assert code == 1
     assert out.splitlines() == [
-        f"{index} at byte 8: entry (7, {2 * BATCH - 2}) does not point at a batch ending at "
-        "offset 7",
-        f"{timeindex} at byte 36: entry (1025, 24) does not match the log: its batch's largest "
-        "timestamp is 1024",
+        f"{index} at byte 8: entry (7, {2 * BATCH - 2}) does not match the log: no batch starts "
+        "there",
+        f"{timeindex} at byte 36: entry (1025, 24) does not match the log: the batch ending "
+        "there has largest timestamp 1024, the segment 1024 so far",
     ]
     assert err == "logstore: 2 problem(s) in 2 file(s) (40 batches, 40 records read)\n"
 
@@ -234,8 +234,8 @@ def test_inspect_shows_index_damage(capsys: pytest.CaptureFixture[str], part: Pa
     assert lines[-3:] == [
         f"  {seg(part, 35).name}  offsets [35, 40)  records 5  batches 5  bytes {5 * BATCH}  "
         "timestamps 1035..1039  codecs none:5",
-        f"    CORRUPT: {index} at byte 16: entry (38, {3 * BATCH + 1}) does not point at a "
-        "batch ending at offset 38",
+        f"    CORRUPT: {index} at byte 16: entry (38, {3 * BATCH + 1}) does not match the log: no batch "
+        "starts there",
         f"{part}: offsets [0, 40), 40 records, 8 segments, {40 * BATCH} bytes",
     ]
     code, out, _ = run(capsys, "inspect", str(part), "--json")
@@ -247,8 +247,8 @@ def test_inspect_shows_index_damage(capsys: pytest.CaptureFixture[str], part: Pa
             "file": str(index),
             "position": 16,
             "kind": "invalid_index",
-            "message": f"{index} at byte 16: entry (38, {3 * BATCH + 1}) does not point at a "
-            "batch ending at offset 38",
+            "message": f"{index} at byte 16: entry (38, {3 * BATCH + 1}) does not match the log: no batch "
+            "starts there",
         }
     ]
 
@@ -344,8 +344,8 @@ def test_recover_rebuilds_a_bad_index_and_says_so_once(
     data[12:16] = (2 * BATCH - 2).to_bytes(4, "big")
     index.write_bytes(data)
     line = (
-        f"{index} at byte 8: entry (7, {2 * BATCH - 2}) does not point at a batch ending at "
-        "offset 7"
+        f"{index} at byte 8: entry (7, {2 * BATCH - 2}) does not match the log: no batch starts "
+        "there"
     )
     code, out, _ = run(capsys, "recover", str(part), "--dry-run")
     assert (code, out) == (

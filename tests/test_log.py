@@ -773,6 +773,36 @@ def test_truncate_across_segments(open_log: OpenLog, log_dir: Path) -> None:
     assert log.append(b"again") == 0
 
 
+def test_truncate_removes_the_newest_segment_first(
+    open_log: OpenLog, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss part-way through a truncation leaves a log cut at a segment boundary.
+
+    Directory entries change in order, so renaming the newest segment first
+    means any prefix of the renames is a shorter, gap-free log (found by the
+    crash-state harness: oldest first left segments 0 and 15 with 5..14 gone).
+    """
+    log = open_log(segment_messages=5)
+    log.append_many([b"%d" % i for i in range(22)])
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def recording_rename(src: str, dst: str) -> None:
+        if dst.endswith(".deleted"):
+            renamed.append(os.path.basename(src))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", recording_rename)
+    log.truncate(7)
+    monkeypatch.undo()
+    assert [name.split(".")[0][-2:] for name in renamed if name.endswith(".log")] == [
+        "20",
+        "15",
+        "10",
+    ]
+    assert [(s.base_offset, s.next_offset) for s in log.segments] == [(0, 5), (5, 7)]
+
+
 def test_truncate_below_start_offset_raises(open_log: OpenLog) -> None:
     log = open_log(segment_messages=5)
     log.append_many([b"%d" % i for i in range(12)])
