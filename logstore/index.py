@@ -87,12 +87,17 @@ class _Index:
             os.close(fd)
 
     def write_all_entries(self) -> None:
-        """Rewrite the whole file from memory (after a rebuild), trimmed."""
+        """Rewrite the whole file from memory (after a rebuild), trimmed, and fsync it.
+
+        The fsync keeps a rebuilt index from being lost to a power loss after a
+        clean-shutdown marker that says the indexes can be trusted.
+        """
         fd = self._open()
         try:
             os.ftruncate(fd, 0)
             self._written = 0
             self._write_pending(fd)
+            os.fsync(fd)
         finally:
             os.close(fd)
 

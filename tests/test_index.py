@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -107,3 +108,26 @@ def test_damaged_or_missing_indexes_are_rebuilt_and_lookups_stay_exact(
         want = next((r.offset for r in records if r.timestamp >= ts), None)
         assert log.offset_for_timestamp(ts) == want
     assert list(log.scan()) == records
+
+
+def test_a_rewritten_index_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuilt index reaches the disk before a clean marker can vouch for it."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    index = OffsetIndex(str(tmp_path / "00000000000000000000.index"), 0, max_index_bytes=800)
+    tindex = TimeIndex(str(tmp_path / "00000000000000000000.timeindex"), 0, max_index_bytes=1200)
+    index.append(5, 100)
+    tindex.maybe_append(1_000, 5)
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    index.write_all_entries()
+    tindex.write_all_entries()
+    monkeypatch.undo()
+    assert synced == [index.path, tindex.path]
+    assert (tmp_path / "00000000000000000000.index").read_bytes() == (5).to_bytes(4, "big") + (
+        100
+    ).to_bytes(4, "big")
