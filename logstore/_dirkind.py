@@ -20,6 +20,8 @@ from typing import Literal
 
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
+    CLEANER_CHECKPOINT_FILE,
+    CONFIG_FILE,
     LOCK_FILE,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
@@ -33,7 +35,9 @@ METADATA_FILE = "logstore-topics.json"
 
 DirectoryKind = Literal["missing", "file", "empty", "log", "broker", "foreign"]
 
-_LOG_FILES = frozenset((CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE))
+_LOG_FILES = frozenset(
+    (CLEAN_SHUTDOWN_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, CLEANER_CHECKPOINT_FILE, CONFIG_FILE)
+)
 
 
 def _has_log_files(directory: str, names: list[str]) -> bool:
@@ -108,13 +112,19 @@ def describe(path: str, kind: DirectoryKind) -> str:
 
 
 def refuse_other_kind(path: str, wanted: Literal["log", "broker"]) -> None:
-    """Raise ``NotALogError`` when ``path`` is a file or the other kind of directory.
+    """Raise ``NotALogError`` unless ``path`` is missing, empty, or a ``wanted`` directory.
 
-    A missing, empty or foreign directory is accepted: opening creates a new log
-    (or broker) there, as it always has.
+    A missing or empty directory is accepted: opening creates a new log (or
+    broker) there. A file, the other kind of directory, or a directory of other
+    things (``/etc``) is refused before anything is written into it.
     """
     kind = directory_kind(path)
-    if kind == "file" or (kind in ("log", "broker") and kind != wanted):
-        opener = "Log.open" if kind == "log" else "Broker.open"
-        hint = "" if kind == "file" else f"; open it with {opener}"
-        raise NotALogError(describe(path, kind) + hint, path, kind)
+    if kind in ("missing", "empty", wanted):
+        return
+    if kind == "foreign":
+        raise NotALogError(
+            describe(path, kind) + "; refusing to create one among other files", path, kind
+        )
+    opener = "Log.open" if kind == "log" else "Broker.open"
+    hint = "" if kind == "file" else f"; open it with {opener}"
+    raise NotALogError(describe(path, kind) + hint, path, kind)

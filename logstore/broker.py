@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import _offsets
-from ._dirkind import METADATA_FILE, refuse_other_kind
+from ._dirkind import METADATA_FILE, directory_kind, refuse_other_kind
 from ._fs import Closing, DirectoryLock, HandleCache, atomic_write, make_dirs
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
@@ -260,7 +260,9 @@ class Broker(Closing):
                 shutil.rmtree(full, ignore_errors=True)
                 continue
             topic, sep, number = name.rpartition("-")
-            if sep and number.isdigit():
+            # Only a directory that holds a log adopts its topic (a Kafka log dir); an
+            # empty or unrelated "name-N" directory never invents partitions.
+            if sep and number.isdigit() and directory_kind(full) == "log":
                 found[topic] = max(found.get(topic, 0), int(number) + 1)
         for topic, meta in list(self._metadata.items()):
             if meta.get("deleting"):  # a deletion that a crash interrupted: finish it

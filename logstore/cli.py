@@ -1066,6 +1066,7 @@ def consume(
     committed as records are printed; without, a throwaway group is used.
     """
     begin = _parse_start(start)
+    diagnostics.refuse_unless(root, "broker")  # consuming never creates a root
     out = sys.stdout.buffer
     printed = 0
     with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:

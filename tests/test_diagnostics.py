@@ -543,3 +543,36 @@ def test_verify_one_segment_file(capsys: pytest.CaptureFixture[str], part: Path)
         "",
         f"logstore: {index} is not a segment .log file (expected <20-digit offset>.log)\n",
     )
+
+
+def test_commands_never_write_into_a_directory_of_other_things(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """consume, produce, Log.open and Broker.open refuse /etc-like directories, untouched."""
+    other = tmp_path / "etc"
+    (other / "dbus-1" / "system.d").mkdir(parents=True)
+    (other / "polkit-1").mkdir()
+    (other / "hosts").write_text("127.0.0.1 localhost\n")
+    before = sorted(p.relative_to(other).as_posix() for p in other.rglob("*"))
+    described = (
+        f"{other} is not a log directory or broker root (no segment files, no "
+        "logstore-topics.json, no topic-N partition directories)"
+    )
+    code, out, err = run(capsys, "consume", str(other), "web")
+    assert (code, out, err) == (2, "", f"logstore: {described}\n")
+    with pytest.raises(logstore.NotALogError, match="refusing to create one among other files"):
+        logstore.Log.open(other)
+    with pytest.raises(logstore.NotALogError, match="refusing to create one among other files"):
+        logstore.Broker.open(other)
+    assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == before
+
+
+def test_a_broker_adopts_only_directories_that_hold_logs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
+        broker.create_topic("web", 1)
+        broker.produce("web", b"x")
+    (root / "notes-12").mkdir()  # empty, not a partition of anything
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
+        assert broker.topics() == ["web"]
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith("notes")) == ["notes-12"]
