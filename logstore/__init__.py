@@ -9,6 +9,7 @@ import logging as _logging
 
 from . import batch as _batch
 from . import diagnostics
+from ._native import PureCodecWarning
 from .broker import Broker, Topic
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
@@ -45,7 +46,7 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __version__ = "0.1.0"
 #: Which record codec is active: "compiled" (the C extension) or "pure" (LOGSTORE_PURE=1,
-#: or no compiler when the package was built).
+#: or no compiler when the package was built: then ``PureCodecWarning`` was issued).
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "NotALogError",
     "OffsetOutOfRange",
     "PartitionNotAssignedError",
+    "PureCodecWarning",
     "Record",
     "RecordTooLarge",
     "RecoveryMode",

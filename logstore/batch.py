@@ -1,6 +1,6 @@
 """RecordBatch v2 codec: bytes in, bytes out.
 
-Writes and reads the layout Kafka uses for magic 2 (FORMAT.md sections 2-3).
+Writes and reads the layout Kafka uses for magic 2. See docs/FORMAT.md sections 2-4.
 Knows nothing of files or segments; positions in its errors are relative to
 the buffer it was given.
 

@@ -1,5 +1,7 @@
 """Sparse offset and time indexes (``.index``, ``.timeindex``) in Kafka's layout.
 
+See docs/FORMAT.md sections 6-7.
+
 Integers only: an index never sees a record or a batch. Entries are mirrored in
 ``array``s so lookups bisect without unpacking.
 
