@@ -19,6 +19,9 @@ import os
 from typing import Literal
 
 from ._fs import (
+    ATOMIC_TMP_SUFFIX as _TMP_SUFFIX,
+)
+from ._fs import (
     CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -75,7 +78,9 @@ def directory_kind(path: str | os.PathLike[str]) -> DirectoryKind:
         return "missing"
     if not os.path.isdir(path):
         return "file"
-    names = os.listdir(path)
+    # A name with the ``.tmp`` of an interrupted ``atomic_write`` counts as the file it
+    # was to become (a broker root whose first metadata write a crash cut short).
+    names = [n.removesuffix(_TMP_SUFFIX) for n in os.listdir(path)]
     if _has_log_files(path, names):
         return "log"
     if METADATA_FILE in names:

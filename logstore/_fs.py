@@ -28,6 +28,8 @@ SWAP_SUFFIX = ".swap"
 CORRUPT_INFIX = ".corrupt-"
 
 LOCK_FILE = ".lock"
+#: ``atomic_write``'s temporary name: ``<file>.tmp``, renamed over ``<file>`` once fsynced.
+ATOMIC_TMP_SUFFIX = ".tmp"
 
 _Self = TypeVar("_Self", bound="Closing")
 
@@ -135,7 +137,7 @@ def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
 
 def atomic_write(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: write a temp file, fsync, rename, fsync the directory."""
-    tmp = path + ".tmp"
+    tmp = path + ATOMIC_TMP_SUFFIX
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         write_all(fd, data, 0)

@@ -29,6 +29,7 @@ from ._fs import (
     SEGMENT_SUFFIXES,
     SWAP_SUFFIX,
     TIMEINDEX_SUFFIX,
+    atomic_write,
     fsync_dir,
     parse_base_offset,
     read_checkpoint,
@@ -123,8 +124,11 @@ def load(
     clean = os.path.exists(marker)
     actions: list[RecoveryAction] = []
     names = sorted(os.listdir(directory))
+    marker_bytes = b""
     if not dry_run and clean:
         # Deleted before the first change, so a crash while loading counts as unclean.
+        with open(marker, "rb") as f:
+            marker_bytes = f.read()
         os.unlink(marker)
         fsync_dir(directory)
     names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
@@ -160,16 +164,23 @@ def load(
         seg.contiguous = contiguous
 
     if assume_unclean or not clean:
-        segments = _recover_tail(
-            directory,
-            segments,
-            0 if force else recovery_point,
-            config,
-            actions,
-            dry_run=dry_run,
-            check_below=assume_unclean,
-            contiguous=contiguous,
-        )
+        try:
+            segments = _recover_tail(
+                directory,
+                segments,
+                0 if force else recovery_point,
+                config,
+                actions,
+                dry_run=dry_run,
+                check_below=assume_unclean,
+                contiguous=contiguous,
+            )
+        except FlushedDamageError:
+            for seg in segments:
+                seg.close_file()
+            if marker_bytes:  # nothing was cut: a log that was clean stays clean
+                atomic_write(marker, marker_bytes)
+            raise
         clean = False
     else:
         for seg in segments:  # a missing index is rebuilt even after a clean shutdown
@@ -293,6 +304,28 @@ def _resolve_leftovers(
     return names
 
 
+class FlushedDamageError(CorruptLogError):
+    """Recovery met damage below the recovery point, which it never cuts.
+
+    Data below the recovery point was once known flushed, so the damage is not
+    a torn write: opening refuses rather than give up acknowledged records
+    (``logstore recover --force`` cuts it). ``actions`` are what recovery had
+    found, this damage last; nothing was changed by the segment it is in.
+    """
+
+    def __init__(
+        self, error: CorruptLogError, damaged: RecoveryAction, actions: list[RecoveryAction]
+    ) -> None:
+        super().__init__(
+            f"{error.reason} (below the recovery point, so not a torn write: not cut; "
+            "`logstore recover --force` cuts it and everything after it)",
+            error.path,
+            error.position,
+            kind=error.kind,
+        )
+        self.damaged, self.actions = damaged, actions
+
+
 def _recover_tail(
     directory: str,
     segments: list[Segment],
@@ -366,6 +399,21 @@ def _recover_tail(
             continue
         if error.kind == "unsupported_magic":
             raise error  # an old format, not a torn write: refuse, change nothing
+        damaged_at = result.next_offset
+        if damaged_at is None:
+            damaged_at = seg.base_offset if previous_next is None else previous_next
+        if damaged_at < recovery_point:
+            # The bad batch starts below the recovery point: it was once known
+            # flushed, so this is not a torn write. Never cut it here.
+            damaged = RecoveryAction(
+                seg.log_path,
+                "damaged",
+                f"{error.reason} (below the recovery point: not cut; use recover --force)",
+                position=result.valid_bytes,
+                bytes=result.dropped_bytes,
+                kind=error.kind,
+            )
+            raise FlushedDamageError(error, damaged, [*actions, damaged])
         later = segments[i + 1 :]
         if config.recovery == "fail" and not dry_run:
             raise CorruptLogError(

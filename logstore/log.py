@@ -50,7 +50,7 @@ from .errors import (
     OffsetOutOfRange,
     RecordTooLarge,
 )
-from .loader import LoadResult, RecoveryAction, load, partition_name
+from .loader import FlushedDamageError, LoadResult, RecoveryAction, load, partition_name
 from .model import (
     CompactionResult,
     Header,
@@ -370,13 +370,17 @@ class Log(Closing):
         refuse_other_kind(directory, "log")
         lock = DirectoryLock(directory)
         try:
-            loaded = load(
-                directory,
-                dataclasses.replace(config, recovery="truncate"),
-                dry_run=dry_run,
-                assume_unclean=True,
-                force=force,
-            )
+            try:
+                loaded = load(
+                    directory,
+                    dataclasses.replace(config, recovery="truncate"),
+                    dry_run=dry_run,
+                    assume_unclean=True,
+                    force=force,
+                )
+            except FlushedDamageError as damage:
+                lock.release()  # nothing of the damaged segment changed: report it only
+                return damage.actions
             if dry_run:
                 for seg in loaded.segments:
                     seg.close_file()

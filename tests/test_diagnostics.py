@@ -576,3 +576,41 @@ def test_a_broker_adopts_only_directories_that_hold_logs(tmp_path: Path) -> None
     with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
         assert broker.topics() == ["web"]
     assert sorted(p.name for p in root.iterdir() if p.name.startswith("notes")) == ["notes-12"]
+
+
+def test_flushed_damage_in_the_active_segment_is_never_cut_without_force(
+    capsys: pytest.CaptureFixture[str], part: Path
+) -> None:
+    """A bit flip in batches that a clean close fsynced is not a torn write.
+
+    The log was closed at offset 40 (its recovery point), so a CRC mismatch in
+    the active segment's third batch (offset 37) lies below the recovery point:
+    neither recover without --force nor an unclean open may cut it.
+    """
+    active = seg(part, 35)
+    flip(active, 2 * BATCH + 70)
+    before = file_hashes(part)
+    line = (
+        f"damaged: {active} at byte {2 * BATCH} ({3 * BATCH} bytes): "
+        + crc_line(active, 2 * BATCH).split(": ", 1)[1]
+        + " (below the recovery point: not cut; use recover --force)"
+    )
+    code, out, _ = run(capsys, "recover", str(part))
+    assert (code, out) == (1, f"{line}\n1 partition(s) checked, 0 thing(s) changed\n")
+    assert file_hashes(part) == before
+    (part / ".kafka_cleanshutdown").unlink()  # as after a crash: recovery runs on open
+    before = file_hashes(part)
+    with pytest.raises(logstore.CorruptLogError) as info:
+        logstore.Log.open(part, CONFIG)
+    assert (info.value.path, info.value.position, info.value.kind) == (
+        str(active),
+        2 * BATCH,
+        "crc_mismatch",
+    )
+    assert "below the recovery point" in str(info.value)
+    assert file_hashes(part) == before
+    code, out, _ = run(capsys, "recover", str(part), "--force")
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"truncated: {active} at byte {2 * BATCH} ")
+    with logstore.Log.open(part, CONFIG) as log:
+        assert (log.end_offset, [r.value for r in log.read(35)]) == (37, [b"value-35", b"value-36"])

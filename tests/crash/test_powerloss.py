@@ -161,7 +161,10 @@ def _torn_log(tmp_path: Path) -> tuple[Path, bytes, bytes]:
     with logstore.Log.open(log_dir, config) as log:
         log.append(value_for_batch_size(498, b"first"), key=b"first")
         log.append(b"second" * 40, key=b"second")
-    os.remove(log_dir / ".kafka_cleanshutdown")  # the power went before close
+    # The power went before close: no clean marker, and no recovery point past the
+    # first open's (close wrote one at the end; nothing was flushed before it).
+    os.remove(log_dir / ".kafka_cleanshutdown")
+    os.remove(log_dir / "recovery-point-offset-checkpoint")
     path = log_dir / SEGMENT_0
     data = path.read_bytes()
     assert int.from_bytes(data[506:510], "big") + 12 == len(data) - 498  # length intact
