@@ -18,11 +18,14 @@ from typing import Any
 from . import _offsets, batch, compression
 from ._dirkind import DirectoryKind, describe, directory_kind
 from ._fs import (
+    CLEAN_SHUTDOWN_FILE,
     INDEX_SUFFIX,
     LOG_SUFFIX,
+    RECOVERY_POINT_FILE,
     TIMEINDEX_SUFFIX,
     is_locked,
     parse_base_offset,
+    read_checkpoint,
     segment_name,
 )
 from .errors import CodecUnavailableError, CorruptLogError, NotALogError
@@ -306,6 +309,12 @@ def iter_partition(
     """
     bases = segment_bases(directory)
     contiguous = not looks_compacted(directory)
+    # A log closed cleanly ends at its recovery point (close writes it): no batch
+    # of the last segment may reach past it, even where gaps are legal.
+    closed_end = None
+    if os.path.exists(os.path.join(directory, CLEAN_SHUTDOWN_FILE)):
+        entries = read_checkpoint(os.path.join(directory, RECOVERY_POINT_FILE))
+        closed_end = entries[0][2] if entries else None
     previous: SegmentSummary | None = None
     for i, base in enumerate(bases):
         summary = summarize_segment(
@@ -315,7 +324,7 @@ def iter_partition(
             check_records=check_records,
             contiguous=contiguous,
             max_problems=max_problems,
-            end_offset=bases[i + 1] if i + 1 < len(bases) else None,
+            end_offset=bases[i + 1] if i + 1 < len(bases) else closed_end,
         )
         if (
             previous is not None

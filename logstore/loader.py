@@ -165,6 +165,8 @@ def load(
 
     if assume_unclean or not clean:
         try:
+            if (marker_bytes or (clean and dry_run)) and not force:
+                _check_closed_end(segments, recovery_point, actions)  # before any rebuild
             segments = _recover_tail(
                 directory,
                 segments,
@@ -190,6 +192,16 @@ def load(
                 )
                 if not dry_run:
                     seg.rebuild_indexes()
+
+    if clean:
+        try:
+            _check_closed_end(segments, recovery_point, actions)
+        except FlushedDamageError:
+            for seg in segments:
+                seg.close_file()
+            if marker_bytes:
+                atomic_write(marker, marker_bytes)
+            raise
 
     if not segments:
         base = checkpoint_start or 0
@@ -324,6 +336,40 @@ class FlushedDamageError(CorruptLogError):
             kind=error.kind,
         )
         self.damaged, self.actions = damaged, actions
+
+
+def _check_closed_end(
+    segments: list[Segment], recovery_point: int, actions: list[RecoveryAction]
+) -> None:
+    """A log closed cleanly ends exactly at its recovery point, or a base offset is damaged.
+
+    ``close`` writes the end offset as the recovery point before the marker. Base
+    offsets lie outside the CRC, so a damaged one can pass every batch check (in a
+    compacted log, whose offsets may have gaps); appending after it would reuse or
+    skip offsets. The damage is flushed data: reported, never cut.
+    """
+    if not segments or not recovery_point or segments[-1].next_offset == recovery_point:
+        return
+    last = segments[-1]
+    position: int | None = None
+    for pos, header in last.iter_headers(0, last.size):
+        if header.next_offset > recovery_point:
+            position = pos
+            break
+    reason = (
+        f"the batches end at offset {last.next_offset - 1}, but the log was closed at "
+        f"offset {recovery_point} ({RECOVERY_POINT_FILE}): a batch's base offset is damaged"
+    )
+    error = CorruptLogError(reason, last.log_path, position, kind="offset_mismatch")
+    damaged = RecoveryAction(
+        last.log_path,
+        "damaged",
+        f"{reason} (below the recovery point: not cut; use recover --force)",
+        position=position,
+        bytes=0 if position is None else last.size - position,
+        kind="offset_mismatch",
+    )
+    raise FlushedDamageError(error, damaged, [*actions, damaged])
 
 
 def _recover_tail(

@@ -200,17 +200,6 @@ class Log(Closing):
         self._active.activate()
         self._start_offset = loaded.start_offset
         self._end_offset = self._active.next_offset
-        if loaded.clean and loaded.recovery_point and self._end_offset != loaded.recovery_point:
-            # Closed cleanly at the recovery point: batches that end elsewhere have a
-            # damaged base offset (outside the CRC); appending after it would reuse
-            # or skip offsets. (An unclean open validated the tail instead.)
-            raise CorruptLogError(
-                f"the batches end at offset {self._end_offset - 1}, but the log was closed "
-                f"at offset {loaded.recovery_point} ({RECOVERY_POINT_FILE}): a batch's base "
-                "offset is damaged; logstore verify shows where",
-                self._active.log_path,
-                kind="offset_mismatch",
-            )
         if self._end_offset < self._start_offset:
             # Recovery cut below the start (records were deleted, then a crash lost the
             # tail): as Kafka does, start over empty at the start offset.

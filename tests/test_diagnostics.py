@@ -614,3 +614,47 @@ def test_flushed_damage_in_the_active_segment_is_never_cut_without_force(
     assert out.splitlines()[0].startswith(f"truncated: {active} at byte {2 * BATCH} ")
     with logstore.Log.open(part, CONFIG) as log:
         assert (log.end_offset, [r.value for r in log.read(35)]) == (37, [b"value-35", b"value-36"])
+
+
+def test_a_moved_last_base_offset_of_a_compacted_log_is_damage_not_an_index_problem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Gaps are legal in a compacted log, so only the clean close's end offset exposes it.
+
+    The last batch (offset 39) is renumbered 41 in the file: recover must not
+    rebuild the indexes around it and move on, nor may an open serve it.
+    """
+    directory = tmp_path / "root" / "c-0"
+    config = logstore.LogConfig(
+        fsync="never", segment_bytes=400, index_interval_bytes=10, cleanup_policy="compact"
+    )
+    with logstore.Log.open(directory, config) as log:
+        for i in range(40):
+            log.append(b"value-%02d" % i, key=b"k%02d" % i)
+    active = seg(directory, 35)
+    data = bytearray(active.read_bytes())
+    last = len(data) - (len(data) // 5)
+    assert int.from_bytes(data[last : last + 8], "big") == 39
+    data[last : last + 8] = (41).to_bytes(8, "big")
+    active.write_bytes(data)
+    before = file_hashes(directory)
+
+    def logs(hashes: dict[str, str]) -> dict[str, str]:
+        return {k: v for k, v in hashes.items() if k.endswith(".log")}
+
+    code, out, _ = run(capsys, "recover", str(directory))
+    assert code == 1
+    assert out.splitlines()[0] == (
+        f"damaged: {active} at byte {last} ({len(data) - last} bytes): the batches end at "
+        "offset 41, but the log was closed at offset 40 (recovery-point-offset-checkpoint): a "
+        "batch's base offset is damaged (below the recovery point: not cut; use recover --force)"
+    )
+    assert logs(file_hashes(directory)) == logs(before)  # no batch cut or moved
+    with pytest.raises(logstore.CorruptLogError) as info:
+        logstore.Log.open(directory, config)
+    assert (info.value.path, info.value.position, info.value.kind) == (
+        str(active),
+        last,
+        "offset_mismatch",
+    )
+    assert logs(file_hashes(directory)) == logs(before)  # no batch cut or moved
