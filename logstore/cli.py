@@ -726,14 +726,19 @@ def compact(
     for part, config in plan:
         if delete_retention_ms is not None:
             config = dataclasses.replace(config, delete_retention_ms=delete_retention_ms)
+        if dry_run:  # a torn tail is an error to report, not a thing to cut
+            config = dataclasses.replace(config, recovery="fail")
         with logstore.Log.open(
             part, config, record_config=False, maintenance_interval_ms=None
         ) as log:
             sealed = max(len(log.segments) - 1, 0)
-            with click.progressbar(
-                length=sealed, label=os.path.basename(part), file=sys.stderr
-            ) as bar:
-                result = log.compact(dry_run=dry_run, progress=bar.update)
+            if not sys.stderr.isatty():  # a bar only where someone watches it
+                result = log.compact(dry_run=dry_run)
+            else:
+                with click.progressbar(
+                    length=sealed, label=os.path.basename(part), file=sys.stderr
+                ) as bar:
+                    result = log.compact(dry_run=dry_run, progress=bar.update)
         verb = "would keep" if dry_run else "kept"
         click.echo(
             f"{part}: {verb} {result.records_after} of {result.records_before} records "

@@ -61,9 +61,14 @@ def _check_level(codec: str, level: object) -> None:
         what = "compression is 'none'" if codec == "none" else f"{codec} has no levels"
         raise ConfigError(f"compression_level {level} given, but {what}: leave it None")
     low, high = levels
+    shown, extra = low, ""
+    if codec == "zstd":
+        # Kafka documents zstd's levels as 1..22; 0 (the default) and the negative
+        # fast levels are accepted too, and said so.
+        shown, extra = 1, f" (or 0, its default, or a fast level {low}..-1)"
     _require(
         low <= level <= high,
-        f"compression_level {level} is out of range {low}..{high} for {codec}",
+        f"compression_level {level} is out of range {shown}..{high} for {codec}{extra}",
     )
 
 

@@ -435,3 +435,25 @@ def test_compact_dry_run_reports_the_counts_of_the_real_run(
     assert dry_counts.groups() == real_counts.groups() == ("4 of 55", "4280 -> 312", "11 -> 1")
     with logstore.Log.open(tmp_path / "keys-0", config) as log:
         assert len(log.segments) == 2  # the merged one and the active one
+
+
+def test_compact_dry_run_never_recovers_a_torn_tail(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--dry-run changes nothing, even on a log whose open would cut a torn tail."""
+    part = tmp_path / "keys"
+    config = logstore.LogConfig(fsync="never", cleanup_policy="compact", segment_bytes=400)
+    with logstore.Log.open(part, config) as log:
+        for i in range(30):
+            log.append(b"v%d" % i, key=b"k%d" % (i % 3))
+    (part / ".kafka_cleanshutdown").unlink()
+    (part / "recovery-point-offset-checkpoint").unlink()  # as if the power went before close
+    active = sorted(part.glob("*.log"))[-1]
+    with open(active, "ab") as f:
+        f.write(b"\x00\x00\x00\x00\x00\x00\x00\x1e\x00\x00\x01\x00torn")  # a cut-short batch
+    before = file_hashes(part)
+    code, out, err = run(capsys, "compact", str(part), "--dry-run")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"logstore: {active} at byte ")
+    assert "recovery='fail'" in err
+    assert file_hashes(part) == before

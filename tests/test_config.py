@@ -115,9 +115,21 @@ def test_every_message_names_the_option_and_the_value(field: str, value: object)
 @pytest.mark.parametrize(
     ("codec", "level", "message"),
     [
-        ("zstd", 99, "compression_level 99 is out of range -131072..22 for zstd"),
-        ("zstd", 23, "compression_level 23 is out of range -131072..22 for zstd"),
-        ("zstd", -131073, "compression_level -131073 is out of range -131072..22 for zstd"),
+        (
+            "zstd",
+            99,
+            "compression_level 99 is out of range 1..22 for zstd (or 0, its default, or a fast level -131072..-1)",
+        ),
+        (
+            "zstd",
+            23,
+            "compression_level 23 is out of range 1..22 for zstd (or 0, its default, or a fast level -131072..-1)",
+        ),
+        (
+            "zstd",
+            -131073,
+            "compression_level -131073 is out of range 1..22 for zstd (or 0, its default, or a fast level -131072..-1)",
+        ),
         ("gzip", 10, "compression_level 10 is out of range -1..9 for gzip"),
         ("gzip", -2, "compression_level -2 is out of range -1..9 for gzip"),
         ("lz4", 17, "compression_level 17 is out of range 0..16 for lz4"),
