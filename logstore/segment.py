@@ -13,34 +13,27 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-import crc32c
-
-from . import batch
 from ._fs import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     HandleCache,
-    fsync_data,
     remove_files,
     segment_name,
-    write_all,
 )
 from ._varint import INT32_MAX
-from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, BatchSpan
+from .batch import BatchHeader, BatchSpan
+from .batchfile import CHUNK_BYTES as CHUNK_BYTES
+from .batchfile import BatchFile
+from .batchfile import check_follows as check_follows
+from .batchfile import check_segment_start as check_segment_start
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
-
-#: Read size for scans and recovery: large enough to amortise the syscall,
-#: small enough that a scan's memory stays flat.
-CHUNK_BYTES = 1 << 20
-_CRC_FROM = 21
 
 
 class RecoveryResult(NamedTuple):
@@ -55,75 +48,6 @@ class RecoveryResult(NamedTuple):
     @property
     def dropped_bytes(self) -> int:
         return self.file_bytes - self.valid_bytes
-
-
-def check_follows(
-    header: BatchHeader,
-    expected: int,
-    path: str,
-    position: int,
-    *,
-    contiguous: bool = False,
-    end_offset: int | None = None,
-) -> int:
-    """The offset expected after ``header``; raise unless its offsets fit where it lies.
-
-    ``expected`` is the lowest base offset the batch may have: the previous
-    batch's next offset or, for the first batch of a segment, the segment's
-    base offset (its file's name). Batches never overlap or go back; in a log
-    that was never compacted each starts exactly at ``expected``.
-    ``end_offset`` (the next segment's base offset, or the log's end) bounds
-    the batch's last offset. The base offset is outside the CRC: these integer
-    comparisons, once per batch, are what catch damage to it.
-    """
-    base = header.base_offset
-    if base < expected:
-        raise CorruptLogError(
-            f"batch base offset {base} overlaps or goes back (expected at least {expected})",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    if contiguous and base != expected:
-        raise CorruptLogError(
-            f"batch base offset {base} does not follow offset {expected - 1} "
-            "(a gap in a log that was never compacted)",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    next_offset = header.next_offset
-    if end_offset is not None and next_offset > end_offset:
-        raise CorruptLogError(
-            f"batch offsets {base}..{next_offset - 1} reach past offset {end_offset - 1}, "
-            "the last one before the next segment (or the end of the log)",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    return next_offset
-
-
-def check_segment_start(
-    previous_next: int | None, base_offset: int, path: str, *, contiguous: bool
-) -> int:
-    """The lowest base offset of a segment's first batch: its file's base offset.
-
-    ``previous_next`` is the offset after the previous segment's last batch,
-    when known. In a log that was never compacted it must be exactly this
-    segment's base offset (a gap means the previous segment lost its tail).
-    """
-    if previous_next is not None and (
-        previous_next > base_offset or (contiguous and previous_next != base_offset)
-    ):
-        raise CorruptLogError(
-            f"segment base offset {base_offset} does not follow the previous segment, "
-            f"which ends at offset {previous_next - 1}",
-            path,
-            0,
-            kind="offset_mismatch",
-        )
-    return base_offset
 
 
 class _WalkState(NamedTuple):
@@ -160,7 +84,9 @@ class Segment:
         self.directory = directory
         self.base_offset = base_offset
         self.suffix = suffix  # "" for a live segment, ".cleaned" while the cleaner writes it
-        self.log_path = os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
+        self.file = BatchFile(
+            os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
+        )
         self.index_path = os.path.join(directory, segment_name(base_offset, INDEX_SUFFIX) + suffix)
         self.timeindex_path = os.path.join(
             directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
@@ -168,21 +94,11 @@ class Segment:
         self.index_interval_bytes = index_interval_bytes
         self.max_index_bytes = max_index_bytes
         self.size = 0
-        self.active = False
-        self.broken = False
-        self.unflushed = False  # appended to since the last fsync
         # Set by the owner when the log was never compacted: batches then follow
         # each other with no gap, which exposes a damaged base offset.
         self.contiguous = False
         # A read found an index entry the log contradicts: the owner rebuilds the indexes.
         self.index_wrong = False
-        self.handles: HandleCache | None = None  # set by the owner (adopt) to bound open files
-        # Until its data is fsynced, keep the handle that wrote it: a writeback
-        # error is reported only to handles open when it happened.
-        self.keep_open_until_flushed = True
-        self._detached = False
-        self._fd: int | None = None
-        self._fd_lock = threading.Lock()
         self._offset_index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         self._next_offset: int | None = None
@@ -212,7 +128,7 @@ class Segment:
             index_interval_bytes=index_interval_bytes,
             suffix=suffix,
         )
-        seg._fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        seg.file = BatchFile.create(seg.log_path)
         seg._offset_index = OffsetIndex(
             seg.index_path, base_offset, max_index_bytes=max_index_bytes
         )
@@ -241,56 +157,42 @@ class Segment:
         seg.size = os.stat(seg.log_path).st_size
         return seg
 
-    def _file(self) -> int:
-        """The ``.log`` handle, opened on first use (read-only unless active)."""
-        with self._fd_lock:
-            return self._file_locked()
+    # The .log file's handle, I/O and state live in ``self.file`` (a ``BatchFile``).
 
-    def _file_locked(self) -> int:
-        fd = self._fd
-        if fd is None:
-            flags = os.O_RDWR if self.active else os.O_RDONLY
-            fd = self._fd = os.open(self.log_path, flags)
-            if self.handles is not None and not self._detached:
-                self.handles.opened(self)
-        elif self.handles is not None and not self._detached:
-            self.handles.touch(self)
-        return fd
+    @property
+    def log_path(self) -> str:
+        return self.file.path
+
+    @log_path.setter
+    def log_path(self, path: str) -> None:
+        self.file.path = path
+
+    @property
+    def active(self) -> bool:
+        """The segment appended to: its handle opens read-write."""
+        return self.file.writable
+
+    @active.setter
+    def active(self, active: bool) -> None:
+        self.file.writable = active
+
+    @property
+    def unflushed(self) -> bool:
+        """Appended to since the last fsync."""
+        return self.file.unflushed
+
+    @property
+    def broken(self) -> bool:
+        """A failed append could not be cut back: garbage may follow, the log must close."""
+        return self.file.broken
 
     def adopt(self, handles: HandleCache | None, *, keep_open_until_flushed: bool) -> None:
         """Join an owner's handle cache, which bounds the open handles of all its segments."""
-        self.handles = handles
-        self.keep_open_until_flushed = keep_open_until_flushed
-        if handles is not None and self._fd is not None and not self._detached:
-            handles.opened(self)
-
-    def evict(self) -> bool:
-        """Close the handle for the handle cache, unless it is in use or must stay open.
-
-        Declines while a read or write holds the handle, and while data it
-        wrote waits for an fsync that should see its errors. A detached
-        segment (files gone) has left the cache.
-        """
-        if not self._fd_lock.acquire(blocking=False):
-            return False
-        try:
-            if self.unflushed and self.keep_open_until_flushed:
-                return False
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
-            return True
-        finally:
-            self._fd_lock.release()
+        self.file.adopt(handles, keep_open_until_flushed=keep_open_until_flushed)
 
     def close_file(self) -> None:
         """Release the ``.log`` handle (reopened on the next read)."""
-        with self._fd_lock:
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
-                if self.handles is not None:
-                    self.handles.closed(self)
+        self.file.close()
 
     def close(self) -> None:
         """Close every handle; an active segment's indexes are trimmed first."""
@@ -321,43 +223,26 @@ class Segment:
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
-        with self._fd_lock:  # the handle cache must not close it under the fsync
-            fsync_data(self._file_locked())
-            self.unflushed = False
+        self.file.flush()
 
     def overwrite(self, position: int, data: bytes) -> None:
         """Write ``data`` at ``position`` (inside the file) and fsync (truncation's rewrite)."""
-        with self._fd_lock:
-            write_all(self._file_locked(), data, position)
-            self.unflushed = True
-        self.flush()
+        self.file.overwrite(position, data)
 
     def detach(self) -> None:
         """Get ready to lose the files: open the ``.log`` and load the indexes.
 
         A reader that snapshotted this segment keeps reading it after its files
         are renamed and unlinked: the open handle keeps the data alive until the
-        last reader drops the object (``__del__`` closes it).
+        last reader drops the object (see ``BatchFile.detach``).
         """
-        with self._fd_lock:  # the handle cache must not close it between open and pin
-            self._file_locked()
-            self._detached = True
-        if self.handles is not None:
-            self.handles.closed(self)  # pinned: its files are about to go
+        self.file.detach()
         if self._offset_index is None or self._time_index is None:
             self._load_indexes()  # now, while the files exist
 
     def delete_files(self) -> None:
         """Unlink the files; the ``.log`` handle stays open for readers (see ``detach``)."""
         remove_files(self.paths)
-
-    def __del__(self) -> None:
-        fd, self._fd = getattr(self, "_fd", None), None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     @property
     def paths(self) -> list[str]:
@@ -486,7 +371,7 @@ class Segment:
         if result.error is not None:
             # Entries up to the damage are right; past it reads raise anyway.
             return result.error
-        if not self._detached:
+        if not self.file.detached:
             for idx in (index, tindex):
                 idx.write_all_entries()
                 if self.active:
@@ -656,17 +541,7 @@ class Segment:
         ``OSError`` is raised; nothing is indexed.
         """
         start = self.size
-        with self._fd_lock:  # the handle cache must not close it under the write
-            fd = self._file_locked()
-            try:
-                write_all(fd, data, start)
-            except OSError:
-                try:
-                    os.ftruncate(fd, start)
-                except OSError:
-                    self.broken = True  # garbage may follow the last batch: the log must close
-                raise
-            self.unflushed = True
+        self.file.append(data, start)
         if self.first_timestamp is None:
             self.first_timestamp = spans[0].max_timestamp
         index, tindex = self.offset_index, self.time_index
@@ -695,11 +570,7 @@ class Segment:
 
     def truncate_to(self, position: int, next_offset: int) -> None:
         """Cut the ``.log`` at ``position`` (a batch boundary) and drop index entries past it."""
-        if self.active:
-            with self._fd_lock:
-                os.ftruncate(self._file_locked(), position)
-        else:
-            os.truncate(self.log_path, position)
+        self.file.truncate(position)
         self.size = position
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(next_offset)
@@ -714,23 +585,12 @@ class Segment:
     # ------------------------------------------------------------ reading
 
     def read(self, position: int, size: int) -> bytes:
-        """Up to ``size`` bytes from ``position`` (fewer at the end of the file).
-
-        Holds the handle's lock while reading, so the handle cache never closes
-        it under a read.
-        """
-        with self._fd_lock:
-            return os.pread(self._file_locked(), size, position)
+        """Up to ``size`` bytes from ``position`` (fewer at the end of the file)."""
+        return self.file.read(position, size)
 
     def read_header_at(self, position: int) -> BatchHeader | None:
         """The header of the batch at ``position``, or ``None`` if it is not a sane header."""
-        data = self.read(position, HEADER_SIZE)
-        if len(data) < HEADER_SIZE:
-            return None
-        header = batch.peek_header(data)
-        if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
-            return None
-        return header
+        return self.file.header_at(position)
 
     def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
         """Yield ``(position, header)`` of each batch in ``[start, end)``, no CRC check.
@@ -738,37 +598,10 @@ class Segment:
         Raises ``CorruptLogError`` at a header that is not sane (bad magic or
         length, or a batch running past ``end``).
         """
-        position = start
-        buf = b""
-        buf_start = start
-        while position < end:
-            rel = position - buf_start
-            if rel + HEADER_SIZE > len(buf):
-                buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, 64 * 1024))
-            if rel + HEADER_SIZE > len(buf):
-                raise CorruptLogError(
-                    f"{len(buf) - rel} bytes left, too few for a batch header",
-                    self.log_path,
-                    position,
-                    kind="truncated",
-                )
-            header = batch.peek_header(buf, rel)
-            if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
-                try:
-                    batch.read_header(buf, rel, verify_crc=False)
-                except CorruptLogError as exc:
-                    raise exc.located(self.log_path, buf_start) from None
-            size = LOG_OVERHEAD + header.batch_length
-            if position + size > end:
-                raise CorruptLogError(
-                    f"batch of {size} bytes runs past the end of the data ({end - position} bytes left)",
-                    self.log_path,
-                    position,
-                    kind="truncated",
-                )
+        for position, header, _, _ in self.file.iter_batches(
+            start, end, verify_crc=False, headers_only=True
+        ):
             yield position, header
-            position += size
 
     def walk_start(self, offset: int) -> tuple[int, int]:
         """``(position, lowest base offset)`` to walk from toward ``offset``, from the offset index.
@@ -877,41 +710,19 @@ class Segment:
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
-        Reads ``chunk_bytes`` first, then twice as much at each refill up to
-        ``CHUNK_BYTES`` (more only for a batch larger than that): a short read
-        (a consumer's poll) does not pull a megabyte, a long one makes few
-        calls, and memory stays flat whatever the segment's size.
-        ``check_offsets`` (a walk from position 0) checks each batch's offsets
-        with ``check_follows`` within the segment, for callers that rewrite
-        what they read (the cleaner).
+        See ``BatchFile.iter_batches``. ``check_offsets`` (a walk from position
+        0) checks each batch's offsets with ``check_follows`` within the
+        segment, for callers that rewrite what they read (the cleaner).
         """
         assert not check_offsets or start == 0
-        expected = self.base_offset
-        position = start
-        buf = b""
-        buf_start = start
-        while position < end:
-            rel = position - buf_start
-            if rel + HEADER_SIZE > len(buf):
-                buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, chunk_bytes))
-                chunk_bytes = min(chunk_bytes * 2, max(chunk_bytes, CHUNK_BYTES))
-            if rel + HEADER_SIZE <= len(buf):
-                size = LOG_OVERHEAD + batch.peek_header(buf, rel).batch_length
-                if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:
-                    # Straddles the chunk (or is larger than one): read it whole.
-                    buf_start, rel = position, 0
-                    buf = self.read(position, min(max(size, chunk_bytes), end - position))
-            try:
-                header = batch.read_header(buf, rel, verify_crc=verify_crc)
-            except CorruptLogError as exc:
-                raise exc.located(self.log_path, buf_start) from None
-            if check_offsets:
-                expected = check_follows(
-                    header, expected, self.log_path, position, contiguous=self.contiguous
-                )
-            yield position, header, buf, rel
-            position += header.size
+        return self.file.iter_batches(
+            start,
+            end,
+            verify_crc=verify_crc,
+            chunk_bytes=chunk_bytes,
+            check_offsets_from=self.base_offset if check_offsets else None,
+            contiguous=self.contiguous,
+        )
 
     # ------------------------------------------------------------ validation and recovery
 
@@ -957,7 +768,7 @@ class Segment:
         tindex = TimeIndex(
             self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
         )
-        file_size = os.stat(self.log_path).st_size
+        file_size = self.file.size_on_disk()
         next_offset = self.base_offset
         position = 0
         batches = 0
@@ -970,7 +781,9 @@ class Segment:
         path, base = self.log_path, self.base_offset
         try:
             check_segment_start(start_offset, base, path, contiguous=contiguous)
-            for pos, header in self._iter_checked(file_size):
+            for pos, header, _, _ in self.file.iter_batches(
+                0, file_size, verify_crc=True, max_read=CHUNK_BYTES
+            ):
                 check_follows(
                     header, next_offset, path, pos, contiguous=contiguous, end_offset=end_offset
                 )
@@ -1005,66 +818,3 @@ class Segment:
         )
         state = _WalkState(next_offset, max_ts, max_ts_offset, since, records, first_ts)
         return index, tindex, result, state
-
-    def _iter_checked(self, file_size: int) -> Iterator[tuple[int, BatchHeader]]:
-        """Headers of CRC-checked batches; the CRC of a large batch is computed in pieces."""
-        position = 0
-        while position < file_size:
-            buf = self.read(position, min(file_size - position, CHUNK_BYTES))
-            rel = 0
-            while rel < len(buf):
-                if rel and rel + HEADER_SIZE > len(buf):
-                    break  # the header straddles the chunk: re-read from here
-                try:
-                    header = batch.read_header(buf, rel, verify_crc=True)
-                except CorruptLogError as exc:
-                    if exc.kind == "zero_fill" and not self._is_zero_from(position + rel):
-                        exc = CorruptLogError(exc.reason, kind="invalid_length", position=rel)
-                    continues = (
-                        exc.kind == "truncated"
-                        and rel + HEADER_SIZE <= len(buf)
-                        and position + rel + batch.peek_header(buf, rel).size <= file_size
-                    )
-                    if not continues:
-                        raise exc.located(self.log_path, position) from None
-                    # A batch larger than what is left of the chunk: CRC it in pieces.
-                    header = batch.peek_header(buf, rel)
-                    if header.magic != 2:  # legacy or damage: judged on the whole message
-                        whole = self.read(position + rel, header.size)
-                        try:
-                            batch.read_header(whole, 0, verify_crc=True)
-                        except CorruptLogError as judged:
-                            raise judged.located(self.log_path, position + rel) from None
-                    self._check_crc_in_pieces(position + rel, header)
-                yield position + rel, header
-                rel += header.size
-            position += rel
-
-    def _is_zero_from(self, position: int) -> bool:
-        """Whether every byte from ``position`` to the end of the file is zero."""
-        while True:
-            piece = self.read(position, CHUNK_BYTES)
-            if not piece:
-                return True
-            if any(piece):
-                return False
-            position += len(piece)
-
-    def _check_crc_in_pieces(self, position: int, header: BatchHeader) -> None:
-        crc = 0
-        at, end = position + _CRC_FROM, position + header.size
-        while at < end:
-            piece = self.read(at, min(CHUNK_BYTES, end - at))
-            if not piece:
-                raise CorruptLogError(
-                    "file shrank while reading", self.log_path, at, kind="truncated"
-                )
-            crc = crc32c.crc32c(piece, crc)
-            at += len(piece)
-        if crc != header.crc:
-            raise CorruptLogError(
-                f"CRC mismatch: stored {header.crc:#010x}, computed {crc:#010x}",
-                self.log_path,
-                position,
-                kind="crc_mismatch",
-            )
