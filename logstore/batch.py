@@ -758,6 +758,58 @@ def build_batch(
     return b"".join((header[: _CRC_FROM - 4], _CRC.pack(crc), header[_CRC_FROM:], body))
 
 
+def rebuild(
+    header: BatchHeader,
+    records: Sequence[Record],
+    *,
+    attributes: int,
+    base_timestamp: int | None = None,
+    max_timestamp: int | None = None,
+    last_offset_delta: int | None = None,
+    compression_level: int | None = None,
+) -> bytes:
+    """The batch ``header`` heads, rebuilt to hold only ``records`` (some of its own).
+
+    What truncation and the cleaner both need: the base offset, leader epoch
+    and producer fields (id, epoch, base sequence) stay; records keep their
+    offsets (deltas from the base) and timestamps. ``base_timestamp`` and
+    ``max_timestamp`` default to the first and the largest record timestamp,
+    ``last_offset_delta`` to the batch's own (the cleaner keeps the offset
+    range, truncation ends it earlier). With no records the section is empty
+    and the codec bits are cleared (nothing to compress).
+    """
+    base = header.base_offset
+    if records:
+        base_ts = records[0].timestamp if base_timestamp is None else base_timestamp
+        section = encode_records(
+            [(r.value, r.key, r.headers, r.timestamp) for r in records],
+            base_ts,
+            [r.offset - base for r in records],
+        )
+    else:
+        base_ts = NO_TIMESTAMP if base_timestamp is None else base_timestamp
+        section = b""
+        attributes &= ~CODEC_MASK
+    if max_timestamp is None:
+        max_timestamp = max((r.timestamp for r in records), default=header.max_timestamp)
+    return build_batch(
+        section,
+        base_offset=base,
+        record_count=len(records),
+        last_offset_delta=header.last_offset_delta
+        if last_offset_delta is None
+        else last_offset_delta,
+        base_timestamp=base_ts,
+        max_timestamp=max_timestamp,
+        attributes=attributes,
+        compression_level=compression_level,
+        leader_epoch=header.leader_epoch,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+    )
+
+
 def encode_batch(
     entries: Sequence[Entry],
     *,

@@ -373,29 +373,16 @@ def _clean_batch(
             else (header.base_timestamp if has_horizon else kept[0].timestamp)
         )
         max_ts = header.max_timestamp if log_append_time else max(r.timestamp for r in kept)
-        section = batch.encode_records(
-            [(r.value, r.key, r.headers, r.timestamp) for r in kept],
-            base_ts,
-            [r.offset - header.base_offset for r in kept],
-        )
     else:  # Kafka keeps an empty last batch so the segment's end offset survives
-        base_ts, max_ts, section = batch.NO_TIMESTAMP, header.max_timestamp, b""
+        base_ts, max_ts = batch.NO_TIMESTAMP, header.max_timestamp
         attributes &= ~batch.DELETE_HORIZON_BIT
-    if not section:
-        attributes &= ~batch.CODEC_MASK  # nothing to compress
-    data = batch.build_batch(
-        section,
-        base_offset=header.base_offset,
-        record_count=len(kept),
-        last_offset_delta=header.last_offset_delta,
+    data = batch.rebuild(
+        header,
+        kept,
+        attributes=attributes,
         base_timestamp=base_ts,
         max_timestamp=max_ts,
-        attributes=attributes,
         compression_level=compression_level,
-        leader_epoch=header.leader_epoch,
-        producer_id=header.producer_id,
-        producer_epoch=header.producer_epoch,
-        base_sequence=header.base_sequence,
     )
     writer.write(
         data, BatchSpan(len(data), header.last_offset, max_ts), header.base_offset, len(kept)
