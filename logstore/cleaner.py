@@ -32,7 +32,7 @@ from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
 from .errors import CodecUnavailableError, CorruptLogError
 from .model import Record
-from .segment import Segment
+from .segment import Segment, SegmentSettings
 
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
@@ -220,8 +220,7 @@ class _Writer:
             out = Segment.create(
                 self.directory,
                 base,
-                max_index_bytes=self.config.max_index_bytes,
-                index_interval_bytes=self.config.index_interval_bytes,
+                settings=SegmentSettings.of(self.config),
                 suffix=CLEANED_SUFFIX,
             )
             self.outputs.append(out)

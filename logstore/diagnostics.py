@@ -29,7 +29,7 @@ from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
 from .loader import never_compacted
 from .model import Record
-from .segment import Segment, check_follows
+from .segment import Segment, SegmentSettings, check_follows
 
 __all__ = [
     "PartitionSummary",
@@ -176,10 +176,12 @@ def segment_bases(directory: str) -> list[int]:
     )
 
 
+#: Diagnostics never write indexes: no size limit; the interval is only nominal.
+_READ_ONLY = SegmentSettings(max_index_bytes=1 << 62, index_interval_bytes=4096)
+
+
 def _open_segment(directory: str, base: int) -> Segment:
-    return Segment.open_existing(
-        directory, base, max_index_bytes=1 << 62, index_interval_bytes=4096
-    )
+    return Segment.open_existing(directory, base, settings=_READ_ONLY)
 
 
 def looks_compacted(directory: str) -> bool:

@@ -37,7 +37,7 @@ from ._fs import (
 )
 from .config import LogConfig
 from .errors import CorruptLogError
-from .segment import CHUNK_BYTES, Segment
+from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +147,7 @@ def load(
         Segment.open_existing(
             directory,
             base,
-            max_index_bytes=config.max_index_bytes,
-            index_interval_bytes=config.index_interval_bytes,
+            settings=SegmentSettings.of(config),
         )
         for base in bases
     ]
@@ -188,8 +187,7 @@ def load(
             Segment.create(
                 directory,
                 base,
-                max_index_bytes=config.max_index_bytes,
-                index_interval_bytes=config.index_interval_bytes,
+                settings=SegmentSettings.of(config),
             )
         ]
         fsync_dir(directory)
@@ -257,8 +255,7 @@ def _resolve_leftovers(
             seg = Segment(
                 directory,
                 base,
-                max_index_bytes=config.max_index_bytes,
-                index_interval_bytes=config.index_interval_bytes,
+                settings=SegmentSettings.of(config),
                 suffix=SWAP_SUFFIX,
             )
             seg.size = os.stat(seg.log_path).st_size

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from ._fs import (
     INDEX_SUFFIX,
@@ -50,6 +51,27 @@ class RecoveryResult(NamedTuple):
         return self.file_bytes - self.valid_bytes
 
 
+class _IndexConfig(Protocol):
+    """What ``SegmentSettings.of`` reads (a ``LogConfig``; segment does not import config)."""
+
+    @property
+    def max_index_bytes(self) -> int: ...
+    @property
+    def index_interval_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How a segment indexes: the index files' size limit and the bytes between entries."""
+
+    max_index_bytes: int
+    index_interval_bytes: int
+
+    @classmethod
+    def of(cls, config: _IndexConfig) -> SegmentSettings:
+        return cls(config.max_index_bytes, config.index_interval_bytes)
+
+
 class _WalkState(NamedTuple):
     """What a validating walk learnt besides its verdict: the segment's tail facts."""
 
@@ -77,8 +99,7 @@ class Segment:
         directory: str,
         base_offset: int,
         *,
-        max_index_bytes: int,
-        index_interval_bytes: int,
+        settings: SegmentSettings,
         suffix: str = "",
     ) -> None:
         self.directory = directory
@@ -91,8 +112,9 @@ class Segment:
         self.timeindex_path = os.path.join(
             directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
         )
-        self.index_interval_bytes = index_interval_bytes
-        self.max_index_bytes = max_index_bytes
+        self.settings = settings
+        self.index_interval_bytes = settings.index_interval_bytes
+        self.max_index_bytes = settings.max_index_bytes
         self.size = 0
         # Set by the owner when the log was never compacted: batches then follow
         # each other with no gap, which exposes a damaged base offset.
@@ -116,25 +138,13 @@ class Segment:
         directory: str,
         base_offset: int,
         *,
-        max_index_bytes: int,
-        index_interval_bytes: int,
+        settings: SegmentSettings,
         suffix: str = "",
     ) -> Segment:
         """Create empty files for a new active segment (the caller fsyncs the directory)."""
-        seg = cls(
-            directory,
-            base_offset,
-            max_index_bytes=max_index_bytes,
-            index_interval_bytes=index_interval_bytes,
-            suffix=suffix,
-        )
+        seg = cls(directory, base_offset, settings=settings, suffix=suffix)
         seg.file = BatchFile.create(seg.log_path)
-        seg._offset_index = OffsetIndex(
-            seg.index_path, base_offset, max_index_bytes=max_index_bytes
-        )
-        seg._time_index = TimeIndex(
-            seg.timeindex_path, base_offset, max_index_bytes=max_index_bytes
-        )
+        seg._offset_index, seg._time_index = seg._new_indexes()
         seg._next_offset = base_offset
         seg._records = 0
         seg._max_timestamp = None
@@ -145,15 +155,10 @@ class Segment:
 
     @classmethod
     def open_existing(
-        cls, directory: str, base_offset: int, *, max_index_bytes: int, index_interval_bytes: int
+        cls, directory: str, base_offset: int, *, settings: SegmentSettings
     ) -> Segment:
         """Attach to existing files without reading them (only their size)."""
-        seg = cls(
-            directory,
-            base_offset,
-            max_index_bytes=max_index_bytes,
-            index_interval_bytes=index_interval_bytes,
-        )
+        seg = cls(directory, base_offset, settings=settings)
         seg.size = os.stat(seg.log_path).st_size
         return seg
 
@@ -285,12 +290,17 @@ class Segment:
         assert self._time_index is not None
         return self._time_index
 
+    def _new_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+        """Empty in-memory indexes over this segment's index files (nothing is read)."""
+        limit = self.max_index_bytes
+        return (
+            OffsetIndex(self.index_path, self.base_offset, max_index_bytes=limit),
+            TimeIndex(self.timeindex_path, self.base_offset, max_index_bytes=limit),
+        )
+
     def _load_indexes(self) -> None:
         """Load both index files; rebuild both from the ``.log`` if either is not sane."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
+        index, tindex = self._new_indexes()
         try:
             if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
                 raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
@@ -451,10 +461,7 @@ class Segment:
 
     def wrong_index(self) -> str | None:
         """Why this segment's index files are wrong (not sane, or contradicted by the log)."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
+        index, tindex = self._new_indexes()
         try:
             if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
                 raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
@@ -764,10 +771,7 @@ class Segment:
         self, *, start_offset: int | None, contiguous: bool, end_offset: int | None
     ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, _WalkState]:
         """Validate every batch (see ``validate``), building fresh indexes as it goes."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
+        index, tindex = self._new_indexes()
         file_size = self.file.size_on_disk()
         next_offset = self.base_offset
         position = 0
