@@ -39,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "partitioner": {"_native"},
     "_offsets": set(),
-    "consumer": {"log", "_fs", "model", "errors", "_offsets", "partitioner"},
+    "consumer": {"log", "_fs", "model", "errors", "_offsets", "_native"},
     "broker": {
         "log",
         "consumer",
