@@ -37,6 +37,7 @@ from ._fs import (
 )
 from .config import LogConfig
 from .errors import CorruptLogError
+from .indexcheck import wrong_index
 from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
 logger = logging.getLogger(__name__)
@@ -325,7 +326,7 @@ def _recover_tail(
                 start_offset=below_next, contiguous=contiguous, end_offset=bounds[i]
             )
             below_next = below.next_offset if below.error is None else None
-            wrong = seg.wrong_index() if below.error is None else None
+            wrong = wrong_index(seg) if below.error is None else None
             if wrong is not None:  # indexes carry no checksum: compared with their log
                 actions.append(RecoveryAction(seg.index_path, "rebuild_index", wrong))
                 if not dry_run:

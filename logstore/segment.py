@@ -83,14 +83,6 @@ class _WalkState(NamedTuple):
     first_timestamp: int | None
 
 
-class IndexMismatch(NamedTuple):
-    """An index entry the ``.log`` contradicts: its file, its byte there, and why."""
-
-    path: str
-    position: int
-    message: str
-
-
 class Segment:
     """A slice of the log starting at ``base_offset``."""
 
@@ -144,7 +136,7 @@ class Segment:
         """Create empty files for a new active segment (the caller fsyncs the directory)."""
         seg = cls(directory, base_offset, settings=settings, suffix=suffix)
         seg.file = BatchFile.create(seg.log_path)
-        seg._offset_index, seg._time_index = seg._new_indexes()
+        seg._offset_index, seg._time_index = seg.new_indexes()
         seg._next_offset = base_offset
         seg._records = 0
         seg._max_timestamp = None
@@ -290,7 +282,7 @@ class Segment:
         assert self._time_index is not None
         return self._time_index
 
-    def _new_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+    def new_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
         """Empty in-memory indexes over this segment's index files (nothing is read)."""
         limit = self.max_index_bytes
         return (
@@ -300,7 +292,7 @@ class Segment:
 
     def _load_indexes(self) -> None:
         """Load both index files; rebuild both from the ``.log`` if either is not sane."""
-        index, tindex = self._new_indexes()
+        index, tindex = self.new_indexes()
         try:
             if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
                 raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
@@ -388,88 +380,6 @@ class Segment:
                     idx.preallocate()
         logger.warning("%s: indexes rebuilt from the log", self.index_path)
         return None
-
-    def index_mismatch(self, index: OffsetIndex, tindex: TimeIndex, end: int) -> str | None:
-        """The first entry of ``index`` or ``tindex`` the ``.log`` (up to ``end``) contradicts."""
-        found = self.index_mismatches(index, tindex, end)
-        return found[0].message if found else None
-
-    def index_mismatches(
-        self, index: OffsetIndex, tindex: TimeIndex, end: int
-    ) -> list[IndexMismatch]:
-        """Every entry of ``index`` and ``tindex`` that the ``.log`` (up to ``end``) contradicts.
-
-        Indexes carry no checksum, so every entry is compared with the batch it
-        names: an offset-index entry ``(O, P)`` must sit on a batch boundary
-        ``P`` whose batch ends at ``O``; a time-index entry ``(T, O)`` must name
-        a batch ending at ``O`` whose largest timestamp is ``T``, the largest
-        of the segment so far (the batch that first reached it). Entries past
-        damage in the ``.log`` are not judged (the ``.log``'s own check reports
-        it). Offset-index mismatches come first, each file's in entry order;
-        each message names the file and the entry's byte position.
-        """
-        ends: dict[int, int] = {}  # batch position -> last offset
-        running: dict[int, tuple[int, int]] = {}  # last offset -> (batch max ts, max so far)
-        max_so_far = -1
-        walked, walked_offset = 0, self.base_offset
-        try:
-            for position, header in self.iter_headers(0, end):
-                ends[position] = header.last_offset
-                max_so_far = max(max_so_far, header.max_timestamp)
-                running[header.last_offset] = (header.max_timestamp, max_so_far)
-                walked, walked_offset = position + header.size, header.next_offset
-        except CorruptLogError:
-            pass
-        out: list[IndexMismatch] = []
-        for i, (last_offset, position) in enumerate(index.as_list()):
-            if position < walked and ends.get(position) != last_offset:
-                found = (
-                    "no batch starts there"
-                    if position not in ends
-                    else f"the batch there ends at offset {ends[position]}"
-                )
-                at = i * index.ENTRY_SIZE
-                out.append(
-                    IndexMismatch(
-                        index.path,
-                        at,
-                        f"{index.path} at byte {at}: entry ({last_offset}, "
-                        f"{position}) does not match the log: {found}",
-                    )
-                )
-        for i, (timestamp, offset) in enumerate(tindex.as_list()):
-            if offset >= walked_offset:
-                continue
-            batch_ts, so_far = running.get(offset, (None, None))
-            if (batch_ts, so_far) != (timestamp, timestamp):
-                found = (
-                    f"no batch ends at offset {offset}"
-                    if batch_ts is None
-                    else f"the batch ending there has largest timestamp {batch_ts}, "
-                    f"the segment {so_far} so far"
-                )
-                at = i * tindex.ENTRY_SIZE
-                out.append(
-                    IndexMismatch(
-                        tindex.path,
-                        at,
-                        f"{tindex.path} at byte {at}: entry ({timestamp}, "
-                        f"{offset}) does not match the log: {found}",
-                    )
-                )
-        return out
-
-    def wrong_index(self) -> str | None:
-        """Why this segment's index files are wrong (not sane, or contradicted by the log)."""
-        index, tindex = self._new_indexes()
-        try:
-            if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
-                raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
-            index.load(self.size)
-            tindex.load()
-        except CorruptLogError as exc:
-            return str(exc)
-        return self.index_mismatch(index, tindex, self.size)
 
     def write_rebuilt_indexes(self) -> None:
         assert self._offset_index is not None and self._time_index is not None
@@ -771,7 +681,7 @@ class Segment:
         self, *, start_offset: int | None, contiguous: bool, end_offset: int | None
     ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, _WalkState]:
         """Validate every batch (see ``validate``), building fresh indexes as it goes."""
-        index, tindex = self._new_indexes()
+        index, tindex = self.new_indexes()
         file_size = self.file.size_on_disk()
         next_offset = self.base_offset
         position = 0

@@ -20,7 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "_dirkind": {"_fs", "errors"},
     "batchfile": {"batch", "_fs", "errors"},
     "segment": {"batchfile", "batch", "index", "_fs", "errors", "_varint"},
-    "loader": {"segment", "_fs", "config", "errors"},
+    "indexcheck": {"segment", "index", "errors"},
+    "loader": {"segment", "indexcheck", "_fs", "config", "errors"},
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
     "retention": {"config"},
     "log": {
@@ -54,6 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "diagnostics": {
         "_dirkind",
+        "indexcheck",
         "loader",
         "segment",
         "index",
