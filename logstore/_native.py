@@ -1,8 +1,13 @@
-"""The compiled codec module, loaded once for every module that has a fast path.
+"""The one native boundary: the compiled module and every compiled/pure pair.
 
-``None`` when ``logstore._speedups`` was not built (no compiler when the
-package was installed) or ``LOGSTORE_PURE=1`` asks for the pure-Python code.
-Only the first case warns (``PureCodecWarning``, once, at import): the pure
+``speedups`` is ``logstore._speedups``, loaded once for every module that has
+a fast path, or ``None`` when it was not built (no compiler when the package
+was installed) or ``LOGSTORE_PURE=1`` asks for the pure-Python code.
+``PAIRS`` lists each function the compiled module exports with its
+pure-Python twin, which takes the same arguments and gives the same results
+and errors (``tests/test_native.py`` checks that on shared inputs). Knows no
+codec: the twins are named, not imported (they import this module).
+Only a failed build warns (``PureCodecWarning``, once, at import): the pure
 codec gives the same bytes and records but is several times slower, and a
 build that silently lost its compiler should not go unnoticed.
 """
@@ -11,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import CorruptLogError, LogStoreError
 from .model import Record
@@ -41,3 +46,22 @@ def _load() -> Any:
 
 
 speedups: Any = _load()
+
+
+class Pair(NamedTuple):
+    """A compiled function and its pure-Python twin (``module:function`` under logstore)."""
+
+    compiled: str
+    pure: str
+    used_by: str
+
+
+#: Every function of ``logstore._speedups`` but ``configure`` (which hands it our classes).
+PAIRS: tuple[Pair, ...] = (
+    Pair("encode_section", "batch:_py_encode_section", "batch.encode_section: appends"),
+    Pair("decode_section", "batch:_py_decode_section_flat", "batch._decode_section: reads"),
+    Pair("check_messages", "batch:_py_check_messages", "batch.accepts_as_is: append_many"),
+    Pair("route", "partitioner:_py_route", "partitioner.route_many: Broker.append_many"),
+    Pair("number", "partitioner:_py_number", "partitioner.number: Broker.append_many"),
+    Pair("wrap", "consumer:_py_wrap", "consumer.wrap: Consumer.poll"),
+)

@@ -1,14 +1,26 @@
 /*
- * logstore._speedups: the per-record hot paths of the RecordBatch v2 codec in C.
+ * logstore._speedups: the per-record hot paths of the codec, the partitioner
+ * and the consumer, in C.
  *
- * Two functions, each the exact counterpart of a pure-Python function in
- * logstore/batch.py (which stays, and is used when this module is not built
- * or LOGSTORE_PURE=1 is set):
+ * Each exported function is the exact counterpart of a pure-Python twin,
+ * which stays and is used when this module is not built or LOGSTORE_PURE=1 is
+ * set; logstore/_native.py lists the pairs (PAIRS) and tests/test_native.py
+ * checks them on shared inputs:
  *
+ *   configure(CorruptLogError, Record)                 the classes to create
  *   encode_section(entries, base_timestamp, start, stop, limit_bytes,
  *                  offset_deltas, now) -> (bytes, index after last, max ts)
+ *                                                      batch._py_encode_section
  *   decode_section(data, base_offset, base_timestamp, fixed_timestamp,
- *                  skip_below, record_count, last_offset_delta) -> [Record]
+ *                  skip_below, record_count, last_offset_delta[, limit])
+ *                  -> [Record]                    batch._py_decode_section_flat
+ *   check_messages(items, require_keys, Message) -> bool
+ *                                                      batch._py_check_messages
+ *   route(items, partitions, round_robin_start)
+ *        -> (routes, groups, next round robin) or None partitioner._py_route
+ *   number(routes, starts) -> [(partition, offset)]    partitioner._py_number
+ *   wrap(records, topic, partition, type) -> [type(topic, partition, r)]
+ *                                                      consumer._py_wrap
  *
  * Every length read from the data is checked against the buffer before it is
  * used, exactly as the Python decoder does; any problem raises the
@@ -662,7 +674,7 @@ fail_fast:
  *
  * True when every item is a bytes value (only if keys are not required) or a
  * `message_type` whose value and key are bytes (or None), with no headers and
- * a timestamp that is None or an int >= 0: then encode_section can take the
+ * a timestamp that is None or an int in 0..2**62: then encode_section can take the
  * list as it is. False sends the caller to its full (Python) validation, which
  * also produces the error messages. */
 static PyObject *
@@ -737,7 +749,7 @@ murmur2(const unsigned char *data, Py_ssize_t length)
     return h;
 }
 
-/* route(items, partitions, round_robin_start) -> (routes, groups) or None
+/* route(items, partitions, round_robin_start) -> (routes, groups, next round robin) or None
  *
  * Kafka's default partitioner for a list of bytes values (no key: round-robin
  * from round_robin_start) and Messages with bytes keys: routes[i] is item i's

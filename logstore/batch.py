@@ -609,6 +609,53 @@ def _decode_section(
     return _py_decode_section(bytes(data), h, min_offset, limit)  # bytes(bytes) is no copy
 
 
+def _py_decode_section_flat(
+    data: bytes | memoryview,
+    base_offset: int,
+    base_timestamp: int,
+    fixed_timestamp: int | None,
+    skip_below: int,
+    record_count: int,
+    last_offset_delta: int,
+    limit: int = -1,
+) -> list[Record]:
+    """``_py_decode_section`` with the compiled ``decode_section``'s arguments (its twin)."""
+    attributes = 0 if fixed_timestamp is None else TIMESTAMP_TYPE_BIT
+    max_ts = 0 if fixed_timestamp is None else fixed_timestamp
+    h = BatchHeader(
+        base_offset, 0, 0, 2, 0, attributes, last_offset_delta, base_timestamp, max_ts,
+        -1, -1, -1, record_count,
+    )  # fmt: skip
+    return _py_decode_section(bytes(data), h, base_offset + skip_below, limit)
+
+
+def _py_check_messages(items: list[Any], require_keys: bool, message_type: type) -> bool:
+    """Whether ``encode_section`` can take ``items`` as they are (the compiled twin's rule).
+
+    Bytes values (only when keys are not required) and ``message_type``
+    items with bytes (or ``None``) value and key, no headers and a timestamp
+    that is ``None`` or an int in ``0..2**62``.
+    """
+    for m in items:
+        if type(m) is bytes:
+            if require_keys:
+                return False
+            continue
+        fields: Any = m  # a tuple subclass when the type matches
+        if type(m) is not message_type or len(fields) != 4:
+            return False
+        value, key, extra, ts = fields
+        if value is not None and type(value) is not bytes:
+            return False
+        if require_keys if key is None else type(key) is not bytes:
+            return False
+        if type(extra) is not tuple or extra:
+            return False
+        if ts is not None and (type(ts) is not int or not 0 <= ts <= 1 << 62):
+            return False
+    return True
+
+
 def accepts_as_is(items: list[Any], *, require_keys: bool) -> bool:
     """Whether the compiled encoder can take ``append_many``'s items without conversion.
 
@@ -622,7 +669,6 @@ def accepts_as_is(items: list[Any], *, require_keys: bool) -> bool:
 def _py_encode_section(
     entries: Sequence[Entry],
     base_timestamp: int,
-    *,
     start: int = 0,
     stop: int | None = None,
     limit_bytes: int | None = None,
@@ -756,6 +802,58 @@ def build_batch(
     crc = crc32c.crc32c(body, crc32c.crc32c(header[_CRC_FROM:]))
     # One copy of the body, straight into the finished batch.
     return b"".join((header[: _CRC_FROM - 4], _CRC.pack(crc), header[_CRC_FROM:], body))
+
+
+def rebuild(
+    header: BatchHeader,
+    records: Sequence[Record],
+    *,
+    attributes: int,
+    base_timestamp: int | None = None,
+    max_timestamp: int | None = None,
+    last_offset_delta: int | None = None,
+    compression_level: int | None = None,
+) -> bytes:
+    """The batch ``header`` heads, rebuilt to hold only ``records`` (some of its own).
+
+    What truncation and the cleaner both need: the base offset, leader epoch
+    and producer fields (id, epoch, base sequence) stay; records keep their
+    offsets (deltas from the base) and timestamps. ``base_timestamp`` and
+    ``max_timestamp`` default to the first and the largest record timestamp,
+    ``last_offset_delta`` to the batch's own (the cleaner keeps the offset
+    range, truncation ends it earlier). With no records the section is empty
+    and the codec bits are cleared (nothing to compress).
+    """
+    base = header.base_offset
+    if records:
+        base_ts = records[0].timestamp if base_timestamp is None else base_timestamp
+        section = encode_records(
+            [(r.value, r.key, r.headers, r.timestamp) for r in records],
+            base_ts,
+            [r.offset - base for r in records],
+        )
+    else:
+        base_ts = NO_TIMESTAMP if base_timestamp is None else base_timestamp
+        section = b""
+        attributes &= ~CODEC_MASK
+    if max_timestamp is None:
+        max_timestamp = max((r.timestamp for r in records), default=header.max_timestamp)
+    return build_batch(
+        section,
+        base_offset=base,
+        record_count=len(records),
+        last_offset_delta=header.last_offset_delta
+        if last_offset_delta is None
+        else last_offset_delta,
+        base_timestamp=base_ts,
+        max_timestamp=max_timestamp,
+        attributes=attributes,
+        compression_level=compression_level,
+        leader_epoch=header.leader_epoch,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+    )
 
 
 def encode_batch(

@@ -32,7 +32,7 @@ from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
 from .errors import CodecUnavailableError, CorruptLogError
 from .model import Record
-from .segment import Segment
+from .segment import Segment, SegmentSettings
 
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
@@ -220,8 +220,7 @@ class _Writer:
             out = Segment.create(
                 self.directory,
                 base,
-                max_index_bytes=self.config.max_index_bytes,
-                index_interval_bytes=self.config.index_interval_bytes,
+                settings=SegmentSettings.of(self.config),
                 suffix=CLEANED_SUFFIX,
             )
             self.outputs.append(out)
@@ -373,29 +372,16 @@ def _clean_batch(
             else (header.base_timestamp if has_horizon else kept[0].timestamp)
         )
         max_ts = header.max_timestamp if log_append_time else max(r.timestamp for r in kept)
-        section = batch.encode_records(
-            [(r.value, r.key, r.headers, r.timestamp) for r in kept],
-            base_ts,
-            [r.offset - header.base_offset for r in kept],
-        )
     else:  # Kafka keeps an empty last batch so the segment's end offset survives
-        base_ts, max_ts, section = batch.NO_TIMESTAMP, header.max_timestamp, b""
+        base_ts, max_ts = batch.NO_TIMESTAMP, header.max_timestamp
         attributes &= ~batch.DELETE_HORIZON_BIT
-    if not section:
-        attributes &= ~batch.CODEC_MASK  # nothing to compress
-    data = batch.build_batch(
-        section,
-        base_offset=header.base_offset,
-        record_count=len(kept),
-        last_offset_delta=header.last_offset_delta,
+    data = batch.rebuild(
+        header,
+        kept,
+        attributes=attributes,
         base_timestamp=base_ts,
         max_timestamp=max_ts,
-        attributes=attributes,
         compression_level=compression_level,
-        leader_epoch=header.leader_epoch,
-        producer_id=header.producer_id,
-        producer_epoch=header.producer_epoch,
-        base_sequence=header.base_sequence,
     )
     writer.write(
         data, BatchSpan(len(data), header.last_offset, max_ts), header.base_offset, len(kept)

@@ -15,15 +15,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from . import _offsets
 from ._fs import Closing
+from ._native import speedups
 from ._offsets import GroupPartition
 from .errors import ConfigError, LogClosedError, OffsetOutOfRange, PartitionNotAssignedError
 from .log import Log
 from .model import ConsumedRecord, Message
-from .partitioner import wrap
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,30 @@ Start = Literal["earliest", "latest"] | int | datetime.timedelta
 _START_FORMS = "'earliest', 'latest', a timestamp in ms (int) or a datetime.timedelta"
 PartitionsOf = Callable[[str], Sequence[Log]]
 TopicPartition = tuple[str, int]
+
+
+def _py_wrap(records: list[Any], topic: str, partition: int, kind: type) -> list[Any]:
+    """``kind(topic, partition, record)`` for each record (the compiled ``wrap``'s twin).
+
+    ``kind`` is a tuple subclass (``ConsumedRecord``): built with
+    ``tuple.__new__``, a C loop, because a NamedTuple's own ``__new__`` is a
+    Python call per record.
+    """
+    if not (isinstance(kind, type) and issubclass(kind, tuple)):
+        raise TypeError("the wrapper type must be a tuple subclass")
+    return list(
+        map(
+            tuple.__new__,
+            itertools.repeat(kind),
+            zip(itertools.repeat(topic), itertools.repeat(partition), records),
+        )
+    )
+
+
+#: ``ConsumedRecord``s for a poll: the compiled loop, else its pure twin.
+_wrap: Callable[[list[Any], str, int, type], list[Any]] = (
+    _py_wrap if speedups is None else speedups.wrap
+)
 
 
 class OffsetStore:
@@ -315,17 +339,7 @@ class Consumer(Closing):
                     position = self._checked(topic, partition, log, position)
                     records = log.read(position, max_records=want)
                 if records:
-                    wrapped = wrap(records, topic, partition, ConsumedRecord)
-                    if wrapped is not None:
-                        out += wrapped
-                    else:  # NamedTuple's own __new__ is a Python call per record: a C loop
-                        out.extend(
-                            map(
-                                tuple.__new__,
-                                itertools.repeat(ConsumedRecord),
-                                zip(itertools.repeat(topic), itertools.repeat(partition), records),
-                            )
-                        )
+                    out += _wrap(records, topic, partition, ConsumedRecord)
                     self._positions[(topic, partition)] = records[-1].offset + 1
             return out
 

@@ -30,9 +30,10 @@ from ._fs import (
 )
 from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
+from .indexcheck import index_mismatches
 from .loader import never_compacted
 from .model import Record
-from .segment import Segment, check_follows
+from .segment import Segment, SegmentSettings, check_follows
 
 __all__ = [
     "PartitionSummary",
@@ -179,10 +180,12 @@ def segment_bases(directory: str) -> list[int]:
     )
 
 
+#: Diagnostics never write indexes: no size limit; the interval is only nominal.
+_READ_ONLY = SegmentSettings(max_index_bytes=1 << 62, index_interval_bytes=4096)
+
+
 def _open_segment(directory: str, base: int) -> Segment:
-    return Segment.open_existing(
-        directory, base, max_index_bytes=1 << 62, index_interval_bytes=4096
-    )
+    return Segment.open_existing(directory, base, settings=_READ_ONLY)
 
 
 def looks_compacted(directory: str) -> bool:
@@ -401,7 +404,7 @@ def check_indexes(
     """Check a segment's ``.index`` and ``.timeindex`` against its ``.log``.
 
     The files must be sane, and indexes carry no checksum, so every entry is
-    checked against the batch it names (``Segment.index_mismatches``). At most
+    checked against the batch it names (``indexcheck.index_mismatches``). At most
     one problem per file (the first bad entry; the position is that entry's
     byte in the index file), with the count of bad entries. ``log_size`` is the
     bytes of the ``.log`` the entries may point into. With ``log_damaged`` (the
@@ -431,7 +434,7 @@ def check_indexes(
             problems.append(_problem(exc, time_path))
         if log_damaged:
             return problems
-        mismatches = seg.index_mismatches(index, tindex, log_size)
+        mismatches = index_mismatches(seg, index, tindex, log_size)
         for path in (index_path, time_path):
             bad = [m for m in mismatches if m.path == path]
             if bad:

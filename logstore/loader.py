@@ -38,7 +38,8 @@ from ._fs import (
 )
 from .config import LogConfig
 from .errors import CorruptLogError
-from .segment import CHUNK_BYTES, Segment
+from .indexcheck import wrong_index
+from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,7 @@ def load(
         Segment.open_existing(
             directory,
             base,
-            max_index_bytes=config.max_index_bytes,
-            index_interval_bytes=config.index_interval_bytes,
+            settings=SegmentSettings.of(config),
         )
         for base in bases
     ]
@@ -211,8 +211,7 @@ def load(
             Segment.create(
                 directory,
                 base,
-                max_index_bytes=config.max_index_bytes,
-                index_interval_bytes=config.index_interval_bytes,
+                settings=SegmentSettings.of(config),
             )
         ]
         fsync_dir(directory)
@@ -280,8 +279,7 @@ def _resolve_leftovers(
             seg = Segment(
                 directory,
                 base,
-                max_index_bytes=config.max_index_bytes,
-                index_interval_bytes=config.index_interval_bytes,
+                settings=SegmentSettings.of(config),
                 suffix=SWAP_SUFFIX,
             )
             seg.size = os.stat(seg.log_path).st_size
@@ -407,7 +405,7 @@ def _recover_tail(
                 start_offset=below_next, contiguous=contiguous, end_offset=bounds[i]
             )
             below_next = below.next_offset if below.error is None else None
-            wrong = seg.wrong_index() if below.error is None else None
+            wrong = wrong_index(seg) if below.error is None else None
             if wrong is not None:  # indexes carry no checksum: compared with their log
                 actions.append(RecoveryAction(seg.index_path, "rebuild_index", wrong))
                 if not dry_run:

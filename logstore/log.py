@@ -60,7 +60,7 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
-from .segment import CHUNK_BYTES, Segment, check_follows, check_segment_start
+from .segment import CHUNK_BYTES, Segment, SegmentSettings, check_follows, check_segment_start
 
 Clock = Callable[[], int]
 #: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
@@ -1536,8 +1536,7 @@ class Log(Closing):
         new = Segment.create(
             self._path,
             base_offset,
-            max_index_bytes=self._config.max_index_bytes,
-            index_interval_bytes=self._config.index_interval_bytes,
+            settings=SegmentSettings.of(self._config),
         )
         fsync_dir(self._path)  # a crash before this loses only empty files
         self._adopt(new)

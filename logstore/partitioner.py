@@ -71,8 +71,41 @@ def number(routes: list[int], starts: list[int]) -> list[tuple[int, int]] | None
     return _C.number(routes, starts)  # type: ignore[no-any-return]
 
 
-def wrap(records: list[Any], topic: str, partition: int, kind: type) -> list[Any] | None:
-    """``kind(topic, partition, record)`` for each record, in C; ``None`` without it."""
-    if _C is None:
-        return None
-    return _C.wrap(records, topic, partition, kind)  # type: ignore[no-any-return]
+def _py_route(
+    items: list[Any], partitions: int, round_robin_start: int
+) -> tuple[list[int], list[list[Any]], int] | None:
+    """The compiled ``route``'s twin: Kafka's partitioner over bytes values and keyed items."""
+    if partitions < 1:
+        raise ValueError("partitions must be positive")
+    routes: list[int] = []
+    groups: list[list[Any]] = [[] for _ in range(partitions)]
+    for m in items:
+        key = None
+        if type(m) is not bytes:
+            if not isinstance(m, tuple) or len(m) != 4:
+                return None
+            key = m[1]
+        if key is None:
+            p = round_robin_start % partitions
+            round_robin_start += 1
+        elif type(key) is bytes:
+            p = partition_for(key, partitions)
+        else:
+            return None
+        routes.append(p)
+        groups[p].append(m)
+    return routes, groups, round_robin_start
+
+
+def _py_number(routes: list[int], starts: list[int]) -> list[tuple[int, int]]:
+    """The compiled ``number``'s twin: item i gets the next offset of its partition."""
+    if any(type(s) is not int for s in starts):
+        raise TypeError("starts must be ints")
+    following = list(starts)
+    out: list[tuple[int, int]] = []
+    for p in routes:
+        if type(p) is not int or not 0 <= p < len(following):
+            raise IndexError("route outside the partitions")
+        out.append((p, following[p]))
+        following[p] += 1
+    return out

@@ -13,34 +13,28 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
-import crc32c
-
-from . import batch
 from ._fs import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     HandleCache,
-    fsync_data,
     remove_files,
     segment_name,
-    write_all,
 )
 from ._varint import INT32_MAX
-from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, BatchSpan
+from .batch import BatchHeader, BatchSpan
+from .batchfile import CHUNK_BYTES as CHUNK_BYTES
+from .batchfile import BatchFile
+from .batchfile import check_follows as check_follows
+from .batchfile import check_segment_start as check_segment_start
 from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
-
-#: Read size for scans and recovery: large enough to amortise the syscall,
-#: small enough that a scan's memory stays flat.
-CHUNK_BYTES = 1 << 20
-_CRC_FROM = 21
 
 
 class RecoveryResult(NamedTuple):
@@ -57,73 +51,25 @@ class RecoveryResult(NamedTuple):
         return self.file_bytes - self.valid_bytes
 
 
-def check_follows(
-    header: BatchHeader,
-    expected: int,
-    path: str,
-    position: int,
-    *,
-    contiguous: bool = False,
-    end_offset: int | None = None,
-) -> int:
-    """The offset expected after ``header``; raise unless its offsets fit where it lies.
+class _IndexConfig(Protocol):
+    """What ``SegmentSettings.of`` reads (a ``LogConfig``; segment does not import config)."""
 
-    ``expected`` is the lowest base offset the batch may have: the previous
-    batch's next offset or, for the first batch of a segment, the segment's
-    base offset (its file's name). Batches never overlap or go back; in a log
-    that was never compacted each starts exactly at ``expected``.
-    ``end_offset`` (the next segment's base offset, or the log's end) bounds
-    the batch's last offset. The base offset is outside the CRC: these integer
-    comparisons, once per batch, are what catch damage to it.
-    """
-    base = header.base_offset
-    if base < expected:
-        raise CorruptLogError(
-            f"batch base offset {base} overlaps or goes back (expected at least {expected})",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    if contiguous and base != expected:
-        raise CorruptLogError(
-            f"batch base offset {base} does not follow offset {expected - 1} "
-            "(a gap in a log that was never compacted)",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    next_offset = header.next_offset
-    if end_offset is not None and next_offset > end_offset:
-        raise CorruptLogError(
-            f"batch offsets {base}..{next_offset - 1} reach past offset {end_offset - 1}, "
-            "the last one before the next segment (or the end of the log)",
-            path,
-            position,
-            kind="offset_mismatch",
-        )
-    return next_offset
+    @property
+    def max_index_bytes(self) -> int: ...
+    @property
+    def index_interval_bytes(self) -> int: ...
 
 
-def check_segment_start(
-    previous_next: int | None, base_offset: int, path: str, *, contiguous: bool
-) -> int:
-    """The lowest base offset of a segment's first batch: its file's base offset.
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How a segment indexes: the index files' size limit and the bytes between entries."""
 
-    ``previous_next`` is the offset after the previous segment's last batch,
-    when known. In a log that was never compacted it must be exactly this
-    segment's base offset (a gap means the previous segment lost its tail).
-    """
-    if previous_next is not None and (
-        previous_next > base_offset or (contiguous and previous_next != base_offset)
-    ):
-        raise CorruptLogError(
-            f"segment base offset {base_offset} does not follow the previous segment, "
-            f"which ends at offset {previous_next - 1}",
-            path,
-            0,
-            kind="offset_mismatch",
-        )
-    return base_offset
+    max_index_bytes: int
+    index_interval_bytes: int
+
+    @classmethod
+    def of(cls, config: _IndexConfig) -> SegmentSettings:
+        return cls(config.max_index_bytes, config.index_interval_bytes)
 
 
 class _WalkState(NamedTuple):
@@ -137,14 +83,6 @@ class _WalkState(NamedTuple):
     first_timestamp: int | None
 
 
-class IndexMismatch(NamedTuple):
-    """An index entry the ``.log`` contradicts: its file, its byte there, and why."""
-
-    path: str
-    position: int
-    message: str
-
-
 class Segment:
     """A slice of the log starting at ``base_offset``."""
 
@@ -153,36 +91,28 @@ class Segment:
         directory: str,
         base_offset: int,
         *,
-        max_index_bytes: int,
-        index_interval_bytes: int,
+        settings: SegmentSettings,
         suffix: str = "",
     ) -> None:
         self.directory = directory
         self.base_offset = base_offset
         self.suffix = suffix  # "" for a live segment, ".cleaned" while the cleaner writes it
-        self.log_path = os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
+        self.file = BatchFile(
+            os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
+        )
         self.index_path = os.path.join(directory, segment_name(base_offset, INDEX_SUFFIX) + suffix)
         self.timeindex_path = os.path.join(
             directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
         )
-        self.index_interval_bytes = index_interval_bytes
-        self.max_index_bytes = max_index_bytes
+        self.settings = settings
+        self.index_interval_bytes = settings.index_interval_bytes
+        self.max_index_bytes = settings.max_index_bytes
         self.size = 0
-        self.active = False
-        self.broken = False
-        self.unflushed = False  # appended to since the last fsync
         # Set by the owner when the log was never compacted: batches then follow
         # each other with no gap, which exposes a damaged base offset.
         self.contiguous = False
         # A read found an index entry the log contradicts: the owner rebuilds the indexes.
         self.index_wrong = False
-        self.handles: HandleCache | None = None  # set by the owner (adopt) to bound open files
-        # Until its data is fsynced, keep the handle that wrote it: a writeback
-        # error is reported only to handles open when it happened.
-        self.keep_open_until_flushed = True
-        self._detached = False
-        self._fd: int | None = None
-        self._fd_lock = threading.Lock()
         self._offset_index: OffsetIndex | None = None
         self._time_index: TimeIndex | None = None
         self._next_offset: int | None = None
@@ -200,25 +130,13 @@ class Segment:
         directory: str,
         base_offset: int,
         *,
-        max_index_bytes: int,
-        index_interval_bytes: int,
+        settings: SegmentSettings,
         suffix: str = "",
     ) -> Segment:
         """Create empty files for a new active segment (the caller fsyncs the directory)."""
-        seg = cls(
-            directory,
-            base_offset,
-            max_index_bytes=max_index_bytes,
-            index_interval_bytes=index_interval_bytes,
-            suffix=suffix,
-        )
-        seg._fd = os.open(seg.log_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        seg._offset_index = OffsetIndex(
-            seg.index_path, base_offset, max_index_bytes=max_index_bytes
-        )
-        seg._time_index = TimeIndex(
-            seg.timeindex_path, base_offset, max_index_bytes=max_index_bytes
-        )
+        seg = cls(directory, base_offset, settings=settings, suffix=suffix)
+        seg.file = BatchFile.create(seg.log_path)
+        seg._offset_index, seg._time_index = seg.new_indexes()
         seg._next_offset = base_offset
         seg._records = 0
         seg._max_timestamp = None
@@ -229,68 +147,49 @@ class Segment:
 
     @classmethod
     def open_existing(
-        cls, directory: str, base_offset: int, *, max_index_bytes: int, index_interval_bytes: int
+        cls, directory: str, base_offset: int, *, settings: SegmentSettings
     ) -> Segment:
         """Attach to existing files without reading them (only their size)."""
-        seg = cls(
-            directory,
-            base_offset,
-            max_index_bytes=max_index_bytes,
-            index_interval_bytes=index_interval_bytes,
-        )
+        seg = cls(directory, base_offset, settings=settings)
         seg.size = os.stat(seg.log_path).st_size
         return seg
 
-    def _file(self) -> int:
-        """The ``.log`` handle, opened on first use (read-only unless active)."""
-        with self._fd_lock:
-            return self._file_locked()
+    # The .log file's handle, I/O and state live in ``self.file`` (a ``BatchFile``).
 
-    def _file_locked(self) -> int:
-        fd = self._fd
-        if fd is None:
-            flags = os.O_RDWR if self.active else os.O_RDONLY
-            fd = self._fd = os.open(self.log_path, flags)
-            if self.handles is not None and not self._detached:
-                self.handles.opened(self)
-        elif self.handles is not None and not self._detached:
-            self.handles.touch(self)
-        return fd
+    @property
+    def log_path(self) -> str:
+        return self.file.path
+
+    @log_path.setter
+    def log_path(self, path: str) -> None:
+        self.file.path = path
+
+    @property
+    def active(self) -> bool:
+        """The segment appended to: its handle opens read-write."""
+        return self.file.writable
+
+    @active.setter
+    def active(self, active: bool) -> None:
+        self.file.writable = active
+
+    @property
+    def unflushed(self) -> bool:
+        """Appended to since the last fsync."""
+        return self.file.unflushed
+
+    @property
+    def broken(self) -> bool:
+        """A failed append could not be cut back: garbage may follow, the log must close."""
+        return self.file.broken
 
     def adopt(self, handles: HandleCache | None, *, keep_open_until_flushed: bool) -> None:
         """Join an owner's handle cache, which bounds the open handles of all its segments."""
-        self.handles = handles
-        self.keep_open_until_flushed = keep_open_until_flushed
-        if handles is not None and self._fd is not None and not self._detached:
-            handles.opened(self)
-
-    def evict(self) -> bool:
-        """Close the handle for the handle cache, unless it is in use or must stay open.
-
-        Declines while a read or write holds the handle, and while data it
-        wrote waits for an fsync that should see its errors. A detached
-        segment (files gone) has left the cache.
-        """
-        if not self._fd_lock.acquire(blocking=False):
-            return False
-        try:
-            if self.unflushed and self.keep_open_until_flushed:
-                return False
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
-            return True
-        finally:
-            self._fd_lock.release()
+        self.file.adopt(handles, keep_open_until_flushed=keep_open_until_flushed)
 
     def close_file(self) -> None:
         """Release the ``.log`` handle (reopened on the next read)."""
-        with self._fd_lock:
-            if self._fd is not None:
-                fd, self._fd = self._fd, None
-                os.close(fd)
-                if self.handles is not None:
-                    self.handles.closed(self)
+        self.file.close()
 
     def close(self) -> None:
         """Close every handle; an active segment's indexes are trimmed first."""
@@ -321,43 +220,26 @@ class Segment:
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
-        with self._fd_lock:  # the handle cache must not close it under the fsync
-            fsync_data(self._file_locked())
-            self.unflushed = False
+        self.file.flush()
 
     def overwrite(self, position: int, data: bytes) -> None:
         """Write ``data`` at ``position`` (inside the file) and fsync (truncation's rewrite)."""
-        with self._fd_lock:
-            write_all(self._file_locked(), data, position)
-            self.unflushed = True
-        self.flush()
+        self.file.overwrite(position, data)
 
     def detach(self) -> None:
         """Get ready to lose the files: open the ``.log`` and load the indexes.
 
         A reader that snapshotted this segment keeps reading it after its files
         are renamed and unlinked: the open handle keeps the data alive until the
-        last reader drops the object (``__del__`` closes it).
+        last reader drops the object (see ``BatchFile.detach``).
         """
-        with self._fd_lock:  # the handle cache must not close it between open and pin
-            self._file_locked()
-            self._detached = True
-        if self.handles is not None:
-            self.handles.closed(self)  # pinned: its files are about to go
+        self.file.detach()
         if self._offset_index is None or self._time_index is None:
             self._load_indexes()  # now, while the files exist
 
     def delete_files(self) -> None:
         """Unlink the files; the ``.log`` handle stays open for readers (see ``detach``)."""
         remove_files(self.paths)
-
-    def __del__(self) -> None:
-        fd, self._fd = getattr(self, "_fd", None), None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     @property
     def paths(self) -> list[str]:
@@ -400,12 +282,17 @@ class Segment:
         assert self._time_index is not None
         return self._time_index
 
+    def new_indexes(self) -> tuple[OffsetIndex, TimeIndex]:
+        """Empty in-memory indexes over this segment's index files (nothing is read)."""
+        limit = self.max_index_bytes
+        return (
+            OffsetIndex(self.index_path, self.base_offset, max_index_bytes=limit),
+            TimeIndex(self.timeindex_path, self.base_offset, max_index_bytes=limit),
+        )
+
     def _load_indexes(self) -> None:
         """Load both index files; rebuild both from the ``.log`` if either is not sane."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
+        index, tindex = self.new_indexes()
         try:
             if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
                 raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
@@ -486,98 +373,13 @@ class Segment:
         if result.error is not None:
             # Entries up to the damage are right; past it reads raise anyway.
             return result.error
-        if not self._detached:
+        if not self.file.detached:
             for idx in (index, tindex):
                 idx.write_all_entries()
                 if self.active:
                     idx.preallocate()
         logger.warning("%s: indexes rebuilt from the log", self.index_path)
         return None
-
-    def index_mismatch(self, index: OffsetIndex, tindex: TimeIndex, end: int) -> str | None:
-        """The first entry of ``index`` or ``tindex`` the ``.log`` (up to ``end``) contradicts."""
-        found = self.index_mismatches(index, tindex, end)
-        return found[0].message if found else None
-
-    def index_mismatches(
-        self, index: OffsetIndex, tindex: TimeIndex, end: int
-    ) -> list[IndexMismatch]:
-        """Every entry of ``index`` and ``tindex`` that the ``.log`` (up to ``end``) contradicts.
-
-        Indexes carry no checksum, so every entry is compared with the batch it
-        names: an offset-index entry ``(O, P)`` must sit on a batch boundary
-        ``P`` whose batch ends at ``O``; a time-index entry ``(T, O)`` must name
-        a batch ending at ``O`` whose largest timestamp is ``T``, the largest
-        of the segment so far (the batch that first reached it). Entries past
-        damage in the ``.log`` are not judged (the ``.log``'s own check reports
-        it). Offset-index mismatches come first, each file's in entry order;
-        each message names the file and the entry's byte position.
-        """
-        ends: dict[int, int] = {}  # batch position -> last offset
-        running: dict[int, tuple[int, int]] = {}  # last offset -> (batch max ts, max so far)
-        max_so_far = -1
-        walked, walked_offset = 0, self.base_offset
-        try:
-            for position, header in self.iter_headers(0, end):
-                ends[position] = header.last_offset
-                max_so_far = max(max_so_far, header.max_timestamp)
-                running[header.last_offset] = (header.max_timestamp, max_so_far)
-                walked, walked_offset = position + header.size, header.next_offset
-        except CorruptLogError:
-            pass
-        out: list[IndexMismatch] = []
-        for i, (last_offset, position) in enumerate(index.as_list()):
-            if position < walked and ends.get(position) != last_offset:
-                found = (
-                    "no batch starts there"
-                    if position not in ends
-                    else f"the batch there ends at offset {ends[position]}"
-                )
-                at = i * index.ENTRY_SIZE
-                out.append(
-                    IndexMismatch(
-                        index.path,
-                        at,
-                        f"{index.path} at byte {at}: entry ({last_offset}, "
-                        f"{position}) does not match the log: {found}",
-                    )
-                )
-        for i, (timestamp, offset) in enumerate(tindex.as_list()):
-            if offset >= walked_offset:
-                continue
-            batch_ts, so_far = running.get(offset, (None, None))
-            if (batch_ts, so_far) != (timestamp, timestamp):
-                found = (
-                    f"no batch ends at offset {offset}"
-                    if batch_ts is None
-                    else f"the batch ending there has largest timestamp {batch_ts}, "
-                    f"the segment {so_far} so far"
-                )
-                at = i * tindex.ENTRY_SIZE
-                out.append(
-                    IndexMismatch(
-                        tindex.path,
-                        at,
-                        f"{tindex.path} at byte {at}: entry ({timestamp}, "
-                        f"{offset}) does not match the log: {found}",
-                    )
-                )
-        return out
-
-    def wrong_index(self) -> str | None:
-        """Why this segment's index files are wrong (not sane, or contradicted by the log)."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
-        try:
-            if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
-                raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
-            index.load(self.size)
-            tindex.load()
-        except CorruptLogError as exc:
-            return str(exc)
-        return self.index_mismatch(index, tindex, self.size)
 
     def write_rebuilt_indexes(self) -> None:
         assert self._offset_index is not None and self._time_index is not None
@@ -656,17 +458,7 @@ class Segment:
         ``OSError`` is raised; nothing is indexed.
         """
         start = self.size
-        with self._fd_lock:  # the handle cache must not close it under the write
-            fd = self._file_locked()
-            try:
-                write_all(fd, data, start)
-            except OSError:
-                try:
-                    os.ftruncate(fd, start)
-                except OSError:
-                    self.broken = True  # garbage may follow the last batch: the log must close
-                raise
-            self.unflushed = True
+        self.file.append(data, start)
         if self.first_timestamp is None:
             self.first_timestamp = spans[0].max_timestamp
         index, tindex = self.offset_index, self.time_index
@@ -695,11 +487,7 @@ class Segment:
 
     def truncate_to(self, position: int, next_offset: int) -> None:
         """Cut the ``.log`` at ``position`` (a batch boundary) and drop index entries past it."""
-        if self.active:
-            with self._fd_lock:
-                os.ftruncate(self._file_locked(), position)
-        else:
-            os.truncate(self.log_path, position)
+        self.file.truncate(position)
         self.size = position
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(next_offset)
@@ -714,23 +502,12 @@ class Segment:
     # ------------------------------------------------------------ reading
 
     def read(self, position: int, size: int) -> bytes:
-        """Up to ``size`` bytes from ``position`` (fewer at the end of the file).
-
-        Holds the handle's lock while reading, so the handle cache never closes
-        it under a read.
-        """
-        with self._fd_lock:
-            return os.pread(self._file_locked(), size, position)
+        """Up to ``size`` bytes from ``position`` (fewer at the end of the file)."""
+        return self.file.read(position, size)
 
     def read_header_at(self, position: int) -> BatchHeader | None:
         """The header of the batch at ``position``, or ``None`` if it is not a sane header."""
-        data = self.read(position, HEADER_SIZE)
-        if len(data) < HEADER_SIZE:
-            return None
-        header = batch.peek_header(data)
-        if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
-            return None
-        return header
+        return self.file.header_at(position)
 
     def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
         """Yield ``(position, header)`` of each batch in ``[start, end)``, no CRC check.
@@ -738,37 +515,10 @@ class Segment:
         Raises ``CorruptLogError`` at a header that is not sane (bad magic or
         length, or a batch running past ``end``).
         """
-        position = start
-        buf = b""
-        buf_start = start
-        while position < end:
-            rel = position - buf_start
-            if rel + HEADER_SIZE > len(buf):
-                buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, 64 * 1024))
-            if rel + HEADER_SIZE > len(buf):
-                raise CorruptLogError(
-                    f"{len(buf) - rel} bytes left, too few for a batch header",
-                    self.log_path,
-                    position,
-                    kind="truncated",
-                )
-            header = batch.peek_header(buf, rel)
-            if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
-                try:
-                    batch.read_header(buf, rel, verify_crc=False)
-                except CorruptLogError as exc:
-                    raise exc.located(self.log_path, buf_start) from None
-            size = LOG_OVERHEAD + header.batch_length
-            if position + size > end:
-                raise CorruptLogError(
-                    f"batch of {size} bytes runs past the end of the data ({end - position} bytes left)",
-                    self.log_path,
-                    position,
-                    kind="truncated",
-                )
+        for position, header, _, _ in self.file.iter_batches(
+            start, end, verify_crc=False, headers_only=True
+        ):
             yield position, header
-            position += size
 
     def walk_start(self, offset: int) -> tuple[int, int]:
         """``(position, lowest base offset)`` to walk from toward ``offset``, from the offset index.
@@ -877,41 +627,19 @@ class Segment:
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
-        Reads ``chunk_bytes`` first, then twice as much at each refill up to
-        ``CHUNK_BYTES`` (more only for a batch larger than that): a short read
-        (a consumer's poll) does not pull a megabyte, a long one makes few
-        calls, and memory stays flat whatever the segment's size.
-        ``check_offsets`` (a walk from position 0) checks each batch's offsets
-        with ``check_follows`` within the segment, for callers that rewrite
-        what they read (the cleaner).
+        See ``BatchFile.iter_batches``. ``check_offsets`` (a walk from position
+        0) checks each batch's offsets with ``check_follows`` within the
+        segment, for callers that rewrite what they read (the cleaner).
         """
         assert not check_offsets or start == 0
-        expected = self.base_offset
-        position = start
-        buf = b""
-        buf_start = start
-        while position < end:
-            rel = position - buf_start
-            if rel + HEADER_SIZE > len(buf):
-                buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, chunk_bytes))
-                chunk_bytes = min(chunk_bytes * 2, max(chunk_bytes, CHUNK_BYTES))
-            if rel + HEADER_SIZE <= len(buf):
-                size = LOG_OVERHEAD + batch.peek_header(buf, rel).batch_length
-                if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:
-                    # Straddles the chunk (or is larger than one): read it whole.
-                    buf_start, rel = position, 0
-                    buf = self.read(position, min(max(size, chunk_bytes), end - position))
-            try:
-                header = batch.read_header(buf, rel, verify_crc=verify_crc)
-            except CorruptLogError as exc:
-                raise exc.located(self.log_path, buf_start) from None
-            if check_offsets:
-                expected = check_follows(
-                    header, expected, self.log_path, position, contiguous=self.contiguous
-                )
-            yield position, header, buf, rel
-            position += header.size
+        return self.file.iter_batches(
+            start,
+            end,
+            verify_crc=verify_crc,
+            chunk_bytes=chunk_bytes,
+            check_offsets_from=self.base_offset if check_offsets else None,
+            contiguous=self.contiguous,
+        )
 
     # ------------------------------------------------------------ validation and recovery
 
@@ -953,11 +681,8 @@ class Segment:
         self, *, start_offset: int | None, contiguous: bool, end_offset: int | None
     ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, _WalkState]:
         """Validate every batch (see ``validate``), building fresh indexes as it goes."""
-        index = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=self.max_index_bytes)
-        tindex = TimeIndex(
-            self.timeindex_path, self.base_offset, max_index_bytes=self.max_index_bytes
-        )
-        file_size = os.stat(self.log_path).st_size
+        index, tindex = self.new_indexes()
+        file_size = self.file.size_on_disk()
         next_offset = self.base_offset
         position = 0
         batches = 0
@@ -970,7 +695,9 @@ class Segment:
         path, base = self.log_path, self.base_offset
         try:
             check_segment_start(start_offset, base, path, contiguous=contiguous)
-            for pos, header in self._iter_checked(file_size):
+            for pos, header, _, _ in self.file.iter_batches(
+                0, file_size, verify_crc=True, max_read=CHUNK_BYTES
+            ):
                 check_follows(
                     header, next_offset, path, pos, contiguous=contiguous, end_offset=end_offset
                 )
@@ -1005,66 +732,3 @@ class Segment:
         )
         state = _WalkState(next_offset, max_ts, max_ts_offset, since, records, first_ts)
         return index, tindex, result, state
-
-    def _iter_checked(self, file_size: int) -> Iterator[tuple[int, BatchHeader]]:
-        """Headers of CRC-checked batches; the CRC of a large batch is computed in pieces."""
-        position = 0
-        while position < file_size:
-            buf = self.read(position, min(file_size - position, CHUNK_BYTES))
-            rel = 0
-            while rel < len(buf):
-                if rel and rel + HEADER_SIZE > len(buf):
-                    break  # the header straddles the chunk: re-read from here
-                try:
-                    header = batch.read_header(buf, rel, verify_crc=True)
-                except CorruptLogError as exc:
-                    if exc.kind == "zero_fill" and not self._is_zero_from(position + rel):
-                        exc = CorruptLogError(exc.reason, kind="invalid_length", position=rel)
-                    continues = (
-                        exc.kind == "truncated"
-                        and rel + HEADER_SIZE <= len(buf)
-                        and position + rel + batch.peek_header(buf, rel).size <= file_size
-                    )
-                    if not continues:
-                        raise exc.located(self.log_path, position) from None
-                    # A batch larger than what is left of the chunk: CRC it in pieces.
-                    header = batch.peek_header(buf, rel)
-                    if header.magic != 2:  # legacy or damage: judged on the whole message
-                        whole = self.read(position + rel, header.size)
-                        try:
-                            batch.read_header(whole, 0, verify_crc=True)
-                        except CorruptLogError as judged:
-                            raise judged.located(self.log_path, position + rel) from None
-                    self._check_crc_in_pieces(position + rel, header)
-                yield position + rel, header
-                rel += header.size
-            position += rel
-
-    def _is_zero_from(self, position: int) -> bool:
-        """Whether every byte from ``position`` to the end of the file is zero."""
-        while True:
-            piece = self.read(position, CHUNK_BYTES)
-            if not piece:
-                return True
-            if any(piece):
-                return False
-            position += len(piece)
-
-    def _check_crc_in_pieces(self, position: int, header: BatchHeader) -> None:
-        crc = 0
-        at, end = position + _CRC_FROM, position + header.size
-        while at < end:
-            piece = self.read(at, min(CHUNK_BYTES, end - at))
-            if not piece:
-                raise CorruptLogError(
-                    "file shrank while reading", self.log_path, at, kind="truncated"
-                )
-            crc = crc32c.crc32c(piece, crc)
-            at += len(piece)
-        if crc != header.crc:
-            raise CorruptLogError(
-                f"CRC mismatch: stored {header.crc:#010x}, computed {crc:#010x}",
-                self.log_path,
-                position,
-                kind="crc_mismatch",
-            )

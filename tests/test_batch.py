@@ -213,3 +213,61 @@ def test_a_base_offset_no_log_can_hold_is_corrupt(base_offset: int, records: int
         batch.read_header(bytes(data))
     assert caught.value.kind == "offset_regression"
     assert caught.value.position == 0
+
+
+def _producer_batch(codec: int) -> bytes:
+    """Three records at offsets 10, 11, 13 (delta 2 skipped) with producer fields."""
+    entries = [(b"a", b"k1", [], 1000), (b"b", None, [("h", b"v")], 1005), (None, b"k3", [], 990)]
+    return batch.build_batch(
+        batch.encode_records(entries, 1000, [0, 1, 3]),
+        base_offset=10,
+        record_count=3,
+        last_offset_delta=3,
+        base_timestamp=1000,
+        max_timestamp=1005,
+        attributes=codec | batch.DELETE_HORIZON_BIT,
+        leader_epoch=7,
+        producer_id=4242,
+        producer_epoch=3,
+        base_sequence=17,
+    )
+
+
+@pytest.mark.parametrize("codec_name", CODECS)
+def test_rebuild_keeps_the_batch_fields_and_the_kept_records(codec_name: str) -> None:
+    codec = compression.CODEC_IDS[codec_name]
+    data = _producer_batch(codec)
+    header = batch.read_header(data)
+    records = batch.decode_records(data)
+    kept = [records[0], records[2]]
+    out = batch.rebuild(header, kept, attributes=header.attributes, compression_level=None)
+    h = batch.read_header(out)  # CRC holds
+    assert (h.base_offset, h.leader_epoch, h.producer_id, h.producer_epoch, h.base_sequence) == (
+        10,
+        7,
+        4242,
+        3,
+        17,
+    )
+    assert (h.attributes, h.last_offset_delta, h.record_count) == (header.attributes, 3, 2)
+    assert (h.base_timestamp, h.max_timestamp) == (1000, 1000)
+    assert batch.decode_records(out) == kept
+    assert [(r.offset, r.timestamp) for r in batch.decode_records(out)] == [(10, 1000), (13, 990)]
+    # Truncation's use: end the batch at the last kept offset, timestamps from the records.
+    cut = batch.rebuild(header, records[:2], attributes=header.attributes, last_offset_delta=1)
+    h = batch.read_header(cut)
+    assert (h.last_offset, h.base_timestamp, h.max_timestamp) == (11, 1000, 1005)
+    assert batch.decode_records(cut) == records[:2]
+
+
+def test_rebuild_with_no_records_is_an_empty_uncompressed_batch_over_the_same_offsets() -> None:
+    data = _producer_batch(compression.CODEC_IDS["gzip"])
+    header = batch.read_header(data)
+    out = batch.rebuild(header, [], attributes=header.attributes, base_timestamp=batch.NO_TIMESTAMP)
+    h = batch.read_header(out)
+    assert len(out) == batch.HEADER_SIZE
+    assert h.codec == compression.NONE
+    assert h.attributes == header.attributes & ~batch.CODEC_MASK
+    assert (h.base_offset, h.last_offset, h.record_count) == (10, 13, 0)
+    assert (h.base_timestamp, h.max_timestamp, h.producer_id) == (-1, 1005, 4242)
+    assert batch.decode_records(out) == []

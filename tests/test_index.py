@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 import logstore
 from logstore.index import OffsetIndex, TimeIndex
-from logstore.segment import Segment
+from logstore.segment import Segment, SegmentSettings
 
 from .conftest import OpenLog
 
@@ -76,9 +77,8 @@ def test_rebuilt_indexes_are_byte_identical_to_live_ones(open_log: OpenLog, log_
     assert any(len(v) > 0 for v in live.values())
     for p in log_dir.iterdir():
         if p.suffix == ".log":
-            seg = Segment.open_existing(
-                str(log_dir), int(p.stem), max_index_bytes=10 << 20, index_interval_bytes=300
-            )
+            settings = SegmentSettings(max_index_bytes=10 << 20, index_interval_bytes=300)
+            seg = Segment.open_existing(str(log_dir), int(p.stem), settings=settings)
             seg.rebuild_indexes()
             seg.close_file()
     assert {p.name: p.read_bytes() for p in files} == live
@@ -131,3 +131,10 @@ def test_a_rewritten_index_is_fsynced(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "00000000000000000000.index").read_bytes() == (5).to_bytes(4, "big") + (
         100
     ).to_bytes(4, "big")
+
+
+def test_segment_settings_come_from_the_log_config_and_are_frozen() -> None:
+    settings = SegmentSettings.of(logstore.LogConfig(max_index_bytes=4096, index_interval_bytes=77))
+    assert settings == SegmentSettings(max_index_bytes=4096, index_interval_bytes=77)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.index_interval_bytes = 1  # type: ignore[misc]

@@ -18,8 +18,10 @@ ALLOWED: dict[str, set[str]] = {
     "index": {"_fs", "errors"},
     "_fs": {"errors"},
     "_dirkind": {"_fs", "errors"},
-    "segment": {"batch", "index", "_fs", "errors", "_varint"},
-    "loader": {"segment", "_fs", "config", "errors"},
+    "batchfile": {"batch", "_fs", "errors"},
+    "segment": {"batchfile", "batch", "index", "_fs", "errors", "_varint"},
+    "indexcheck": {"segment", "index", "errors"},
+    "loader": {"segment", "indexcheck", "_fs", "config", "errors"},
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
     "retention": {"config"},
     "log": {
@@ -38,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "partitioner": {"_native"},
     "_offsets": set(),
-    "consumer": {"log", "_fs", "model", "errors", "_offsets", "partitioner"},
+    "consumer": {"log", "_fs", "model", "errors", "_offsets", "_native"},
     "broker": {
         "log",
         "consumer",
@@ -53,6 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "diagnostics": {
         "_dirkind",
+        "indexcheck",
         "loader",
         "segment",
         "index",

@@ -19,6 +19,7 @@ import pytest
 
 import logstore
 from logstore import CorruptLogError, LogConfig
+from logstore import batchfile as batchfile_module
 from logstore import index as index_module
 from logstore import segment as segment_module
 
@@ -299,7 +300,7 @@ class _DiskFull:
     def __init__(self, fail_on: int) -> None:
         self.calls = 0
         self.fail_on = fail_on
-        self.real = segment_module.write_all
+        self.real = batchfile_module.write_all
 
     def __call__(self, fd: int, data: bytes | memoryview, position: int) -> None:
         self.calls += 1
@@ -315,7 +316,7 @@ def test_write_failure_mid_append_many_keeps_whole_batches_only(
     log = open_log(max_message_bytes=600)
     log.append_many([b"before"] * 3)
     failing = _DiskFull(fail_on=3)
-    monkeypatch.setattr(segment_module, "write_all", failing)
+    monkeypatch.setattr(batchfile_module, "write_all", failing)
     with pytest.raises(OSError) as info:
         log.append_many([b"x" * 100] * 20)  # several batches of ~5 records
     assert info.value.errno == errno.ENOSPC
@@ -323,7 +324,7 @@ def test_write_failure_mid_append_many_keeps_whole_batches_only(
     assert kept > 3
     assert [r.value for r in log.scan()] == [b"before"] * 3 + [b"x" * 100] * (kept - 3)
     assert os.path.getsize(log_dir / SEGMENT_0) == _batch_ends(log_dir / SEGMENT_0)[-1]
-    monkeypatch.setattr(segment_module, "write_all", failing.real)  # space is back
+    monkeypatch.setattr(batchfile_module, "write_all", failing.real)  # space is back
     assert log.append(b"after") == kept
     log.close()
     with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:
@@ -336,7 +337,7 @@ def test_a_write_that_cannot_be_undone_closes_the_log(
 ) -> None:
     log = open_log()
     log.append(b"kept")
-    monkeypatch.setattr(segment_module, "write_all", _DiskFull(fail_on=1))
+    monkeypatch.setattr(batchfile_module, "write_all", _DiskFull(fail_on=1))
 
     def no_truncate(fd: int, length: int) -> None:
         raise OSError(errno.EIO, "Input/output error")

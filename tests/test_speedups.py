@@ -238,8 +238,9 @@ def test_c_helpers_survive_a_list_changed_by_a_finalizer_mid_call() -> None:
     past the end of a list that shrank, and hold their own reference to each
     item they read, so a replaced item is never used after it is freed.
     """
+    from logstore.consumer import _wrap as wrap
     from logstore.model import ConsumedRecord, Record
-    from logstore.partitioner import number, partition_for, route_many, wrap
+    from logstore.partitioner import number, partition_for, route_many
 
     messages = [logstore.Message(b"v", key=b"k%d" % i) for i in range(5000)]
     expected = [partition_for(m.key, 300) for m in messages]  # type: ignore[arg-type]
