@@ -26,6 +26,7 @@ from typing import Any
 from . import _offsets
 from ._dirkind import METADATA_FILE, refuse_other_kind
 from ._fs import Closing, DirectoryLock, HandleCache, atomic_write, make_dirs
+from .checkpoints import parse_partition_dir, partition_dir_name
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
 from .errors import (
@@ -259,9 +260,10 @@ class Broker(Closing):
             if _DELETE_SUFFIX.search(name):  # a deletion that a crash interrupted
                 shutil.rmtree(full, ignore_errors=True)
                 continue
-            topic, sep, number = name.rpartition("-")
-            if sep and number.isdigit():
-                found[topic] = max(found.get(topic, 0), int(number) + 1)
+            parsed = parse_partition_dir(name)
+            if parsed is not None:
+                topic, n = parsed
+                found[topic] = max(found.get(topic, 0), n + 1)
         for topic, meta in list(self._metadata.items()):
             if meta.get("deleting"):  # a deletion that a crash interrupted: finish it
                 self._remove_partition_dirs(topic, max(meta["partitions"], found.get(topic, 0)))
@@ -297,12 +299,12 @@ class Broker(Closing):
         if errors:
             raise errors[0]
         for (name, p), log in logs.items():
-            self.recovery_report[f"{name}-{p}"] = log.recovery_actions
+            self.recovery_report[partition_dir_name(name, p)] = log.recovery_actions
         self._write_metadata()
 
     def _open_log(self, topic: str, partition: int, config: LogConfig) -> Log:
         return Log.open(
-            os.path.join(self.root, f"{topic}-{partition}"),
+            os.path.join(self.root, partition_dir_name(topic, partition)),
             config,
             clock=self._clock,
             handles=self._handles,
@@ -329,14 +331,15 @@ class Broker(Closing):
         """
         directory = os.path.normpath(os.fspath(partition_dir))
         root, name = os.path.split(directory)
-        topic, sep, number = name.rpartition("-")
+        parsed = parse_partition_dir(name)
         path = os.path.join(root or ".", METADATA_FILE)
-        if not (sep and number.isdigit() and os.path.isfile(path)):
+        if parsed is None or not os.path.isfile(path):
             return None
+        topic, n = parsed
         try:
             with open(path, encoding="utf-8") as f:
                 meta = json.load(f)["topics"].get(topic)
-            if meta is None or int(number) >= meta["partitions"]:
+            if meta is None or n >= meta["partitions"]:
                 return None
             overrides = dict(meta["config"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -479,12 +482,14 @@ class Broker(Closing):
 
     def _remove_partition_dirs(self, name: str, partitions: int) -> None:
         for p in range(partitions):
-            path = os.path.join(self.root, f"{name}-{p}")
+            path = os.path.join(self.root, partition_dir_name(name, p))
             if not os.path.exists(path):
                 continue
             suffix = f".{uuid.uuid4().hex}-delete"
             # Kafka shortens the topic part so the name stays within 255 bytes.
-            doomed = os.path.join(self.root, f"{name}-{p}"[: 255 - len(suffix)] + suffix)
+            doomed = os.path.join(
+                self.root, partition_dir_name(name, p)[: 255 - len(suffix)] + suffix
+            )
             os.rename(path, doomed)
             shutil.rmtree(doomed)
 

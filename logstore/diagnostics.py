@@ -25,9 +25,9 @@ from ._fs import (
     parse_base_offset,
     segment_name,
 )
+from .checkpoints import never_compacted, parse_partition_dir
 from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
-from .loader import never_compacted
 from .model import Record
 from .segment import Segment, check_follows
 
@@ -48,6 +48,7 @@ __all__ = [
     "kind_of",
     "looks_compacted",
     "parse_base_offset",
+    "parse_partition_dir",
     "partition_dirs",
     "refuse_unless",
     "segment_bases",
@@ -162,9 +163,9 @@ def partition_dirs(root: str) -> list[str]:
     found = []
     for name in os.listdir(root):
         full = os.path.join(root, name)
-        topic, sep, number = name.rpartition("-")
-        if os.path.isdir(full) and sep and number.isdigit():
-            found.append((topic, int(number), full))
+        parsed = parse_partition_dir(name)
+        if parsed is not None and os.path.isdir(full):
+            found.append((*parsed, full))
     return [full for _, _, full in sorted(found)]
 
 
@@ -183,7 +184,7 @@ def _open_segment(directory: str, base: int) -> Segment:
 
 
 def looks_compacted(directory: str) -> bool:
-    """Whether the partition was ever compacted (``loader.never_compacted``'s rule).
+    """Whether the partition was ever compacted (``checkpoints.never_compacted``'s rule).
 
     Offsets of a log that was never compacted are contiguous, which is what
     exposes a damaged base offset (it is outside the CRC); compaction leaves

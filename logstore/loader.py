@@ -17,7 +17,6 @@ import shutil
 from dataclasses import dataclass, field
 
 from ._fs import (
-    CLEAN_SHUTDOWN_FILE,
     CLEANED_SUFFIX,
     CLEANER_CHECKPOINT_FILE,
     CORRUPT_INFIX,
@@ -31,10 +30,10 @@ from ._fs import (
     TIMEINDEX_SUFFIX,
     fsync_dir,
     parse_base_offset,
-    read_checkpoint,
     remove_files,
     segment_name,
 )
+from .checkpoints import never_compacted, read_offset_checkpoint, take_clean_shutdown
 from .config import LogConfig
 from .errors import CorruptLogError
 from .segment import CHUNK_BYTES, Segment
@@ -68,41 +67,6 @@ class LoadResult:
     contiguous: bool = False
 
 
-def partition_name(directory: str) -> tuple[str, int]:
-    """``(topic, partition)`` for checkpoint entries: from ``topic-N``, else ``(name, 0)``."""
-    name = os.path.basename(os.path.normpath(directory))
-    topic, sep, number = name.rpartition("-")
-    if sep and topic and number.isdigit():
-        return topic, int(number)
-    return name or "log", 0
-
-
-def never_compacted(directory: str, *, compacted_policy: bool = False) -> bool:
-    """Whether the partition's offsets must be contiguous: the one rule every check uses.
-
-    Offsets of a log that was never compacted have no gaps, which exposes a
-    damaged base offset (it lies outside the CRC); compaction leaves legal
-    gaps. A log was compacted if a cleaner checkpoint names it, in its own
-    directory (logstore writes it before its first swap) or in the broker root
-    above it (Kafka's layout); ``compacted_policy`` (a compacting cleanup
-    policy) counts as compacted too, since such a log may be at any time.
-    """
-    if compacted_policy or os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
-        return False
-    root_checkpoint = read_checkpoint(
-        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
-    )
-    topic, partition = partition_name(directory)
-    return not any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
-
-
-def read_offset_checkpoint(directory: str, file_name: str) -> int | None:
-    entries = read_checkpoint(os.path.join(directory, file_name))
-    if not entries:
-        return None
-    return entries[0][2]
-
-
 def load(
     directory: str,
     config: LogConfig,
@@ -119,14 +83,9 @@ def load(
     recover``); it then also checks the segments below the recovery point and
     reports damage there, which only ``force`` cuts.
     """
-    marker = os.path.join(directory, CLEAN_SHUTDOWN_FILE)
-    clean = os.path.exists(marker)
-    actions: list[RecoveryAction] = []
     names = sorted(os.listdir(directory))
-    if not dry_run and clean:
-        # Deleted before the first change, so a crash while loading counts as unclean.
-        os.unlink(marker)
-        fsync_dir(directory)
+    clean = take_clean_shutdown(directory, dry_run=dry_run)
+    actions: list[RecoveryAction] = []
     names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
     if dry_run:  # leftovers were not renamed: look only at files that exist as named
         names = [n for n in names if os.path.exists(os.path.join(directory, n))]

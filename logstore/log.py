@@ -24,7 +24,6 @@ from sortedcontainers import SortedDict
 from . import batch, cleaner, compression, retention
 from ._dirkind import refuse_other_kind
 from ._fs import (
-    CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
     CONFIG_FILE,
     DELETED_SUFFIX,
@@ -36,10 +35,10 @@ from ._fs import (
     atomic_write,
     fsync_dir,
     make_dirs,
-    write_checkpoint,
 )
 from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
+from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
 from .errors import (
     CodecUnavailableError,
@@ -50,7 +49,7 @@ from .errors import (
     OffsetOutOfRange,
     RecordTooLarge,
 )
-from .loader import LoadResult, RecoveryAction, load, partition_name
+from .loader import LoadResult, RecoveryAction, load
 from .model import (
     CompactionResult,
     Header,
@@ -1110,8 +1109,7 @@ class Log(Closing):
 
     def _checkpoint(self, name: str, offset: int) -> None:
         """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
-        topic, partition = self._topic_partition
-        write_checkpoint(os.path.join(self._path, name), [(topic, partition, offset)])
+        write_offset_checkpoint(self._path, name, offset, topic_partition=self._topic_partition)
 
     # ------------------------------------------------------------ reading
 
@@ -1587,9 +1585,7 @@ class Log(Closing):
                     seg.close()  # the active one is sealed: indexes written and fsynced
                 self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
                 self._checkpoint(LOG_START_FILE, self._start_offset)
-                atomic_write(
-                    os.path.join(self._path, CLEAN_SHUTDOWN_FILE), b'{"version":0,"brokerEpoch":-1}'
-                )
+                write_clean_shutdown(self._path)
             finally:
                 self._dir_lock.release()
 
