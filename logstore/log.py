@@ -21,7 +21,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
-from . import batch, cleaner, compression, retention
+from . import batch, cleaner, compression, retention, validator
 from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
@@ -44,10 +44,8 @@ from .errors import (
     CodecUnavailableError,
     ConfigError,
     CorruptLogError,
-    InvalidRecordError,
     LogClosedError,
     OffsetOutOfRange,
-    RecordTooLarge,
 )
 from .loader import LoadResult, RecoveryAction, load
 from .model import (
@@ -65,11 +63,7 @@ Clock = Callable[[], int]
 #: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
 _Snapshot = list[tuple[Segment, int, int]]
 logger = logging.getLogger(__name__)
-#: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
-MAX_TIMESTAMP = 1 << 62
 _READ_CHUNK = 64 * 1024
-#: Fixed bytes a batch adds to its records (the 61-byte header).
-_BATCH_OVERHEAD = batch.HEADER_SIZE
 #: The same defaults as ``Broker.open``: a standalone log is bounded as a broker's are.
 DEFAULT_MAX_OPEN_FILES = 1024
 DEFAULT_MAINTENANCE_INTERVAL_MS = 60_000
@@ -129,39 +123,6 @@ def _record_config(directory: str, config: LogConfig) -> None:
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _as_bytes(value: object, what: str) -> bytes | None:
-    if value is None or type(value) is bytes:
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes-like or None, not {type(value).__name__}")
-
-
-def _check_headers(headers: object) -> tuple[Header, ...]:
-    if not isinstance(headers, (tuple, list)):
-        raise TypeError(
-            f"headers must be a sequence of (str, bytes | None), not {type(headers).__name__}"
-        )
-    out = []
-    for item in headers:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise TypeError(f"each header must be a (str, bytes | None) pair, got {item!r}")
-        out.append((item[0], _as_bytes(item[1], "header value")))
-    return tuple(out)
-
-
-def _check_timestamp(ts: object) -> int:
-    if type(ts) is not int:
-        raise TypeError(f"timestamp must be an int (ms since the epoch), not {type(ts).__name__}")
-    if ts < -1:
-        raise InvalidRecordError(
-            f"timestamp {ts} is negative (only -1, 'no timestamp', is allowed)"
-        )
-    if ts > MAX_TIMESTAMP:
-        raise InvalidRecordError(f"timestamp {ts} is beyond {MAX_TIMESTAMP} ms")
-    return ts
 
 
 class Log(Closing):
@@ -486,13 +447,13 @@ class Log(Closing):
             OSError: the write failed; nothing of the failed batch is kept.
         """
         now = self._clock()
-        entries = self._prepare(messages)
+        entries = validator.prepare(messages, compacted=self._config.compacted)
         with self._lock:
             self._check_open()
             base = self._end_offset
             if not entries:
                 return range(base, base)
-            plan = self._encode(entries, now, 0)
+            plan = self._plan(entries, now, 0)
             done = 0
             for k in itertools.count():
                 if k >= len(plan):
@@ -508,118 +469,24 @@ class Log(Closing):
                     # An unplanned roll (size, age, index) changes the room left under
                     # segment_messages: plan the rest again. Records that fit before
                     # still fit, so RecordTooLarge cannot arise here.
-                    plan[k + 1 :] = self._encode(entries, now, done)
+                    plan[k + 1 :] = self._plan(entries, now, done)
             end = self._end_offset
             self._after_append(end - base, now)
         if self._compaction_due:
             self._maybe_compact()
         return range(base, end)
 
-    def _prepare(self, messages: Iterable[bytes | Message]) -> list[Entry]:
-        """Validate input outside the lock; entries are ``(value, key, headers, ts)``.
-
-        A ``Message`` whose fields are already right is kept as it is (no copy):
-        this loop runs once per record on the append path.
-        """
-        if isinstance(messages, (bytes, bytearray, memoryview, str)):
-            raise TypeError("append_many takes an iterable of messages, not a single bytes value")
-        compacted = self._config.compacted
-        if type(messages) is list:
-            items = messages.copy()  # a caller's later changes to its list cannot reach us
-            if batch.accepts_as_is(items, require_keys=compacted):
-                return items  # the compiled encoder takes bytes values and Messages as they are
-        entries: list[Entry] = []
-        append = entries.append
-        message = Message
-        for m in messages:
-            t = type(m)
-            if t is bytes:
-                if compacted:
-                    raise InvalidRecordError("a compacted log cannot accept a record without a key")
-                append((m, None, (), None))  # type: ignore[arg-type]
-                continue
-            if t is message:
-                value, key, headers, ts = m
-                if (
-                    (type(value) is bytes or value is None)
-                    and type(key) is bytes
-                    and not headers
-                    and (ts is None or (type(ts) is int and ts >= 0))
-                ):
-                    append(m)  # type: ignore[arg-type]
-                    continue
-            elif isinstance(m, Message):
-                value, key, headers, ts = m
-            elif isinstance(m, (bytearray, memoryview)):
-                value, key, headers, ts = bytes(m), None, (), None
-            else:
-                raise TypeError(f"append_many items must be bytes or Message, not {t.__name__}")
-            if type(value) is not bytes and value is not None:
-                value = _as_bytes(value, "value")
-            if type(key) is not bytes and key is not None:
-                key = _as_bytes(key, "key")
-            if key is None and compacted:
-                raise InvalidRecordError("a compacted log cannot accept a record without a key")
-            if headers or type(headers) not in (tuple, list):
-                headers = _check_headers(headers)
-            if ts is not None and (type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP):
-                ts = _check_timestamp(ts)
-            append((value, key, headers, ts))  # type: ignore[arg-type]
-        return entries
-
-    def _encode(self, entries: list[Entry], now: int, start: int) -> list[tuple[bytes, int, int]]:
-        """Encode entries into finished batches: ``(bytes, record count, max timestamp)``.
-
-        A batch holds as many records as fit ``max_message_bytes`` (and the room
-        left under ``segment_messages``). Everything is encoded before anything
-        is written, so ``RecordTooLarge`` leaves the log unchanged.
-        """
-        config = self._config
-        allowed = min(config.max_message_bytes, config.segment_bytes)
-        limit = allowed - _BATCH_OVERHEAD
-        per_segment = config.segment_messages
-        used = self._active.records if per_segment is not None else 0
-        base_offset = self._end_offset
-        out = []
-        i, n = start, len(entries)
-        while i < n:
-            stop = n
-            if per_segment is not None:
-                stop = i + min(n - i, per_segment - used if used < per_segment else per_segment)
-            first: Any = entries[i]
-            # a bare bytes item (taken as is by the compiled encoder) has no timestamp
-            base_ts = now if type(first) is bytes or first[3] is None else first[3]
-            while True:
-                section, j, max_ts = batch.encode_section(
-                    entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now
-                )
-                data = batch.build_batch(
-                    section,
-                    base_offset=base_offset,
-                    record_count=j - i,
-                    last_offset_delta=j - i - 1,
-                    base_timestamp=base_ts,
-                    max_timestamp=max_ts,
-                    attributes=self._codec,
-                    compression_level=config.compression_level,
-                )
-                if len(data) <= allowed:
-                    break
-                if j - i == 1:
-                    raise RecordTooLarge(
-                        f"a record's batch is {len(data)} bytes, over "
-                        + (
-                            f"max_message_bytes {config.max_message_bytes}"
-                            if len(data) > config.max_message_bytes
-                            else f"segment_bytes {config.segment_bytes}"
-                        )
-                    )
-                stop = i + (j - i) // 2  # compression made it larger than estimated
-            out.append((data, j - i, max_ts))
-            used = used + (j - i) if used < (per_segment or 0) else j - i
-            base_offset += j - i
-            i = j
-        return out
+    def _plan(self, entries: list[Entry], now: int, start: int) -> list[validator.Planned]:
+        """Under the lock: ``validator.plan`` from the log's end and active segment."""
+        return validator.plan(
+            entries,
+            config=self._config,
+            codec=self._codec,
+            now=now,
+            start=start,
+            base_offset=self._end_offset,
+            active_records=self._active.records,
+        )
 
     def _write(self, segment: Segment, data: bytes, span: BatchSpan, record_count: int) -> None:
         """Write one batch; if the segment could not be cut back after a failure, close."""
@@ -643,24 +510,7 @@ class Log(Closing):
             RecordTooLarge: a batch exceeds ``max_message_bytes``.
         """
         data = bytearray(buf)
-        headers = []
-        pos = 0
-        while pos < len(data):
-            if len(data) - pos >= 8:
-                # The log assigns the offsets: whatever base offset the sender put
-                # there (0, -1...), every record is checked counting from 0.
-                batch.set_base_offset(data, pos, 0)
-            header = batch.read_header(data, pos)
-            records = batch.decode_records(data, pos, header)  # validates every record
-            if header.size > self._config.max_message_bytes:
-                raise RecordTooLarge(
-                    f"batch at byte {pos} is {header.size} bytes, over max_message_bytes "
-                    f"{self._config.max_message_bytes}"
-                )
-            if self._config.compacted and any(r.key is None for r in records):
-                raise InvalidRecordError("a compacted log cannot accept a record without a key")
-            headers.append((pos, header))
-            pos += header.size
+        headers = validator.check_batches(data, self._config)
         with self._lock:
             self._check_open()
             base = self._end_offset

@@ -23,7 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "loader": {"segment", "checkpoints", "_fs", "config", "errors"},
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
     "retention": {"config"},
+    "validator": {"batch", "config", "model", "errors"},
     "log": {
+        "validator",
         "_dirkind",
         "checkpoints",
         "loader",
