@@ -21,7 +21,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict
 
-from . import batch, cleaner, compression, retention, validator
+from . import batch, cleaner, compression, reader, retention, validator
 from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
@@ -41,7 +41,6 @@ from .batch import BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
 from .errors import (
-    CodecUnavailableError,
     ConfigError,
     CorruptLogError,
     LogClosedError,
@@ -57,13 +56,10 @@ from .model import (
     RetentionResult,
     SegmentInfo,
 )
-from .segment import CHUNK_BYTES, Segment, check_follows, check_segment_start
+from .segment import Segment
 
 Clock = Callable[[], int]
-#: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
-_Snapshot = list[tuple[Segment, int, int]]
 logger = logging.getLogger(__name__)
-_READ_CHUNK = 64 * 1024
 #: The same defaults as ``Broker.open``: a standalone log is bounded as a broker's are.
 DEFAULT_MAX_OPEN_FILES = 1024
 DEFAULT_MAINTENANCE_INTERVAL_MS = 60_000
@@ -153,6 +149,9 @@ class Log(Closing):
         self._handles = handles
         # Never compacted: batches follow each other with no gap (reads check it).
         self._contiguous = loaded.contiguous
+        self._read_options = reader.ReadOptions(
+            config.verify_crc_on_read, self._contiguous, self._repair_indexes
+        )
         for seg in loaded.segments:
             self._adopt(seg)
         self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
@@ -971,7 +970,7 @@ class Log(Closing):
                 f"[{self._start_offset}, {self._end_offset}]"
             )
 
-    def _snapshot(self, offset: int) -> _Snapshot:
+    def _snapshot(self, offset: int) -> reader.Snapshot:
         """Segments from the one holding ``offset``, each with its end position now.
 
         And with the offset its batches must stay below: the next segment's
@@ -1010,18 +1009,14 @@ class Log(Closing):
             if offset == end_offset or max_records == 0:
                 return []
             snapshot = self._snapshot(offset)
-        out: list[Record] = []
-        read_bytes = 0
-        for batch_header, records in self._iter_batch_records(
-            snapshot, offset, end_offset, _READ_CHUNK, max_records
-        ):
-            if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
-                break
-            read_bytes += batch_header.size
-            out.extend(records)  # never past max_records: the batches stop there
-            if max_bytes is not None and read_bytes >= max_bytes and out:
-                break
-        return out
+        return reader.read(
+            snapshot,
+            offset,
+            end_offset,
+            self._read_options,
+            max_records=max_records,
+            max_bytes=max_bytes,
+        )
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
         """Whole batches, as stored, from the batch holding ``offset``: a broker's fetch.
@@ -1049,15 +1044,7 @@ class Log(Closing):
             if offset == self._end_offset:
                 return b""
             snapshot = self._snapshot(offset)
-        chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
-        pieces: list[bytes | memoryview] = []
-        total = 0
-        for _, _, header, buf, rel in self._stored_batches(snapshot, offset, chunk):
-            if pieces and total + header.size > max_bytes:
-                break
-            pieces.append(memoryview(buf)[rel : rel + header.size])
-            total += header.size
-        return b"".join(pieces)
+        return reader.read_batches(snapshot, offset, max_bytes, self._read_options)
 
     def scan(
         self, start_offset: int | None = None, end_offset: int | None = None
@@ -1073,93 +1060,7 @@ class Log(Closing):
             end = self._end_offset if end_offset is None else min(end_offset, self._end_offset)
             self._check_in_range(start)
             snapshot = self._snapshot(start) if start < end else []
-        return self._scan(snapshot, start, end)
-
-    def _scan(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[Record]:
-        # The generator below steps once per batch; chain hands out the records
-        # from C, so there is no Python frame switch per record.
-        return itertools.chain.from_iterable(self._record_lists(snapshot, start, end))
-
-    def _record_lists(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[list[Record]]:
-        if not snapshot:
-            return
-        for _, records in self._iter_batch_records(snapshot, start, end, CHUNK_BYTES):
-            if records and records[-1].offset >= end:
-                yield [r for r in records if r.offset < end]
-                return
-            yield records
-
-    def _iter_batch_records(
-        self,
-        snapshot: _Snapshot,
-        offset: int,
-        end_offset: int,
-        chunk: int,
-        max_records: int | None = None,
-    ) -> Iterator[tuple[batch.BatchHeader, list[Record]]]:
-        """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``.
-
-        With ``max_records``, stops once that many are yielded; the last batch
-        is decoded only as far as needed.
-        """
-        wanted = max_records
-        # Segments from end_offset on hold nothing wanted: not even a first read.
-        within = [item for item in snapshot if item[0].base_offset < end_offset]
-        for seg, pos, header, buf, rel in self._stored_batches(within, offset, chunk):
-            if header.base_offset >= end_offset:
-                return
-            if header.attributes & batch.CONTROL_BIT:
-                continue  # transaction markers occupy offsets but are never delivered
-            try:
-                records = batch.decode_records(
-                    buf, rel, header, min_offset=offset, max_records=wanted
-                )
-            except (CorruptLogError, CodecUnavailableError) as exc:
-                raise exc.located(seg.log_path, pos - rel) from None
-            yield header, records
-            if wanted is not None:
-                wanted -= len(records)
-                if wanted <= 0:
-                    return
-
-    def _stored_batches(
-        self, snapshot: _Snapshot, offset: int, chunk: int
-    ) -> Iterator[tuple[Segment, int, batch.BatchHeader, bytes, int]]:
-        """Batches as stored, from the one holding ``offset`` to the snapshot's end.
-
-        Yields ``(segment, position, header, buffer, offset in buffer)``. The
-        base offset is outside the CRC, so every batch is checked to lie where
-        the file names and its neighbours say (``check_follows``: at or after
-        its segment's base, after the batch before, below the next segment's
-        base; exactly contiguous in a log that was never compacted): a damaged
-        one raises ``CorruptLogError`` rather than serve records at offsets
-        they were not written at. Integer comparisons, once per batch.
-        """
-        verify = self._config.verify_crc_on_read
-        contiguous = self._contiguous
-        previous_next: int | None = None
-        for i, (seg, end, bound) in enumerate(snapshot):
-            path = seg.log_path
-            if i == 0:
-                position, found = seg.find_position(offset, end, end_offset=bound)
-                if seg.index_wrong:
-                    self._repair_indexes(seg)
-                if found is None:
-                    continue  # nothing at or after offset here; nothing known to chain to
-                expected = found.base_offset  # checked by find_position
-            else:
-                position = 0
-                expected = check_segment_start(
-                    previous_next, seg.base_offset, path, contiguous=contiguous
-                )
-            for pos, header, buf, rel in seg.iter_batches(
-                position, end, verify_crc=verify, chunk_bytes=chunk
-            ):
-                expected = check_follows(
-                    header, expected, path, pos, contiguous=contiguous, end_offset=bound
-                )
-                yield seg, pos, header, buf, rel
-            previous_next = expected
+        return reader.scan(snapshot, start, end, self._read_options)
 
     def _repair_indexes(self, seg: Segment) -> None:
         """Rebuild the indexes of a segment a read found wrong, if it is still ours.
@@ -1192,72 +1093,9 @@ class Log(Closing):
             start = self._start_offset
             snapshot = self._snapshot(start)
             end_offset = self._end_offset
-        for seg, end, bound in snapshot:
-            max_ts = seg.max_timestamp
-            if max_ts is None or max_ts < timestamp_ms or end == 0:
-                continue
-            found = self._offset_in_segment(seg, end, bound, timestamp_ms, start, end_offset)
-            if seg.index_wrong:
-                self._repair_indexes(seg)
-            if found is not None:
-                return found
-        return None
-
-    def _offset_in_segment(
-        self, seg: Segment, end: int, bound: int, timestamp_ms: int, start: int, end_offset: int
-    ) -> int | None:
-        """``offset_for_timestamp`` within one segment, through its time index.
-
-        The index's entry for the asked time is used only once the log
-        confirms it (``Segment.confirm_time_entry``); otherwise the whole
-        segment is searched.
-        """
-        tindex = seg.time_index
-        entry = tindex.floor_entry(timestamp_ms)
-        if entry is None or entry[1] <= start:
-            target = max(start, seg.base_offset)
-            position, header = seg.find_position(target, end, end_offset=bound)
-            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-        previous = tindex.entry_before_floor(timestamp_ms)
-        confirmed = seg.confirm_time_entry(entry, previous, end, end_offset=bound)
-        if confirmed is not None:
-            position, header = confirmed
-            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-        seg.distrust_index(tindex.path, f"entry {entry}")
-        position, header = seg.find_position(seg.base_offset, end, end_offset=bound)
-        return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-
-    def _search(
-        self,
-        seg: Segment,
-        position: int,
-        header: batch.BatchHeader | None,
-        end: int,
-        bound: int,
-        timestamp_ms: int,
-        start: int,
-        end_offset: int,
-    ) -> int | None:
-        """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on."""
-        if header is None:
-            return None
-        expected, path, contiguous = header.base_offset, seg.log_path, self._contiguous
-        for pos, header, buf, rel in seg.iter_batches(
-            position, end, verify_crc=self._config.verify_crc_on_read
-        ):
-            expected = check_follows(
-                header, expected, path, pos, contiguous=contiguous, end_offset=bound
-            )
-            if header.max_timestamp < timestamp_ms or header.attributes & batch.CONTROL_BIT:
-                continue
-            try:
-                records = batch.decode_records(buf, rel, header, min_offset=start)
-            except CorruptLogError as exc:
-                raise exc.located(path, pos - rel) from None
-            for record in records:
-                if record.timestamp >= timestamp_ms and record.offset < end_offset:
-                    return record.offset
-        return None
+        return reader.offset_for_timestamp(
+            snapshot, timestamp_ms, start, end_offset, self._read_options
+        )
 
     # ------------------------------------------------------------ truncation
 

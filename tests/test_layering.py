@@ -24,8 +24,10 @@ ALLOWED: dict[str, set[str]] = {
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
     "retention": {"config"},
     "validator": {"batch", "config", "model", "errors"},
+    "reader": {"batch", "segment", "model", "errors"},
     "log": {
         "validator",
+        "reader",
         "_dirkind",
         "checkpoints",
         "loader",
