@@ -1,4 +1,6 @@
-"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``, the swap.
+"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``.
+
+The swap of the outputs for their inputs is ``Segments.replace``.
 
 Takes segments and returns segments; never sees a ``Log``. Follows Kafka's log
 cleaner (FORMAT.md section 11):
@@ -21,12 +23,11 @@ cleaner (FORMAT.md section 11):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import batch
-from ._fs import CLEANED_SUFFIX, DELETED_SUFFIX, SWAP_SUFFIX, fsync_dir
+from ._fs import CLEANED_SUFFIX, crash_point, fsync_dir
 from ._varint import INT32_MAX
 from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
@@ -37,12 +38,6 @@ from .segment import Segment
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
 Progress = Callable[[int], None]
-
-
-def crash_point(name: str) -> None:
-    """Die here if ``LOGSTORE_CRASH_AT`` names this step (crash tests only)."""
-    if os.environ.get("LOGSTORE_CRASH_AT") == name:
-        os._exit(77)
 
 
 @dataclass
@@ -400,35 +395,6 @@ def _clean_batch(
     writer.write(
         data, BatchSpan(len(data), header.last_offset, max_ts), header.base_offset, len(kept)
     )
-
-
-def swap(directory: str, old: Sequence[Segment], new: Sequence[Segment]) -> None:
-    """Replace ``old`` segments by the ``.cleaned`` ``new`` ones, crash-safely.
-
-    1. ``.cleaned`` -> ``.swap``, highest base offset first. A crash before the
-       last rename: recovery deletes the ``.swap`` files above the lowest
-       ``.cleaned`` and every ``.cleaned``: the old segments stay.
-    2. Old segments -> ``.deleted``. A crash here: recovery deletes them and
-       the ``.swap`` files complete the replacement.
-    3. ``.swap`` -> final names, then fsync the directory. A crash before the
-       fsync: either names are seen, both complete.
-    4. Unlink the ``.deleted`` files (readers holding them keep reading).
-    """
-    for seg in sorted(new, key=lambda s: -s.base_offset):
-        seg.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
-    fsync_dir(directory)
-    crash_point("swap-renamed")
-    for seg in old:
-        seg.detach()
-        seg.rename_with_suffix("", DELETED_SUFFIX)
-    fsync_dir(directory)
-    crash_point("old-deleted")
-    for seg in new:
-        seg.rename_with_suffix(SWAP_SUFFIX, "")
-    fsync_dir(directory)
-    crash_point("swapped")
-    for seg in old:
-        seg.delete_files()
 
 
 def discard(outputs: Sequence[Segment]) -> None:

@@ -1,6 +1,6 @@
 """``Log``: one partition, made of segments, with its append, read and housekeeping.
 
-Owns the segments (a ``SortedDict`` keyed by base offset), the one lock that
+Owns the segments (through ``Segments``), the one lock that
 orders changes to them, offset assignment, rolling, flushing, truncation and
 the clean-shutdown marker. Reads snapshot the segment list under the lock and
 read outside it: bytes below a snapshot's end never change in place.
@@ -19,24 +19,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sortedcontainers import SortedDict
-
 from . import batch, cleaner, compression, reader, retention, validator
 from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
     CONFIG_FILE,
-    DELETED_SUFFIX,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
     Closing,
     DirectoryLock,
     HandleCache,
     atomic_write,
-    fsync_dir,
     make_dirs,
 )
-from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
@@ -57,6 +52,7 @@ from .model import (
     SegmentInfo,
 )
 from .segment import Segment
+from .segments import Segments
 
 Clock = Callable[[], int]
 logger = logging.getLogger(__name__)
@@ -146,19 +142,23 @@ class Log(Closing):
         self._lock = threading.RLock()
         self._closed = False
         self._codec = compression.CODEC_IDS[config.compression]
-        self._handles = handles
         # Never compacted: batches follow each other with no gap (reads check it).
         self._contiguous = loaded.contiguous
         self._read_options = reader.ReadOptions(
             config.verify_crc_on_read, self._contiguous, self._repair_indexes
         )
-        for seg in loaded.segments:
-            self._adopt(seg)
-        self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
-        self._active: Segment = loaded.segments[-1]
-        self._active.activate()
+        self._handles = handles
+        self._segments = Segments(
+            path,
+            loaded.segments,
+            max_index_bytes=config.max_index_bytes,
+            index_interval_bytes=config.index_interval_bytes,
+            fsync=config.fsync != "never",
+            handles=handles,
+            contiguous=self._contiguous,
+        )
         self._start_offset = loaded.start_offset
-        self._end_offset = self._active.next_offset
+        self._end_offset = self._segments.active.next_offset
         if loaded.clean and loaded.recovery_point and self._end_offset != loaded.recovery_point:
             # Closed cleanly at the recovery point: batches that end elsewhere have a
             # damaged base offset (outside the CRC); appending after it would reuse
@@ -167,7 +167,7 @@ class Log(Closing):
                 f"the batches end at offset {self._end_offset - 1}, but the log was closed "
                 f"at offset {loaded.recovery_point} ({RECOVERY_POINT_FILE}): a batch's base "
                 "offset is damaged; logstore verify shows where",
-                self._active.log_path,
+                self._segments.active.log_path,
                 kind="offset_mismatch",
             )
         if self._end_offset < self._start_offset:
@@ -178,7 +178,8 @@ class Log(Closing):
                 path,
                 self._start_offset,
             )
-            self._reset_to(self._start_offset)
+            self._segments.reset(self._start_offset)
+            self._end_offset = self._start_offset
         self._flushed_offset = min(max(loaded.recovery_point, self._start_offset), self._end_offset)
         if loaded.clean:
             self._flushed_offset = self._end_offset
@@ -348,11 +349,11 @@ class Log(Closing):
         actions = list(loaded.actions)
         try:
             for base in rebuild_indexes:
-                seg = log._segments.get(base)
-                if seg is not None:
-                    seg.rebuild_indexes()
+                wrong = log._segments.get(base)
+                if wrong is not None:
+                    wrong.rebuild_indexes()
                     reason = "entries did not match the log"
-                    actions.append(RecoveryAction(seg.index_path, "rebuild_index", reason))
+                    actions.append(RecoveryAction(wrong.index_path, "rebuild_index", reason))
         finally:
             log.close()
         return actions
@@ -390,14 +391,14 @@ class Log(Closing):
     def size_bytes(self) -> int:
         """Bytes of all ``.log`` segment files."""
         with self._lock:
-            return sum(s.size for s in self._segments.values())
+            return sum(s.size for s in self._segments)
 
     @property
     def segments(self) -> list[SegmentInfo]:
         """One ``SegmentInfo`` per segment, oldest first (reads headers of sealed segments once)."""
         with self._lock:
             self._check_open()
-            segs = list(self._segments.values())
+            segs = list(self._segments)
             return [
                 SegmentInfo(
                     base_offset=s.base_offset,
@@ -459,7 +460,7 @@ class Log(Closing):
                     break
                 data, count, max_ts = plan[k]
                 last_offset = self._end_offset + count - 1
-                before = self._active
+                before = self._segments.active
                 segment = self._maybe_roll(len(data), max_ts, last_offset)
                 self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), count)
                 self._end_offset = last_offset + 1
@@ -484,7 +485,7 @@ class Log(Closing):
             now=now,
             start=start,
             base_offset=self._end_offset,
-            active_records=self._active.records,
+            active_records=self._segments.active.records,
         )
 
     def _write(self, segment: Segment, data: bytes, span: BatchSpan, record_count: int) -> None:
@@ -540,25 +541,16 @@ class Log(Closing):
 
     def _maybe_roll(self, size: int, max_timestamp: int, last_offset: int) -> Segment:
         """Return the segment the next batch goes to, rolling first if a limit says so."""
-        seg = self._active
-        if seg.size == 0:
-            return seg
+        seg = self._segments.active
         config = self._config
-        reason = None
-        if seg.size + size > config.segment_bytes:
-            reason = "size"
-        elif (
-            config.segment_ms is not None
-            and seg.first_timestamp is not None
-            and (max_timestamp - seg.first_timestamp > config.segment_ms)
-        ):
-            reason = "age"
-        elif config.segment_messages is not None and seg.records >= config.segment_messages:
-            reason = "messages"
-        elif seg.index_full:
-            reason = "index"
-        elif last_offset - seg.base_offset > INT32_MAX:
-            reason = "offset"
+        reason = seg.should_roll(
+            size,
+            max_timestamp,
+            last_offset,
+            segment_bytes=config.segment_bytes,
+            segment_ms=config.segment_ms,
+            segment_messages=config.segment_messages,
+        )
         if reason is None:
             return seg
         return self._roll()
@@ -567,7 +559,7 @@ class Log(Closing):
         """Start a new active segment now (no-op if the active one is empty)."""
         with self._lock:
             self._check_open()
-            if self._active.size:
+            if self._segments.active.size:
                 self._roll()
 
     def _roll(self) -> Segment:
@@ -595,19 +587,8 @@ class Log(Closing):
         return new
 
     def _roll_segment(self) -> Segment:
-        """Seal the active segment and create the next one.
-
-        1. Seal: final time-index entry, indexes trimmed. A crash after this
-           leaves a complete segment; recovery rebuilds nothing.
-        2. Flush it (unless ``fsync="never"``) so the recovery point can pass it.
-        3. Create the new segment's files and fsync the directory. A crash
-           before the fsync loses only empty files.
-        """
-        old = self._active
-        old.seal()
-        if self._config.fsync != "never":
-            old.flush()  # its indexes were fsynced when sealed
-        new = self._add_segment(self._end_offset)
+        """Roll (``Segments.roll``); the recovery point passes the sealed segment."""
+        new = self._segments.roll(self._end_offset)
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
@@ -687,8 +668,8 @@ class Log(Closing):
                     if (
                         self._closed
                         or self._truncations != truncations
-                        or any(s is self._active for s in inputs)
-                        or any(self._segments.get(s.base_offset) is not s for s in inputs)
+                        or any(s is self._segments.active for s in inputs)
+                        or not all(self._segments.holds(s) for s in inputs)
                     ):
                         cleaner.discard(done.outputs)  # truncation or retention got there first
                         break
@@ -696,12 +677,7 @@ class Log(Closing):
                         # Before the first swap leaves gaps in the offsets, say so durably:
                         # the checkpoint marks the log as compacted for every later open.
                         self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-                    cleaner.swap(self._path, inputs, done.outputs)
-                    for seg in inputs:
-                        del self._segments[seg.base_offset]
-                    for seg in done.outputs:
-                        self._adopt(seg)
-                        self._segments[seg.base_offset] = seg
+                    self._segments.replace(inputs, done.outputs)
                     self._cleaner_offset = end
                     self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
                 if not dirty or end >= dirty[-1].next_offset:
@@ -732,7 +708,7 @@ class Log(Closing):
         first_dirty = self._cleaner_offset
         if not self._start_offset <= first_dirty <= self._end_offset:
             first_dirty = self._start_offset
-        return list(self._segments.values())[:-1], first_dirty, self._clock()
+        return self._segments.sealed(), first_dirty, self._clock()
 
     def _maybe_compact(self) -> None:
         """After a roll in a compacted log: compact if the dirty share is over the limit."""
@@ -779,8 +755,8 @@ class Log(Closing):
                 # Only what is still, unchanged, the log's oldest sealed segments goes
                 # (compaction swaps in new Segment objects; a sealed one never changes).
                 still = 0
-                for (seg, _), current in zip(archived, self._segments.values()):
-                    if seg is not current or seg is self._active:
+                for (seg, _), current in zip(archived, self._segments):
+                    if seg is not current or seg is self._segments.active:
                         break
                     still += 1
                 going = archived[:still]
@@ -814,7 +790,7 @@ class Log(Closing):
         When the active segment is among them it is rolled now (not in a dry run).
         """
         config = self._config
-        segs = list(self._segments.values())
+        segs = list(self._segments)
         count_records = config.deletes and config.retention_messages is not None
         by_age = config.deletes and config.retention_ms is not None
         facts = [
@@ -831,7 +807,7 @@ class Log(Closing):
         doomed = retention.plan(
             facts, start_offset=self._start_offset, config=config, now_ms=self._clock()
         )
-        rolled = bool(doomed) and doomed[-1][0].base_offset == self._active.base_offset
+        rolled = bool(doomed) and doomed[-1][0].base_offset == self._segments.active.base_offset
         if rolled and not dry_run:
             # The log keeps one segment: roll so that the doomed one is sealed (and
             # whole for the archive hook) before it goes. A crash after the roll
@@ -839,7 +815,8 @@ class Log(Closing):
             self._roll_segment()
         planned = []
         for fact, rule in doomed:
-            seg = self._segments[fact.base_offset]
+            seg = self._segments.get(fact.base_offset)
+            assert seg is not None
             info = RemovedSegment(
                 base_offset=fact.base_offset,
                 next_offset=fact.next_offset,
@@ -874,9 +851,7 @@ class Log(Closing):
         if going:  # the first segment that stays starts the log
             start = max(start, going[-1][1].next_offset)
         if not dry_run and going:
-            for seg, _ in going:
-                del self._segments[seg.base_offset]
-            self._delete_segments([seg for seg, _ in going])
+            self._segments.remove([seg for seg, _ in going])
             if start > self._start_offset:
                 self._start_offset = start
                 self._checkpoint(LOG_START_FILE, self._start_offset)
@@ -892,10 +867,10 @@ class Log(Closing):
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
 
     def _flush_locked(self) -> None:
-        for seg in self._segments.values():  # rolled with fsync="never": not yet synced
-            if seg.unflushed and seg is not self._active:
+        for seg in self._segments:  # rolled with fsync="never": not yet synced
+            if seg.unflushed and seg is not self._segments.active:
                 seg.flush()
-        self._active.flush()
+        self._segments.active.flush()
         self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
         self._last_flush_ms = self._clock()
@@ -976,14 +951,7 @@ class Log(Closing):
         And with the offset its batches must stay below: the next segment's
         base offset, or the log's end offset for the last one.
         """
-        segs = self._segments
-        if not segs:
-            active = self._active
-            return [(active, active.size, self._end_offset)]
-        chosen = segs.values()[max(segs.bisect_right(offset) - 1, 0) :]
-        bounds = [s.base_offset for s in chosen[1:]]
-        bounds.append(self._end_offset)
-        return [(s, s.size, bound) for s, bound in zip(chosen, bounds)]
+        return self._segments.snapshot(offset, self._end_offset)
 
     def read(
         self, offset: int, *, max_records: int | None = None, max_bytes: int | None = None
@@ -1069,11 +1037,9 @@ class Log(Closing):
         segment that was replaced or deleted meanwhile is left alone.
         """
         with self._lock:
-            segs = self._segments
-            if self._closed or segs.get(seg.base_offset) is not seg:
+            if self._closed or not self._segments.holds(seg):
                 return
-            i = segs.index(seg.base_offset)
-            bound = segs.values()[i + 1].base_offset if i + 1 < len(segs) else self._end_offset
+            bound = self._segments.bound(seg, self._end_offset)
             error = seg.repair_indexes(end_offset=bound)
         if error is not None:
             logger.warning("%s: index not rewritten, the log is damaged: %s", seg.index_path, error)
@@ -1118,20 +1084,7 @@ class Log(Closing):
                     f"cannot truncate to {offset}, below the start offset {self._start_offset}"
                 )
             try:
-                doomed = [s for s in self._segments.values() if s.base_offset >= offset]
-                for seg in doomed:
-                    del self._segments[seg.base_offset]
-                # Newest first: directory entries change in order, so a power loss
-                # part-way leaves the log cut at a segment boundary, never with a hole.
-                self._delete_segments(doomed[::-1])
-                if not self._segments:
-                    self._add_segment(offset)
-                else:
-                    seg = self._segments.values()[-1]
-                    if seg is not self._active:
-                        seg.activate()
-                        self._active = seg
-                    self._truncate_segment(seg, offset)
+                self._segments.truncate(offset, compression_level=self._config.compression_level)
             except OSError:
                 # Files are partly cut: the state in memory no longer matches them.
                 # Close without the clean marker; the next open recovers from the files.
@@ -1140,49 +1093,11 @@ class Log(Closing):
             self._end_offset = offset
             self._truncations += 1  # a compaction round started before this is void
             self._flushed_offset = min(self._flushed_offset, offset)
-            self._active.flush()
+            self._segments.active.flush()
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
             if self._cleaner_offset > offset:  # re-appended records are dirty again
                 self._cleaner_offset = offset
                 self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-
-    def _truncate_segment(self, seg: Segment, offset: int) -> None:
-        position, header = seg.find_position(offset, seg.size)
-        if header is None:
-            return
-        keep: list[Record] = []
-        if header.base_offset < offset:
-            buf = seg.read(position, header.size)
-            keep = [r for r in batch.decode_records(buf, 0) if r.offset < offset]
-        if not keep:
-            seg.truncate_to(position, offset)
-            return
-        if keep:
-            data = batch.build_batch(
-                batch.encode_records(
-                    [(r.value, r.key, r.headers, r.timestamp) for r in keep],
-                    keep[0].timestamp,
-                    [r.offset - header.base_offset for r in keep],
-                ),
-                base_offset=header.base_offset,
-                record_count=len(keep),
-                last_offset_delta=offset - 1 - header.base_offset,
-                base_timestamp=keep[0].timestamp,
-                max_timestamp=max(r.timestamp for r in keep),
-                attributes=header.attributes & ~batch.DELETE_HORIZON_BIT,
-                compression_level=self._config.compression_level,
-                leader_epoch=header.leader_epoch,
-                producer_id=header.producer_id,
-                producer_epoch=header.producer_epoch,
-                base_sequence=header.base_sequence,
-            )
-            # 1. Write the shortened batch over the old one and fsync: a crash after
-            #    this leaves it followed by the old batch's remains, which recovery
-            #    cuts (and quarantines) as a torn tail; the kept records survive.
-            # 2. Only then cut the file after it.
-            seg.overwrite(position, data)
-            seg.offset_index.truncate_to_position(position)
-            seg.truncate_to(position + len(data), offset)
 
     def delete_before(self, offset: int) -> None:
         """Advance ``start_offset`` to ``offset``; whole segments below it are deleted.
@@ -1202,53 +1117,9 @@ class Log(Closing):
                 return
             self._start_offset = offset
             self._checkpoint(LOG_START_FILE, self._start_offset)
-            segs = list(self._segments.values())
+            segs = list(self._segments)
             doomed = [s for s, nxt in itertools.pairwise(segs) if nxt.base_offset <= offset]
-            for seg in doomed:
-                del self._segments[seg.base_offset]
-            self._delete_segments(doomed)
-
-    def _reset_to(self, offset: int) -> None:
-        doomed = list(self._segments.values())
-        self._segments.clear()
-        self._delete_segments(doomed)
-        self._add_segment(offset)
-        self._end_offset = offset
-
-    def _adopt(self, seg: Segment) -> None:
-        """Put a segment's handle under the shared handle cache, if any.
-
-        With ``fsync="never"`` nothing waits for an fsync, so even a handle with
-        unsynced data may be closed.
-        """
-        seg.adopt(self._handles, keep_open_until_flushed=self._config.fsync != "never")
-        seg.contiguous = self._contiguous
-
-    def _add_segment(self, base_offset: int) -> Segment:
-        """Create the new active segment at ``base_offset``; durable once this returns."""
-        new = Segment.create(
-            self._path,
-            base_offset,
-            max_index_bytes=self._config.max_index_bytes,
-            index_interval_bytes=self._config.index_interval_bytes,
-        )
-        fsync_dir(self._path)  # a crash before this loses only empty files
-        self._adopt(new)
-        self._segments[base_offset] = new
-        self._active = new
-        return new
-
-    def _delete_segments(self, doomed: Sequence[Segment]) -> None:
-        """Remove segments crash-safely: 1. rename to ``.deleted`` (recovery deletes
-        those), 2. fsync the directory, 3. unlink."""
-        if not doomed:
-            return
-        for seg in doomed:
-            seg.detach()  # readers holding it keep reading
-            seg.rename_with_suffix("", DELETED_SUFFIX)
-        fsync_dir(self._path)
-        for seg in doomed:
-            seg.delete_files()
+            self._segments.remove(doomed)
 
     # ------------------------------------------------------------ closing
 
@@ -1269,7 +1140,7 @@ class Log(Closing):
             self._closed = True
             try:
                 self._flush_locked()
-                for seg in self._segments.values():
+                for seg in self._segments:
                     seg.close()  # the active one is sealed: indexes written and fsynced
                 self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
                 self._checkpoint(LOG_START_FILE, self._start_offset)
@@ -1284,7 +1155,7 @@ class Log(Closing):
                 return
             self._closed = True
             self._stop.set()
-            for seg in self._segments.values():
+            for seg in self._segments:
                 seg.close_file()
             self._dir_lock.release()
 
@@ -1292,5 +1163,5 @@ class Log(Closing):
         return {
             "start": self._start_offset,
             "end": self._end_offset,
-            "segments": [(s.base_offset, s.size) for s in self._segments.values()],
+            "segments": [(s.base_offset, s.size) for s in self._segments],
         }
