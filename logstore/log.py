@@ -61,22 +61,6 @@ DEFAULT_MAX_OPEN_FILES = 1024
 DEFAULT_MAINTENANCE_INTERVAL_MS = 60_000
 
 
-def _add_round(
-    totals: CompactionResult, done: cleaner.Round, segments_before: int
-) -> CompactionResult:
-    return dataclasses.replace(
-        totals,
-        records_before=totals.records_before + sum(r.records_before for r in done.reports),
-        records_after=totals.records_after + sum(r.records_after for r in done.reports),
-        bytes_before=totals.bytes_before + sum(r.bytes_before for r in done.reports),
-        bytes_after=totals.bytes_after + sum(r.bytes_after for r in done.reports),
-        tombstones_removed=totals.tombstones_removed
-        + sum(r.tombstones_removed for r in done.reports),
-        segments_before=totals.segments_before + segments_before,
-        segments_after=totals.segments_after + done.segments_after,
-    )
-
-
 def _check_open_options(max_open_files: object, maintenance_interval_ms: object) -> None:
     if type(max_open_files) is not int or max_open_files < 1:
         raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
@@ -622,72 +606,40 @@ class Log(Closing):
                 f"compact() needs cleanup_policy 'compact' or 'compact,delete'; "
                 f"{self._path} has {self._config.cleanup_policy!r}"
             )
-        config = self._config
-        started = time.perf_counter()
-        totals = CompactionResult(dry_run=dry_run)
-        reports: list[dict[str, int]] = []
-        first_ratio: float | None = None
         with self._cleaner_lock:
-            while True:
-                with self._lock:
-                    truncations = self._truncations
-                    sealed, first_dirty, now = self._cleanable_snapshot()
-                clean, dirty = cleaner.sections(
-                    sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
-                )
-                if first_ratio is None:
-                    first_ratio = cleaner.dirty_ratio(clean, dirty)
-                if dirty:
-                    offsets, end = cleaner.build_offset_map(
-                        dirty,
-                        first_dirty,
-                        budget_bytes=config.compaction_memory_bytes,
-                        verify_crc=True,  # never rewrite damaged bytes under a fresh CRC
-                    )
-                    inputs = [s for s in sealed if s.base_offset < end]
-                elif not reports and cleaner.has_expired_tombstones(clean, now_ms=now):
-                    # Nothing new, but tombstones passed their horizon: clean the clean part.
-                    offsets, end, inputs = {}, first_dirty, clean
-                else:
-                    break
-                done = cleaner.clean_round(
-                    self._path,
-                    inputs,
-                    offsets,
-                    end,
-                    config,
-                    now_ms=now,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
-                reports += [r.as_dict() for r in done.reports]
-                totals = _add_round(totals, done, len(inputs))
-                if dry_run:
-                    break
-                with self._lock:
-                    if (
-                        self._closed
-                        or self._truncations != truncations
-                        or any(s is self._segments.active for s in inputs)
-                        or not all(self._segments.holds(s) for s in inputs)
-                    ):
-                        cleaner.discard(done.outputs)  # truncation or retention got there first
-                        break
-                    if not os.path.exists(os.path.join(self._path, CLEANER_CHECKPOINT_FILE)):
-                        # Before the first swap leaves gaps in the offsets, say so durably:
-                        # the checkpoint marks the log as compacted for every later open.
-                        self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-                    self._segments.replace(inputs, done.outputs)
-                    self._cleaner_offset = end
-                    self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-                if not dirty or end >= dirty[-1].next_offset:
-                    break
-        return dataclasses.replace(
-            totals,
-            dirty_ratio=first_ratio or 0.0,
-            seconds=time.perf_counter() - started,
-            details=tuple(reports),
-        )
+            return cleaner.compact(
+                self._path,
+                self._config,
+                snapshot=self._round_snapshot,
+                commit=self._commit_round,
+                dry_run=dry_run,
+                progress=progress,
+            )
+
+    def _round_snapshot(self) -> cleaner.CleanableSnapshot:
+        with self._lock:
+            sealed, first_dirty, now = self._cleanable_snapshot()
+            return cleaner.CleanableSnapshot(sealed, first_dirty, now, self._truncations)
+
+    def _commit_round(self, taken: cleaner.CleanableSnapshot, done: cleaner.Round) -> bool:
+        """Under the lock: swap a round's outputs in, unless its inputs changed meanwhile."""
+        with self._lock:
+            inputs = done.inputs
+            if (
+                self._closed
+                or self._truncations != taken.token
+                or any(s is self._segments.active for s in inputs)
+                or not all(self._segments.holds(s) for s in inputs)
+            ):
+                return False
+            if not os.path.exists(os.path.join(self._path, CLEANER_CHECKPOINT_FILE)):
+                # Before the first swap leaves gaps in the offsets, say so durably:
+                # the checkpoint marks the log as compacted for every later open.
+                self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
+            self._segments.replace(inputs, done.outputs)
+            self._cleaner_offset = done.end_offset
+            self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
+            return True
 
     def dirty_ratio(self) -> float:
         """The share of the log's bytes not yet compacted (what auto-compaction compares)."""
