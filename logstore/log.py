@@ -47,7 +47,6 @@ from .model import (
     Header,
     Message,
     Record,
-    RemovedSegment,
     RetentionResult,
     SegmentInfo,
 )
@@ -699,19 +698,12 @@ class Log(Closing):
                 truncations = self._truncations
                 planned, rolled = self._plan_retention(dry_run=False)
             # A slow archive script must not stall appends: the hook runs unlocked.
-            archived, kept, errors = self._archive(planned)
+            archived, kept, errors = retention.archive(self._config.archive, planned)
             with self._lock:
                 self._check_open()
                 if self._truncations != truncations:
                     archived = []  # a truncation voids the plan; the next pass plans again
-                # Only what is still, unchanged, the log's oldest sealed segments goes
-                # (compaction swaps in new Segment objects; a sealed one never changes).
-                still = 0
-                for (seg, _), current in zip(archived, self._segments):
-                    if seg is not current or seg is self._segments.active:
-                        break
-                    still += 1
-                going = archived[:still]
+                going = retention.still_oldest(archived, self._segments, self._segments.active)
                 return RetentionResult(
                     removed=tuple(info for _, info in going),
                     kept_by_archive_failure=tuple(kept),
@@ -724,7 +716,8 @@ class Log(Closing):
     def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
         """Plan, archive and delete in one go, under the lock (on roll, and without a hook)."""
         planned, rolled = self._plan_retention(dry_run=dry_run)
-        going, kept, errors = (planned, [], []) if dry_run else self._archive(planned)
+        hook = None if dry_run else self._config.archive
+        going, kept, errors = retention.archive(hook, planned)
         return RetentionResult(
             removed=tuple(info for _, info in going),
             kept_by_archive_failure=tuple(kept),
@@ -734,70 +727,26 @@ class Log(Closing):
             rolled=rolled,
         )
 
-    def _plan_retention(
-        self, *, dry_run: bool
-    ) -> tuple[list[tuple[Segment, RemovedSegment]], bool]:
+    def _plan_retention(self, *, dry_run: bool) -> tuple[retention.Planned, bool]:
         """Under the lock: the segments retention takes, oldest first, and whether it rolled.
 
-        When the active segment is among them it is rolled now (not in a dry run).
+        When the active segment is among them it is rolled now (not in a dry run):
+        the log keeps one segment, so the doomed one is sealed (and whole for the
+        archive hook) before it goes. A crash after the roll leaves a sealed
+        segment and an empty active one; the next pass deletes it.
         """
-        config = self._config
-        segs = list(self._segments)
-        count_records = config.deletes and config.retention_messages is not None
-        by_age = config.deletes and config.retention_ms is not None
-        facts = [
-            retention.SegmentFacts(
-                base_offset=s.base_offset,
-                next_offset=nxt.base_offset if nxt is not None else self._end_offset,
-                records=s.records if count_records else 0,
-                size_bytes=s.size,
-                max_timestamp=s.max_timestamp if by_age else None,
-                mtime_ms=int(os.stat(s.log_path).st_mtime * 1000) if by_age else 0,
-            )
-            for s, nxt in zip(segs, [*segs[1:], None])
-        ]
-        doomed = retention.plan(
-            facts, start_offset=self._start_offset, config=config, now_ms=self._clock()
+        planned, rolled = retention.plan_removal(
+            list(self._segments),
+            start_offset=self._start_offset,
+            end_offset=self._end_offset,
+            config=self._config,
+            now_ms=self._clock(),
         )
-        rolled = bool(doomed) and doomed[-1][0].base_offset == self._segments.active.base_offset
         if rolled and not dry_run:
-            # The log keeps one segment: roll so that the doomed one is sealed (and
-            # whole for the archive hook) before it goes. A crash after the roll
-            # leaves a sealed segment and an empty active one; the next pass deletes it.
             self._roll_segment()
-        planned = []
-        for fact, rule in doomed:
-            seg = self._segments.get(fact.base_offset)
-            assert seg is not None
-            info = RemovedSegment(
-                base_offset=fact.base_offset,
-                next_offset=fact.next_offset,
-                records=fact.records if count_records else seg.records,
-                size_bytes=fact.size_bytes,
-                max_timestamp=seg.max_timestamp,
-                rule=rule,
-            )
-            planned.append((seg, info))
         return planned, rolled
 
-    def _archive(
-        self, planned: list[tuple[Segment, RemovedSegment]]
-    ) -> tuple[list[tuple[Segment, RemovedSegment]], list[int], list[str]]:
-        """Hand planned segments to the archive hook in order; stop at the first refusal.
-
-        Returns the archived prefix, the base offset refused and what the hook said.
-        """
-        hook = self._config.archive
-        if hook is None:
-            return planned, [], []
-        for i, (seg, info) in enumerate(planned):
-            try:
-                retention.run_archive(hook, seg.paths)
-            except retention.ArchiveError as exc:
-                return planned[:i], [info.base_offset], [f"{seg.log_path}: {exc}"]
-        return planned, [], []
-
-    def _remove_planned(self, going: list[tuple[Segment, RemovedSegment]], *, dry_run: bool) -> int:
+    def _remove_planned(self, going: retention.Planned, *, dry_run: bool) -> int:
         """Under the lock: delete ``going`` (a prefix of the log); return the new start offset."""
         start = self._start_offset
         if going:  # the first segment that stays starts the log

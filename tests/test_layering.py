@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "segments": {"segment", "_fs", "errors"},
     "loader": {"segment", "checkpoints", "_fs", "config", "errors"},
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
-    "retention": {"config"},
+    "retention": {"segment", "model", "config"},
     "validator": {"batch", "config", "model", "errors"},
     "reader": {"batch", "segment", "model", "errors"},
     "log": {
