@@ -39,6 +39,7 @@ from .errors import (
 )
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
+from .maintenance import Maintenance
 from .model import Header, Message
 from .partitioner import number, partition_for, route_many
 
@@ -179,7 +180,8 @@ class Broker(Closing):
         self._interrupted_deletes: list[str] = []
         self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
         self._stop = threading.Event()
-        self._maintenance: threading.Thread | None = None
+        #: The broker's one housekeeping thread: its maintenance and every partition's fsyncs.
+        self._maintenance = Maintenance(f"logstore-maintenance-{root}")
         try:
             self._load()
             offsets = self._internal_offsets_topic()
@@ -187,16 +189,11 @@ class Broker(Closing):
             for name in self._interrupted_deletes:
                 self._offsets.forget_topic(name)
         except BaseException:
+            self._maintenance.close()
             self._close_logs()
             raise
         if maintenance_interval_ms:
-            self._maintenance = threading.Thread(
-                target=self._maintain,
-                args=(maintenance_interval_ms / 1000,),
-                name=f"logstore-maintenance-{root}",
-                daemon=True,
-            )
-            self._maintenance.start()
+            self._maintenance.every(maintenance_interval_ms, self.run_maintenance, owner=self)
 
     @classmethod
     def open(
@@ -309,6 +306,7 @@ class Broker(Closing):
             clock=self._clock,
             handles=self._handles,
             maintenance_interval_ms=None,  # the broker's own thread maintains every partition
+            maintenance=self._maintenance,  # and does their interval fsyncs
         )
 
     def _config_for(self, topic: str) -> LogConfig:
@@ -589,10 +587,6 @@ class Broker(Closing):
 
     # ------------------------------------------------------------ maintenance
 
-    def _maintain(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self.run_maintenance()
-
     def run_maintenance(self) -> None:
         """Apply retention and, where due, compaction to every partition now."""
         with self._lock:
@@ -626,8 +620,7 @@ class Broker(Closing):
                 return
             self._closed = True
         self._stop.set()
-        if self._maintenance is not None and self._maintenance is not threading.current_thread():
-            self._maintenance.join(timeout=60)
+        self._maintenance.close(timeout=60)
         self._coordinator.close_all()
         self._close_logs()
         self._dir_lock.release()

@@ -12,7 +12,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -42,6 +41,7 @@ from .errors import (
     OffsetOutOfRange,
 )
 from .loader import LoadResult, RecoveryAction, load
+from .maintenance import Maintenance
 from .model import (
     CompactionResult,
     Header,
@@ -117,6 +117,7 @@ class Log(Closing):
         handles: HandleCache | None = None,
         *,
         maintenance_interval_ms: int | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -167,7 +168,6 @@ class Log(Closing):
         if loaded.clean:
             self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
-        self._compaction_due = False
         self._cleaner_lock = threading.Lock()
         self._retention_lock = threading.Lock()
         self._cleaner_offset = loaded.cleaner_offset
@@ -175,17 +175,21 @@ class Log(Closing):
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
         self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
-        self._maintenance_interval_ms = maintenance_interval_ms or None
+        #: Rolls so far: an append that rolled runs the housekeeping due after releasing the lock.
+        self._rolls = 0
         #: Passes of the background maintenance so far; ``_maintained`` is notified after each.
         self._maintenance_passes = 0
         self._maintained = threading.Condition()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        if config.fsync == "interval" or self._maintenance_interval_ms is not None:
-            self._worker = threading.Thread(
-                target=self._run_background, name=f"logstore-maintenance-{path}", daemon=True
-            )
-            self._worker.start()
+        interval_ms = maintenance_interval_ms or None
+        self._maintenance: Maintenance | None = None
+        self._owns_maintenance = False
+        if config.fsync == "interval" or interval_ms is not None:
+            self._owns_maintenance = maintenance is None
+            self._maintenance = maintenance or Maintenance(f"logstore-maintenance-{path}")
+            if config.fsync == "interval":
+                self._maintenance.every(config.fsync_interval_ms, self._interval_flush, owner=self)
+            if interval_ms is not None:
+                self._maintenance.every(interval_ms, self._maintenance_pass, owner=self)
 
     @classmethod
     def open(
@@ -197,6 +201,7 @@ class Log(Closing):
         handles: HandleCache | None = None,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+        maintenance: Maintenance | None = None,
         record_config: bool = True,
     ) -> Log:
         """Open (creating if needed) the log in directory ``path``.
@@ -211,7 +216,9 @@ class Log(Closing):
         A background thread applies retention and, where due, compaction every
         ``maintenance_interval_ms`` (``None`` or 0: no thread), so an idle log
         still honours its limits; it is stopped and joined by ``close``. With
-        ``fsync="interval"`` the same thread does the interval fsyncs.
+        ``fsync="interval"`` the same thread does the interval fsyncs. The
+        thread is a ``Maintenance`` of the log's own unless ``maintenance`` (one
+        shared by several logs, as a ``Broker`` does) is passed.
 
         ``config`` is recorded in the directory (see ``recorded_config``) when it
         changed, unless ``record_config`` is false (a tool borrowing the log's settings).
@@ -250,6 +257,7 @@ class Log(Closing):
                 clock or wall_clock_ms,
                 handles,
                 maintenance_interval_ms=maintenance_interval_ms,
+                maintenance=maintenance,
             )
         except BaseException:
             lock.release()
@@ -433,6 +441,7 @@ class Log(Closing):
         entries = validator.prepare(messages, compacted=self._config.compacted)
         with self._lock:
             self._check_open()
+            rolls = self._rolls
             base = self._end_offset
             if not entries:
                 return range(base, base)
@@ -455,8 +464,8 @@ class Log(Closing):
                     plan[k + 1 :] = self._plan(entries, now, done)
             end = self._end_offset
             self._after_append(end - base, now)
-        if self._compaction_due:
-            self._maybe_compact()
+        if self._rolls != rolls:
+            self._after_roll()
         return range(base, end)
 
     def _plan(self, entries: list[Entry], now: int, start: int) -> list[validator.Planned]:
@@ -496,6 +505,7 @@ class Log(Closing):
         headers = validator.check_batches(data, self._config)
         with self._lock:
             self._check_open()
+            rolls = self._rolls
             base = self._end_offset
             for pos, header in headers:
                 batch.set_base_offset(data, pos, self._end_offset)
@@ -506,7 +516,10 @@ class Log(Closing):
                 self._write(segment, piece, span, header.record_count)
                 self._end_offset = last_offset + 1
             self._after_append(self._end_offset - base, self._clock())
-            return range(base, self._end_offset)
+            end = self._end_offset
+        if self._rolls != rolls:
+            self._after_roll()
+        return range(base, end)
 
     def _after_append(self, count: int, now: int) -> None:
         mode = self._config.fsync
@@ -542,12 +555,25 @@ class Log(Closing):
         """Start a new active segment now (no-op if the active one is empty)."""
         with self._lock:
             self._check_open()
-            if self._segments.active.size:
-                self._roll()
+            if not self._segments.active.size:
+                return
+            self._roll()
+        self._after_roll()
 
     def _roll(self) -> Segment:
-        """Roll (``_roll_segment``), then apply retention and mark compaction due."""
-        new = self._roll_segment()
+        """Roll only (``_roll_segment``); the caller runs ``_after_roll`` once unlocked."""
+        self._rolls += 1
+        return self._roll_segment()
+
+    def _after_roll(self) -> None:
+        """The housekeeping a roll makes due, in the caller's thread, the log's lock released.
+
+        Retention judges the sealed segments (the records just appended stay);
+        skipped while another pass holds the retention lock (an archive hook
+        running: that pass or the next deletes). Then compaction, when the dirty
+        ratio is over ``min_cleanable_dirty_ratio``. An archive hook runs here
+        without the log's lock: other appends and reads go on meanwhile.
+        """
         config = self._config
         if (
             config.deletes
@@ -556,18 +582,18 @@ class Log(Closing):
                 or config.retention_messages is not None
                 or config.retention_ms is not None
             )
-            # Not while apply_retention's archive hook runs: that pass (or the next) deletes.
             and self._retention_lock.acquire(blocking=False)
         ):
             try:
-                result = self._apply_retention(dry_run=False)
+                result = self._archive_and_remove(sealed_only=True)
+            except LogClosedError:
+                return  # closed meanwhile: the records appended are in, nothing else is due
             finally:
                 self._retention_lock.release()
             for error in result.errors:
                 logger.warning("%s: retention kept a segment: %s", self._path, error)
         if config.compacted:
-            self._compaction_due = True  # checked against the dirty ratio after the append
-        return new
+            self._maybe_compact()
 
     def _roll_segment(self) -> Segment:
         """Roll (``Segments.roll``); the recovery point passes the sealed segment."""
@@ -663,7 +689,6 @@ class Log(Closing):
 
     def _maybe_compact(self) -> None:
         """After a roll in a compacted log: compact if the dirty share is over the limit."""
-        self._compaction_due = False
         if self._closed or self._cleaner_lock.locked():
             return
         if self.dirty_ratio() > self._config.min_cleanable_dirty_ratio:
@@ -693,29 +718,41 @@ class Log(Closing):
                 self._check_open()
                 return self._apply_retention(dry_run=dry_run)
         with self._retention_lock:  # one archiving pass at a time: none archives twice
-            with self._lock:
-                self._check_open()
-                truncations = self._truncations
-                planned, rolled = self._plan_retention(dry_run=False)
-            # A slow archive script must not stall appends: the hook runs unlocked.
-            archived, kept, errors = retention.archive(self._config.archive, planned)
-            with self._lock:
-                self._check_open()
-                if self._truncations != truncations:
-                    archived = []  # a truncation voids the plan; the next pass plans again
-                going = retention.still_oldest(archived, self._segments, self._segments.active)
-                return RetentionResult(
-                    removed=tuple(info for _, info in going),
-                    kept_by_archive_failure=tuple(kept),
-                    start_offset=self._remove_planned(going, dry_run=False),
-                    dry_run=False,
-                    errors=tuple(errors),
-                    rolled=rolled,
-                )
+            return self._archive_and_remove()
 
-    def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
-        """Plan, archive and delete in one go, under the lock (on roll, and without a hook)."""
-        planned, rolled = self._plan_retention(dry_run=dry_run)
+    def _archive_and_remove(self, *, sealed_only: bool = False) -> RetentionResult:
+        """With the retention lock held: plan under the log's lock, archive without it, remove.
+
+        Raises:
+            LogClosedError: the log is (or was meanwhile) closed.
+        """
+        if self._config.archive is None:
+            with self._lock:
+                self._check_open()
+                return self._apply_retention(dry_run=False, sealed_only=sealed_only)
+        with self._lock:
+            self._check_open()
+            truncations = self._truncations
+            planned, rolled = self._plan_retention(dry_run=False, sealed_only=sealed_only)
+        # A slow archive script must not stall appends: the hook runs unlocked.
+        archived, kept, errors = retention.archive(self._config.archive, planned)
+        with self._lock:
+            self._check_open()
+            if self._truncations != truncations:
+                archived = []  # a truncation voids the plan; the next pass plans again
+            going = retention.still_oldest(archived, self._segments, self._segments.active)
+            return RetentionResult(
+                removed=tuple(info for _, info in going),
+                kept_by_archive_failure=tuple(kept),
+                start_offset=self._remove_planned(going, dry_run=False),
+                dry_run=False,
+                errors=tuple(errors),
+                rolled=rolled,
+            )
+
+    def _apply_retention(self, *, dry_run: bool, sealed_only: bool = False) -> RetentionResult:
+        """Plan, archive and delete in one go, under the lock (a dry run, or without a hook)."""
+        planned, rolled = self._plan_retention(dry_run=dry_run, sealed_only=sealed_only)
         hook = None if dry_run else self._config.archive
         going, kept, errors = retention.archive(hook, planned)
         return RetentionResult(
@@ -727,7 +764,9 @@ class Log(Closing):
             rolled=rolled,
         )
 
-    def _plan_retention(self, *, dry_run: bool) -> tuple[retention.Planned, bool]:
+    def _plan_retention(
+        self, *, dry_run: bool, sealed_only: bool = False
+    ) -> tuple[retention.Planned, bool]:
         """Under the lock: the segments retention takes, oldest first, and whether it rolled.
 
         When the active segment is among them it is rolled now (not in a dry run):
@@ -742,6 +781,8 @@ class Log(Closing):
             config=self._config,
             now_ms=self._clock(),
         )
+        if rolled and sealed_only:
+            return planned[:-1], False  # after an append: the records it wrote stay
         if rolled and not dry_run:
             self._roll_segment()
         return planned, rolled
@@ -791,46 +832,26 @@ class Log(Closing):
         if config.compacted and self.dirty_ratio() > config.min_cleanable_dirty_ratio:
             self.compact()
 
-    def _run_background(self) -> None:
-        """The log's one background thread: interval fsyncs and maintenance, each on its period.
+    def _maintenance_pass(self) -> None:
+        """A ``Maintenance`` task: ``run_maintenance``, then notify ``_maintained`` (tests wait)."""
+        try:
+            self.run_maintenance()
+        except LogClosedError:
+            return
+        finally:
+            with self._maintained:
+                self._maintenance_passes += 1
+                self._maintained.notify_all()
 
-        Periods run on the monotonic clock, not the injected one (a test's fake
-        clock does not move by itself); retention still judges ages by the
-        injected clock. ``close`` sets ``_stop`` and joins this thread.
-        """
-        flush_s = (
-            max(self._config.fsync_interval_ms, 1) / 1000
-            if self._config.fsync == "interval"
-            else None
-        )
-        interval_ms = self._maintenance_interval_ms
-        maintain_s = interval_ms / 1000 if interval_ms is not None else None
-        now = time.monotonic()
-        next_flush = now + flush_s if flush_s is not None else math.inf
-        next_maintain = now + maintain_s if maintain_s is not None else math.inf
-        while not self._stop.wait(max(min(next_flush, next_maintain) - time.monotonic(), 0)):
-            now = time.monotonic()
-            if flush_s is not None and now >= next_flush:
-                next_flush = now + flush_s
-                with self._lock:
-                    if self._closed:
-                        return
-                    if self._flushed_offset < self._end_offset:
-                        try:
-                            self._flush_locked()
-                        except OSError:  # the next append (or flush) raises it to a caller
-                            logger.exception("%s: interval fsync failed", self._path)
-            if maintain_s is not None and now >= next_maintain:
-                try:
-                    self.run_maintenance()
-                except LogClosedError:
-                    return
-                except Exception:  # housekeeping must outlive one failed pass
-                    logger.exception("%s: maintenance failed", self._path)
-                next_maintain = time.monotonic() + maintain_s
-                with self._maintained:
-                    self._maintenance_passes += 1
-                    self._maintained.notify_all()
+    def _interval_flush(self) -> None:
+        """A ``Maintenance`` task with ``fsync="interval"``: fsync what is not yet synced."""
+        with self._lock:
+            if self._closed or self._flushed_offset >= self._end_offset:
+                return
+            try:
+                self._flush_locked()
+            except OSError:  # the next append (or flush) raises it to a caller
+                logger.exception("%s: interval fsync failed", self._path)
 
     def _checkpoint(self, name: str, offset: int) -> None:
         """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
@@ -1031,10 +1052,12 @@ class Log(Closing):
         the lock, which a pass in progress needs to finish). The marker is
         written last, so a crash during close counts as unclean.
         """
-        self._stop.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=60)  # bounded: a hung archive hook must not hang close
+        maintenance = self._maintenance
+        if maintenance is not None:  # bounded: a hung archive hook must not hang close
+            if self._owns_maintenance:
+                maintenance.close(timeout=60)
+            else:
+                maintenance.cancel(self, timeout=60)
         with self._lock:
             if self._closed:
                 return
@@ -1055,7 +1078,11 @@ class Log(Closing):
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
+            if self._maintenance is not None:  # its tasks see the log closed; stop, not join
+                if self._owns_maintenance:
+                    self._maintenance.close(timeout=0)
+                else:
+                    self._maintenance.cancel(self, timeout=0)
             for seg in self._segments:
                 seg.close_file()
             self._dir_lock.release()

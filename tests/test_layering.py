@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "validator": {"batch", "config", "model", "errors"},
     "reader": {"batch", "segment", "model", "errors"},
     "log": {
+        "maintenance",
         "segments",
         "validator",
         "reader",
@@ -44,10 +45,12 @@ ALLOWED: dict[str, set[str]] = {
         "_varint",
         "compression",
     },
+    "maintenance": set(),
     "partitioner": {"_native"},
     "_offsets": set(),
     "consumer": {"log", "_fs", "model", "errors", "_offsets", "partitioner"},
     "broker": {
+        "maintenance",
         "log",
         "consumer",
         "partitioner",
