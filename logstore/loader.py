@@ -11,6 +11,8 @@ Knows segments and files, not records, and not the ``Log`` that will use them.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from ._fs import (
     CLEANED_SUFFIX,
     CLEANER_CHECKPOINT_FILE,
+    CONFIG_FILE,
     CORRUPT_INFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -28,6 +31,7 @@ from ._fs import (
     SEGMENT_SUFFIXES,
     SWAP_SUFFIX,
     TIMEINDEX_SUFFIX,
+    atomic_write,
     fsync_dir,
     parse_base_offset,
     remove_files,
@@ -35,7 +39,7 @@ from ._fs import (
 )
 from .checkpoints import never_compacted, read_offset_checkpoint, take_clean_shutdown
 from .config import LogConfig
-from .errors import CorruptLogError
+from .errors import ConfigError, CorruptLogError
 from .segment import CHUNK_BYTES, Segment
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,50 @@ class LoadResult:
     cleaner_offset: int = 0
     #: The log was never compacted: its offsets have no gaps (``never_compacted``).
     contiguous: bool = False
+
+
+def write_config_record(directory: str, config: LogConfig) -> None:
+    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
+
+    Only plain values are recorded (an ``archive`` hook belongs to the process
+    that opened the log, not to the log). ``atomic_write`` makes the file and its
+    directory entry durable; an unchanged config writes nothing.
+    """
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(LogConfig)
+        if f.name != "archive"
+        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
+    }
+    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
+
+
+def read_config_record(directory: str) -> LogConfig | None:
+    """The config the partition in ``directory`` was last opened with (``Log.recorded_config``).
+
+    Raises:
+        ConfigError: the record is not readable JSON of valid settings.
+    """
+    record = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(record, "rb") as f:
+            stored = json.loads(f.read())["config"]
+        known = {f.name for f in dataclasses.fields(LogConfig)}
+        return LogConfig(**{k: v for k, v in stored.items() if k in known})
+    except FileNotFoundError:
+        return None
+    except ConfigError as exc:
+        raise ConfigError(f"{record}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
 
 
 def load(

@@ -1,16 +1,18 @@
-"""``Log``: one partition, made of segments, with its append, read and housekeeping.
+"""``Log``: one partition: the lock, open/close, the public methods; the work is delegated.
 
-Owns the segments (through ``Segments``), the one lock that
-orders changes to them, offset assignment, rolling, flushing, truncation and
-the clean-shutdown marker. Reads snapshot the segment list under the lock and
-read outside it: bytes below a snapshot's end never change in place.
+Owns the one lock that orders changes to the partition, offset assignment and
+the offsets it keeps (start, end, flushed, cleaner). Delegates: input checks and
+batch planning to ``validator``, the segment map (roll, remove, replace,
+truncate) to ``segments``, reads to ``reader`` over a snapshot taken under the
+lock (bytes below a snapshot's end never change in place), compaction rounds to
+``cleaner``, retention passes to ``retention``, checkpoint and marker files to
+``checkpoints``, loading to ``loader``, and scheduling to ``maintenance``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import os
 import threading
@@ -22,13 +24,11 @@ from . import batch, cleaner, compression, reader, retention, validator
 from ._dirkind import refuse_other_kind
 from ._fs import (
     CLEANER_CHECKPOINT_FILE,
-    CONFIG_FILE,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
     Closing,
     DirectoryLock,
     HandleCache,
-    atomic_write,
     make_dirs,
 )
 from .batch import BatchSpan, Entry
@@ -40,7 +40,7 @@ from .errors import (
     LogClosedError,
     OffsetOutOfRange,
 )
-from .loader import LoadResult, RecoveryAction, load
+from .loader import LoadResult, RecoveryAction, load, read_config_record, write_config_record
 from .maintenance import Maintenance
 from .model import (
     CompactionResult,
@@ -70,30 +70,6 @@ def _check_open_options(max_open_files: object, maintenance_interval_ms: object)
             "maintenance_interval_ms must be an integer >= 0 (0 or None: no maintenance "
             f"thread), got {maintenance_interval_ms!r}"
         )
-
-
-def _record_config(directory: str, config: LogConfig) -> None:
-    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
-
-    Only plain values are recorded (an ``archive`` hook belongs to the process
-    that opened the log, not to the log). ``atomic_write`` makes the file and its
-    directory entry durable; an unchanged config writes nothing.
-    """
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(LogConfig)
-        if f.name != "archive"
-        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
-    }
-    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
-    path = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
-    except FileNotFoundError:
-        pass
-    atomic_write(path, data)
 
 
 def wall_clock_ms() -> int:
@@ -248,7 +224,7 @@ class Log(Closing):
         try:
             loaded = load(directory, config)
             if record_config:
-                _record_config(directory, config)
+                write_config_record(directory, config)
             return cls(
                 directory,
                 config,
@@ -275,18 +251,7 @@ class Log(Closing):
         Raises:
             ConfigError: the record is not readable JSON of valid settings.
         """
-        record = os.path.join(os.fspath(path), CONFIG_FILE)
-        try:
-            with open(record, "rb") as f:
-                stored = json.loads(f.read())["config"]
-            known = {f.name for f in dataclasses.fields(LogConfig)}
-            return LogConfig(**{k: v for k, v in stored.items() if k in known})
-        except FileNotFoundError:
-            return None
-        except ConfigError as exc:
-            raise ConfigError(f"{record}: {exc}") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
+        return read_config_record(os.fspath(path))
 
     @classmethod
     def recover(
@@ -585,7 +550,7 @@ class Log(Closing):
             and self._retention_lock.acquire(blocking=False)
         ):
             try:
-                result = self._archive_and_remove(sealed_only=True)
+                result = self._retention_pass(sealed_only=True)
             except LogClosedError:
                 return  # closed meanwhile: the records appended are in, nothing else is due
             finally:
@@ -714,54 +679,39 @@ class Log(Closing):
         then unlinked.
         """
         if dry_run or self._config.archive is None:
-            with self._lock:
-                self._check_open()
-                return self._apply_retention(dry_run=dry_run)
+            return self._retention_pass(dry_run=dry_run)
         with self._retention_lock:  # one archiving pass at a time: none archives twice
-            return self._archive_and_remove()
+            return self._retention_pass()
 
-    def _archive_and_remove(self, *, sealed_only: bool = False) -> RetentionResult:
-        """With the retention lock held: plan under the log's lock, archive without it, remove.
+    def _retention_pass(
+        self, *, dry_run: bool = False, sealed_only: bool = False
+    ) -> RetentionResult:
+        """One ``retention.apply`` pass; with an archive hook the retention lock is held.
 
         Raises:
             LogClosedError: the log is (or was meanwhile) closed.
         """
-        if self._config.archive is None:
-            with self._lock:
-                self._check_open()
-                return self._apply_retention(dry_run=False, sealed_only=sealed_only)
-        with self._lock:
+
+        def plan_locked() -> tuple[retention.Planned, bool, object]:
             self._check_open()
-            truncations = self._truncations
-            planned, rolled = self._plan_retention(dry_run=False, sealed_only=sealed_only)
-        # A slow archive script must not stall appends: the hook runs unlocked.
-        archived, kept, errors = retention.archive(self._config.archive, planned)
-        with self._lock:
+            planned, rolled = self._plan_retention(dry_run=dry_run, sealed_only=sealed_only)
+            return planned, rolled, self._truncations
+
+        def remove_locked(
+            going: retention.Planned, truncations: object
+        ) -> tuple[retention.Planned, int]:
             self._check_open()
             if self._truncations != truncations:
-                archived = []  # a truncation voids the plan; the next pass plans again
-            going = retention.still_oldest(archived, self._segments, self._segments.active)
-            return RetentionResult(
-                removed=tuple(info for _, info in going),
-                kept_by_archive_failure=tuple(kept),
-                start_offset=self._remove_planned(going, dry_run=False),
-                dry_run=False,
-                errors=tuple(errors),
-                rolled=rolled,
-            )
+                going = []  # a truncation voids the plan; the next pass plans again
+            return going, self._remove_planned(going, dry_run=dry_run)
 
-    def _apply_retention(self, *, dry_run: bool, sealed_only: bool = False) -> RetentionResult:
-        """Plan, archive and delete in one go, under the lock (a dry run, or without a hook)."""
-        planned, rolled = self._plan_retention(dry_run=dry_run, sealed_only=sealed_only)
-        hook = None if dry_run else self._config.archive
-        going, kept, errors = retention.archive(hook, planned)
-        return RetentionResult(
-            removed=tuple(info for _, info in going),
-            kept_by_archive_failure=tuple(kept),
-            start_offset=self._remove_planned(going, dry_run=dry_run),
+        return retention.apply(
+            self._config.archive,
+            self._lock,
+            plan_locked=plan_locked,
+            remove_locked=remove_locked,
+            current=lambda: (self._segments, self._segments.active),
             dry_run=dry_run,
-            errors=tuple(errors),
-            rolled=rolled,
         )
 
     def _plan_retention(

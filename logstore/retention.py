@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .config import LogConfig
-from .model import RemovedSegment
+from .model import RemovedSegment, RetentionResult
 from .segment import Segment
 
 #: Segments retention takes, oldest first, each with what the result reports of it.
@@ -200,3 +201,50 @@ def still_oldest(archived: Planned, current: Iterable[Segment], active: Segment)
             break
         still += 1
     return archived[:still]
+
+
+def apply(
+    hook: object,
+    lock: AbstractContextManager[object],
+    *,
+    plan_locked: Callable[[], tuple[Planned, bool, object]],
+    remove_locked: Callable[[Planned, object], tuple[Planned, int]],
+    current: Callable[[], tuple[Iterable[Segment], Segment]],
+    dry_run: bool = False,
+) -> RetentionResult:
+    """One retention pass of a log: plan, archive, remove; the log's steps are its callables.
+
+    ``plan_locked`` (under ``lock``) returns the plan, whether it rolled, and a
+    token ``remove_locked`` gets back to see whether a truncation voided the
+    plan meanwhile; ``remove_locked`` deletes what it is given (nothing, if
+    voided) and returns what it deleted and the new start offset. Without a ``hook`` (or in a dry run) everything happens
+    in one hold of ``lock``. With one, the hook runs with ``lock`` released (a
+    slow archive script must not stall appends), and only what is afterwards
+    still, unchanged, the log's oldest (``still_oldest`` over ``current()``)
+    goes. The caller holds its retention lock: one archiving pass at a time.
+    """
+    if hook is None or dry_run:
+        with lock:
+            planned, rolled, token = plan_locked()
+            going, start_offset = remove_locked(planned, token)
+            return RetentionResult(
+                removed=tuple(info for _, info in going),
+                kept_by_archive_failure=(),
+                start_offset=start_offset,
+                dry_run=dry_run,
+                errors=(),
+                rolled=rolled,
+            )
+    with lock:
+        planned, rolled, token = plan_locked()
+    archived, kept, errors = archive(hook, planned)
+    with lock:
+        going, start_offset = remove_locked(still_oldest(archived, *current()), token)
+        return RetentionResult(
+            removed=tuple(info for _, info in going),
+            kept_by_archive_failure=tuple(kept),
+            start_offset=start_offset,
+            dry_run=False,
+            errors=tuple(errors),
+            rolled=rolled,
+        )
