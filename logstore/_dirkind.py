@@ -31,6 +31,7 @@ from ._fs import (
     SEGMENT_SUFFIXES,
     parse_base_offset,
 )
+from .checkpoints import parse_partition_dir
 from .errors import NotALogError
 
 #: A broker root's topic metadata (owned by ``broker``; named here so the kind is known below it).
@@ -62,11 +63,6 @@ def _has_log_files(directory: str, names: list[str]) -> bool:
     return False
 
 
-def _is_partition_name(name: str) -> bool:
-    topic, sep, number = name.rpartition("-")
-    return bool(sep and topic and number.isdigit())
-
-
 def directory_kind(path: str | os.PathLike[str]) -> DirectoryKind:
     """Classify ``path`` by the names it holds (see the module docstring).
 
@@ -87,7 +83,7 @@ def directory_kind(path: str | os.PathLike[str]) -> DirectoryKind:
         return "broker"
     for name in names:
         full = os.path.join(path, name)
-        if _is_partition_name(name) and os.path.isdir(full):
+        if parse_partition_dir(name) is not None and os.path.isdir(full):
             try:
                 if _has_log_files(full, os.listdir(full)):
                     return "broker"

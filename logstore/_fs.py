@@ -279,3 +279,9 @@ class DirectoryLock:
             fd, self._fd = self._fd, None
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def crash_point(name: str) -> None:
+    """Die here if ``LOGSTORE_CRASH_AT`` names this step (crash tests only)."""
+    if os.environ.get("LOGSTORE_CRASH_AT") == name:
+        os._exit(77)

@@ -26,6 +26,7 @@ from typing import Any
 from . import _offsets
 from ._dirkind import METADATA_FILE, directory_kind, refuse_other_kind
 from ._fs import Closing, DirectoryLock, HandleCache, atomic_write, make_dirs
+from .checkpoints import parse_partition_dir, partition_dir_name
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
 from .errors import (
@@ -38,6 +39,7 @@ from .errors import (
 )
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
+from .maintenance import Maintenance
 from .model import Header, Message
 from .partitioner import number, partition_for, route_many
 
@@ -178,7 +180,8 @@ class Broker(Closing):
         self._interrupted_deletes: list[str] = []
         self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
         self._stop = threading.Event()
-        self._maintenance: threading.Thread | None = None
+        #: The broker's one housekeeping thread: its maintenance and every partition's fsyncs.
+        self._maintenance = Maintenance(f"logstore-maintenance-{root}")
         try:
             self._load()
             offsets = self._internal_offsets_topic()
@@ -186,16 +189,11 @@ class Broker(Closing):
             for name in self._interrupted_deletes:
                 self._offsets.forget_topic(name)
         except BaseException:
+            self._maintenance.close()
             self._close_logs()
             raise
         if maintenance_interval_ms:
-            self._maintenance = threading.Thread(
-                target=self._maintain,
-                args=(maintenance_interval_ms / 1000,),
-                name=f"logstore-maintenance-{root}",
-                daemon=True,
-            )
-            self._maintenance.start()
+            self._maintenance.every(maintenance_interval_ms, self.run_maintenance, owner=self)
 
     @classmethod
     def open(
@@ -259,11 +257,12 @@ class Broker(Closing):
             if _DELETE_SUFFIX.search(name):  # a deletion that a crash interrupted
                 shutil.rmtree(full, ignore_errors=True)
                 continue
-            topic, sep, number = name.rpartition("-")
+            parsed = parse_partition_dir(name)
             # Only a directory that holds a log adopts its topic (a Kafka log dir); an
             # empty or unrelated "name-N" directory never invents partitions.
-            if sep and number.isdigit() and directory_kind(full) == "log":
-                found[topic] = max(found.get(topic, 0), int(number) + 1)
+            if parsed is not None and directory_kind(full) == "log":
+                topic, n = parsed
+                found[topic] = max(found.get(topic, 0), n + 1)
         for topic, meta in list(self._metadata.items()):
             if meta.get("deleting"):  # a deletion that a crash interrupted: finish it
                 self._remove_partition_dirs(topic, max(meta["partitions"], found.get(topic, 0)))
@@ -299,16 +298,17 @@ class Broker(Closing):
         if errors:
             raise errors[0]
         for (name, p), log in logs.items():
-            self.recovery_report[f"{name}-{p}"] = log.recovery_actions
+            self.recovery_report[partition_dir_name(name, p)] = log.recovery_actions
         self._write_metadata()
 
     def _open_log(self, topic: str, partition: int, config: LogConfig) -> Log:
         return Log.open(
-            os.path.join(self.root, f"{topic}-{partition}"),
+            os.path.join(self.root, partition_dir_name(topic, partition)),
             config,
             clock=self._clock,
             handles=self._handles,
             maintenance_interval_ms=None,  # the broker's own thread maintains every partition
+            maintenance=self._maintenance,  # and does their interval fsyncs
         )
 
     def _config_for(self, topic: str) -> LogConfig:
@@ -331,14 +331,15 @@ class Broker(Closing):
         """
         directory = os.path.normpath(os.fspath(partition_dir))
         root, name = os.path.split(directory)
-        topic, sep, number = name.rpartition("-")
+        parsed = parse_partition_dir(name)
         path = os.path.join(root or ".", METADATA_FILE)
-        if not (sep and number.isdigit() and os.path.isfile(path)):
+        if parsed is None or not os.path.isfile(path):
             return None
+        topic, n = parsed
         try:
             with open(path, encoding="utf-8") as f:
                 meta = json.load(f)["topics"].get(topic)
-            if meta is None or int(number) >= meta["partitions"]:
+            if meta is None or n >= meta["partitions"]:
                 return None
             overrides = dict(meta["config"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -481,12 +482,14 @@ class Broker(Closing):
 
     def _remove_partition_dirs(self, name: str, partitions: int) -> None:
         for p in range(partitions):
-            path = os.path.join(self.root, f"{name}-{p}")
+            path = os.path.join(self.root, partition_dir_name(name, p))
             if not os.path.exists(path):
                 continue
             suffix = f".{uuid.uuid4().hex}-delete"
             # Kafka shortens the topic part so the name stays within 255 bytes.
-            doomed = os.path.join(self.root, f"{name}-{p}"[: 255 - len(suffix)] + suffix)
+            doomed = os.path.join(
+                self.root, partition_dir_name(name, p)[: 255 - len(suffix)] + suffix
+            )
             os.rename(path, doomed)
             shutil.rmtree(doomed)
 
@@ -586,10 +589,6 @@ class Broker(Closing):
 
     # ------------------------------------------------------------ maintenance
 
-    def _maintain(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self.run_maintenance()
-
     def run_maintenance(self) -> None:
         """Apply retention and, where due, compaction to every partition now."""
         with self._lock:
@@ -623,8 +622,7 @@ class Broker(Closing):
                 return
             self._closed = True
         self._stop.set()
-        if self._maintenance is not None and self._maintenance is not threading.current_thread():
-            self._maintenance.join(timeout=60)
+        self._maintenance.close(timeout=60)
         self._coordinator.close_all()
         self._close_logs()
         self._dir_lock.release()

@@ -1,4 +1,6 @@
-"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``, the swap.
+"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``.
+
+The swap of the outputs for their inputs is ``Segments.replace``.
 
 Takes segments and returns segments; never sees a ``Log``. Follows Kafka's log
 cleaner (FORMAT.md section 11):
@@ -21,28 +23,24 @@ cleaner (FORMAT.md section 11):
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import batch
-from ._fs import CLEANED_SUFFIX, DELETED_SUFFIX, SWAP_SUFFIX, fsync_dir
+from ._fs import CLEANED_SUFFIX, crash_point, fsync_dir
 from ._varint import INT32_MAX
 from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
 from .errors import CodecUnavailableError, CorruptLogError
-from .model import Record
+from .model import CompactionResult, Record
 from .segment import Segment, SegmentSettings
 
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
 Progress = Callable[[int], None]
-
-
-def crash_point(name: str) -> None:
-    """Die here if ``LOGSTORE_CRASH_AT`` names this step (crash tests only)."""
-    if os.environ.get("LOGSTORE_CRASH_AT") == name:
-        os._exit(77)
 
 
 @dataclass
@@ -388,36 +386,93 @@ def _clean_batch(
     )
 
 
-def swap(directory: str, old: Sequence[Segment], new: Sequence[Segment]) -> None:
-    """Replace ``old`` segments by the ``.cleaned`` ``new`` ones, crash-safely.
-
-    1. ``.cleaned`` -> ``.swap``, highest base offset first. A crash before the
-       last rename: recovery deletes the ``.swap`` files above the lowest
-       ``.cleaned`` and every ``.cleaned``: the old segments stay.
-    2. Old segments -> ``.deleted``. A crash here: recovery deletes them and
-       the ``.swap`` files complete the replacement.
-    3. ``.swap`` -> final names, then fsync the directory. A crash before the
-       fsync: either names are seen, both complete.
-    4. Unlink the ``.deleted`` files (readers holding them keep reading).
-    """
-    for seg in sorted(new, key=lambda s: -s.base_offset):
-        seg.rename_with_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
-    fsync_dir(directory)
-    crash_point("swap-renamed")
-    for seg in old:
-        seg.detach()
-        seg.rename_with_suffix("", DELETED_SUFFIX)
-    fsync_dir(directory)
-    crash_point("old-deleted")
-    for seg in new:
-        seg.rename_with_suffix(SWAP_SUFFIX, "")
-    fsync_dir(directory)
-    crash_point("swapped")
-    for seg in old:
-        seg.delete_files()
-
-
 def discard(outputs: Sequence[Segment]) -> None:
     """Remove a round's ``.cleaned`` outputs (the round was abandoned)."""
     for seg in outputs:
         seg.delete_files()
+
+
+class CleanableSnapshot(NamedTuple):
+    """What a round starts from, taken under the log's lock."""
+
+    sealed: list[Segment]  # every segment but the active one, oldest first
+    first_dirty: int  # the cleaner checkpoint, reset into the log's range
+    now_ms: int
+    token: object  # handed back to ``commit``: lets the log see what changed since
+
+
+def compact(
+    directory: str,
+    config: LogConfig,
+    *,
+    snapshot: Callable[[], CleanableSnapshot],
+    commit: Callable[[CleanableSnapshot, Round], bool],
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> CompactionResult:
+    """Run cleaning rounds until the dirty part is clean (Kafka's ``LogCleaner.doClean`` loop).
+
+    ``snapshot`` and ``commit`` are the log's, called under its lock:
+    ``commit`` swaps a round's outputs in (``Segments.replace``) and moves the
+    cleaner checkpoint to the round's end, or returns false when a truncation
+    or retention got there first (this then discards the outputs and stops).
+    Rounds repeat while the dirty part has more keys than
+    ``compaction_memory_bytes`` maps at once. The caller holds its cleaner lock.
+    """
+    started = time.perf_counter()
+    totals = CompactionResult(dry_run=dry_run)
+    reports: list[dict[str, int]] = []
+    first_ratio: float | None = None
+    while True:
+        taken = snapshot()
+        sealed, first_dirty, now = taken.sealed, taken.first_dirty, taken.now_ms
+        clean, dirty = sections(
+            sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
+        )
+        if first_ratio is None:
+            first_ratio = dirty_ratio(clean, dirty)
+        if dirty:
+            offsets, end = build_offset_map(
+                dirty,
+                first_dirty,
+                budget_bytes=config.compaction_memory_bytes,
+                verify_crc=True,  # never rewrite damaged bytes under a fresh CRC
+            )
+            inputs = [s for s in sealed if s.base_offset < end]
+        elif not reports and has_expired_tombstones(clean, now_ms=now):
+            # Nothing new, but tombstones passed their horizon: clean the clean part.
+            offsets, end, inputs = {}, first_dirty, clean
+        else:
+            break
+        done = clean_round(
+            directory, inputs, offsets, end, config, now_ms=now, dry_run=dry_run, progress=progress
+        )
+        reports += [r.as_dict() for r in done.reports]
+        totals = _add_round(totals, done, len(inputs))
+        if dry_run:
+            break
+        if not commit(taken, done):
+            discard(done.outputs)  # truncation or retention got there first
+            break
+        if not dirty or end >= dirty[-1].next_offset:
+            break
+    return dataclasses.replace(
+        totals,
+        dirty_ratio=first_ratio or 0.0,
+        seconds=time.perf_counter() - started,
+        details=tuple(reports),
+    )
+
+
+def _add_round(totals: CompactionResult, done: Round, segments_before: int) -> CompactionResult:
+    return dataclasses.replace(
+        totals,
+        records_before=totals.records_before + sum(r.records_before for r in done.reports),
+        records_after=totals.records_after + sum(r.records_after for r in done.reports),
+        bytes_before=totals.bytes_before + sum(r.bytes_before for r in done.reports),
+        bytes_after=totals.bytes_after + sum(r.bytes_after for r in done.reports),
+        tombstones_removed=totals.tombstones_removed
+        + sum(r.tombstones_removed for r in done.reports),
+        segments_before=totals.segments_before + segments_before,
+        segments_after=totals.segments_after + done.segments_after,
+    )

@@ -224,13 +224,15 @@ def inspect(path: str, records: bool, as_json: bool) -> None:
         found = False
         ends: dict[tuple[str, int], int | None] = {}
         by_topic: dict[str, list[str]] = {}
-        for part in diagnostics.partition_dirs(path):
-            by_topic.setdefault(os.path.basename(part).rpartition("-")[0], []).append(part)
+        names: dict[str, tuple[str, int]] = {}
+        for part in diagnostics.partition_dirs(path):  # each is named topic-N
+            names[part] = diagnostics.parse_partition_dir(os.path.basename(part)) or ("", 0)
+            by_topic.setdefault(names[part][0], []).append(part)
         for topic, parts in sorted(by_topic.items()):
             totals = [_inspect_partition(p, records=records, as_json=as_json) for p in parts]
             found |= any(t.found for t in totals)
             for part, t in zip(parts, totals):
-                ends[(topic, int(os.path.basename(part).rpartition("-")[2]))] = t.end_offset
+                ends[names[part]] = t.end_offset
             line = {
                 "type": "topic",
                 "topic": topic,

@@ -28,10 +28,10 @@ from ._fs import (
     read_checkpoint,
     segment_name,
 )
+from .checkpoints import never_compacted, parse_partition_dir
 from .errors import CodecUnavailableError, CorruptLogError, NotALogError
 from .index import OffsetIndex, TimeIndex
 from .indexcheck import index_mismatches
-from .loader import never_compacted
 from .model import Record
 from .segment import Segment, SegmentSettings, check_follows
 
@@ -52,6 +52,7 @@ __all__ = [
     "kind_of",
     "looks_compacted",
     "parse_base_offset",
+    "parse_partition_dir",
     "partition_dirs",
     "refuse_unless",
     "segment_bases",
@@ -166,9 +167,9 @@ def partition_dirs(root: str) -> list[str]:
     found = []
     for name in os.listdir(root):
         full = os.path.join(root, name)
-        topic, sep, number = name.rpartition("-")
-        if os.path.isdir(full) and sep and number.isdigit():
-            found.append((topic, int(number), full))
+        parsed = parse_partition_dir(name)
+        if parsed is not None and os.path.isdir(full):
+            found.append((*parsed, full))
     return [full for _, _, full in sorted(found)]
 
 
@@ -189,7 +190,7 @@ def _open_segment(directory: str, base: int) -> Segment:
 
 
 def looks_compacted(directory: str) -> bool:
-    """Whether the partition was ever compacted (``loader.never_compacted``'s rule).
+    """Whether the partition was ever compacted (``checkpoints.never_compacted``'s rule).
 
     Offsets of a log that was never compacted are contiguous, which is what
     exposes a damaged base offset (it is outside the CRC); compaction leaves

@@ -11,15 +11,17 @@ Knows segments and files, not records, and not the ``Log`` that will use them.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 
 from ._fs import (
-    CLEAN_SHUTDOWN_FILE,
     CLEANED_SUFFIX,
     CLEANER_CHECKPOINT_FILE,
+    CONFIG_FILE,
     CORRUPT_INFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -32,12 +34,17 @@ from ._fs import (
     atomic_write,
     fsync_dir,
     parse_base_offset,
-    read_checkpoint,
     remove_files,
     segment_name,
 )
+from .checkpoints import (
+    never_compacted,
+    read_offset_checkpoint,
+    take_clean_shutdown,
+    write_clean_shutdown,
+)
 from .config import LogConfig
-from .errors import CorruptLogError
+from .errors import ConfigError, CorruptLogError
 from .indexcheck import wrong_index
 from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
@@ -70,39 +77,48 @@ class LoadResult:
     contiguous: bool = False
 
 
-def partition_name(directory: str) -> tuple[str, int]:
-    """``(topic, partition)`` for checkpoint entries: from ``topic-N``, else ``(name, 0)``."""
-    name = os.path.basename(os.path.normpath(directory))
-    topic, sep, number = name.rpartition("-")
-    if sep and topic and number.isdigit():
-        return topic, int(number)
-    return name or "log", 0
+def write_config_record(directory: str, config: LogConfig) -> None:
+    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
 
-
-def never_compacted(directory: str, *, compacted_policy: bool = False) -> bool:
-    """Whether the partition's offsets must be contiguous: the one rule every check uses.
-
-    Offsets of a log that was never compacted have no gaps, which exposes a
-    damaged base offset (it lies outside the CRC); compaction leaves legal
-    gaps. A log was compacted if a cleaner checkpoint names it, in its own
-    directory (logstore writes it before its first swap) or in the broker root
-    above it (Kafka's layout); ``compacted_policy`` (a compacting cleanup
-    policy) counts as compacted too, since such a log may be at any time.
+    Only plain values are recorded (an ``archive`` hook belongs to the process
+    that opened the log, not to the log). ``atomic_write`` makes the file and its
+    directory entry durable; an unchanged config writes nothing.
     """
-    if compacted_policy or os.path.exists(os.path.join(directory, CLEANER_CHECKPOINT_FILE)):
-        return False
-    root_checkpoint = read_checkpoint(
-        os.path.join(os.path.dirname(os.path.normpath(directory)), CLEANER_CHECKPOINT_FILE)
-    )
-    topic, partition = partition_name(directory)
-    return not any(t == topic and p == partition for t, p, _ in root_checkpoint or ())
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(LogConfig)
+        if f.name != "archive"
+        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
+    }
+    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data)
 
 
-def read_offset_checkpoint(directory: str, file_name: str) -> int | None:
-    entries = read_checkpoint(os.path.join(directory, file_name))
-    if not entries:
+def read_config_record(directory: str) -> LogConfig | None:
+    """The config the partition in ``directory`` was last opened with (``Log.recorded_config``).
+
+    Raises:
+        ConfigError: the record is not readable JSON of valid settings.
+    """
+    record = os.path.join(directory, CONFIG_FILE)
+    try:
+        with open(record, "rb") as f:
+            stored = json.loads(f.read())["config"]
+        known = {f.name for f in dataclasses.fields(LogConfig)}
+        return LogConfig(**{k: v for k, v in stored.items() if k in known})
+    except FileNotFoundError:
         return None
-    return entries[0][2]
+    except ConfigError as exc:
+        raise ConfigError(f"{record}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
 
 
 def load(
@@ -121,17 +137,10 @@ def load(
     recover``); it then also checks the segments below the recovery point and
     reports damage there, which only ``force`` cuts.
     """
-    marker = os.path.join(directory, CLEAN_SHUTDOWN_FILE)
-    clean = os.path.exists(marker)
-    actions: list[RecoveryAction] = []
     names = sorted(os.listdir(directory))
-    marker_bytes = b""
-    if not dry_run and clean:
-        # Deleted before the first change, so a crash while loading counts as unclean.
-        with open(marker, "rb") as f:
-            marker_bytes = f.read()
-        os.unlink(marker)
-        fsync_dir(directory)
+    clean = take_clean_shutdown(directory, dry_run=dry_run)
+    actions: list[RecoveryAction] = []
+    took_marker = clean and not dry_run  # restored if recovery refuses to cut
     names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
     if dry_run:  # leftovers were not renamed: look only at files that exist as named
         names = [n for n in names if os.path.exists(os.path.join(directory, n))]
@@ -165,7 +174,7 @@ def load(
 
     if assume_unclean or not clean:
         try:
-            if (marker_bytes or (clean and dry_run)) and not force:
+            if clean and not force:
                 _check_closed_end(segments, recovery_point, actions)  # before any rebuild
             segments = _recover_tail(
                 directory,
@@ -180,8 +189,8 @@ def load(
         except FlushedDamageError:
             for seg in segments:
                 seg.close_file()
-            if marker_bytes:  # nothing was cut: a log that was clean stays clean
-                atomic_write(marker, marker_bytes)
+            if took_marker:  # nothing was cut: a log that was clean stays clean
+                write_clean_shutdown(directory)
             raise
         clean = False
     else:
@@ -199,8 +208,8 @@ def load(
         except FlushedDamageError:
             for seg in segments:
                 seg.close_file()
-            if marker_bytes:
-                atomic_write(marker, marker_bytes)
+            if took_marker:
+                write_clean_shutdown(directory)
             raise
 
     if not segments:

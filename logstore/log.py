@@ -1,95 +1,69 @@
-"""``Log``: one partition, made of segments, with its append, read and housekeeping.
+"""``Log``: one partition: the lock, open/close, the public methods; the work is delegated.
 
-Owns the segments (a ``SortedDict`` keyed by base offset), the one lock that
-orders changes to them, offset assignment, rolling, flushing, truncation and
-the clean-shutdown marker. Reads snapshot the segment list under the lock and
-read outside it: bytes below a snapshot's end never change in place.
+Owns the one lock that orders changes to the partition, offset assignment and
+the offsets it keeps (start, end, flushed, cleaner). Delegates: input checks and
+batch planning to ``validator``, the segment map (roll, remove, replace,
+truncate) to ``segments``, reads to ``reader`` over a snapshot taken under the
+lock (bytes below a snapshot's end never change in place), compaction rounds to
+``cleaner``, retention passes to ``retention``, checkpoint and marker files to
+``checkpoints``, loading to ``loader``, and scheduling to ``maintenance``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sortedcontainers import SortedDict
-
-from . import batch, cleaner, compression, retention
+from . import batch, cleaner, compression, reader, retention, validator
 from ._dirkind import refuse_other_kind
 from ._fs import (
-    CLEAN_SHUTDOWN_FILE,
     CLEANER_CHECKPOINT_FILE,
-    CONFIG_FILE,
-    DELETED_SUFFIX,
     LOG_START_FILE,
     RECOVERY_POINT_FILE,
     Closing,
     DirectoryLock,
     HandleCache,
-    atomic_write,
-    fsync_dir,
     make_dirs,
-    write_checkpoint,
 )
-from ._varint import INT32_MAX
 from .batch import BatchSpan, Entry
+from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
 from .errors import (
-    CodecUnavailableError,
     ConfigError,
-    CorruptLogError,
-    InvalidRecordError,
     LogClosedError,
     OffsetOutOfRange,
-    RecordTooLarge,
 )
-from .loader import FlushedDamageError, LoadResult, RecoveryAction, load, partition_name
+from .loader import (
+    FlushedDamageError,
+    LoadResult,
+    RecoveryAction,
+    load,
+    read_config_record,
+    write_config_record,
+)
+from .maintenance import Maintenance
 from .model import (
     CompactionResult,
     Header,
     Message,
     Record,
-    RemovedSegment,
     RetentionResult,
     SegmentInfo,
 )
-from .segment import CHUNK_BYTES, Segment, SegmentSettings, check_follows, check_segment_start
+from .segment import Segment, SegmentSettings
+from .segments import Segments
 
 Clock = Callable[[], int]
-#: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
-_Snapshot = list[tuple[Segment, int, int]]
 logger = logging.getLogger(__name__)
-#: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
-MAX_TIMESTAMP = 1 << 62
-_READ_CHUNK = 64 * 1024
-#: Fixed bytes a batch adds to its records (the 61-byte header).
-_BATCH_OVERHEAD = batch.HEADER_SIZE
 #: The same defaults as ``Broker.open``: a standalone log is bounded as a broker's are.
 DEFAULT_MAX_OPEN_FILES = 1024
 DEFAULT_MAINTENANCE_INTERVAL_MS = 60_000
-
-
-def _add_round(
-    totals: CompactionResult, done: cleaner.Round, segments_before: int
-) -> CompactionResult:
-    return dataclasses.replace(
-        totals,
-        records_before=totals.records_before + sum(r.records_before for r in done.reports),
-        records_after=totals.records_after + sum(r.records_after for r in done.reports),
-        bytes_before=totals.bytes_before + sum(r.bytes_before for r in done.reports),
-        bytes_after=totals.bytes_after + sum(r.bytes_after for r in done.reports),
-        tombstones_removed=totals.tombstones_removed
-        + sum(r.tombstones_removed for r in done.reports),
-        segments_before=totals.segments_before + segments_before,
-        segments_after=totals.segments_after + done.segments_after,
-    )
 
 
 def _check_open_options(max_open_files: object, maintenance_interval_ms: object) -> None:
@@ -104,65 +78,8 @@ def _check_open_options(max_open_files: object, maintenance_interval_ms: object)
         )
 
 
-def _record_config(directory: str, config: LogConfig) -> None:
-    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
-
-    Only plain values are recorded (an ``archive`` hook belongs to the process
-    that opened the log, not to the log). ``atomic_write`` makes the file and its
-    directory entry durable; an unchanged config writes nothing.
-    """
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(LogConfig)
-        if f.name != "archive"
-        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
-    }
-    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
-    path = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
-    except FileNotFoundError:
-        pass
-    atomic_write(path, data)
-
-
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _as_bytes(value: object, what: str) -> bytes | None:
-    if value is None or type(value) is bytes:
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes-like or None, not {type(value).__name__}")
-
-
-def _check_headers(headers: object) -> tuple[Header, ...]:
-    if not isinstance(headers, (tuple, list)):
-        raise TypeError(
-            f"headers must be a sequence of (str, bytes | None), not {type(headers).__name__}"
-        )
-    out = []
-    for item in headers:
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise TypeError(f"each header must be a (str, bytes | None) pair, got {item!r}")
-        out.append((item[0], _as_bytes(item[1], "header value")))
-    return tuple(out)
-
-
-def _check_timestamp(ts: object) -> int:
-    if type(ts) is not int:
-        raise TypeError(f"timestamp must be an int (ms since the epoch), not {type(ts).__name__}")
-    if ts < -1:
-        raise InvalidRecordError(
-            f"timestamp {ts} is negative (only -1, 'no timestamp', is allowed)"
-        )
-    if ts > MAX_TIMESTAMP:
-        raise InvalidRecordError(f"timestamp {ts} is beyond {MAX_TIMESTAMP} ms")
-    return ts
 
 
 class Log(Closing):
@@ -182,6 +99,7 @@ class Log(Closing):
         handles: HandleCache | None = None,
         *,
         maintenance_interval_ms: int | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self._path = path
         self._config = config
@@ -190,16 +108,22 @@ class Log(Closing):
         self._lock = threading.RLock()
         self._closed = False
         self._codec = compression.CODEC_IDS[config.compression]
-        self._handles = handles
         # Never compacted: batches follow each other with no gap (reads check it).
         self._contiguous = loaded.contiguous
-        for seg in loaded.segments:
-            self._adopt(seg)
-        self._segments: SortedDict = SortedDict((s.base_offset, s) for s in loaded.segments)
-        self._active: Segment = loaded.segments[-1]
-        self._active.activate()
+        self._read_options = reader.ReadOptions(
+            config.verify_crc_on_read, self._contiguous, self._repair_indexes
+        )
+        self._handles = handles
+        self._segments = Segments(
+            path,
+            loaded.segments,
+            settings=SegmentSettings.of(config),
+            fsync=config.fsync != "never",
+            handles=handles,
+            contiguous=self._contiguous,
+        )
         self._start_offset = loaded.start_offset
-        self._end_offset = self._active.next_offset
+        self._end_offset = self._segments.active.next_offset
         if self._end_offset < self._start_offset:
             # Recovery cut below the start (records were deleted, then a crash lost the
             # tail): as Kafka does, start over empty at the start offset.
@@ -208,12 +132,12 @@ class Log(Closing):
                 path,
                 self._start_offset,
             )
-            self._reset_to(self._start_offset)
+            self._segments.reset(self._start_offset)
+            self._end_offset = self._start_offset
         self._flushed_offset = min(max(loaded.recovery_point, self._start_offset), self._end_offset)
         if loaded.clean:
             self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
-        self._compaction_due = False
         self._cleaner_lock = threading.Lock()
         self._retention_lock = threading.Lock()
         self._cleaner_offset = loaded.cleaner_offset
@@ -221,17 +145,21 @@ class Log(Closing):
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
         self.recovery_actions: tuple[RecoveryAction, ...] = tuple(loaded.actions)
-        self._maintenance_interval_ms = maintenance_interval_ms or None
+        #: Rolls so far: an append that rolled runs the housekeeping due after releasing the lock.
+        self._rolls = 0
         #: Passes of the background maintenance so far; ``_maintained`` is notified after each.
         self._maintenance_passes = 0
         self._maintained = threading.Condition()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
-        if config.fsync == "interval" or self._maintenance_interval_ms is not None:
-            self._worker = threading.Thread(
-                target=self._run_background, name=f"logstore-maintenance-{path}", daemon=True
-            )
-            self._worker.start()
+        interval_ms = maintenance_interval_ms or None
+        self._maintenance: Maintenance | None = None
+        self._owns_maintenance = False
+        if config.fsync == "interval" or interval_ms is not None:
+            self._owns_maintenance = maintenance is None
+            self._maintenance = maintenance or Maintenance(f"logstore-maintenance-{path}")
+            if config.fsync == "interval":
+                self._maintenance.every(config.fsync_interval_ms, self._interval_flush, owner=self)
+            if interval_ms is not None:
+                self._maintenance.every(interval_ms, self._maintenance_pass, owner=self)
 
     @classmethod
     def open(
@@ -243,6 +171,7 @@ class Log(Closing):
         handles: HandleCache | None = None,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
         maintenance_interval_ms: int | None = DEFAULT_MAINTENANCE_INTERVAL_MS,
+        maintenance: Maintenance | None = None,
         record_config: bool = True,
     ) -> Log:
         """Open (creating if needed) the log in directory ``path``.
@@ -257,7 +186,9 @@ class Log(Closing):
         A background thread applies retention and, where due, compaction every
         ``maintenance_interval_ms`` (``None`` or 0: no thread), so an idle log
         still honours its limits; it is stopped and joined by ``close``. With
-        ``fsync="interval"`` the same thread does the interval fsyncs.
+        ``fsync="interval"`` the same thread does the interval fsyncs. The
+        thread is a ``Maintenance`` of the log's own unless ``maintenance`` (one
+        shared by several logs, as a ``Broker`` does) is passed.
 
         ``config`` is recorded in the directory (see ``recorded_config``) when it
         changed, unless ``record_config`` is false (a tool borrowing the log's settings).
@@ -287,7 +218,7 @@ class Log(Closing):
         try:
             loaded = load(directory, config)
             if record_config:
-                _record_config(directory, config)
+                write_config_record(directory, config)
             return cls(
                 directory,
                 config,
@@ -296,6 +227,7 @@ class Log(Closing):
                 clock or wall_clock_ms,
                 handles,
                 maintenance_interval_ms=maintenance_interval_ms,
+                maintenance=maintenance,
             )
         except BaseException:
             lock.release()
@@ -313,18 +245,7 @@ class Log(Closing):
         Raises:
             ConfigError: the record is not readable JSON of valid settings.
         """
-        record = os.path.join(os.fspath(path), CONFIG_FILE)
-        try:
-            with open(record, "rb") as f:
-                stored = json.loads(f.read())["config"]
-            known = {f.name for f in dataclasses.fields(LogConfig)}
-            return LogConfig(**{k: v for k, v in stored.items() if k in known})
-        except FileNotFoundError:
-            return None
-        except ConfigError as exc:
-            raise ConfigError(f"{record}: {exc}") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
+        return read_config_record(os.fspath(path))
 
     @classmethod
     def recover(
@@ -382,11 +303,11 @@ class Log(Closing):
         actions = list(loaded.actions)
         try:
             for base in rebuild_indexes:
-                seg = log._segments.get(base)
-                if seg is not None:
-                    seg.rebuild_indexes()
+                wrong = log._segments.get(base)
+                if wrong is not None:
+                    wrong.rebuild_indexes()
                     reason = "entries did not match the log"
-                    actions.append(RecoveryAction(seg.index_path, "rebuild_index", reason))
+                    actions.append(RecoveryAction(wrong.index_path, "rebuild_index", reason))
         finally:
             log.close()
         return actions
@@ -424,14 +345,14 @@ class Log(Closing):
     def size_bytes(self) -> int:
         """Bytes of all ``.log`` segment files."""
         with self._lock:
-            return sum(s.size for s in self._segments.values())
+            return sum(s.size for s in self._segments)
 
     @property
     def segments(self) -> list[SegmentInfo]:
         """One ``SegmentInfo`` per segment, oldest first (reads headers of sealed segments once)."""
         with self._lock:
             self._check_open()
-            segs = list(self._segments.values())
+            segs = list(self._segments)
             return [
                 SegmentInfo(
                     base_offset=s.base_offset,
@@ -480,20 +401,21 @@ class Log(Closing):
             OSError: the write failed; nothing of the failed batch is kept.
         """
         now = self._clock()
-        entries = self._prepare(messages)
+        entries = validator.prepare(messages, compacted=self._config.compacted)
         with self._lock:
             self._check_open()
+            rolls = self._rolls
             base = self._end_offset
             if not entries:
                 return range(base, base)
-            plan = self._encode(entries, now, 0)
+            plan = self._plan(entries, now, 0)
             done = 0
             for k in itertools.count():
                 if k >= len(plan):
                     break
                 data, count, max_ts = plan[k]
                 last_offset = self._end_offset + count - 1
-                before = self._active
+                before = self._segments.active
                 segment = self._maybe_roll(len(data), max_ts, last_offset)
                 self._write(segment, data, BatchSpan(len(data), last_offset, max_ts), count)
                 self._end_offset = last_offset + 1
@@ -502,118 +424,24 @@ class Log(Closing):
                     # An unplanned roll (size, age, index) changes the room left under
                     # segment_messages: plan the rest again. Records that fit before
                     # still fit, so RecordTooLarge cannot arise here.
-                    plan[k + 1 :] = self._encode(entries, now, done)
+                    plan[k + 1 :] = self._plan(entries, now, done)
             end = self._end_offset
             self._after_append(end - base, now)
-        if self._compaction_due:
-            self._maybe_compact()
+        if self._rolls != rolls:
+            self._after_roll()
         return range(base, end)
 
-    def _prepare(self, messages: Iterable[bytes | Message]) -> list[Entry]:
-        """Validate input outside the lock; entries are ``(value, key, headers, ts)``.
-
-        A ``Message`` whose fields are already right is kept as it is (no copy):
-        this loop runs once per record on the append path.
-        """
-        if isinstance(messages, (bytes, bytearray, memoryview, str)):
-            raise TypeError("append_many takes an iterable of messages, not a single bytes value")
-        compacted = self._config.compacted
-        if type(messages) is list:
-            items = messages.copy()  # a caller's later changes to its list cannot reach us
-            if batch.accepts_as_is(items, require_keys=compacted):
-                return items  # the compiled encoder takes bytes values and Messages as they are
-        entries: list[Entry] = []
-        append = entries.append
-        message = Message
-        for m in messages:
-            t = type(m)
-            if t is bytes:
-                if compacted:
-                    raise InvalidRecordError("a compacted log cannot accept a record without a key")
-                append((m, None, (), None))  # type: ignore[arg-type]
-                continue
-            if t is message:
-                value, key, headers, ts = m
-                if (
-                    (type(value) is bytes or value is None)
-                    and type(key) is bytes
-                    and not headers
-                    and (ts is None or (type(ts) is int and ts >= 0))
-                ):
-                    append(m)  # type: ignore[arg-type]
-                    continue
-            elif isinstance(m, Message):
-                value, key, headers, ts = m
-            elif isinstance(m, (bytearray, memoryview)):
-                value, key, headers, ts = bytes(m), None, (), None
-            else:
-                raise TypeError(f"append_many items must be bytes or Message, not {t.__name__}")
-            if type(value) is not bytes and value is not None:
-                value = _as_bytes(value, "value")
-            if type(key) is not bytes and key is not None:
-                key = _as_bytes(key, "key")
-            if key is None and compacted:
-                raise InvalidRecordError("a compacted log cannot accept a record without a key")
-            if headers or type(headers) not in (tuple, list):
-                headers = _check_headers(headers)
-            if ts is not None and (type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP):
-                ts = _check_timestamp(ts)
-            append((value, key, headers, ts))  # type: ignore[arg-type]
-        return entries
-
-    def _encode(self, entries: list[Entry], now: int, start: int) -> list[tuple[bytes, int, int]]:
-        """Encode entries into finished batches: ``(bytes, record count, max timestamp)``.
-
-        A batch holds as many records as fit ``max_message_bytes`` (and the room
-        left under ``segment_messages``). Everything is encoded before anything
-        is written, so ``RecordTooLarge`` leaves the log unchanged.
-        """
-        config = self._config
-        allowed = min(config.max_message_bytes, config.segment_bytes)
-        limit = allowed - _BATCH_OVERHEAD
-        per_segment = config.segment_messages
-        used = self._active.records if per_segment is not None else 0
-        base_offset = self._end_offset
-        out = []
-        i, n = start, len(entries)
-        while i < n:
-            stop = n
-            if per_segment is not None:
-                stop = i + min(n - i, per_segment - used if used < per_segment else per_segment)
-            first: Any = entries[i]
-            # a bare bytes item (taken as is by the compiled encoder) has no timestamp
-            base_ts = now if type(first) is bytes or first[3] is None else first[3]
-            while True:
-                section, j, max_ts = batch.encode_section(
-                    entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now
-                )
-                data = batch.build_batch(
-                    section,
-                    base_offset=base_offset,
-                    record_count=j - i,
-                    last_offset_delta=j - i - 1,
-                    base_timestamp=base_ts,
-                    max_timestamp=max_ts,
-                    attributes=self._codec,
-                    compression_level=config.compression_level,
-                )
-                if len(data) <= allowed:
-                    break
-                if j - i == 1:
-                    raise RecordTooLarge(
-                        f"a record's batch is {len(data)} bytes, over "
-                        + (
-                            f"max_message_bytes {config.max_message_bytes}"
-                            if len(data) > config.max_message_bytes
-                            else f"segment_bytes {config.segment_bytes}"
-                        )
-                    )
-                stop = i + (j - i) // 2  # compression made it larger than estimated
-            out.append((data, j - i, max_ts))
-            used = used + (j - i) if used < (per_segment or 0) else j - i
-            base_offset += j - i
-            i = j
-        return out
+    def _plan(self, entries: list[Entry], now: int, start: int) -> list[validator.Planned]:
+        """Under the lock: ``validator.plan`` from the log's end and active segment."""
+        return validator.plan(
+            entries,
+            config=self._config,
+            codec=self._codec,
+            now=now,
+            start=start,
+            base_offset=self._end_offset,
+            active_records=self._segments.active.records,
+        )
 
     def _write(self, segment: Segment, data: bytes, span: BatchSpan, record_count: int) -> None:
         """Write one batch; if the segment could not be cut back after a failure, close."""
@@ -637,26 +465,10 @@ class Log(Closing):
             RecordTooLarge: a batch exceeds ``max_message_bytes``.
         """
         data = bytearray(buf)
-        headers = []
-        pos = 0
-        while pos < len(data):
-            if len(data) - pos >= 8:
-                # The log assigns the offsets: whatever base offset the sender put
-                # there (0, -1...), every record is checked counting from 0.
-                batch.set_base_offset(data, pos, 0)
-            header = batch.read_header(data, pos)
-            records = batch.decode_records(data, pos, header)  # validates every record
-            if header.size > self._config.max_message_bytes:
-                raise RecordTooLarge(
-                    f"batch at byte {pos} is {header.size} bytes, over max_message_bytes "
-                    f"{self._config.max_message_bytes}"
-                )
-            if self._config.compacted and any(r.key is None for r in records):
-                raise InvalidRecordError("a compacted log cannot accept a record without a key")
-            headers.append((pos, header))
-            pos += header.size
+        headers = validator.check_batches(data, self._config)
         with self._lock:
             self._check_open()
+            rolls = self._rolls
             base = self._end_offset
             for pos, header in headers:
                 batch.set_base_offset(data, pos, self._end_offset)
@@ -667,7 +479,10 @@ class Log(Closing):
                 self._write(segment, piece, span, header.record_count)
                 self._end_offset = last_offset + 1
             self._after_append(self._end_offset - base, self._clock())
-            return range(base, self._end_offset)
+            end = self._end_offset
+        if self._rolls != rolls:
+            self._after_roll()
+        return range(base, end)
 
     def _after_append(self, count: int, now: int) -> None:
         mode = self._config.fsync
@@ -685,25 +500,16 @@ class Log(Closing):
 
     def _maybe_roll(self, size: int, max_timestamp: int, last_offset: int) -> Segment:
         """Return the segment the next batch goes to, rolling first if a limit says so."""
-        seg = self._active
-        if seg.size == 0:
-            return seg
+        seg = self._segments.active
         config = self._config
-        reason = None
-        if seg.size + size > config.segment_bytes:
-            reason = "size"
-        elif (
-            config.segment_ms is not None
-            and seg.first_timestamp is not None
-            and (max_timestamp - seg.first_timestamp > config.segment_ms)
-        ):
-            reason = "age"
-        elif config.segment_messages is not None and seg.records >= config.segment_messages:
-            reason = "messages"
-        elif seg.index_full:
-            reason = "index"
-        elif last_offset - seg.base_offset > INT32_MAX:
-            reason = "offset"
+        reason = seg.should_roll(
+            size,
+            max_timestamp,
+            last_offset,
+            segment_bytes=config.segment_bytes,
+            segment_ms=config.segment_ms,
+            segment_messages=config.segment_messages,
+        )
         if reason is None:
             return seg
         return self._roll()
@@ -712,12 +518,25 @@ class Log(Closing):
         """Start a new active segment now (no-op if the active one is empty)."""
         with self._lock:
             self._check_open()
-            if self._active.size:
-                self._roll()
+            if not self._segments.active.size:
+                return
+            self._roll()
+        self._after_roll()
 
     def _roll(self) -> Segment:
-        """Roll (``_roll_segment``), then apply retention and mark compaction due."""
-        new = self._roll_segment()
+        """Roll only (``_roll_segment``); the caller runs ``_after_roll`` once unlocked."""
+        self._rolls += 1
+        return self._roll_segment()
+
+    def _after_roll(self) -> None:
+        """The housekeeping a roll makes due, in the caller's thread, the log's lock released.
+
+        Retention judges the sealed segments (the records just appended stay);
+        skipped while another pass holds the retention lock (an archive hook
+        running: that pass or the next deletes). Then compaction, when the dirty
+        ratio is over ``min_cleanable_dirty_ratio``. An archive hook runs here
+        without the log's lock: other appends and reads go on meanwhile.
+        """
         config = self._config
         if (
             config.deletes
@@ -726,33 +545,22 @@ class Log(Closing):
                 or config.retention_messages is not None
                 or config.retention_ms is not None
             )
-            # Not while apply_retention's archive hook runs: that pass (or the next) deletes.
             and self._retention_lock.acquire(blocking=False)
         ):
             try:
-                result = self._apply_retention(dry_run=False)
+                result = self._retention_pass(sealed_only=True)
+            except LogClosedError:
+                return  # closed meanwhile: the records appended are in, nothing else is due
             finally:
                 self._retention_lock.release()
             for error in result.errors:
                 logger.warning("%s: retention kept a segment: %s", self._path, error)
         if config.compacted:
-            self._compaction_due = True  # checked against the dirty ratio after the append
-        return new
+            self._maybe_compact()
 
     def _roll_segment(self) -> Segment:
-        """Seal the active segment and create the next one.
-
-        1. Seal: final time-index entry, indexes trimmed. A crash after this
-           leaves a complete segment; recovery rebuilds nothing.
-        2. Flush it (unless ``fsync="never"``) so the recovery point can pass it.
-        3. Create the new segment's files and fsync the directory. A crash
-           before the fsync loses only empty files.
-        """
-        old = self._active
-        old.seal()
-        if self._config.fsync != "never":
-            old.flush()  # its indexes were fsynced when sealed
-        new = self._add_segment(self._end_offset)
+        """Roll (``Segments.roll``); the recovery point passes the sealed segment."""
+        new = self._segments.roll(self._end_offset)
         if self._config.fsync != "never":
             self._flushed_offset = max(self._flushed_offset, new.base_offset)
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
@@ -786,77 +594,40 @@ class Log(Closing):
                 f"compact() needs cleanup_policy 'compact' or 'compact,delete'; "
                 f"{self._path} has {self._config.cleanup_policy!r}"
             )
-        config = self._config
-        started = time.perf_counter()
-        totals = CompactionResult(dry_run=dry_run)
-        reports: list[dict[str, int]] = []
-        first_ratio: float | None = None
         with self._cleaner_lock:
-            while True:
-                with self._lock:
-                    truncations = self._truncations
-                    sealed, first_dirty, now = self._cleanable_snapshot()
-                clean, dirty = cleaner.sections(
-                    sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
-                )
-                if first_ratio is None:
-                    first_ratio = cleaner.dirty_ratio(clean, dirty)
-                if dirty:
-                    offsets, end = cleaner.build_offset_map(
-                        dirty,
-                        first_dirty,
-                        budget_bytes=config.compaction_memory_bytes,
-                        verify_crc=True,  # never rewrite damaged bytes under a fresh CRC
-                    )
-                    inputs = [s for s in sealed if s.base_offset < end]
-                elif not reports and cleaner.has_expired_tombstones(clean, now_ms=now):
-                    # Nothing new, but tombstones passed their horizon: clean the clean part.
-                    offsets, end, inputs = {}, first_dirty, clean
-                else:
-                    break
-                done = cleaner.clean_round(
-                    self._path,
-                    inputs,
-                    offsets,
-                    end,
-                    config,
-                    now_ms=now,
-                    dry_run=dry_run,
-                    progress=progress,
-                )
-                reports += [r.as_dict() for r in done.reports]
-                totals = _add_round(totals, done, len(inputs))
-                if dry_run:
-                    break
-                with self._lock:
-                    if (
-                        self._closed
-                        or self._truncations != truncations
-                        or any(s is self._active for s in inputs)
-                        or any(self._segments.get(s.base_offset) is not s for s in inputs)
-                    ):
-                        cleaner.discard(done.outputs)  # truncation or retention got there first
-                        break
-                    if not os.path.exists(os.path.join(self._path, CLEANER_CHECKPOINT_FILE)):
-                        # Before the first swap leaves gaps in the offsets, say so durably:
-                        # the checkpoint marks the log as compacted for every later open.
-                        self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-                    cleaner.swap(self._path, inputs, done.outputs)
-                    for seg in inputs:
-                        del self._segments[seg.base_offset]
-                    for seg in done.outputs:
-                        self._adopt(seg)
-                        self._segments[seg.base_offset] = seg
-                    self._cleaner_offset = end
-                    self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-                if not dirty or end >= dirty[-1].next_offset:
-                    break
-        return dataclasses.replace(
-            totals,
-            dirty_ratio=first_ratio or 0.0,
-            seconds=time.perf_counter() - started,
-            details=tuple(reports),
-        )
+            return cleaner.compact(
+                self._path,
+                self._config,
+                snapshot=self._round_snapshot,
+                commit=self._commit_round,
+                dry_run=dry_run,
+                progress=progress,
+            )
+
+    def _round_snapshot(self) -> cleaner.CleanableSnapshot:
+        with self._lock:
+            sealed, first_dirty, now = self._cleanable_snapshot()
+            return cleaner.CleanableSnapshot(sealed, first_dirty, now, self._truncations)
+
+    def _commit_round(self, taken: cleaner.CleanableSnapshot, done: cleaner.Round) -> bool:
+        """Under the lock: swap a round's outputs in, unless its inputs changed meanwhile."""
+        with self._lock:
+            inputs = done.inputs
+            if (
+                self._closed
+                or self._truncations != taken.token
+                or any(s is self._segments.active for s in inputs)
+                or not all(self._segments.holds(s) for s in inputs)
+            ):
+                return False
+            if not os.path.exists(os.path.join(self._path, CLEANER_CHECKPOINT_FILE)):
+                # Before the first swap leaves gaps in the offsets, say so durably:
+                # the checkpoint marks the log as compacted for every later open.
+                self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
+            self._segments.replace(inputs, done.outputs)
+            self._cleaner_offset = done.end_offset
+            self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
+            return True
 
     def dirty_ratio(self) -> float:
         """The share of the log's bytes not yet compacted (what auto-compaction compares)."""
@@ -877,11 +648,10 @@ class Log(Closing):
         first_dirty = self._cleaner_offset
         if not self._start_offset <= first_dirty <= self._end_offset:
             first_dirty = self._start_offset
-        return list(self._segments.values())[:-1], first_dirty, self._clock()
+        return self._segments.sealed(), first_dirty, self._clock()
 
     def _maybe_compact(self) -> None:
         """After a roll in a compacted log: compact if the dirty share is over the limit."""
-        self._compaction_due = False
         if self._closed or self._cleaner_lock.locked():
             return
         if self.dirty_ratio() > self._config.min_cleanable_dirty_ratio:
@@ -907,121 +677,71 @@ class Log(Closing):
         then unlinked.
         """
         if dry_run or self._config.archive is None:
-            with self._lock:
-                self._check_open()
-                return self._apply_retention(dry_run=dry_run)
+            return self._retention_pass(dry_run=dry_run)
         with self._retention_lock:  # one archiving pass at a time: none archives twice
-            with self._lock:
-                self._check_open()
-                truncations = self._truncations
-                planned, rolled = self._plan_retention(dry_run=False)
-            # A slow archive script must not stall appends: the hook runs unlocked.
-            archived, kept, errors = self._archive(planned)
-            with self._lock:
-                self._check_open()
-                if self._truncations != truncations:
-                    archived = []  # a truncation voids the plan; the next pass plans again
-                # Only what is still, unchanged, the log's oldest sealed segments goes
-                # (compaction swaps in new Segment objects; a sealed one never changes).
-                still = 0
-                for (seg, _), current in zip(archived, self._segments.values()):
-                    if seg is not current or seg is self._active:
-                        break
-                    still += 1
-                going = archived[:still]
-                return RetentionResult(
-                    removed=tuple(info for _, info in going),
-                    kept_by_archive_failure=tuple(kept),
-                    start_offset=self._remove_planned(going, dry_run=False),
-                    dry_run=False,
-                    errors=tuple(errors),
-                    rolled=rolled,
-                )
+            return self._retention_pass()
 
-    def _apply_retention(self, *, dry_run: bool) -> RetentionResult:
-        """Plan, archive and delete in one go, under the lock (on roll, and without a hook)."""
-        planned, rolled = self._plan_retention(dry_run=dry_run)
-        going, kept, errors = (planned, [], []) if dry_run else self._archive(planned)
-        return RetentionResult(
-            removed=tuple(info for _, info in going),
-            kept_by_archive_failure=tuple(kept),
-            start_offset=self._remove_planned(going, dry_run=dry_run),
+    def _retention_pass(
+        self, *, dry_run: bool = False, sealed_only: bool = False
+    ) -> RetentionResult:
+        """One ``retention.apply`` pass; with an archive hook the retention lock is held.
+
+        Raises:
+            LogClosedError: the log is (or was meanwhile) closed.
+        """
+
+        def plan_locked() -> tuple[retention.Planned, bool, object]:
+            self._check_open()
+            planned, rolled = self._plan_retention(dry_run=dry_run, sealed_only=sealed_only)
+            return planned, rolled, self._truncations
+
+        def remove_locked(
+            going: retention.Planned, truncations: object
+        ) -> tuple[retention.Planned, int]:
+            self._check_open()
+            if self._truncations != truncations:
+                going = []  # a truncation voids the plan; the next pass plans again
+            return going, self._remove_planned(going, dry_run=dry_run)
+
+        return retention.apply(
+            self._config.archive,
+            self._lock,
+            plan_locked=plan_locked,
+            remove_locked=remove_locked,
+            current=lambda: (self._segments, self._segments.active),
             dry_run=dry_run,
-            errors=tuple(errors),
-            rolled=rolled,
         )
 
     def _plan_retention(
-        self, *, dry_run: bool
-    ) -> tuple[list[tuple[Segment, RemovedSegment]], bool]:
+        self, *, dry_run: bool, sealed_only: bool = False
+    ) -> tuple[retention.Planned, bool]:
         """Under the lock: the segments retention takes, oldest first, and whether it rolled.
 
-        When the active segment is among them it is rolled now (not in a dry run).
+        When the active segment is among them it is rolled now (not in a dry run):
+        the log keeps one segment, so the doomed one is sealed (and whole for the
+        archive hook) before it goes. A crash after the roll leaves a sealed
+        segment and an empty active one; the next pass deletes it.
         """
-        config = self._config
-        segs = list(self._segments.values())
-        count_records = config.deletes and config.retention_messages is not None
-        by_age = config.deletes and config.retention_ms is not None
-        facts = [
-            retention.SegmentFacts(
-                base_offset=s.base_offset,
-                next_offset=nxt.base_offset if nxt is not None else self._end_offset,
-                records=s.records if count_records else 0,
-                size_bytes=s.size,
-                max_timestamp=s.max_timestamp if by_age else None,
-                mtime_ms=int(os.stat(s.log_path).st_mtime * 1000) if by_age else 0,
-            )
-            for s, nxt in zip(segs, [*segs[1:], None])
-        ]
-        doomed = retention.plan(
-            facts, start_offset=self._start_offset, config=config, now_ms=self._clock()
+        planned, rolled = retention.plan_removal(
+            list(self._segments),
+            start_offset=self._start_offset,
+            end_offset=self._end_offset,
+            config=self._config,
+            now_ms=self._clock(),
         )
-        rolled = bool(doomed) and doomed[-1][0].base_offset == self._active.base_offset
+        if rolled and sealed_only:
+            return planned[:-1], False  # after an append: the records it wrote stay
         if rolled and not dry_run:
-            # The log keeps one segment: roll so that the doomed one is sealed (and
-            # whole for the archive hook) before it goes. A crash after the roll
-            # leaves a sealed segment and an empty active one; the next pass deletes it.
             self._roll_segment()
-        planned = []
-        for fact, rule in doomed:
-            seg = self._segments[fact.base_offset]
-            info = RemovedSegment(
-                base_offset=fact.base_offset,
-                next_offset=fact.next_offset,
-                records=fact.records if count_records else seg.records,
-                size_bytes=fact.size_bytes,
-                max_timestamp=seg.max_timestamp,
-                rule=rule,
-            )
-            planned.append((seg, info))
         return planned, rolled
 
-    def _archive(
-        self, planned: list[tuple[Segment, RemovedSegment]]
-    ) -> tuple[list[tuple[Segment, RemovedSegment]], list[int], list[str]]:
-        """Hand planned segments to the archive hook in order; stop at the first refusal.
-
-        Returns the archived prefix, the base offset refused and what the hook said.
-        """
-        hook = self._config.archive
-        if hook is None:
-            return planned, [], []
-        for i, (seg, info) in enumerate(planned):
-            try:
-                retention.run_archive(hook, seg.paths)
-            except retention.ArchiveError as exc:
-                return planned[:i], [info.base_offset], [f"{seg.log_path}: {exc}"]
-        return planned, [], []
-
-    def _remove_planned(self, going: list[tuple[Segment, RemovedSegment]], *, dry_run: bool) -> int:
+    def _remove_planned(self, going: retention.Planned, *, dry_run: bool) -> int:
         """Under the lock: delete ``going`` (a prefix of the log); return the new start offset."""
         start = self._start_offset
         if going:  # the first segment that stays starts the log
             start = max(start, going[-1][1].next_offset)
         if not dry_run and going:
-            for seg, _ in going:
-                del self._segments[seg.base_offset]
-            self._delete_segments([seg for seg, _ in going])
+            self._segments.remove([seg for seg, _ in going])
             if start > self._start_offset:
                 self._start_offset = start
                 self._checkpoint(LOG_START_FILE, self._start_offset)
@@ -1037,10 +757,10 @@ class Log(Closing):
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
 
     def _flush_locked(self) -> None:
-        for seg in self._segments.values():  # rolled with fsync="never": not yet synced
-            if seg.unflushed and seg is not self._active:
+        for seg in self._segments:  # rolled with fsync="never": not yet synced
+            if seg.unflushed and seg is not self._segments.active:
                 seg.flush()
-        self._active.flush()
+        self._segments.active.flush()
         self._flushed_offset = self._end_offset
         self._unflushed_messages = 0
         self._last_flush_ms = self._clock()
@@ -1060,51 +780,30 @@ class Log(Closing):
         if config.compacted and self.dirty_ratio() > config.min_cleanable_dirty_ratio:
             self.compact()
 
-    def _run_background(self) -> None:
-        """The log's one background thread: interval fsyncs and maintenance, each on its period.
+    def _maintenance_pass(self) -> None:
+        """A ``Maintenance`` task: ``run_maintenance``, then notify ``_maintained`` (tests wait)."""
+        try:
+            self.run_maintenance()
+        except LogClosedError:
+            return
+        finally:
+            with self._maintained:
+                self._maintenance_passes += 1
+                self._maintained.notify_all()
 
-        Periods run on the monotonic clock, not the injected one (a test's fake
-        clock does not move by itself); retention still judges ages by the
-        injected clock. ``close`` sets ``_stop`` and joins this thread.
-        """
-        flush_s = (
-            max(self._config.fsync_interval_ms, 1) / 1000
-            if self._config.fsync == "interval"
-            else None
-        )
-        interval_ms = self._maintenance_interval_ms
-        maintain_s = interval_ms / 1000 if interval_ms is not None else None
-        now = time.monotonic()
-        next_flush = now + flush_s if flush_s is not None else math.inf
-        next_maintain = now + maintain_s if maintain_s is not None else math.inf
-        while not self._stop.wait(max(min(next_flush, next_maintain) - time.monotonic(), 0)):
-            now = time.monotonic()
-            if flush_s is not None and now >= next_flush:
-                next_flush = now + flush_s
-                with self._lock:
-                    if self._closed:
-                        return
-                    if self._flushed_offset < self._end_offset:
-                        try:
-                            self._flush_locked()
-                        except OSError:  # the next append (or flush) raises it to a caller
-                            logger.exception("%s: interval fsync failed", self._path)
-            if maintain_s is not None and now >= next_maintain:
-                try:
-                    self.run_maintenance()
-                except LogClosedError:
-                    return
-                except Exception:  # housekeeping must outlive one failed pass
-                    logger.exception("%s: maintenance failed", self._path)
-                next_maintain = time.monotonic() + maintain_s
-                with self._maintained:
-                    self._maintenance_passes += 1
-                    self._maintained.notify_all()
+    def _interval_flush(self) -> None:
+        """A ``Maintenance`` task with ``fsync="interval"``: fsync what is not yet synced."""
+        with self._lock:
+            if self._closed or self._flushed_offset >= self._end_offset:
+                return
+            try:
+                self._flush_locked()
+            except OSError:  # the next append (or flush) raises it to a caller
+                logger.exception("%s: interval fsync failed", self._path)
 
     def _checkpoint(self, name: str, offset: int) -> None:
         """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
-        topic, partition = self._topic_partition
-        write_checkpoint(os.path.join(self._path, name), [(topic, partition, offset)])
+        write_offset_checkpoint(self._path, name, offset, topic_partition=self._topic_partition)
 
     # ------------------------------------------------------------ reading
 
@@ -1116,20 +815,13 @@ class Log(Closing):
                 f"[{self._start_offset}, {self._end_offset}]"
             )
 
-    def _snapshot(self, offset: int) -> _Snapshot:
+    def _snapshot(self, offset: int) -> reader.Snapshot:
         """Segments from the one holding ``offset``, each with its end position now.
 
         And with the offset its batches must stay below: the next segment's
         base offset, or the log's end offset for the last one.
         """
-        segs = self._segments
-        if not segs:
-            active = self._active
-            return [(active, active.size, self._end_offset)]
-        chosen = segs.values()[max(segs.bisect_right(offset) - 1, 0) :]
-        bounds = [s.base_offset for s in chosen[1:]]
-        bounds.append(self._end_offset)
-        return [(s, s.size, bound) for s, bound in zip(chosen, bounds)]
+        return self._segments.snapshot(offset, self._end_offset)
 
     def read(
         self, offset: int, *, max_records: int | None = None, max_bytes: int | None = None
@@ -1155,18 +847,14 @@ class Log(Closing):
             if offset == end_offset or max_records == 0:
                 return []
             snapshot = self._snapshot(offset)
-        out: list[Record] = []
-        read_bytes = 0
-        for batch_header, records in self._iter_batch_records(
-            snapshot, offset, end_offset, _READ_CHUNK, max_records
-        ):
-            if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
-                break
-            read_bytes += batch_header.size
-            out.extend(records)  # never past max_records: the batches stop there
-            if max_bytes is not None and read_bytes >= max_bytes and out:
-                break
-        return out
+        return reader.read(
+            snapshot,
+            offset,
+            end_offset,
+            self._read_options,
+            max_records=max_records,
+            max_bytes=max_bytes,
+        )
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
         """Whole batches, as stored, from the batch holding ``offset``: a broker's fetch.
@@ -1194,15 +882,7 @@ class Log(Closing):
             if offset == self._end_offset:
                 return b""
             snapshot = self._snapshot(offset)
-        chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
-        pieces: list[bytes | memoryview] = []
-        total = 0
-        for _, _, header, buf, rel in self._stored_batches(snapshot, offset, chunk):
-            if pieces and total + header.size > max_bytes:
-                break
-            pieces.append(memoryview(buf)[rel : rel + header.size])
-            total += header.size
-        return b"".join(pieces)
+        return reader.read_batches(snapshot, offset, max_bytes, self._read_options)
 
     def scan(
         self, start_offset: int | None = None, end_offset: int | None = None
@@ -1218,93 +898,7 @@ class Log(Closing):
             end = self._end_offset if end_offset is None else min(end_offset, self._end_offset)
             self._check_in_range(start)
             snapshot = self._snapshot(start) if start < end else []
-        return self._scan(snapshot, start, end)
-
-    def _scan(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[Record]:
-        # The generator below steps once per batch; chain hands out the records
-        # from C, so there is no Python frame switch per record.
-        return itertools.chain.from_iterable(self._record_lists(snapshot, start, end))
-
-    def _record_lists(self, snapshot: _Snapshot, start: int, end: int) -> Iterator[list[Record]]:
-        if not snapshot:
-            return
-        for _, records in self._iter_batch_records(snapshot, start, end, CHUNK_BYTES):
-            if records and records[-1].offset >= end:
-                yield [r for r in records if r.offset < end]
-                return
-            yield records
-
-    def _iter_batch_records(
-        self,
-        snapshot: _Snapshot,
-        offset: int,
-        end_offset: int,
-        chunk: int,
-        max_records: int | None = None,
-    ) -> Iterator[tuple[batch.BatchHeader, list[Record]]]:
-        """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``.
-
-        With ``max_records``, stops once that many are yielded; the last batch
-        is decoded only as far as needed.
-        """
-        wanted = max_records
-        # Segments from end_offset on hold nothing wanted: not even a first read.
-        within = [item for item in snapshot if item[0].base_offset < end_offset]
-        for seg, pos, header, buf, rel in self._stored_batches(within, offset, chunk):
-            if header.base_offset >= end_offset:
-                return
-            if header.attributes & batch.CONTROL_BIT:
-                continue  # transaction markers occupy offsets but are never delivered
-            try:
-                records = batch.decode_records(
-                    buf, rel, header, min_offset=offset, max_records=wanted
-                )
-            except (CorruptLogError, CodecUnavailableError) as exc:
-                raise exc.located(seg.log_path, pos - rel) from None
-            yield header, records
-            if wanted is not None:
-                wanted -= len(records)
-                if wanted <= 0:
-                    return
-
-    def _stored_batches(
-        self, snapshot: _Snapshot, offset: int, chunk: int
-    ) -> Iterator[tuple[Segment, int, batch.BatchHeader, bytes, int]]:
-        """Batches as stored, from the one holding ``offset`` to the snapshot's end.
-
-        Yields ``(segment, position, header, buffer, offset in buffer)``. The
-        base offset is outside the CRC, so every batch is checked to lie where
-        the file names and its neighbours say (``check_follows``: at or after
-        its segment's base, after the batch before, below the next segment's
-        base; exactly contiguous in a log that was never compacted): a damaged
-        one raises ``CorruptLogError`` rather than serve records at offsets
-        they were not written at. Integer comparisons, once per batch.
-        """
-        verify = self._config.verify_crc_on_read
-        contiguous = self._contiguous
-        previous_next: int | None = None
-        for i, (seg, end, bound) in enumerate(snapshot):
-            path = seg.log_path
-            if i == 0:
-                position, found = seg.find_position(offset, end, end_offset=bound)
-                if seg.index_wrong:
-                    self._repair_indexes(seg)
-                if found is None:
-                    continue  # nothing at or after offset here; nothing known to chain to
-                expected = found.base_offset  # checked by find_position
-            else:
-                position = 0
-                expected = check_segment_start(
-                    previous_next, seg.base_offset, path, contiguous=contiguous
-                )
-            for pos, header, buf, rel in seg.iter_batches(
-                position, end, verify_crc=verify, chunk_bytes=chunk
-            ):
-                expected = check_follows(
-                    header, expected, path, pos, contiguous=contiguous, end_offset=bound
-                )
-                yield seg, pos, header, buf, rel
-            previous_next = expected
+        return reader.scan(snapshot, start, end, self._read_options)
 
     def _repair_indexes(self, seg: Segment) -> None:
         """Rebuild the indexes of a segment a read found wrong, if it is still ours.
@@ -1313,11 +907,9 @@ class Log(Closing):
         segment that was replaced or deleted meanwhile is left alone.
         """
         with self._lock:
-            segs = self._segments
-            if self._closed or segs.get(seg.base_offset) is not seg:
+            if self._closed or not self._segments.holds(seg):
                 return
-            i = segs.index(seg.base_offset)
-            bound = segs.values()[i + 1].base_offset if i + 1 < len(segs) else self._end_offset
+            bound = self._segments.bound(seg, self._end_offset)
             error = seg.repair_indexes(end_offset=bound)
         if error is not None:
             logger.warning("%s: index not rewritten, the log is damaged: %s", seg.index_path, error)
@@ -1337,72 +929,9 @@ class Log(Closing):
             start = self._start_offset
             snapshot = self._snapshot(start)
             end_offset = self._end_offset
-        for seg, end, bound in snapshot:
-            max_ts = seg.max_timestamp
-            if max_ts is None or max_ts < timestamp_ms or end == 0:
-                continue
-            found = self._offset_in_segment(seg, end, bound, timestamp_ms, start, end_offset)
-            if seg.index_wrong:
-                self._repair_indexes(seg)
-            if found is not None:
-                return found
-        return None
-
-    def _offset_in_segment(
-        self, seg: Segment, end: int, bound: int, timestamp_ms: int, start: int, end_offset: int
-    ) -> int | None:
-        """``offset_for_timestamp`` within one segment, through its time index.
-
-        The index's entry for the asked time is used only once the log
-        confirms it (``Segment.confirm_time_entry``); otherwise the whole
-        segment is searched.
-        """
-        tindex = seg.time_index
-        entry = tindex.floor_entry(timestamp_ms)
-        if entry is None or entry[1] <= start:
-            target = max(start, seg.base_offset)
-            position, header = seg.find_position(target, end, end_offset=bound)
-            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-        previous = tindex.entry_before_floor(timestamp_ms)
-        confirmed = seg.confirm_time_entry(entry, previous, end, end_offset=bound)
-        if confirmed is not None:
-            position, header = confirmed
-            return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-        seg.distrust_index(tindex.path, f"entry {entry}")
-        position, header = seg.find_position(seg.base_offset, end, end_offset=bound)
-        return self._search(seg, position, header, end, bound, timestamp_ms, start, end_offset)
-
-    def _search(
-        self,
-        seg: Segment,
-        position: int,
-        header: batch.BatchHeader | None,
-        end: int,
-        bound: int,
-        timestamp_ms: int,
-        start: int,
-        end_offset: int,
-    ) -> int | None:
-        """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on."""
-        if header is None:
-            return None
-        expected, path, contiguous = header.base_offset, seg.log_path, self._contiguous
-        for pos, header, buf, rel in seg.iter_batches(
-            position, end, verify_crc=self._config.verify_crc_on_read
-        ):
-            expected = check_follows(
-                header, expected, path, pos, contiguous=contiguous, end_offset=bound
-            )
-            if header.max_timestamp < timestamp_ms or header.attributes & batch.CONTROL_BIT:
-                continue
-            try:
-                records = batch.decode_records(buf, rel, header, min_offset=start)
-            except CorruptLogError as exc:
-                raise exc.located(path, pos - rel) from None
-            for record in records:
-                if record.timestamp >= timestamp_ms and record.offset < end_offset:
-                    return record.offset
-        return None
+        return reader.offset_for_timestamp(
+            snapshot, timestamp_ms, start, end_offset, self._read_options
+        )
 
     # ------------------------------------------------------------ truncation
 
@@ -1425,20 +954,7 @@ class Log(Closing):
                     f"cannot truncate to {offset}, below the start offset {self._start_offset}"
                 )
             try:
-                doomed = [s for s in self._segments.values() if s.base_offset >= offset]
-                for seg in doomed:
-                    del self._segments[seg.base_offset]
-                # Newest first: directory entries change in order, so a power loss
-                # part-way leaves the log cut at a segment boundary, never with a hole.
-                self._delete_segments(doomed[::-1])
-                if not self._segments:
-                    self._add_segment(offset)
-                else:
-                    seg = self._segments.values()[-1]
-                    if seg is not self._active:
-                        seg.activate()
-                        self._active = seg
-                    self._truncate_segment(seg, offset)
+                self._segments.truncate(offset, compression_level=self._config.compression_level)
             except OSError:
                 # Files are partly cut: the state in memory no longer matches them.
                 # Close without the clean marker; the next open recovers from the files.
@@ -1447,49 +963,11 @@ class Log(Closing):
             self._end_offset = offset
             self._truncations += 1  # a compaction round started before this is void
             self._flushed_offset = min(self._flushed_offset, offset)
-            self._active.flush()
+            self._segments.active.flush()
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
             if self._cleaner_offset > offset:  # re-appended records are dirty again
                 self._cleaner_offset = offset
                 self._checkpoint(CLEANER_CHECKPOINT_FILE, self._cleaner_offset)
-
-    def _truncate_segment(self, seg: Segment, offset: int) -> None:
-        position, header = seg.find_position(offset, seg.size)
-        if header is None:
-            return
-        keep: list[Record] = []
-        if header.base_offset < offset:
-            buf = seg.read(position, header.size)
-            keep = [r for r in batch.decode_records(buf, 0) if r.offset < offset]
-        if not keep:
-            seg.truncate_to(position, offset)
-            return
-        if keep:
-            data = batch.build_batch(
-                batch.encode_records(
-                    [(r.value, r.key, r.headers, r.timestamp) for r in keep],
-                    keep[0].timestamp,
-                    [r.offset - header.base_offset for r in keep],
-                ),
-                base_offset=header.base_offset,
-                record_count=len(keep),
-                last_offset_delta=offset - 1 - header.base_offset,
-                base_timestamp=keep[0].timestamp,
-                max_timestamp=max(r.timestamp for r in keep),
-                attributes=header.attributes & ~batch.DELETE_HORIZON_BIT,
-                compression_level=self._config.compression_level,
-                leader_epoch=header.leader_epoch,
-                producer_id=header.producer_id,
-                producer_epoch=header.producer_epoch,
-                base_sequence=header.base_sequence,
-            )
-            # 1. Write the shortened batch over the old one and fsync: a crash after
-            #    this leaves it followed by the old batch's remains, which recovery
-            #    cuts (and quarantines) as a torn tail; the kept records survive.
-            # 2. Only then cut the file after it.
-            seg.overwrite(position, data)
-            seg.offset_index.truncate_to_position(position)
-            seg.truncate_to(position + len(data), offset)
 
     def delete_before(self, offset: int) -> None:
         """Advance ``start_offset`` to ``offset``; whole segments below it are deleted.
@@ -1509,52 +987,9 @@ class Log(Closing):
                 return
             self._start_offset = offset
             self._checkpoint(LOG_START_FILE, self._start_offset)
-            segs = list(self._segments.values())
+            segs = list(self._segments)
             doomed = [s for s, nxt in itertools.pairwise(segs) if nxt.base_offset <= offset]
-            for seg in doomed:
-                del self._segments[seg.base_offset]
-            self._delete_segments(doomed)
-
-    def _reset_to(self, offset: int) -> None:
-        doomed = list(self._segments.values())
-        self._segments.clear()
-        self._delete_segments(doomed)
-        self._add_segment(offset)
-        self._end_offset = offset
-
-    def _adopt(self, seg: Segment) -> None:
-        """Put a segment's handle under the shared handle cache, if any.
-
-        With ``fsync="never"`` nothing waits for an fsync, so even a handle with
-        unsynced data may be closed.
-        """
-        seg.adopt(self._handles, keep_open_until_flushed=self._config.fsync != "never")
-        seg.contiguous = self._contiguous
-
-    def _add_segment(self, base_offset: int) -> Segment:
-        """Create the new active segment at ``base_offset``; durable once this returns."""
-        new = Segment.create(
-            self._path,
-            base_offset,
-            settings=SegmentSettings.of(self._config),
-        )
-        fsync_dir(self._path)  # a crash before this loses only empty files
-        self._adopt(new)
-        self._segments[base_offset] = new
-        self._active = new
-        return new
-
-    def _delete_segments(self, doomed: Sequence[Segment]) -> None:
-        """Remove segments crash-safely: 1. rename to ``.deleted`` (recovery deletes
-        those), 2. fsync the directory, 3. unlink."""
-        if not doomed:
-            return
-        for seg in doomed:
-            seg.detach()  # readers holding it keep reading
-            seg.rename_with_suffix("", DELETED_SUFFIX)
-        fsync_dir(self._path)
-        for seg in doomed:
-            seg.delete_files()
+            self._segments.remove(doomed)
 
     # ------------------------------------------------------------ closing
 
@@ -1565,23 +1000,23 @@ class Log(Closing):
         the lock, which a pass in progress needs to finish). The marker is
         written last, so a crash during close counts as unclean.
         """
-        self._stop.set()
-        worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(timeout=60)  # bounded: a hung archive hook must not hang close
+        maintenance = self._maintenance
+        if maintenance is not None:  # bounded: a hung archive hook must not hang close
+            if self._owns_maintenance:
+                maintenance.close(timeout=60)
+            else:
+                maintenance.cancel(self, timeout=60)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
                 self._flush_locked()
-                for seg in self._segments.values():
+                for seg in self._segments:
                     seg.close()  # the active one is sealed: indexes written and fsynced
                 self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
                 self._checkpoint(LOG_START_FILE, self._start_offset)
-                atomic_write(
-                    os.path.join(self._path, CLEAN_SHUTDOWN_FILE), b'{"version":0,"brokerEpoch":-1}'
-                )
+                write_clean_shutdown(self._path)
             finally:
                 self._dir_lock.release()
 
@@ -1591,8 +1026,12 @@ class Log(Closing):
             if self._closed:
                 return
             self._closed = True
-            self._stop.set()
-            for seg in self._segments.values():
+            if self._maintenance is not None:  # its tasks see the log closed; stop, not join
+                if self._owns_maintenance:
+                    self._maintenance.close(timeout=0)
+                else:
+                    self._maintenance.cancel(self, timeout=0)
+            for seg in self._segments:
                 seg.close_file()
             self._dir_lock.release()
 
@@ -1600,5 +1039,5 @@ class Log(Closing):
         return {
             "start": self._start_offset,
             "end": self._end_offset,
-            "segments": [(s.base_offset, s.size) for s in self._segments.values()],
+            "segments": [(s.base_offset, s.size) for s in self._segments],
         }

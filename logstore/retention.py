@@ -1,18 +1,27 @@
-"""Retention rules: which oldest segments go, and under which rule; the archive hook.
+"""Retention: which oldest segments go and under which rule, the archive hook, what stays.
 
-Pure decisions over segment facts (sizes, record counts, timestamps), in the
-order Kafka applies them (FORMAT.md section 12); the ``Log`` does the deleting.
-Knows no files but the ones it hands to the archive hook.
+``plan`` is the pure decision over segment facts (sizes, record counts,
+timestamps), in the order Kafka applies them (FORMAT.md section 12);
+``plan_removal`` gathers those facts from segments, ``archive`` hands the
+planned ones to the hook (outside the log's lock: it may run a script), and
+``still_oldest`` keeps only what is, unchanged, still the log's oldest after
+that. The ``Log`` holds the lock, rolls, and removes through ``Segments``.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .config import LogConfig
+from .model import RemovedSegment, RetentionResult
+from .segment import Segment
+
+#: Segments retention takes, oldest first, each with what the result reports of it.
+Planned = list[tuple[Segment, RemovedSegment]]
 
 
 @dataclass(frozen=True)
@@ -119,4 +128,123 @@ def run_archive(hook: object, paths: list[str]) -> None:
         raise ArchiveError(
             f"archive executable {executable} exited {done.returncode}"
             + (f": {detail[-1]}" if detail else "")
+        )
+
+
+def plan_removal(
+    segments: Sequence[Segment],
+    *,
+    start_offset: int,
+    end_offset: int,
+    config: LogConfig,
+    now_ms: int,
+) -> tuple[Planned, bool]:
+    """The log's ``segments`` (active last) that ``plan`` takes, and whether the active is one.
+
+    Reads each file's mtime only when ``retention_ms`` needs it. Under the lock.
+    """
+    count_records = config.deletes and config.retention_messages is not None
+    by_age = config.deletes and config.retention_ms is not None
+    facts = [
+        SegmentFacts(
+            base_offset=s.base_offset,
+            next_offset=nxt.base_offset if nxt is not None else end_offset,
+            records=s.records if count_records else 0,
+            size_bytes=s.size,
+            max_timestamp=s.max_timestamp if by_age else None,
+            mtime_ms=int(os.stat(s.log_path).st_mtime * 1000) if by_age else 0,
+        )
+        for s, nxt in zip(segments, [*segments[1:], None])
+    ]
+    doomed = plan(facts, start_offset=start_offset, config=config, now_ms=now_ms)
+    by_base = {s.base_offset: s for s in segments[: len(doomed)]}
+    planned = []
+    for fact, rule in doomed:
+        seg = by_base[fact.base_offset]
+        info = RemovedSegment(
+            base_offset=fact.base_offset,
+            next_offset=fact.next_offset,
+            records=fact.records if count_records else seg.records,
+            size_bytes=fact.size_bytes,
+            max_timestamp=seg.max_timestamp,
+            rule=rule,
+        )
+        planned.append((seg, info))
+    rolled = bool(doomed) and doomed[-1][0].base_offset == segments[-1].base_offset
+    return planned, rolled
+
+
+def archive(hook: object, planned: Planned) -> tuple[Planned, list[int], list[str]]:
+    """Hand planned segments to the archive hook in order; stop at the first refusal.
+
+    Returns the archived prefix, the base offset refused and what the hook said.
+    """
+    if hook is None:
+        return planned, [], []
+    for i, (seg, info) in enumerate(planned):
+        try:
+            run_archive(hook, seg.paths)
+        except ArchiveError as exc:
+            return planned[:i], [info.base_offset], [f"{seg.log_path}: {exc}"]
+    return planned, [], []
+
+
+def still_oldest(archived: Planned, current: Iterable[Segment], active: Segment) -> Planned:
+    """The prefix of ``archived`` that is still, unchanged, the log's oldest sealed segments.
+
+    Compaction swaps in new ``Segment`` objects and a sealed one never changes,
+    so identity says "unchanged". Under the lock, after the hook ran unlocked.
+    """
+    still = 0
+    for (seg, _), now in zip(archived, current):
+        if seg is not now or seg is active:
+            break
+        still += 1
+    return archived[:still]
+
+
+def apply(
+    hook: object,
+    lock: AbstractContextManager[object],
+    *,
+    plan_locked: Callable[[], tuple[Planned, bool, object]],
+    remove_locked: Callable[[Planned, object], tuple[Planned, int]],
+    current: Callable[[], tuple[Iterable[Segment], Segment]],
+    dry_run: bool = False,
+) -> RetentionResult:
+    """One retention pass of a log: plan, archive, remove; the log's steps are its callables.
+
+    ``plan_locked`` (under ``lock``) returns the plan, whether it rolled, and a
+    token ``remove_locked`` gets back to see whether a truncation voided the
+    plan meanwhile; ``remove_locked`` deletes what it is given (nothing, if
+    voided) and returns what it deleted and the new start offset. Without a ``hook`` (or in a dry run) everything happens
+    in one hold of ``lock``. With one, the hook runs with ``lock`` released (a
+    slow archive script must not stall appends), and only what is afterwards
+    still, unchanged, the log's oldest (``still_oldest`` over ``current()``)
+    goes. The caller holds its retention lock: one archiving pass at a time.
+    """
+    if hook is None or dry_run:
+        with lock:
+            planned, rolled, token = plan_locked()
+            going, start_offset = remove_locked(planned, token)
+            return RetentionResult(
+                removed=tuple(info for _, info in going),
+                kept_by_archive_failure=(),
+                start_offset=start_offset,
+                dry_run=dry_run,
+                errors=(),
+                rolled=rolled,
+            )
+    with lock:
+        planned, rolled, token = plan_locked()
+    archived, kept, errors = archive(hook, planned)
+    with lock:
+        going, start_offset = remove_locked(still_oldest(archived, *current()), token)
+        return RetentionResult(
+            removed=tuple(info for _, info in going),
+            kept_by_archive_failure=tuple(kept),
+            start_offset=start_offset,
+            dry_run=False,
+            errors=tuple(errors),
+            rolled=rolled,
         )

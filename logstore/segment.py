@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from . import batch
 from ._fs import (
     INDEX_SUFFIX,
     LOG_SUFFIX,
@@ -732,3 +733,71 @@ class Segment:
         )
         state = _WalkState(next_offset, max_ts, max_ts_offset, since, records, first_ts)
         return index, tindex, result, state
+
+    # ------------------------------------------------------------ rolling and truncation
+
+    def should_roll(
+        self,
+        size: int,
+        max_timestamp: int,
+        last_offset: int,
+        *,
+        segment_bytes: int,
+        segment_ms: int | None,
+        segment_messages: int | None,
+    ) -> str | None:
+        """Why a batch of ``size`` bytes must start a new segment, or ``None`` if it fits here.
+
+        Kafka's reasons, in its order: ``"size"``, ``"age"`` (``max_timestamp``
+        past the first batch's by more than ``segment_ms``), ``"messages"``,
+        ``"index"`` (an index is full), ``"offset"`` (``last_offset`` would not
+        fit the index's 32-bit relative offsets). An empty segment takes anything.
+        """
+        if self.size == 0:
+            return None
+        if self.size + size > segment_bytes:
+            return "size"
+        if (
+            segment_ms is not None
+            and self.first_timestamp is not None
+            and (max_timestamp - self.first_timestamp > segment_ms)
+        ):
+            return "age"
+        if segment_messages is not None and self.records >= segment_messages:
+            return "messages"
+        if self.index_full:
+            return "index"
+        if last_offset - self.base_offset > INT32_MAX:
+            return "offset"
+        return None
+
+    def truncate_to_offset(self, offset: int, *, compression_level: int | None) -> None:
+        """Drop every record at or after ``offset``; the batch holding it keeps those below.
+
+        That batch is rebuilt with only its records below ``offset`` (same base
+        offset, producer fields and codec; its delete horizon dropped).
+        """
+        position, header = self.find_position(offset, self.size)
+        if header is None:
+            return
+        keep = []
+        if header.base_offset < offset:
+            buf = self.read(position, header.size)
+            keep = [r for r in batch.decode_records(buf, 0) if r.offset < offset]
+        if not keep:
+            self.truncate_to(position, offset)
+            return
+        data = batch.rebuild(
+            header,
+            keep,
+            attributes=header.attributes & ~batch.DELETE_HORIZON_BIT,
+            last_offset_delta=offset - 1 - header.base_offset,
+            compression_level=compression_level,
+        )
+        # 1. Write the shortened batch over the old one and fsync: a crash after
+        #    this leaves it followed by the old batch's remains, which recovery
+        #    cuts (and quarantines) as a torn tail; the kept records survive.
+        # 2. Only then cut the file after it.
+        self.overwrite(position, data)
+        self.offset_index.truncate_to_position(position)
+        self.truncate_to(position + len(data), offset)

@@ -1,0 +1,110 @@
+"""The one scheduler of housekeeping: retention, compaction and interval fsyncs.
+
+One ``Maintenance`` runs one daemon thread for everything registered with it:
+a ``Broker`` shares its own across every partition, a standalone ``Log``
+makes one unless the caller passes a shared one (``Log.open(...,
+maintenance=...)``). A task is a callable and a period; the thread runs each
+when due, on the monotonic clock (a test's fake clock does not move by
+itself). Tasks run outside every partition lock; a task takes the locks it
+needs, so a slow archive script stalls only the maintenance thread.
+
+Knows no logs or brokers: it is handed callables and the object they belong to.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Task:
+    owner: object
+    run: Callable[[], None]
+    period_s: float
+    due: float
+
+
+class Maintenance:
+    """A housekeeping thread shared by whoever registers tasks; ``close`` stops it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._tasks: list[_Task] = []
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._running: _Task | None = None
+        self._thread: threading.Thread | None = None
+
+    def every(self, period_ms: int, task: Callable[[], None], *, owner: object) -> None:
+        """Run ``task`` every ``period_ms`` (at least 1 ms), first one period from now.
+
+        Starts the thread on the first task. An exception from ``task`` is logged
+        and the task stays scheduled: housekeeping must outlive one failed pass.
+        """
+        period_s = max(period_ms, 1) / 1000
+        with self._changed:
+            if self._stopped:
+                return
+            self._tasks.append(_Task(owner, task, period_s, time.monotonic() + period_s))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def cancel(self, owner: object, *, timeout: float = 60) -> None:
+        """Drop ``owner``'s tasks and wait (bounded) until none of them is running."""
+        with self._changed:
+            self._tasks = [t for t in self._tasks if t.owner is not owner]
+            if threading.current_thread() is self._thread:
+                return  # a task cancelling its own owner: it finishes as it returns
+            deadline = time.monotonic() + timeout
+            while self._running is not None and self._running.owner is owner:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    break  # bounded: a hung archive hook must not hang a close
+
+    def close(self, *, timeout: float = 60) -> None:
+        """Stop the thread and join it (bounded); idempotent."""
+        with self._changed:
+            self._stopped = True
+            self._tasks.clear()
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=timeout)
+
+    @property
+    def threads(self) -> int:
+        """Threads running for this object: 0 or 1."""
+        thread = self._thread
+        return int(thread is not None and thread.is_alive())
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stopped:
+                    now = time.monotonic()
+                    due = [t for t in self._tasks if t.due <= now]
+                    if due:
+                        break
+                    wake = min((t.due for t in self._tasks), default=now + 3600)
+                    self._changed.wait(wake - now)
+                if self._stopped:
+                    return
+                task = min(due, key=lambda t: t.due)
+                self._running = task
+            try:
+                task.run()
+            except Exception:  # one failed pass must not end everyone's housekeeping
+                logger.exception("%s: maintenance task failed", self.name)
+            finally:
+                with self._changed:
+                    self._running = None
+                    task.due = time.monotonic() + task.period_s
+                    self._changed.notify_all()
