@@ -159,13 +159,29 @@ def stored_batches(
             expected = check_segment_start(
                 previous_next, seg.base_offset, path, contiguous=contiguous
             )
-        for pos, header, buf, rel in seg.iter_batches(
-            position, end, verify_crc=verify, chunk_bytes=chunk
-        ):
+        batches = seg.iter_batches(position, end, verify_crc=verify, chunk_bytes=chunk)
+        if contiguous:  # each batch is pinned by the one before it: checked, then served
+            for pos, header, buf, rel in batches:
+                expected = check_follows(
+                    header, expected, path, pos, contiguous=True, end_offset=bound
+                )
+                yield seg, pos, header, buf, rel
+            previous_next = expected
+            continue
+        # Gaps are legal here, overlaps never: a batch whose base offset moved up
+        # into its successors' offsets is exposed only by the successor, so each
+        # batch is held back until the next one is checked (the segment's last
+        # batch is checked against ``bound``).
+        held: tuple[Segment, int, BatchHeader, bytes, int] | None = None
+        for pos, header, buf, rel in batches:
             expected = check_follows(
-                header, expected, path, pos, contiguous=contiguous, end_offset=bound
+                header, expected, path, pos, contiguous=False, end_offset=bound
             )
-            yield seg, pos, header, buf, rel
+            if held is not None:
+                yield held
+            held = (seg, pos, header, buf, rel)
+        if held is not None:
+            yield held
         previous_next = expected
 
 
@@ -231,10 +247,13 @@ def _search(
 ) -> int | None:
     """First offset >= ``start`` with timestamp >= ``timestamp_ms`` from ``position`` on."""
     expected, path, contiguous = header.base_offset, seg.log_path, options.contiguous
+    answer: int | None = None
     for pos, found, buf, rel in seg.iter_batches(position, end, verify_crc=options.verify_crc):
         expected = check_follows(
             found, expected, path, pos, contiguous=contiguous, end_offset=bound
         )
+        if answer is not None:
+            return answer  # its batch is confirmed by this one's offsets (see stored_batches)
         if found.max_timestamp < timestamp_ms or found.attributes & batch.CONTROL_BIT:
             continue
         try:
@@ -243,5 +262,8 @@ def _search(
             raise exc.located(path, pos - rel) from None
         for record in records:
             if record.timestamp >= timestamp_ms and record.offset < end_offset:
-                return record.offset
-    return None
+                if contiguous:
+                    return record.offset  # pinned by the batch before it
+                answer = record.offset  # served once the next batch confirms its offsets
+                break
+    return answer

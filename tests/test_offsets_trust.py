@@ -519,3 +519,43 @@ def test_a_wrong_index_of_the_active_segment_is_rebuilt_and_appends_go_on(
             )
         log.append_many(Message(b"w%d" % i, b"k", (), T0 + 100 + i) for i in range(40))
     assert ipath.read_bytes() == (fresh / ipath.name).read_bytes()
+
+
+@pytest.mark.parametrize("policy", ["compact", "delete"])
+def test_a_base_offset_moved_into_the_next_batches_is_never_served(
+    tmp_path: Path, policy: str
+) -> None:
+    """Gaps may be legal (a compacting policy), overlaps never: a batch whose base
+    offset moved up into its successors' offsets is refused before it is served,
+    by read, scan, read_batches and offset_for_timestamp alike."""
+    path = tmp_path / "log"
+    config = LogConfig(
+        fsync="never",
+        segment_messages=50,
+        cleanup_policy=policy,  # type: ignore[arg-type]
+        min_cleanable_dirty_ratio=1.0,
+    )
+    with logstore.Log.open(path, config) as log:
+        for i in range(150):
+            log.append(b"v%03d" % i, key=b"k%03d" % i, timestamp=1000 + i)
+    sealed = path / f"{50:020d}.log"
+    position = dict((base, pos) for pos, base in _batch_positions(sealed))[65]
+    data = bytearray(sealed.read_bytes())
+    struct.pack_into(">q", data, position, 68)
+    sealed.write_bytes(bytes(data))
+    with logstore.Log.open(path, config) as log:
+        assert [r.offset for r in log.read(60, max_records=5)] == [60, 61, 62, 63, 64]
+        for call in (
+            lambda: log.read(65, max_records=3),
+            lambda: log.read(60, max_records=10),
+            lambda: log.read_batches(65),
+            lambda: log.offset_for_timestamp(1065),
+        ):
+            with pytest.raises(CorruptLogError) as info:
+                call()
+            assert info.value.path == str(sealed)
+        served = []
+        with pytest.raises(CorruptLogError):
+            for record in log.scan(60):
+                served.append(record.offset)
+        assert served == [60, 61, 62, 63, 64]
