@@ -36,8 +36,11 @@ from .checkpoints import partition_name, write_clean_shutdown, write_offset_chec
 from .config import LogConfig
 from .errors import (
     ConfigError,
+    InvalidRecordError,
     LogClosedError,
+    LogStoreError,
     OffsetOutOfRange,
+    RecordTooLarge,
 )
 from .loader import (
     FlushedDamageError,
@@ -401,14 +404,20 @@ class Log(Closing):
             OSError: the write failed; nothing of the failed batch is kept.
         """
         now = self._clock()
-        entries = validator.prepare(messages, compacted=self._config.compacted)
+        try:
+            entries = validator.prepare(messages, compacted=self._config.compacted)
+        except InvalidRecordError as exc:
+            raise self._named(exc) from None
         with self._lock:
             self._check_open()
             rolls = self._rolls
             base = self._end_offset
             if not entries:
                 return range(base, base)
-            plan = self._plan(entries, now, 0)
+            try:
+                plan = self._plan(entries, now, 0)
+            except (RecordTooLarge, InvalidRecordError) as exc:
+                raise self._named(exc) from None
             done = 0
             for k in itertools.count():
                 if k >= len(plan):
@@ -430,6 +439,10 @@ class Log(Closing):
         if self._rolls != rolls:
             self._after_roll()
         return range(base, end)
+
+    def _named(self, exc: RecordTooLarge | InvalidRecordError) -> LogStoreError:
+        """The same refusal, naming this log (the validator knows no paths)."""
+        return type(exc)(f"{self._path}: {exc}")
 
     def _plan(self, entries: list[Entry], now: int, start: int) -> list[validator.Planned]:
         """Under the lock: ``validator.plan`` from the log's end and active segment."""
@@ -465,7 +478,10 @@ class Log(Closing):
             RecordTooLarge: a batch exceeds ``max_message_bytes``.
         """
         data = bytearray(buf)
-        headers = validator.check_batches(data, self._config)
+        try:
+            headers = validator.check_batches(data, self._config)
+        except (RecordTooLarge, InvalidRecordError) as exc:
+            raise self._named(exc) from None
         with self._lock:
             self._check_open()
             rolls = self._rolls
@@ -811,7 +827,7 @@ class Log(Closing):
         """Raise ``OffsetOutOfRange`` unless ``start_offset <= offset <= end_offset``."""
         if not self._start_offset <= offset <= self._end_offset:
             raise OffsetOutOfRange(
-                f"offset {offset} is outside the log's range "
+                f"{self._path}: offset {offset} is outside the log's range "
                 f"[{self._start_offset}, {self._end_offset}]"
             )
 
@@ -951,7 +967,8 @@ class Log(Closing):
                 return
             if offset < self._start_offset:
                 raise OffsetOutOfRange(
-                    f"cannot truncate to {offset}, below the start offset {self._start_offset}"
+                    f"{self._path}: cannot truncate to {offset}, "
+                    f"below the start offset {self._start_offset}"
                 )
             try:
                 self._segments.truncate(offset, compression_level=self._config.compression_level)
@@ -981,7 +998,8 @@ class Log(Closing):
             self._check_open()
             if offset > self._end_offset:
                 raise OffsetOutOfRange(
-                    f"cannot delete before {offset}, past the end offset {self._end_offset}"
+                    f"{self._path}: cannot delete before {offset}, "
+                    f"past the end offset {self._end_offset}"
                 )
             if offset <= self._start_offset:
                 return

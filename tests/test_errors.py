@@ -464,3 +464,31 @@ def test_without_verify_crc_on_read_broken_framing_still_raises(tmp_path: Path) 
         log.read(0)
     assert caught.value.kind == "invalid_records"
     assert str(caught.value).startswith(f"{path / SEGMENT_0} at byte ")
+
+
+def test_a_log_s_refusals_name_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    config = logstore.LogConfig(fsync="never", max_message_bytes=1024)
+    with logstore.Log.open(path, config, maintenance_interval_ms=None) as log:
+        log.append(b"x")
+        with pytest.raises(logstore.OffsetOutOfRange) as out_of_range:
+            log.read(99)
+        assert str(out_of_range.value) == f"{path}: offset 99 is outside the log's range [0, 1]"
+        with pytest.raises(logstore.RecordTooLarge, match=f"^{path}: a record's batch is "):
+            log.append(b"y" * 4096)
+        with pytest.raises(logstore.OffsetOutOfRange, match=f"^{path}: cannot truncate to"):
+            log.delete_before(1)
+            log.truncate(0)
+        with pytest.raises(logstore.OffsetOutOfRange, match=f"^{path}: cannot delete before 5"):
+            log.delete_before(5)
+    compacted = tmp_path / "keys"
+    with (
+        logstore.Log.open(
+            compacted, logstore.LogConfig(cleanup_policy="compact"), maintenance_interval_ms=None
+        ) as log,
+        pytest.raises(
+            logstore.InvalidRecordError,
+            match=f"^{compacted}: a compacted log cannot accept a record without a key",
+        ),
+    ):
+        log.append(b"no key")
