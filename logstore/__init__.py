@@ -29,6 +29,7 @@ from .errors import (
     TopicExistsError,
     UnknownPartitionError,
     UnknownTopicError,
+    WrongTypeError,
 )
 from .log import Log
 from .model import (
@@ -81,6 +82,7 @@ __all__ = [
     "TopicExistsError",
     "UnknownPartitionError",
     "UnknownTopicError",
+    "WrongTypeError",
     "__speedups__",
     "__version__",
     "diagnostics",

@@ -36,6 +36,7 @@ from .errors import (
     TopicExistsError,
     UnknownPartitionError,
     UnknownTopicError,
+    WrongTypeError,
 )
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
@@ -94,7 +95,7 @@ def _overrides(config: LogConfig | Mapping[str, Any] | None, base: LogConfig) ->
         if unknown:
             raise ConfigError(f"unknown LogConfig field(s): {', '.join(sorted(unknown))}")
         return dict(config)
-    raise TypeError(
+    raise WrongTypeError(
         f"config must be a LogConfig, a mapping of fields or None, not {type(config).__name__}"
     )
 
@@ -122,7 +123,7 @@ class Topic:
             UnknownPartitionError: ``i`` is not in ``0..partitions - 1``.
         """
         if type(i) is not int:
-            raise TypeError(f"partition must be an int, not {type(i).__name__}")
+            raise WrongTypeError(f"partition must be an int, not {type(i).__name__}")
         if not 0 <= i < len(self._logs):
             raise UnknownPartitionError(self.name, i, len(self._logs))
         return self._logs[i]
@@ -219,7 +220,7 @@ class Broker(Closing):
         if default_config is None:
             default_config = LogConfig()
         elif not isinstance(default_config, LogConfig):
-            raise TypeError(
+            raise WrongTypeError(
                 f"default_config must be a LogConfig, not {type(default_config).__name__}"
             )
         if type(max_open_files) is not int or max_open_files < 1:

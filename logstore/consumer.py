@@ -21,7 +21,13 @@ from . import _offsets
 from ._fs import Closing
 from ._native import speedups
 from ._offsets import GroupPartition
-from .errors import ConfigError, LogClosedError, OffsetOutOfRange, PartitionNotAssignedError
+from .errors import (
+    ConfigError,
+    LogClosedError,
+    OffsetOutOfRange,
+    PartitionNotAssignedError,
+    WrongTypeError,
+)
 from .log import Log
 from .model import ConsumedRecord, Message
 
@@ -199,11 +205,11 @@ class Consumer(Closing):
         clock: Callable[[], int],
     ) -> None:
         if not isinstance(group, str) or not group:
-            raise TypeError(f"group must be a non-empty str, got {group!r}")
+            raise WrongTypeError(f"group must be a non-empty str, got {group!r}")
         if isinstance(topics, str):
             topics = [topics]
         if isinstance(start, bool) or not isinstance(start, (str, int, datetime.timedelta)):
-            raise TypeError(f"start must be {_START_FORMS}, not {type(start).__name__}")
+            raise WrongTypeError(f"start must be {_START_FORMS}, not {type(start).__name__}")
         if isinstance(start, str) and start not in ("earliest", "latest"):
             raise ConfigError(f"start {start!r} is not one of {_START_FORMS}")
         self.group = group
@@ -302,7 +308,7 @@ class Consumer(Closing):
         ``timeout_ms`` for some to arrive. Partitions are served in turn, so one
         busy partition does not starve the others."""
         if type(max_records) is not int or max_records < 1:
-            raise TypeError(f"max_records must be a positive int, got {max_records!r}")
+            raise WrongTypeError(f"max_records must be a positive int, got {max_records!r}")
         deadline = time.monotonic() + max(timeout_ms, 0) / 1000
         while True:
             out = self._fetch(max_records)
@@ -361,7 +367,7 @@ class Consumer(Closing):
             OffsetOutOfRange: ``offset`` is outside the partition's log.
         """
         if type(offset) is not int:
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+            raise WrongTypeError(f"offset must be an int, not {type(offset).__name__}")
         with self._lock:
             self._check_open()
             self._check_assigned(topic, partition)

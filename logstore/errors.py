@@ -136,3 +136,11 @@ class CodecUnavailableError(LogStoreError):
     def located(self, path: str, base: int) -> CodecUnavailableError:
         """Return the same error placed in ``path``; our position was relative to ``base``."""
         return CodecUnavailableError(self.codec, path, base + (self.position or 0))
+
+
+class WrongTypeError(LogStoreError, TypeError):
+    """A caller passed a value of the wrong type (``bytes`` expected, ``str`` given...).
+
+    A ``TypeError``, so ``except TypeError`` keeps working; a ``LogStoreError``, so
+    ``except LogStoreError`` catches every refusal of logstore's.
+    """

@@ -41,6 +41,7 @@ from .errors import (
     LogStoreError,
     OffsetOutOfRange,
     RecordTooLarge,
+    WrongTypeError,
 )
 from .loader import (
     FlushedDamageError,
@@ -210,7 +211,7 @@ class Log(Closing):
         if config is None:
             config = LogConfig()
         elif not isinstance(config, LogConfig):
-            raise TypeError(f"config must be a LogConfig, not {type(config).__name__}")
+            raise WrongTypeError(f"config must be a LogConfig, not {type(config).__name__}")
         _check_open_options(max_open_files, maintenance_interval_ms)
         if handles is None:
             handles = HandleCache(max_open_files)
@@ -852,10 +853,10 @@ class Log(Closing):
             CorruptLogError: a batch on the way failed its checks (file and position named).
         """
         if type(offset) is not int:
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+            raise WrongTypeError(f"offset must be an int, not {type(offset).__name__}")
         for name, limit in (("max_records", max_records), ("max_bytes", max_bytes)):
             if limit is not None and (type(limit) is not int or limit < 0):
-                raise TypeError(f"{name} must be a non-negative int or None, got {limit!r}")
+                raise WrongTypeError(f"{name} must be a non-negative int or None, got {limit!r}")
         with self._lock:
             self._check_open()
             self._check_in_range(offset)
@@ -889,9 +890,9 @@ class Log(Closing):
             CorruptLogError: a batch on the way failed its checks.
         """
         if type(offset) is not int:
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+            raise WrongTypeError(f"offset must be an int, not {type(offset).__name__}")
         if type(max_bytes) is not int or max_bytes < 0:
-            raise TypeError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
+            raise WrongTypeError(f"max_bytes must be a non-negative int, got {max_bytes!r}")
         with self._lock:
             self._check_open()
             self._check_in_range(offset)
@@ -939,7 +940,7 @@ class Log(Closing):
         depends on the index being right.
         """
         if type(timestamp_ms) is not int:
-            raise TypeError(f"timestamp_ms must be an int, not {type(timestamp_ms).__name__}")
+            raise WrongTypeError(f"timestamp_ms must be an int, not {type(timestamp_ms).__name__}")
         with self._lock:
             self._check_open()
             start = self._start_offset
@@ -960,7 +961,7 @@ class Log(Closing):
             OffsetOutOfRange: ``offset`` is below ``start_offset``.
         """
         if type(offset) is not int:
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+            raise WrongTypeError(f"offset must be an int, not {type(offset).__name__}")
         with self._lock:
             self._check_open()
             if offset >= self._end_offset:
@@ -970,6 +971,14 @@ class Log(Closing):
                     f"{self._path}: cannot truncate to {offset}, "
                     f"below the start offset {self._start_offset}"
                 )
+            # 0. Lower the recovery point to the base of the segment that will be cut,
+            #    durably, before any byte changes: a crash part-way leaves a rewritten
+            #    batch, or the old batch's remains, above it, which the next open
+            #    judges as a torn tail (cut) rather than as flushed damage (refused).
+            holder = max(s.base_offset for s in self._segments if s.base_offset <= offset)
+            if self._flushed_offset > holder:
+                self._flushed_offset = holder
+                self._checkpoint(RECOVERY_POINT_FILE, holder)
             try:
                 self._segments.truncate(offset, compression_level=self._config.compression_level)
             except OSError:
@@ -993,7 +1002,7 @@ class Log(Closing):
             OffsetOutOfRange: ``offset`` is above ``end_offset``.
         """
         if type(offset) is not int:
-            raise TypeError(f"offset must be an int, not {type(offset).__name__}")
+            raise WrongTypeError(f"offset must be an int, not {type(offset).__name__}")
         with self._lock:
             self._check_open()
             if offset > self._end_offset:

@@ -18,7 +18,7 @@ from typing import Any
 from . import batch
 from .batch import BatchHeader, Entry
 from .config import LogConfig
-from .errors import InvalidRecordError, RecordTooLarge
+from .errors import InvalidRecordError, RecordTooLarge, WrongTypeError
 from .model import Header, Message
 
 #: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
@@ -34,25 +34,27 @@ def as_bytes(value: object, what: str) -> bytes | None:
         return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
-    raise TypeError(f"{what} must be bytes-like or None, not {type(value).__name__}")
+    raise WrongTypeError(f"{what} must be bytes-like or None, not {type(value).__name__}")
 
 
 def check_headers(headers: object) -> tuple[Header, ...]:
     if not isinstance(headers, (tuple, list)):
-        raise TypeError(
+        raise WrongTypeError(
             f"headers must be a sequence of (str, bytes | None), not {type(headers).__name__}"
         )
     out = []
     for item in headers:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise TypeError(f"each header must be a (str, bytes | None) pair, got {item!r}")
+            raise WrongTypeError(f"each header must be a (str, bytes | None) pair, got {item!r}")
         out.append((item[0], as_bytes(item[1], "header value")))
     return tuple(out)
 
 
 def check_timestamp(ts: object) -> int:
     if type(ts) is not int:
-        raise TypeError(f"timestamp must be an int (ms since the epoch), not {type(ts).__name__}")
+        raise WrongTypeError(
+            f"timestamp must be an int (ms since the epoch), not {type(ts).__name__}"
+        )
     if ts < -1:
         raise InvalidRecordError(
             f"timestamp {ts} is negative (only -1, 'no timestamp', is allowed)"
@@ -69,7 +71,7 @@ def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Ent
     this loop runs once per record on the append path.
     """
     if isinstance(messages, (bytes, bytearray, memoryview, str)):
-        raise TypeError("append_many takes an iterable of messages, not a single bytes value")
+        raise WrongTypeError("append_many takes an iterable of messages, not a single bytes value")
     if type(messages) is list:
         items = messages.copy()  # a caller's later changes to its list cannot reach us
         if batch.accepts_as_is(items, require_keys=compacted):
@@ -99,7 +101,7 @@ def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Ent
         elif isinstance(m, (bytearray, memoryview)):
             value, key, headers, ts = bytes(m), None, (), None
         else:
-            raise TypeError(f"append_many items must be bytes or Message, not {t.__name__}")
+            raise WrongTypeError(f"append_many items must be bytes or Message, not {t.__name__}")
         if type(value) is not bytes and value is not None:
             value = as_bytes(value, "value")
         if type(key) is not bytes and key is not None:

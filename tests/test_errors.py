@@ -492,3 +492,25 @@ def test_a_log_s_refusals_name_the_log(tmp_path: Path) -> None:
         ),
     ):
         log.append(b"no key")
+
+
+def test_a_value_of_the_wrong_type_is_a_logstore_error_and_a_type_error(tmp_path: Path) -> None:
+    assert issubclass(logstore.WrongTypeError, logstore.LogStoreError)
+    assert issubclass(logstore.WrongTypeError, TypeError)
+    with pytest.raises(logstore.WrongTypeError, match="config must be a LogConfig, not dict"):
+        logstore.Log.open(tmp_path / "x", {})  # type: ignore[arg-type]
+    with logstore.Log.open(tmp_path / "log", maintenance_interval_ms=None) as log:
+        for call in (
+            lambda: log.append("text"),  # type: ignore[arg-type]
+            lambda: log.read("5"),  # type: ignore[arg-type]
+            lambda: log.append_many([1]),  # type: ignore[list-item]
+            lambda: log.truncate(1.5),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(logstore.WrongTypeError):
+                call()
+    with _broker(tmp_path / "root") as broker:
+        broker.create_topic("t", 2)
+        with pytest.raises(logstore.WrongTypeError, match="partition must be an int"):
+            broker.produce("t", b"x", partition="1")  # type: ignore[arg-type]
+        with pytest.raises(logstore.WrongTypeError, match=r"start must be .* not float"):
+            broker.consumer("g", "t", start=1.5)  # type: ignore[arg-type]

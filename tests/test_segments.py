@@ -83,3 +83,31 @@ def test_truncate_removes_newest_first_and_rebuilds_the_batch(
         "00000000000000000000.log",
         "00000000000000000000.timeindex",
     ]
+
+
+def test_a_crash_after_truncation_rewrote_its_batch_leaves_a_log_that_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewritten batch and the old batch's remains lie above the recovery point
+    that truncation lowered first: the next open cuts the remains as a torn tail
+    (it would refuse them as flushed damage if the recovery point still named the end)."""
+    import logstore
+
+    path = tmp_path / "log"
+    config = logstore.LogConfig(fsync="always")
+    with logstore.Log.open(path, config, maintenance_interval_ms=None) as log:
+        log.append_many([b"v%d" % i for i in range(10)])  # one batch, offsets 0..9
+        real_overwrite = Segment.overwrite
+
+        def overwrite_then_die(self: Segment, position: int, data: bytes) -> None:
+            real_overwrite(self, position, data)
+            raise OSError("the power went")
+
+        monkeypatch.setattr(Segment, "overwrite", overwrite_then_die)
+        with pytest.raises(OSError, match="the power went"):
+            log.truncate(5)
+        monkeypatch.undo()
+    assert (path / "recovery-point-offset-checkpoint").read_text() == "0\n1\nlog 0 0\n"
+    with logstore.Log.open(path, config, maintenance_interval_ms=None) as log:
+        assert [r.value for r in log.scan()] == [b"v%d" % i for i in range(5)]
+        assert log.end_offset == 5
