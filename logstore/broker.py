@@ -178,7 +178,6 @@ class Broker(Closing):
         self._metadata: dict[str, dict[str, Any]] = {}
         self._data_ready = threading.Condition()
         self.recovery_report: dict[str, tuple[RecoveryAction, ...]] = {}
-        self._interrupted_deletes: list[str] = []
         self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
         self._stop = threading.Event()
         #: The broker's one housekeeping thread: its maintenance and every partition's fsyncs.
@@ -187,7 +186,11 @@ class Broker(Closing):
             self._load()
             offsets = self._internal_offsets_topic()
             self._offsets = OffsetStore(offsets.partition(0), clock)
-            for name in self._interrupted_deletes:
+            # Offsets of a topic the metadata no longer has (a deletion that a crash
+            # interrupted, finished by _load) go now, whenever that crash came: a
+            # topic of the same name created later must not inherit them.
+            known = set(self._metadata)
+            for name in sorted({topic for _, topic, _ in self._offsets.groups()} - known):
                 self._offsets.forget_topic(name)
         except BaseException:
             self._maintenance.close()
@@ -267,7 +270,6 @@ class Broker(Closing):
         for topic, meta in list(self._metadata.items()):
             if meta.get("deleting"):  # a deletion that a crash interrupted: finish it
                 self._remove_partition_dirs(topic, max(meta["partitions"], found.get(topic, 0)))
-                self._interrupted_deletes.append(topic)
                 del self._metadata[topic]
                 found.pop(topic, None)
         for topic, count in found.items():

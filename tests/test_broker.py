@@ -976,3 +976,29 @@ def test_poll_times_out_empty(tmp_path: Path, clock: FakeClock) -> None:
             t0 = time.monotonic()
             assert c.poll() == []
             assert time.monotonic() - t0 < 0.15
+
+
+def test_offsets_of_a_topic_the_metadata_lost_are_forgotten_at_open(tmp_path: Path) -> None:
+    """A crash after an interrupted delete was finished in the metadata but before its
+    offsets were tombstoned: the next open forgets them, so a new topic of the same
+    name starts with no committed offsets."""
+    import json
+    import shutil
+
+    root = tmp_path / "root"
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
+        broker.create_topic("t", 1)
+        broker.produce_many("t", [b"a", b"b", b"c"])
+        with broker.consumer("g", ["t"], start="earliest") as consumer:
+            assert len(consumer.poll(max_records=10, timeout_ms=0)) == 3
+            consumer.commit()
+    meta_path = root / "logstore-topics.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["topics"]["t"]
+    meta_path.write_text(json.dumps(meta))
+    shutil.rmtree(root / "t-0")
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
+        broker.create_topic("t", 1)
+        broker.produce("t", b"new")
+        with broker.consumer("g", ["t"], start="earliest") as consumer:
+            assert [i.record.value for i in consumer.poll(max_records=10, timeout_ms=0)] == [b"new"]
