@@ -734,7 +734,7 @@ def compact(
             part, config, record_config=False, maintenance_interval_ms=None
         ) as log:
             sealed = max(len(log.segments) - 1, 0)
-            if not sys.stderr.isatty():  # a bar only where someone watches it
+            if not _stderr_is_terminal():  # a bar only where someone watches it
                 result = log.compact(dry_run=dry_run)
             else:
                 with click.progressbar(
