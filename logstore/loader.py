@@ -44,7 +44,7 @@ from .checkpoints import (
     write_clean_shutdown,
 )
 from .config import LogConfig
-from .errors import ConfigError, CorruptLogError
+from .errors import ConfigError, CorruptLogError, ErrorKind
 from .indexcheck import wrong_index
 from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
@@ -367,14 +367,14 @@ def _check_closed_end(
         f"the batches end at offset {last.next_offset - 1}, but the log was closed at "
         f"offset {recovery_point} ({RECOVERY_POINT_FILE}): a batch's base offset is damaged"
     )
-    error = CorruptLogError(reason, last.log_path, position, kind="offset_mismatch")
+    error = CorruptLogError(reason, last.log_path, position, kind=ErrorKind.OFFSET_MISMATCH)
     damaged = RecoveryAction(
         last.log_path,
         "damaged",
         f"{reason} (below the recovery point: not cut; use recover --force)",
         position=position,
         bytes=0 if position is None else last.size - position,
-        kind="offset_mismatch",
+        kind=ErrorKind.OFFSET_MISMATCH,
     )
     raise FlushedDamageError(error, damaged, [*actions, damaged])
 
@@ -450,7 +450,7 @@ def _recover_tail(
             if i < len(segments) - 1:
                 seg.close_file()  # thousands of segments must not mean thousands of handles
             continue
-        if error.kind == "unsupported_magic":
+        if error.kind == ErrorKind.UNSUPPORTED_MAGIC:
             raise error  # an old format, not a torn write: refuse, change nothing
         damaged_at = result.next_offset
         if damaged_at is None:
@@ -477,7 +477,7 @@ def _recover_tail(
                 kind=error.kind,
             )
         quarantine = _unused(f"{seg.log_path}{CORRUPT_INFIX}{result.valid_bytes}")
-        what = "torn tail (zero fill)" if error.kind == "zero_fill" else error.reason
+        what = "torn tail (zero fill)" if error.kind == ErrorKind.ZERO_FILL else error.reason
         actions.append(
             RecoveryAction(
                 seg.log_path,

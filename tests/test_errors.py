@@ -464,3 +464,42 @@ def test_without_verify_crc_on_read_broken_framing_still_raises(tmp_path: Path) 
         log.read(0)
     assert caught.value.kind == "invalid_records"
     assert str(caught.value).startswith(f"{path / SEGMENT_0} at byte ")
+
+
+# ---------------------------------------------------------------- error kinds
+
+
+def test_error_kinds_are_their_plain_strings() -> None:
+    import json
+
+    from logstore import ErrorKind
+
+    assert ErrorKind.CRC_MISMATCH == "crc_mismatch"
+    assert str(ErrorKind.CRC_MISMATCH) == "crc_mismatch"
+    assert f"{ErrorKind.ZERO_FILL}" == "zero_fill"
+    assert json.dumps({"kind": ErrorKind.TRUNCATED}) == '{"kind": "truncated"}'
+    assert {k.value for k in ErrorKind} == {
+        "invalid",
+        "truncated",
+        "zero_fill",
+        "invalid_length",
+        "crc_mismatch",
+        "unsupported_magic",
+        "invalid_magic",
+        "invalid_records",
+        "offset_regression",
+        "offset_mismatch",
+        "unsupported_codec",
+        "invalid_index",
+    }
+
+
+def test_corrupt_log_error_kind_is_an_error_kind_even_from_a_string() -> None:
+    from logstore import ErrorKind
+
+    exc = logstore.CorruptLogError("bad", "x.log", 7, kind="crc_mismatch")
+    assert exc.kind is ErrorKind.CRC_MISMATCH
+    assert logstore.CorruptLogError("bad").kind is ErrorKind.INVALID
+    assert exc.located("y.log", 10).kind is ErrorKind.CRC_MISMATCH
+    with pytest.raises(ValueError):
+        logstore.CorruptLogError("bad", kind="no_such_kind")
