@@ -31,6 +31,7 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
 )
+from .loader import RecoveryActionKind
 from .log import Log
 from .model import (
     CompactionResult,
@@ -38,6 +39,7 @@ from .model import (
     Message,
     Record,
     RetentionResult,
+    RetentionRule,
     SegmentInfo,
 )
 
@@ -76,8 +78,10 @@ __all__ = [
     "PureCodecWarning",
     "Record",
     "RecordTooLarge",
+    "RecoveryActionKind",
     "RecoveryMode",
     "RetentionResult",
+    "RetentionRule",
     "SegmentInfo",
     "Topic",
     "TopicExistsError",

@@ -43,6 +43,7 @@ from .loader import (
     FlushedDamageError,
     LoadResult,
     RecoveryAction,
+    RecoveryActionKind,
     load,
     read_config_record,
     write_config_record,
@@ -307,7 +308,9 @@ class Log(Closing):
                 if wrong is not None:
                     wrong.rebuild_indexes()
                     reason = "entries did not match the log"
-                    actions.append(RecoveryAction(wrong.index_path, "rebuild_index", reason))
+                    actions.append(
+                        RecoveryAction(wrong.index_path, RecoveryActionKind.REBUILD_INDEX, reason)
+                    )
         finally:
             log.close()
         return actions

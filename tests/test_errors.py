@@ -503,3 +503,42 @@ def test_corrupt_log_error_kind_is_an_error_kind_even_from_a_string() -> None:
     assert exc.located("y.log", 10).kind is ErrorKind.CRC_MISMATCH
     with pytest.raises(ValueError):
         logstore.CorruptLogError("bad", kind="no_such_kind")
+
+
+def test_recovery_actions_and_retention_rules_are_their_plain_strings() -> None:
+    import json
+
+    from logstore import RecoveryActionKind, RetentionRule
+
+    assert {k.value for k in RecoveryActionKind} == {
+        "truncate",
+        "quarantine",
+        "rebuild_index",
+        "delete",
+        "finish_swap",
+        "damaged",
+    }
+    assert {r.value for r in RetentionRule} == {"start_offset", "bytes", "messages", "age"}
+    for member in [*RecoveryActionKind, *RetentionRule]:
+        assert member == member.value
+        assert str(member) == member.value
+        assert f"{member}" == member.value
+        assert json.dumps(member) == f'"{member.value}"'
+
+
+def test_a_cut_torn_tail_is_reported_with_enum_members(tmp_path: Path) -> None:
+    from logstore import ErrorKind, RecoveryActionKind
+
+    log_dir = tmp_path / "log"
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as log:
+        log.append(b"v")
+    (segment,) = log_dir.glob("*.log")
+    size = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(b"\x00" * 100)
+    (log_dir / ".kafka_cleanshutdown").unlink()  # as after a crash: the tail is unflushed
+    (action,) = [a for a in logstore.Log.recover(log_dir) if a.action == "truncate"]
+    assert action.action is RecoveryActionKind.TRUNCATE
+    assert action.kind is ErrorKind.ZERO_FILL
+    assert (action.path, action.position, action.bytes) == (str(segment), size, 100)
+    assert segment.stat().st_size == size
