@@ -14,6 +14,7 @@ from .broker import Broker, Topic
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
+    ArchiveError,
     CodecUnavailableError,
     ConfigError,
     CorruptLogError,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
+    "ArchiveError",
     "Broker",
     "CleanupPolicy",
     "CodecUnavailableError",

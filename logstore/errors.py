@@ -168,3 +168,11 @@ class CodecUnavailableError(LogStoreError):
     def located(self, path: str, base: int) -> CodecUnavailableError:
         """Return the same error placed in ``path``; our position was relative to ``base``."""
         return CodecUnavailableError(self.codec, path, base + (self.position or 0))
+
+
+class ArchiveError(LogStoreError):
+    """The archive hook refused a segment (raised, failed to run, or exited non-zero).
+
+    Retention keeps the segment's files and reports the message in
+    ``RetentionResult.errors``.
+    """

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .config import LogConfig
+from .errors import ArchiveError
 from .model import RemovedSegment, RetentionResult, RetentionRule
 from .segment import Segment
 
@@ -100,10 +101,6 @@ def plan(
         total_bytes -= seg.size_bytes
         total_records -= seg.records
     return doomed
-
-
-class ArchiveError(Exception):
-    """The archive hook refused a segment; its files must stay."""
 
 
 def run_archive(hook: object, paths: list[str]) -> None:

@@ -542,3 +542,13 @@ def test_a_cut_torn_tail_is_reported_with_enum_members(tmp_path: Path) -> None:
     assert action.kind is ErrorKind.ZERO_FILL
     assert (action.path, action.position, action.bytes) == (str(segment), size, 100)
     assert segment.stat().st_size == size
+
+
+def test_archive_error_is_a_logstore_error() -> None:
+    from logstore import retention
+
+    assert issubclass(logstore.ArchiveError, logstore.LogStoreError)
+    assert retention.ArchiveError is logstore.ArchiveError
+    with pytest.raises(logstore.ArchiveError) as info:
+        retention.run_archive(lambda paths: (_ for _ in ()).throw(OSError("full")), ["x.log"])
+    assert str(info.value) == "archive callable failed: OSError: full"
