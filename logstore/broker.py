@@ -632,6 +632,5 @@ class Broker(Closing):
             for log in topic._logs:
                 log.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"broker {self.root} is closed")
+    def _closed_message(self) -> str:
+        return f"broker {self.root} is closed"

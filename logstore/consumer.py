@@ -21,7 +21,7 @@ from . import _offsets
 from ._fs import Closing
 from ._native import speedups
 from ._offsets import GroupPartition
-from .errors import ConfigError, LogClosedError, OffsetOutOfRange, PartitionNotAssignedError
+from .errors import ConfigError, OffsetOutOfRange, PartitionNotAssignedError
 from .log import Log
 from .model import ConsumedRecord, Message
 
@@ -382,6 +382,5 @@ class Consumer(Closing):
             self._positions = {}
         self._coordinator.leave(self)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"consumer {self.member_id} is closed")
+    def _closed_message(self) -> str:
+        return f"consumer {self.member_id} is closed"

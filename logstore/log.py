@@ -369,13 +369,8 @@ class Log(Closing):
                 for s in segs
             ]
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"log {self._path} is closed")
+    def _closed_message(self) -> str:
+        return f"log {self._path} is closed"
 
     # ------------------------------------------------------------ appending
 

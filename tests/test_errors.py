@@ -552,3 +552,28 @@ def test_archive_error_is_a_logstore_error() -> None:
     with pytest.raises(logstore.ArchiveError) as info:
         retention.run_archive(lambda paths: (_ for _ in ()).throw(OSError("full")), ["x.log"])
     assert str(info.value) == "archive callable failed: OSError: full"
+
+
+# ---------------------------------------------------------------- closing
+
+
+def test_log_broker_and_consumer_share_the_closed_flag_and_its_check(tmp_path: Path) -> None:
+    log = logstore.Log.open(tmp_path / "log", LogConfig(fsync="never"))
+    broker = _broker(tmp_path / "root")
+    broker.create_topic("t")
+    consumer = broker.consumer("g", "t")
+    assert (log.closed, broker.closed, consumer.closed) == (False, False, False)
+    log.close()
+    consumer.close()
+    assert (log.closed, consumer.closed) == (True, True)
+    with pytest.raises(logstore.LogClosedError) as info:
+        log.append(b"v")
+    assert str(info.value) == f"log {tmp_path / 'log'} is closed"
+    with pytest.raises(logstore.LogClosedError) as info:
+        consumer.poll()
+    assert str(info.value) == f"consumer {consumer.member_id} is closed"
+    broker.close()
+    assert broker.closed
+    with pytest.raises(logstore.LogClosedError) as info:
+        broker.create_topic("u")
+    assert str(info.value) == f"broker {broker.root} is closed"
