@@ -14,9 +14,11 @@ from .broker import Broker, Topic
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
+    ArchiveError,
     CodecUnavailableError,
     ConfigError,
     CorruptLogError,
+    ErrorKind,
     InvalidRecordError,
     InvalidTopicName,
     LogClosedError,
@@ -31,6 +33,7 @@ from .errors import (
     UnknownTopicError,
     WrongTypeError,
 )
+from .loader import RecoveryActionKind
 from .log import Log
 from .model import (
     CompactionResult,
@@ -38,6 +41,7 @@ from .model import (
     Message,
     Record,
     RetentionResult,
+    RetentionRule,
     SegmentInfo,
 )
 
@@ -51,6 +55,7 @@ __version__ = "0.1.0"
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
+    "ArchiveError",
     "Broker",
     "CleanupPolicy",
     "CodecUnavailableError",
@@ -60,6 +65,7 @@ __all__ = [
     "Consumer",
     "ConfigError",
     "CorruptLogError",
+    "ErrorKind",
     "FsyncMode",
     "InvalidRecordError",
     "InvalidTopicName",
@@ -75,8 +81,10 @@ __all__ = [
     "PureCodecWarning",
     "Record",
     "RecordTooLarge",
+    "RecoveryActionKind",
     "RecoveryMode",
     "RetentionResult",
+    "RetentionRule",
     "SegmentInfo",
     "Topic",
     "TopicExistsError",

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Protocol, TypeVar
 
-from .errors import ConfigError, LogLockedError
+from .errors import ConfigError, LogClosedError, LogLockedError
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -35,10 +35,29 @@ _Self = TypeVar("_Self", bound="Closing")
 
 
 class Closing:
-    """``with`` for the objects that hold files and locks: the block's end closes them."""
+    """``with`` for the objects that hold files and locks: the block's end closes them.
+
+    Also the one closed flag and its check: ``close`` sets ``_closed`` (under
+    the subclass's own lock), every public method that needs the object open
+    starts with ``_check_open``, which names the object via ``_closed_message``.
+    """
+
+    _closed: bool = False
 
     def close(self) -> None:
         raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close`` was called (or, for a ``Log``, a write failure closed it)."""
+        return self._closed
+
+    def _closed_message(self) -> str:
+        return f"{self!r} is closed"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosedError(self._closed_message())
 
     def __enter__(self: _Self) -> _Self:
         return self

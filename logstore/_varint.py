@@ -6,7 +6,7 @@ offset deltas and timestamp deltas are small and recur in every record.
 
 from __future__ import annotations
 
-from .errors import CorruptLogError
+from .errors import CorruptLogError, ErrorKind
 
 
 def _zigzag(n: int) -> bytes:
@@ -44,7 +44,7 @@ def decode_varint(
     end = len(buf)
     if pos >= end:
         raise CorruptLogError(
-            "varint runs past the end of the data", position=pos, kind="invalid_records"
+            "varint runs past the end of the data", position=pos, kind=ErrorKind.INVALID_RECORDS
         )
     b = buf[pos]
     if b < 0x80:  # one byte: the usual case, no loop
@@ -55,11 +55,13 @@ def decode_varint(
         pos += 1
         if pos >= end:
             raise CorruptLogError(
-                "varint runs past the end of the data", position=start, kind="invalid_records"
+                "varint runs past the end of the data",
+                position=start,
+                kind=ErrorKind.INVALID_RECORDS,
             )
         if pos - start >= limit:
             raise CorruptLogError(
-                f"varint longer than {limit} bytes", position=start, kind="invalid_records"
+                f"varint longer than {limit} bytes", position=start, kind=ErrorKind.INVALID_RECORDS
             )
         b = buf[pos]
         z |= (b & 0x7F) << shift

@@ -41,7 +41,13 @@ from ._varint import (
     _zigzag,
     decode_varint,
 )
-from .errors import CodecUnavailableError, CorruptLogError, InvalidRecordError, RecordTooLarge
+from .errors import (
+    CodecUnavailableError,
+    CorruptLogError,
+    ErrorKind,
+    InvalidRecordError,
+    RecordTooLarge,
+)
 from .model import Header, Message, Record
 
 _HEADER = struct.Struct(">qiibIhiqqqhii")  # 61 bytes, big-endian, no padding
@@ -155,12 +161,12 @@ def read_header(
             raise CorruptLogError(
                 f"zero-filled tail of {available} bytes (preallocated or torn write)",
                 position=pos,
-                kind="zero_fill",
+                kind=ErrorKind.ZERO_FILL,
             )
         raise CorruptLogError(
             f"batch length {batch_length} is below the minimum {MIN_LEGACY_LENGTH}",
             position=pos,
-            kind="invalid_length",
+            kind=ErrorKind.INVALID_LENGTH,
         )
     end = pos + LOG_OVERHEAD + batch_length
     if end > len(buf):
@@ -168,7 +174,7 @@ def read_header(
             f"batch of {LOG_OVERHEAD + batch_length} bytes runs past the end of the data "
             f"({available} bytes left)",
             position=pos,
-            kind="truncated",
+            kind=ErrorKind.TRUNCATED,
         )
     if magic != 2:
         raise _legacy_or_damage(buf, pos, end, magic)
@@ -176,7 +182,7 @@ def read_header(
         raise CorruptLogError(
             f"batch length {batch_length} is below the v2 header's {MIN_BATCH_LENGTH}",
             position=pos,
-            kind="invalid_length",
+            kind=ErrorKind.INVALID_LENGTH,
         )
     h = BatchHeader._make(_HEADER.unpack_from(buf, pos))
     if verify_crc:
@@ -185,13 +191,13 @@ def read_header(
             raise CorruptLogError(
                 f"CRC mismatch: stored {h.crc:#010x}, computed {actual:#010x}",
                 position=pos,
-                kind="crc_mismatch",
+                kind=ErrorKind.CRC_MISMATCH,
             )
     if h.last_offset_delta < 0 or h.record_count < 0:
         raise CorruptLogError(
             f"negative last offset delta {h.last_offset_delta} or record count {h.record_count}",
             position=pos,
-            kind="invalid_records",
+            kind=ErrorKind.INVALID_RECORDS,
         )
     if h.base_offset < 0 or h.base_offset + h.last_offset_delta > _INT64_MAX:
         # The base offset lies outside the CRC: a damaged one must not pass as
@@ -199,7 +205,7 @@ def read_header(
         raise CorruptLogError(
             f"base offset {h.base_offset} is outside the offsets a log can hold",
             position=pos,
-            kind="offset_regression",
+            kind=ErrorKind.OFFSET_REGRESSION,
         )
     return h
 
@@ -220,12 +226,12 @@ def _legacy_or_damage(
             return CorruptLogError(
                 f"unsupported message format (magic {magic}); logstore reads only magic 2",
                 position=pos,
-                kind="unsupported_magic",
+                kind=ErrorKind.UNSUPPORTED_MAGIC,
             )
     return CorruptLogError(
         f"magic {magic} at a batch start, and no legacy message's CRC holds there: damaged or torn",
         position=pos,
-        kind="invalid_magic",
+        kind=ErrorKind.INVALID_MAGIC,
     )
 
 
@@ -348,7 +354,9 @@ def _py_decode_section(
     # Each record is at least 7 bytes: refuse a count the data cannot hold before looping.
     if count * 7 > limit:
         raise CorruptLogError(
-            f"record count {count} cannot fit in {limit} bytes", position=0, kind="invalid_records"
+            f"record count {count} cannot fit in {limit} bytes",
+            position=0,
+            kind=ErrorKind.INVALID_RECORDS,
         )
     base_offset = h.base_offset
     base_ts = h.base_timestamp
@@ -382,7 +390,7 @@ def _py_decode_section(
                 raise CorruptLogError(
                     f"record length {length} is invalid or overruns the data",
                     position=start,
-                    kind="invalid_records",
+                    kind=ErrorKind.INVALID_RECORDS,
                 )
             b = data[pos + 1]  # pos: the record's attributes, unused
             if b < 0x80:
@@ -406,7 +414,7 @@ def _py_decode_section(
                 raise CorruptLogError(
                     f"offset delta {delta} does not follow {prev_delta}",
                     position=start,
-                    kind="invalid_records",
+                    kind=ErrorKind.INVALID_RECORDS,
                 )
             prev_delta = delta
             if delta < skip_below:
@@ -428,7 +436,7 @@ def _py_decode_section(
                     raise CorruptLogError(
                         f"key of {n} bytes overruns its record",
                         position=start,
-                        kind="invalid_records",
+                        kind=ErrorKind.INVALID_RECORDS,
                     )
                 append((base_offset + delta, key))
                 pos = rec_end
@@ -459,7 +467,7 @@ def _py_decode_section(
                 raise CorruptLogError(
                     f"record fields end at byte {pos}, its length says {rec_end}",
                     position=start,
-                    kind="invalid_records",
+                    kind=ErrorKind.INVALID_RECORDS,
                 )
             append(
                 new(
@@ -479,20 +487,20 @@ def _py_decode_section(
         raise CorruptLogError(
             "record runs past the end of the records section",
             position=start,
-            kind="invalid_records",
+            kind=ErrorKind.INVALID_RECORDS,
         ) from None
     if pos != limit:
         raise CorruptLogError(
             f"{limit - pos} bytes left over after {count} records",
             position=pos,
-            kind="invalid_records",
+            kind=ErrorKind.INVALID_RECORDS,
         )
     if prev_delta > h.last_offset_delta:
         raise CorruptLogError(
             f"offset delta {prev_delta} exceeds the batch's last offset delta "
             f"{h.last_offset_delta}",
             position=0,
-            kind="invalid_records",
+            kind=ErrorKind.INVALID_RECORDS,
         )
     return out
 
@@ -506,20 +514,20 @@ def _decode_headers(
         raise CorruptLogError(
             f"header count {count} is invalid for the record",
             position=start,
-            kind="invalid_records",
+            kind=ErrorKind.INVALID_RECORDS,
         )
     headers: list[Header] = []
     for _ in range(count):
         n, pos = decode_varint(data, pos, MAX_VARINT_BYTES)
         if n < 0 or pos + n > rec_end:
             raise CorruptLogError(
-                f"header key length {n} is invalid", position=start, kind="invalid_records"
+                f"header key length {n} is invalid", position=start, kind=ErrorKind.INVALID_RECORDS
             )
         try:
             hkey = data[pos : pos + n].decode("utf-8")
         except UnicodeDecodeError:
             raise CorruptLogError(
-                "header key is not UTF-8", position=start, kind="invalid_records"
+                "header key is not UTF-8", position=start, kind=ErrorKind.INVALID_RECORDS
             ) from None
         pos += n
         n, pos = decode_varint(data, pos, MAX_VARINT_BYTES)

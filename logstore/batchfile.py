@@ -19,7 +19,7 @@ import crc32c
 from . import batch
 from ._fs import HandleCache, fsync_data, write_all
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader
-from .errors import CorruptLogError
+from .errors import CorruptLogError, ErrorKind
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -54,7 +54,7 @@ def check_follows(
             f"batch base offset {base} overlaps or goes back (expected at least {expected})",
             path,
             position,
-            kind="offset_mismatch",
+            kind=ErrorKind.OFFSET_MISMATCH,
         )
     if contiguous and base != expected:
         raise CorruptLogError(
@@ -62,7 +62,7 @@ def check_follows(
             "(a gap in a log that was never compacted)",
             path,
             position,
-            kind="offset_mismatch",
+            kind=ErrorKind.OFFSET_MISMATCH,
         )
     next_offset = header.next_offset
     if end_offset is not None and next_offset > end_offset:
@@ -71,7 +71,7 @@ def check_follows(
             "the last one before the next segment (or the end of the log)",
             path,
             position,
-            kind="offset_mismatch",
+            kind=ErrorKind.OFFSET_MISMATCH,
         )
     return next_offset
 
@@ -93,7 +93,7 @@ def check_segment_start(
             f"which ends at offset {previous_next - 1}",
             path,
             0,
-            kind="offset_mismatch",
+            kind=ErrorKind.OFFSET_MISMATCH,
         )
     return base_offset
 
@@ -326,8 +326,10 @@ class BatchFile:
                 try:
                     header = batch.read_header(buf, rel, verify_crc=verify_crc)
                 except CorruptLogError as exc:
-                    if exc.kind == "zero_fill" and not self._is_zero(position, end):
-                        exc = CorruptLogError(exc.reason, kind="invalid_length", position=rel)
+                    if exc.kind == ErrorKind.ZERO_FILL and not self._is_zero(position, end):
+                        exc = CorruptLogError(
+                            exc.reason, kind=ErrorKind.INVALID_LENGTH, position=rel
+                        )
                     raise exc.located(path, buf_start) from None
             if expected is not None:
                 expected = check_follows(header, expected, path, position, contiguous=contiguous)
@@ -343,7 +345,7 @@ class BatchFile:
                 f"{len(buf) - rel} bytes left, too few for a batch header",
                 self.path,
                 position,
-                kind="truncated",
+                kind=ErrorKind.TRUNCATED,
             )
         header = batch.peek_header(buf, rel)
         if header.magic != 2 or header.batch_length < batch.MIN_BATCH_LENGTH:
@@ -357,7 +359,7 @@ class BatchFile:
                 f"batch of {size} bytes runs past the end of the data ({end - position} bytes left)",
                 self.path,
                 position,
-                kind="truncated",
+                kind=ErrorKind.TRUNCATED,
             )
         return header
 
@@ -378,7 +380,9 @@ class BatchFile:
         while at < end:
             piece = self.read(at, min(CHUNK_BYTES, end - at))
             if not piece:
-                raise CorruptLogError("file shrank while reading", self.path, at, kind="truncated")
+                raise CorruptLogError(
+                    "file shrank while reading", self.path, at, kind=ErrorKind.TRUNCATED
+                )
             crc = crc32c.crc32c(piece, crc)
             at += len(piece)
         if crc != header.crc:
@@ -386,5 +390,5 @@ class BatchFile:
                 f"CRC mismatch: stored {header.crc:#010x}, computed {crc:#010x}",
                 self.path,
                 position,
-                kind="crc_mismatch",
+                kind=ErrorKind.CRC_MISMATCH,
             )

@@ -147,6 +147,26 @@ class Topic:
         self._routes[key] = p
         return p
 
+    @property
+    def logs(self) -> tuple[Log, ...]:
+        """Every partition's ``Log``, in partition order."""
+        return tuple(self._logs)
+
+    def route(self, items: list[Any]) -> tuple[list[int], list[list[Any]]] | None:
+        """Route ``items`` in one compiled call: ``(partition of each, items per partition)``.
+
+        Values without a key go round-robin from this topic's position, which
+        advances as if each had gone through ``partition_for``. ``None`` when
+        the compiled codec is not active or an item is of another kind: then
+        route item by item with ``partition_for``.
+        """
+        with self._round_robin_lock:
+            routed = route_many(items, len(self._logs), self._next_round_robin)
+            if routed is None:
+                return None
+            routes, per_partition, self._next_round_robin = routed
+        return routes, per_partition
+
     def __repr__(self) -> str:
         return f"<logstore.Topic {self.name} partitions={self.partitions}>"
 
@@ -178,7 +198,7 @@ class Broker(Closing):
         self._metadata: dict[str, dict[str, Any]] = {}
         self._data_ready = threading.Condition()
         self.recovery_report: dict[str, tuple[RecoveryAction, ...]] = {}
-        self._coordinator = GroupCoordinator(lambda name: self.topic(name)._logs)
+        self._coordinator = GroupCoordinator(lambda name: self.topic(name).logs)
         self._stop = threading.Event()
         #: The broker's one housekeeping thread: its maintenance and every partition's fsyncs.
         self._maintenance = Maintenance(f"logstore-maintenance-{root}")
@@ -468,7 +488,7 @@ class Broker(Closing):
             self._metadata[name]["deleting"] = True
             self._write_metadata()
             del self._topics[name]
-            for log in topic._logs:
+            for log in topic.logs:
                 log.close()
             # 2. Each partition directory is renamed to <name>-<n>.<uuid>-delete (Kafka's
             #    form), then removed. A crash here: the next open removes what is left.
@@ -526,14 +546,12 @@ class Broker(Closing):
         # route_many copies the list itself (in C): no copy here as well.
         items = messages if type(messages) is list else list(messages)
         if partition is None:
-            with t._round_robin_lock:
-                routed = route_many(items, t.partitions, t._next_round_robin)
-                if routed is not None:
-                    fast_routes, per_partition, t._next_round_robin = routed
+            routed = t.route(items)
             if routed is not None:  # the compiled path: no Python work per record
+                fast_routes, per_partition = routed
                 starts = [
                     log.append_many(group).start if group else 0
-                    for log, group in zip(t._logs, per_partition)
+                    for log, group in zip(t.logs, per_partition)
                 ]
                 self._notify()
                 numbered = number(fast_routes, starts)
@@ -579,7 +597,7 @@ class Broker(Closing):
             group,
             [topics] if isinstance(topics, str) else list(topics),
             start=start,
-            partitions_of=lambda name: self.topic(name)._logs,
+            partitions_of=lambda name: self.topic(name).logs,
             store=self._offsets,
             coordinator=self._coordinator,
             data_ready=self._data_ready,
@@ -597,7 +615,7 @@ class Broker(Closing):
         with self._lock:
             if self._closed:
                 return
-            logs = [log for t in self._topics.values() for log in t._logs]
+            logs = [log for t in self._topics.values() for log in t.logs]
         for log in logs:
             if self._stop.is_set():
                 return
@@ -632,9 +650,8 @@ class Broker(Closing):
 
     def _close_logs(self) -> None:
         for topic in self._topics.values():
-            for log in topic._logs:
+            for log in topic.logs:
                 log.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"broker {self.root} is closed")
+    def _closed_message(self) -> str:
+        return f"broker {self.root} is closed"

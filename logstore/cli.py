@@ -500,18 +500,18 @@ def verify(path: str, as_json: bool, max_problems: int) -> None:
 
 
 _PAST = {
-    "truncate": "truncated",
-    "quarantine": "quarantined",
-    "rebuild_index": "rebuilt index",
-    "delete": "deleted",
-    "finish_swap": "finished swap",
+    logstore.RecoveryActionKind.TRUNCATE: "truncated",
+    logstore.RecoveryActionKind.QUARANTINE: "quarantined",
+    logstore.RecoveryActionKind.REBUILD_INDEX: "rebuilt index",
+    logstore.RecoveryActionKind.DELETE: "deleted",
+    logstore.RecoveryActionKind.FINISH_SWAP: "finished swap",
 }
 _FUTURE = {
-    "truncate": "would truncate",
-    "quarantine": "would quarantine",
-    "rebuild_index": "would rebuild index",
-    "delete": "would delete",
-    "finish_swap": "would finish swap",
+    logstore.RecoveryActionKind.TRUNCATE: "would truncate",
+    logstore.RecoveryActionKind.QUARANTINE: "would quarantine",
+    logstore.RecoveryActionKind.REBUILD_INDEX: "would rebuild index",
+    logstore.RecoveryActionKind.DELETE: "would delete",
+    logstore.RecoveryActionKind.FINISH_SWAP: "would finish swap",
 }
 
 
@@ -556,14 +556,16 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
             )
         seen: set[tuple[str, str, int | None]] = set()
         for action in actions:
-            if action.action == "rebuild_index":
+            if action.action == logstore.RecoveryActionKind.REBUILD_INDEX:
                 continue  # reported below, once per index file that was wrong
             key = (action.path, action.action, action.position)
             if key in seen:
                 continue
             seen.add(key)
             entry = {"partition": part, **vars(action)}
-            (remaining if action.action == "damaged" else changes).append(entry)
+            (remaining if action.action == logstore.RecoveryActionKind.DAMAGED else changes).append(
+                entry
+            )
         still_bad = {} if dry_run else _bad_indexes(part)
         for index_path, (_, problem) in sorted(bad.items()):
             if dry_run or (os.path.exists(index_path) and index_path not in still_bad):
@@ -571,7 +573,7 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
                     {
                         "partition": part,
                         "path": index_path,
-                        "action": "rebuild_index",
+                        "action": logstore.RecoveryActionKind.REBUILD_INDEX,
                         "reason": _reason(problem),
                         "position": problem.position,
                         "bytes": 0,
@@ -583,7 +585,7 @@ def recover(path: str, dry_run: bool, as_json: bool, force: bool) -> None:
                 {
                     "partition": part,
                     "path": index_path,
-                    "action": "damaged",
+                    "action": logstore.RecoveryActionKind.DAMAGED,
                     "reason": _reason(problem),
                     "position": problem.position,
                     "bytes": 0,

@@ -20,7 +20,7 @@ from typing import Any
 
 import zstandard
 
-from .errors import CodecUnavailableError, CorruptLogError
+from .errors import CodecUnavailableError, CorruptLogError, ErrorKind
 
 NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 CODEC_IDS = {"none": NONE, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
@@ -133,7 +133,7 @@ def compress(codec: int, data: bytes, level: int | None = None) -> bytes:
         return b"".join(out)
     if codec == NONE:
         return data
-    raise CorruptLogError(f"unknown compression codec {codec}", kind="unsupported_codec")
+    raise CorruptLogError(f"unknown compression codec {codec}", kind=ErrorKind.UNSUPPORTED_CODEC)
 
 
 def decompress(
@@ -159,14 +159,14 @@ def decompress(
         else:
             raise CorruptLogError(
                 f"unknown compression codec {codec} (attributes bits 0-2)",
-                kind="unsupported_codec",
+                kind=ErrorKind.UNSUPPORTED_CODEC,
             )
     except (CorruptLogError, CodecUnavailableError):
         raise
     except Exception as exc:  # each codec library raises its own types
         name = CODEC_NAMES.get(codec, str(codec))
         raise CorruptLogError(
-            f"{name} stream does not decompress: {exc}", kind="invalid_records"
+            f"{name} stream does not decompress: {exc}", kind=ErrorKind.INVALID_RECORDS
         ) from None
     _check_size(out, max_output)
     return out
@@ -181,7 +181,8 @@ def _need(codec: int, module: object) -> None:
 def _check_size(out: bytes, max_output: int) -> None:
     if len(out) > max_output:
         raise CorruptLogError(
-            f"records section decompresses to more than {max_output} bytes", kind="invalid_records"
+            f"records section decompresses to more than {max_output} bytes",
+            kind=ErrorKind.INVALID_RECORDS,
         )
 
 
@@ -205,7 +206,7 @@ def _gzip_decompress(data: bytes | memoryview, max_output: int) -> bytes:
         if total > max_output:
             _check_size(b"".join(chunks), max_output)
         if not d.eof:
-            raise CorruptLogError("gzip stream is truncated", kind="invalid_records")
+            raise CorruptLogError("gzip stream is truncated", kind=ErrorKind.INVALID_RECORDS)
         remaining = d.unused_data
     return b"".join(chunks)
 
@@ -215,16 +216,19 @@ def _xerial_decompress(data: bytes, max_output: int) -> bytes:
         # snappy-java reads a payload without the magic as one raw block.
         return bytes(_snappy.decompress(data))
     if len(data) < _XERIAL_HEADER.size:
-        raise CorruptLogError("xerial snappy header is truncated", kind="invalid_records")
+        raise CorruptLogError("xerial snappy header is truncated", kind=ErrorKind.INVALID_RECORDS)
     pos, out, total = _XERIAL_HEADER.size, [], 0
     while pos < len(data):
         if pos + 4 > len(data):
-            raise CorruptLogError("xerial snappy chunk length is truncated", kind="invalid_records")
+            raise CorruptLogError(
+                "xerial snappy chunk length is truncated", kind=ErrorKind.INVALID_RECORDS
+            )
         (size,) = _XERIAL_CHUNK.unpack_from(data, pos)
         pos += 4
         if size < 0 or pos + size > len(data):
             raise CorruptLogError(
-                f"xerial snappy chunk of {size} bytes overruns the stream", kind="invalid_records"
+                f"xerial snappy chunk of {size} bytes overruns the stream",
+                kind=ErrorKind.INVALID_RECORDS,
             )
         block = _snappy.decompress(data[pos : pos + size])
         total += len(block)

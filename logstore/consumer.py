@@ -23,7 +23,6 @@ from ._native import speedups
 from ._offsets import GroupPartition
 from .errors import (
     ConfigError,
-    LogClosedError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
     WrongTypeError,
@@ -388,6 +387,5 @@ class Consumer(Closing):
             self._positions = {}
         self._coordinator.leave(self)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"consumer {self.member_id} is closed")
+    def _closed_message(self) -> str:
+        return f"consumer {self.member_id} is closed"

@@ -7,6 +7,8 @@ that do not know logstore.
 
 from __future__ import annotations
 
+import enum
+
 
 class LogStoreError(Exception):
     """Base class of every error logstore raises on purpose."""
@@ -14,6 +16,34 @@ class LogStoreError(Exception):
 
 class ConfigError(LogStoreError, ValueError):
     """A configuration value is out of range or of the wrong kind."""
+
+
+class ErrorKind(str, enum.Enum):
+    """The kinds of damage a :class:`CorruptLogError` reports; each is its plain string.
+
+    A ``str`` enum, so ``ErrorKind.CRC_MISMATCH == "crc_mismatch"`` and JSON
+    output prints the string; ``str()`` and f-strings print the value on every
+    Python we support (3.10 included).
+    """
+
+    INVALID = "invalid"
+    TRUNCATED = "truncated"
+    ZERO_FILL = "zero_fill"
+    INVALID_LENGTH = "invalid_length"
+    CRC_MISMATCH = "crc_mismatch"
+    UNSUPPORTED_MAGIC = "unsupported_magic"
+    INVALID_MAGIC = "invalid_magic"
+    INVALID_RECORDS = "invalid_records"
+    OFFSET_REGRESSION = "offset_regression"
+    OFFSET_MISMATCH = "offset_mismatch"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    INVALID_INDEX = "invalid_index"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
 
 
 class CorruptLogError(LogStoreError):
@@ -28,7 +58,8 @@ class CorruptLogError(LogStoreError):
     name and its neighbours put it: before the segment's base offset, not
     after the batch before, past the next segment's base, or a gap in a log
     that was never compacted; the base offset is outside the CRC),
-    ``"unsupported_codec"`` or ``"invalid_index"``.
+    ``"unsupported_codec"`` or ``"invalid_index"`` (an :class:`ErrorKind`; a
+    plain string given here, as the C codec gives, becomes one).
     """
 
     def __init__(
@@ -37,9 +68,10 @@ class CorruptLogError(LogStoreError):
         path: str | None = None,
         position: int | None = None,
         *,
-        kind: str = "invalid",
+        kind: ErrorKind | str = ErrorKind.INVALID,
     ) -> None:
-        self.reason, self.path, self.position, self.kind = reason, path, position, kind
+        self.reason, self.path, self.position = reason, path, position
+        self.kind = ErrorKind(kind)
         where = ""
         if position is not None:
             where = f"{path or '<buffer>'} at byte {position}: "
@@ -143,4 +175,12 @@ class WrongTypeError(LogStoreError, TypeError):
 
     A ``TypeError``, so ``except TypeError`` keeps working; a ``LogStoreError``, so
     ``except LogStoreError`` catches every refusal of logstore's.
+    """
+
+
+class ArchiveError(LogStoreError):
+    """The archive hook refused a segment (raised, failed to run, or exited non-zero).
+
+    Retention keeps the segment's files and reports the message in
+    ``RetentionResult.errors``.
     """

@@ -26,7 +26,7 @@ from array import array
 from bisect import bisect_right
 
 from ._fs import write_all
-from .errors import CorruptLogError
+from .errors import CorruptLogError, ErrorKind
 
 _OFFSET_ENTRY = struct.Struct(">ii")
 _TIME_ENTRY = struct.Struct(">qi")
@@ -152,7 +152,7 @@ class OffsetIndex(_Index):
         return len(self._relative)
 
     def load(self, log_size: int) -> None:
-        """Read the file; raise ``CorruptLogError(kind="invalid_index")`` if it is not sane.
+        """Read the file; raise ``CorruptLogError(kind=ErrorKind.INVALID_INDEX)`` if it is not sane.
 
         Sane: a whole number of entries, offsets and positions strictly increasing,
         every position inside the ``.log`` (of ``log_size`` bytes). A zero tail
@@ -163,7 +163,7 @@ class OffsetIndex(_Index):
             raise CorruptLogError(
                 f"size {len(data)} is not a multiple of {self.ENTRY_SIZE}",
                 self.path,
-                kind="invalid_index",
+                kind=ErrorKind.INVALID_INDEX,
             )
         ints = array("i", data)
         if sys.byteorder == "little":
@@ -175,7 +175,9 @@ class OffsetIndex(_Index):
             if relative[i] == 0 and positions[i] == 0:
                 if any(ints[2 * i :]):
                     raise CorruptLogError(
-                        f"entry {i} is zero but entries follow it", self.path, kind="invalid_index"
+                        f"entry {i} is zero but entries follow it",
+                        self.path,
+                        kind=ErrorKind.INVALID_INDEX,
                     )
                 count = i
                 break
@@ -188,7 +190,7 @@ class OffsetIndex(_Index):
                     f"({log_size} bytes)",
                     self.path,
                     position=i * self.ENTRY_SIZE,
-                    kind="invalid_index",
+                    kind=ErrorKind.INVALID_INDEX,
                 )
             prev_rel, prev_pos = rel, pos
         self._relative = array("q", relative[:count])
@@ -260,7 +262,7 @@ class TimeIndex(_Index):
         return self.entries >= self.max_entries - 1
 
     def load(self, next_relative_offset: int | None = None) -> None:
-        """Read the file; raise ``CorruptLogError(kind="invalid_index")`` if it is not sane.
+        """Read the file; raise ``CorruptLogError(kind=ErrorKind.INVALID_INDEX)`` if it is not sane.
 
         Sane: timestamps strictly increasing, offsets non-decreasing and below
         ``next_relative_offset`` when given. A zero tail ends the entries.
@@ -270,7 +272,7 @@ class TimeIndex(_Index):
             raise CorruptLogError(
                 f"size {len(data)} is not a multiple of {self.ENTRY_SIZE}",
                 self.path,
-                kind="invalid_index",
+                kind=ErrorKind.INVALID_INDEX,
             )
         timestamps, relative = array("q"), array("q")
         prev_ts, prev_rel = -(1 << 63), -1
@@ -278,7 +280,9 @@ class TimeIndex(_Index):
             if ts == 0 and rel == 0:  # padding (a real (0, base) entry is only advisory)
                 if any(data[i * self.ENTRY_SIZE :]):
                     raise CorruptLogError(
-                        f"entry {i} is zero but entries follow it", self.path, kind="invalid_index"
+                        f"entry {i} is zero but entries follow it",
+                        self.path,
+                        kind=ErrorKind.INVALID_INDEX,
                     )
                 break
             bad_next = next_relative_offset is not None and rel >= next_relative_offset
@@ -287,7 +291,7 @@ class TimeIndex(_Index):
                     f"entry {i} ({ts}, {rel}) is out of order or past the end of the log",
                     self.path,
                     position=i * self.ENTRY_SIZE,
-                    kind="invalid_index",
+                    kind=ErrorKind.INVALID_INDEX,
                 )
             timestamps.append(ts)
             relative.append(rel)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from .errors import CorruptLogError
+from .errors import CorruptLogError, ErrorKind
 from .index import OffsetIndex, TimeIndex
 from .segment import Segment
 
@@ -100,7 +100,9 @@ def wrong_index(seg: Segment) -> str | None:
     index, tindex = seg.new_indexes()
     try:
         if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
-            raise CorruptLogError("index file missing", seg.index_path, kind="invalid_index")
+            raise CorruptLogError(
+                "index file missing", seg.index_path, kind=ErrorKind.INVALID_INDEX
+            )
         index.load(seg.size)
         tindex.load()
     except CorruptLogError as exc:

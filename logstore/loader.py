@@ -12,6 +12,7 @@ Knows segments and files, not records, and not the ``Log`` that will use them.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import os
@@ -44,11 +45,32 @@ from .checkpoints import (
     write_clean_shutdown,
 )
 from .config import LogConfig
-from .errors import ConfigError, CorruptLogError
+from .errors import ConfigError, CorruptLogError, ErrorKind
 from .indexcheck import wrong_index
 from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
 logger = logging.getLogger(__name__)
+
+
+class RecoveryActionKind(str, enum.Enum):
+    """What a :class:`RecoveryAction` does to its file; each is its plain string.
+
+    ``damaged`` is no action: damage that recovery must not cut (below the
+    recovery point), reported so ``recover --force`` can be asked for.
+    """
+
+    TRUNCATE = "truncate"
+    QUARANTINE = "quarantine"
+    REBUILD_INDEX = "rebuild_index"
+    DELETE = "delete"
+    FINISH_SWAP = "finish_swap"
+    DAMAGED = "damaged"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
 
 
 @dataclass(frozen=True)
@@ -56,7 +78,7 @@ class RecoveryAction:
     """One thing recovery did (or, in a dry run, would do) to a file."""
 
     path: str
-    action: str  # "truncate", "quarantine", "rebuild_index", "delete", "finish_swap"
+    action: RecoveryActionKind
     reason: str
     position: int | None = None
     bytes: int = 0
@@ -152,7 +174,9 @@ def load(
         base = parse_base_offset(n)
         if base is not None and n.endswith((INDEX_SUFFIX, TIMEINDEX_SUFFIX)) and base not in bases:
             actions.append(
-                RecoveryAction(os.path.join(directory, n), "delete", "index without a .log")
+                RecoveryAction(
+                    os.path.join(directory, n), RecoveryActionKind.DELETE, "index without a .log"
+                )
             )
             if not dry_run:
                 remove_files([os.path.join(directory, n)])
@@ -197,7 +221,9 @@ def load(
         for seg in segments:  # a missing index is rebuilt even after a clean shutdown
             if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
                 actions.append(
-                    RecoveryAction(seg.index_path, "rebuild_index", "index file missing")
+                    RecoveryAction(
+                        seg.index_path, RecoveryActionKind.REBUILD_INDEX, "index file missing"
+                    )
                 )
                 if not dry_run:
                     seg.rebuild_indexes()
@@ -254,7 +280,11 @@ def _resolve_leftovers(
     swaps = [n for n in names if n.endswith(SWAP_SUFFIX)]
     doomed = list(deleted)
     for n in deleted:
-        actions.append(RecoveryAction(os.path.join(directory, n), "delete", "deletion was pending"))
+        actions.append(
+            RecoveryAction(
+                os.path.join(directory, n), RecoveryActionKind.DELETE, "deletion was pending"
+            )
+        )
     min_cleaned = min((b for n in cleaned if (b := parse_base_offset(n)) is not None), default=None)
     kept_swaps = []
     for n in swaps:
@@ -263,13 +293,19 @@ def _resolve_leftovers(
             continue
         if min_cleaned is not None and base >= min_cleaned:
             doomed.append(n)  # the swap was never begun for this group: roll back
-            actions.append(RecoveryAction(os.path.join(directory, n), "delete", "swap not begun"))
+            actions.append(
+                RecoveryAction(
+                    os.path.join(directory, n), RecoveryActionKind.DELETE, "swap not begun"
+                )
+            )
         else:
             kept_swaps.append(n)
     for n in cleaned:
         doomed.append(n)
         actions.append(
-            RecoveryAction(os.path.join(directory, n), "delete", "unfinished cleaner output")
+            RecoveryAction(
+                os.path.join(directory, n), RecoveryActionKind.DELETE, "unfinished cleaner output"
+            )
         )
     if not dry_run:
         remove_files(os.path.join(directory, n) for n in doomed)
@@ -305,10 +341,16 @@ def _resolve_leftovers(
             and low <= b < max(end, swap_logs[-1] + 1)
         ]
     for n in replaced:
-        actions.append(RecoveryAction(os.path.join(directory, n), "delete", "replaced by a swap"))
+        actions.append(
+            RecoveryAction(
+                os.path.join(directory, n), RecoveryActionKind.DELETE, "replaced by a swap"
+            )
+        )
     for n in kept_swaps:  # every remaining .swap file takes its final name (Kafka 9.1 b)
         actions.append(
-            RecoveryAction(os.path.join(directory, n), "finish_swap", "swap in progress")
+            RecoveryAction(
+                os.path.join(directory, n), RecoveryActionKind.FINISH_SWAP, "swap in progress"
+            )
         )
     if not dry_run and (doomed or kept_swaps):
         remove_files(os.path.join(directory, n) for n in replaced)
@@ -367,14 +409,14 @@ def _check_closed_end(
         f"the batches end at offset {last.next_offset - 1}, but the log was closed at "
         f"offset {recovery_point} ({RECOVERY_POINT_FILE}): a batch's base offset is damaged"
     )
-    error = CorruptLogError(reason, last.log_path, position, kind="offset_mismatch")
+    error = CorruptLogError(reason, last.log_path, position, kind=ErrorKind.OFFSET_MISMATCH)
     damaged = RecoveryAction(
         last.log_path,
-        "damaged",
+        RecoveryActionKind.DAMAGED,
         f"{reason} (below the recovery point: not cut; use recover --force)",
         position=position,
         bytes=0 if position is None else last.size - position,
-        kind="offset_mismatch",
+        kind=ErrorKind.OFFSET_MISMATCH,
     )
     raise FlushedDamageError(error, damaged, [*actions, damaged])
 
@@ -416,7 +458,9 @@ def _recover_tail(
             below_next = below.next_offset if below.error is None else None
             wrong = wrong_index(seg) if below.error is None else None
             if wrong is not None:  # indexes carry no checksum: compared with their log
-                actions.append(RecoveryAction(seg.index_path, "rebuild_index", wrong))
+                actions.append(
+                    RecoveryAction(seg.index_path, RecoveryActionKind.REBUILD_INDEX, wrong)
+                )
                 if not dry_run:
                     seg.rebuild_indexes()
                     logger.warning("%s; rebuilt", wrong)
@@ -424,7 +468,7 @@ def _recover_tail(
                 actions.append(
                     RecoveryAction(
                         seg.log_path,
-                        "damaged",
+                        RecoveryActionKind.DAMAGED,
                         f"{below.error.reason} (below the recovery point: not cut; "
                         "use recover --force)",
                         position=below.valid_bytes,
@@ -444,13 +488,15 @@ def _recover_tail(
         )
         error = result.error
         if error is None:
-            actions.append(RecoveryAction(seg.index_path, "rebuild_index", "unclean shutdown"))
+            actions.append(
+                RecoveryAction(seg.index_path, RecoveryActionKind.REBUILD_INDEX, "unclean shutdown")
+            )
             validated.append(seg)
             previous_next = seg.next_offset
             if i < len(segments) - 1:
                 seg.close_file()  # thousands of segments must not mean thousands of handles
             continue
-        if error.kind == "unsupported_magic":
+        if error.kind == ErrorKind.UNSUPPORTED_MAGIC:
             raise error  # an old format, not a torn write: refuse, change nothing
         damaged_at = result.next_offset
         if damaged_at is None:
@@ -460,7 +506,7 @@ def _recover_tail(
             # flushed, so this is not a torn write. Never cut it here.
             damaged = RecoveryAction(
                 seg.log_path,
-                "damaged",
+                RecoveryActionKind.DAMAGED,
                 f"{error.reason} (below the recovery point: not cut; use recover --force)",
                 position=result.valid_bytes,
                 bytes=result.dropped_bytes,
@@ -477,11 +523,11 @@ def _recover_tail(
                 kind=error.kind,
             )
         quarantine = _unused(f"{seg.log_path}{CORRUPT_INFIX}{result.valid_bytes}")
-        what = "torn tail (zero fill)" if error.kind == "zero_fill" else error.reason
+        what = "torn tail (zero fill)" if error.kind == ErrorKind.ZERO_FILL else error.reason
         actions.append(
             RecoveryAction(
                 seg.log_path,
-                "truncate",
+                RecoveryActionKind.TRUNCATE,
                 what,
                 position=result.valid_bytes,
                 bytes=result.dropped_bytes,
@@ -492,7 +538,7 @@ def _recover_tail(
             actions.append(
                 RecoveryAction(
                     other.log_path,
-                    "quarantine",
+                    RecoveryActionKind.QUARANTINE,
                     f"follows the damage in {os.path.basename(seg.log_path)}",
                     position=0,
                     bytes=other.size,
@@ -528,11 +574,11 @@ def _recover_tail(
 
 #: How each action reads in the log; WARNING where records were set aside or are damaged.
 _LOGGED = {
-    "quarantine": (logging.WARNING, "moved aside (quarantined)"),
-    "damaged": (logging.WARNING, "damaged, not cut"),
-    "rebuild_index": (logging.INFO, "indexes rebuilt"),
-    "delete": (logging.INFO, "removed"),
-    "finish_swap": (logging.INFO, "swap completed"),
+    RecoveryActionKind.QUARANTINE: (logging.WARNING, "moved aside (quarantined)"),
+    RecoveryActionKind.DAMAGED: (logging.WARNING, "damaged, not cut"),
+    RecoveryActionKind.REBUILD_INDEX: (logging.INFO, "indexes rebuilt"),
+    RecoveryActionKind.DELETE: (logging.INFO, "removed"),
+    RecoveryActionKind.FINISH_SWAP: (logging.INFO, "swap completed"),
 }
 
 
@@ -543,7 +589,7 @@ def _log_actions(actions: list[RecoveryAction]) -> None:
     """
     for a in actions:
         level, verb = _LOGGED.get(a.action, (logging.WARNING, a.action))
-        if a.action == "truncate":
+        if a.action == RecoveryActionKind.TRUNCATE:
             continue
         where = "" if a.position is None else f" at byte {a.position}"
         size = f", {a.bytes} bytes" if a.bytes else ""

@@ -47,6 +47,7 @@ from .loader import (
     FlushedDamageError,
     LoadResult,
     RecoveryAction,
+    RecoveryActionKind,
     load,
     read_config_record,
     write_config_record,
@@ -311,7 +312,9 @@ class Log(Closing):
                 if wrong is not None:
                     wrong.rebuild_indexes()
                     reason = "entries did not match the log"
-                    actions.append(RecoveryAction(wrong.index_path, "rebuild_index", reason))
+                    actions.append(
+                        RecoveryAction(wrong.index_path, RecoveryActionKind.REBUILD_INDEX, reason)
+                    )
         finally:
             log.close()
         return actions
@@ -370,13 +373,8 @@ class Log(Closing):
                 for s in segs
             ]
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LogClosedError(f"log {self._path} is closed")
+    def _closed_message(self) -> str:
+        return f"log {self._path} is closed"
 
     # ------------------------------------------------------------ appending
 
@@ -975,9 +973,9 @@ class Log(Closing):
             #    durably, before any byte changes: a crash part-way leaves a rewritten
             #    batch, or the old batch's remains, above it, which the next open
             #    judges as a torn tail (cut) rather than as flushed damage (refused).
+            flushed = self._flushed_offset
             holder = max(s.base_offset for s in self._segments if s.base_offset <= offset)
-            if self._flushed_offset > holder:
-                self._flushed_offset = holder
+            if flushed > holder:
                 self._checkpoint(RECOVERY_POINT_FILE, holder)
             try:
                 self._segments.truncate(offset, compression_level=self._config.compression_level)
@@ -988,7 +986,7 @@ class Log(Closing):
                 raise
             self._end_offset = offset
             self._truncations += 1  # a compaction round started before this is void
-            self._flushed_offset = min(self._flushed_offset, offset)
+            self._flushed_offset = min(flushed, offset)
             self._segments.active.flush()
             self._checkpoint(RECOVERY_POINT_FILE, self._flushed_offset)
             if self._cleaner_offset > offset:  # re-appended records are dirty again

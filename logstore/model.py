@@ -6,6 +6,7 @@ on disk.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -52,6 +53,27 @@ class SegmentInfo:
     path: str
 
 
+class RetentionRule(str, enum.Enum):
+    """Why retention removed a segment; each is its plain string.
+
+    ``start_offset``: the log's start offset passed the whole segment;
+    ``bytes``, ``messages``: the log is over ``retention_bytes`` /
+    ``retention_messages`` without it; ``age``: its newest record is older
+    than ``retention_ms``.
+    """
+
+    START_OFFSET = "start_offset"
+    BYTES = "bytes"
+    MESSAGES = "messages"
+    AGE = "age"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+
 @dataclass(frozen=True)
 class RemovedSegment:
     """A segment that retention deleted (or, in a dry run, would delete), and why."""
@@ -61,7 +83,7 @@ class RemovedSegment:
     records: int
     size_bytes: int
     max_timestamp: int | None
-    rule: str  # "start_offset", "bytes", "messages" or "age"
+    rule: RetentionRule
 
 
 @dataclass(frozen=True)

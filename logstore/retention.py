@@ -17,7 +17,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .config import LogConfig
-from .model import RemovedSegment, RetentionResult
+from .errors import ArchiveError
+from .model import RemovedSegment, RetentionResult, RetentionRule
 from .segment import Segment
 
 #: Segments retention takes, oldest first, each with what the result reports of it.
@@ -42,7 +43,7 @@ def plan(
     start_offset: int,
     config: LogConfig,
     now_ms: int,
-) -> list[tuple[SegmentFacts, str]]:
+) -> list[tuple[SegmentFacts, RetentionRule]]:
     """The oldest segments to delete, each with its rule; the active segment may be among them.
 
     Rules, checked per segment from the oldest, stopping at the first segment
@@ -62,7 +63,7 @@ def plan(
     empty segment at its end offset. An empty active segment is never planned.
     The three limits apply only when ``cleanup_policy`` contains ``delete``.
     """
-    doomed: list[tuple[SegmentFacts, str]] = []
+    doomed: list[tuple[SegmentFacts, RetentionRule]] = []
     total_bytes = sum(s.size_bytes for s in segments)
     total_records = sum(s.records for s in segments)
     limits = config.deletes
@@ -71,21 +72,21 @@ def plan(
         following = segments[i + 1] if i < last else None
         if following is None and seg.size_bytes == 0:
             break  # nothing to delete, and a log always keeps a segment
-        rule = None
+        rule: RetentionRule | None = None
         if following is not None and following.base_offset <= start_offset:
-            rule = "start_offset"
+            rule = RetentionRule.START_OFFSET
         elif (
             limits
             and config.retention_bytes is not None
             and total_bytes - seg.size_bytes >= config.retention_bytes
         ):
-            rule = "bytes"
+            rule = RetentionRule.BYTES
         elif (
             limits
             and config.retention_messages is not None
             and total_records - seg.records >= config.retention_messages
         ):
-            rule = "messages"
+            rule = RetentionRule.MESSAGES
         elif limits and config.retention_ms is not None:
             newest = (
                 seg.max_timestamp
@@ -93,17 +94,13 @@ def plan(
                 else seg.mtime_ms
             )
             if now_ms - newest > config.retention_ms:
-                rule = "age"
+                rule = RetentionRule.AGE
         if rule is None:
             break
         doomed.append((seg, rule))
         total_bytes -= seg.size_bytes
         total_records -= seg.records
     return doomed
-
-
-class ArchiveError(Exception):
-    """The archive hook refused a segment; its files must stay."""
 
 
 def run_archive(hook: object, paths: list[str]) -> None:

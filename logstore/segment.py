@@ -32,7 +32,7 @@ from .batchfile import CHUNK_BYTES as CHUNK_BYTES
 from .batchfile import BatchFile
 from .batchfile import check_follows as check_follows
 from .batchfile import check_segment_start as check_segment_start
-from .errors import CorruptLogError
+from .errors import CorruptLogError, ErrorKind
 from .index import OffsetIndex, TimeIndex
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,9 @@ class Segment:
         index, tindex = self.new_indexes()
         try:
             if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
-                raise CorruptLogError("index file missing", self.index_path, kind="invalid_index")
+                raise CorruptLogError(
+                    "index file missing", self.index_path, kind=ErrorKind.INVALID_INDEX
+                )
             index.load(self.size)
             tindex.load()
             self._offset_index, self._time_index = index, tindex
@@ -322,7 +324,7 @@ class Segment:
                 raise CorruptLogError(
                     f"last entry ({last_offset}, {position}) does not match the log",
                     self.index_path,
-                    kind="invalid_index",
+                    kind=ErrorKind.INVALID_INDEX,
                 )
         time_entry = self.time_index.last_entry()
         if time_entry is not None:
@@ -331,7 +333,7 @@ class Segment:
                 raise CorruptLogError(
                     f"last entry ({timestamp}, {offset}) does not match the log",
                     self.timeindex_path,
-                    kind="invalid_index",
+                    kind=ErrorKind.INVALID_INDEX,
                 )
 
     def time_entry_holds(self, timestamp: int, offset: int, end: int) -> bool:
@@ -707,7 +709,7 @@ class Segment:
                         f"last offset {header.last_offset} is too far from the segment base {base}",
                         path,
                         pos,
-                        kind="offset_mismatch",
+                        kind=ErrorKind.OFFSET_MISMATCH,
                     )
                 if header.max_timestamp > max_ts:
                     max_ts, max_ts_offset = header.max_timestamp, header.last_offset

@@ -1002,3 +1002,22 @@ def test_offsets_of_a_topic_the_metadata_lost_are_forgotten_at_open(tmp_path: Pa
         broker.produce("t", b"new")
         with broker.consumer("g", ["t"], start="earliest") as consumer:
             assert [i.record.value for i in consumer.poll(max_records=10, timeout_ms=0)] == [b"new"]
+
+
+def test_topic_lists_its_logs_and_routes_a_batch_from_its_round_robin_position(
+    tmp_path: Path,
+) -> None:
+    with logstore.Broker.open(
+        tmp_path, logstore.LogConfig(fsync="never"), maintenance_interval_ms=None
+    ) as broker:
+        topic = broker.create_topic("t", partitions=3)
+        assert topic.logs == tuple(topic.partition(i) for i in range(3))
+        assert topic.partition_for(None) == 0
+        routed = topic.route([b"a", b"b", b"c", b"d"])
+        if logstore.__speedups__ != "compiled":
+            assert routed is None  # the caller routes item by item
+            return
+        assert routed == ([1, 2, 0, 1], [[b"c"], [b"a", b"d"], [b"b"]])
+        assert topic.partition_for(None) == 2  # the position moved past the batch
+        assert topic.route([b"x", 7]) is None  # not a kind the compiled router takes
+        assert topic.partition_for(None) == 0  # and then it did not move

@@ -514,3 +514,116 @@ def test_a_value_of_the_wrong_type_is_a_logstore_error_and_a_type_error(tmp_path
             broker.produce("t", b"x", partition="1")  # type: ignore[arg-type]
         with pytest.raises(logstore.WrongTypeError, match=r"start must be .* not float"):
             broker.consumer("g", "t", start=1.5)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- error kinds
+
+
+def test_error_kinds_are_their_plain_strings() -> None:
+    import json
+
+    from logstore import ErrorKind
+
+    assert ErrorKind.CRC_MISMATCH == "crc_mismatch"
+    assert str(ErrorKind.CRC_MISMATCH) == "crc_mismatch"
+    assert f"{ErrorKind.ZERO_FILL}" == "zero_fill"
+    assert json.dumps({"kind": ErrorKind.TRUNCATED}) == '{"kind": "truncated"}'
+    assert {k.value for k in ErrorKind} == {
+        "invalid",
+        "truncated",
+        "zero_fill",
+        "invalid_length",
+        "crc_mismatch",
+        "unsupported_magic",
+        "invalid_magic",
+        "invalid_records",
+        "offset_regression",
+        "offset_mismatch",
+        "unsupported_codec",
+        "invalid_index",
+    }
+
+
+def test_corrupt_log_error_kind_is_an_error_kind_even_from_a_string() -> None:
+    from logstore import ErrorKind
+
+    exc = logstore.CorruptLogError("bad", "x.log", 7, kind="crc_mismatch")
+    assert exc.kind is ErrorKind.CRC_MISMATCH
+    assert logstore.CorruptLogError("bad").kind is ErrorKind.INVALID
+    assert exc.located("y.log", 10).kind is ErrorKind.CRC_MISMATCH
+    with pytest.raises(ValueError):
+        logstore.CorruptLogError("bad", kind="no_such_kind")
+
+
+def test_recovery_actions_and_retention_rules_are_their_plain_strings() -> None:
+    import json
+
+    from logstore import RecoveryActionKind, RetentionRule
+
+    assert {k.value for k in RecoveryActionKind} == {
+        "truncate",
+        "quarantine",
+        "rebuild_index",
+        "delete",
+        "finish_swap",
+        "damaged",
+    }
+    assert {r.value for r in RetentionRule} == {"start_offset", "bytes", "messages", "age"}
+    for member in [*RecoveryActionKind, *RetentionRule]:
+        assert member == member.value
+        assert str(member) == member.value
+        assert f"{member}" == member.value
+        assert json.dumps(member) == f'"{member.value}"'
+
+
+def test_a_cut_torn_tail_is_reported_with_enum_members(tmp_path: Path) -> None:
+    from logstore import ErrorKind, RecoveryActionKind
+
+    log_dir = tmp_path / "log"
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as log:
+        log.append(b"v")
+    (segment,) = log_dir.glob("*.log")
+    size = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(b"\x00" * 100)
+    (log_dir / ".kafka_cleanshutdown").unlink()  # as after a crash: the tail is unflushed
+    (action,) = [a for a in logstore.Log.recover(log_dir) if a.action == "truncate"]
+    assert action.action is RecoveryActionKind.TRUNCATE
+    assert action.kind is ErrorKind.ZERO_FILL
+    assert (action.path, action.position, action.bytes) == (str(segment), size, 100)
+    assert segment.stat().st_size == size
+
+
+def test_archive_error_is_a_logstore_error() -> None:
+    from logstore import retention
+
+    assert issubclass(logstore.ArchiveError, logstore.LogStoreError)
+    assert retention.ArchiveError is logstore.ArchiveError
+    with pytest.raises(logstore.ArchiveError) as info:
+        retention.run_archive(lambda paths: (_ for _ in ()).throw(OSError("full")), ["x.log"])
+    assert str(info.value) == "archive callable failed: OSError: full"
+
+
+# ---------------------------------------------------------------- closing
+
+
+def test_log_broker_and_consumer_share_the_closed_flag_and_its_check(tmp_path: Path) -> None:
+    log = logstore.Log.open(tmp_path / "log", LogConfig(fsync="never"))
+    broker = _broker(tmp_path / "root")
+    broker.create_topic("t")
+    consumer = broker.consumer("g", "t")
+    assert (log.closed, broker.closed, consumer.closed) == (False, False, False)
+    log.close()
+    consumer.close()
+    assert (log.closed, consumer.closed) == (True, True)
+    with pytest.raises(logstore.LogClosedError) as info:
+        log.append(b"v")
+    assert str(info.value) == f"log {tmp_path / 'log'} is closed"
+    with pytest.raises(logstore.LogClosedError) as info:
+        consumer.poll()
+    assert str(info.value) == f"consumer {consumer.member_id} is closed"
+    broker.close()
+    assert broker.closed
+    with pytest.raises(logstore.LogClosedError) as info:
+        broker.create_topic("u")
+    assert str(info.value) == f"broker {broker.root} is closed"

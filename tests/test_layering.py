@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "indexcheck": {"segment", "index", "errors"},
     "loader": {"segment", "indexcheck", "checkpoints", "_fs", "config", "errors"},
     "cleaner": {"segment", "batch", "_fs", "config", "model", "errors", "_varint", "compression"},
-    "retention": {"segment", "model", "config"},
+    "retention": {"segment", "model", "config", "errors"},
     "validator": {"batch", "config", "model", "errors"},
     "reader": {"batch", "segment", "model", "errors"},
     "log": {

@@ -564,3 +564,14 @@ def test_a_roll_during_archiving_archives_nothing_twice(
     assert hook.calls == [f"{0:020d}.log", f"{5:020d}.log"]
     assert [s.base_offset for s in log.segments] == [10, 15]
     assert [r.offset for r in log.scan()] == list(range(10, 16))
+
+
+def test_retention_reports_its_rule_as_a_retention_rule(open_log: OpenLog) -> None:
+    log = _prepared(open_log, 5, 10, retention_messages=25)
+    result = log.apply_retention()
+    assert [r.rule for r in result.removed] == [
+        logstore.RetentionRule.MESSAGES,
+        logstore.RetentionRule.MESSAGES,
+    ]
+    assert all(type(r.rule) is logstore.RetentionRule for r in result.removed)
+    assert [str(r.rule) for r in result.removed] == ["messages", "messages"]
