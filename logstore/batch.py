@@ -107,10 +107,6 @@ class BatchHeader(NamedTuple):
     def codec(self) -> int:
         return self.attributes & CODEC_MASK
 
-    @property
-    def is_control(self) -> bool:
-        return bool(self.attributes & CONTROL_BIT)
-
 
 class BatchSpan(NamedTuple):
     """What a segment needs to know of one encoded batch to index it."""

@@ -36,7 +36,6 @@ from ._fs import (
     fsync_dir,
     parse_base_offset,
     remove_files,
-    segment_name,
 )
 from .checkpoints import (
     never_compacted,
@@ -612,7 +611,3 @@ def _copy_range(seg: Segment, start: int, target: str) -> None:
         shutil.copyfileobj(src, dst, CHUNK_BYTES)
         dst.flush()
         os.fsync(dst.fileno())
-
-
-def segment_log_name(base_offset: int) -> str:
-    return segment_name(base_offset, LOG_SUFFIX)

@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
 
 from . import batch, cleaner, compression, reader, retention, validator
 from ._dirkind import refuse_other_kind
@@ -1059,10 +1058,3 @@ class Log(Closing):
             for seg in self._segments:
                 seg.close_file()
             self._dir_lock.release()
-
-    def _debug_state(self) -> dict[str, Any]:
-        return {
-            "start": self._start_offset,
-            "end": self._end_offset,
-            "segments": [(s.base_offset, s.size) for s in self._segments],
-        }
