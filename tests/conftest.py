@@ -37,6 +37,19 @@ def file_hashes(directory: Path) -> dict[str, str]:
     }
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``logstore ARGS`` in-process: ``(exit status, stdout, stderr)``."""
+    from logstore import cli
+
+    try:
+        cli.main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for a child interpreter that imports this checkout's ``logstore``."""
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -15,21 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logstore
-from logstore import Message, cli
+from logstore import Message
 
-from .conftest import file_hashes
+from .conftest import file_hashes, run_cli
 
 SEGMENT_0 = f"{0:020d}.log"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 @pytest.fixture

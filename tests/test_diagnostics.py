@@ -17,20 +17,13 @@ import pytest
 import logstore
 from logstore import cli, compression, diagnostics
 
-from .conftest import file_hashes
+from .conftest import file_hashes, run_cli
 
 BATCH = 76  # bytes of one single-record batch of b"value-NN"
 CONFIG = logstore.LogConfig(fsync="never", segment_bytes=400, index_interval_bytes=10)
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        cli.main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def seg(directory: Path, base: int, suffix: str = ".log") -> Path:

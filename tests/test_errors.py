@@ -23,7 +23,8 @@ from logstore import (
     PartitionNotAssignedError,
     UnknownPartitionError,
 )
-from logstore import cli as logstore_cli
+
+from .conftest import run_cli
 
 SEGMENT_0 = f"{0:020d}.log"
 CLEAN_SHUTDOWN = ".kafka_cleanshutdown"
@@ -292,14 +293,7 @@ def test_leftover_files_and_swaps_are_logged_at_info(
 # ---------------------------------------------------------------- the command line
 
 
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        logstore_cli.main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+_run = run_cli
 
 
 def test_cli_errors_are_one_line_and_debug_adds_the_traceback(
