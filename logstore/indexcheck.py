@@ -7,10 +7,9 @@ and writes nothing but the segment's files; changes nothing.
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
-from .errors import CorruptLogError, ErrorKind
+from .errors import CorruptLogError
 from .index import OffsetIndex, TimeIndex
 from .segment import Segment
 
@@ -97,14 +96,8 @@ def index_mismatches(
 
 def wrong_index(seg: Segment) -> str | None:
     """Why this segment's index files are wrong (not sane, or contradicted by the log)."""
-    index, tindex = seg.new_indexes()
     try:
-        if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
-            raise CorruptLogError(
-                "index file missing", seg.index_path, kind=ErrorKind.INVALID_INDEX
-            )
-        index.load(seg.size)
-        tindex.load()
+        index, tindex = seg.read_index_files()
     except CorruptLogError as exc:
         return str(exc)
     return index_mismatch(seg, index, tindex, seg.size)

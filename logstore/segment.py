@@ -291,20 +291,24 @@ class Segment:
             TimeIndex(self.timeindex_path, self.base_offset, max_index_bytes=limit),
         )
 
+    def read_index_files(self) -> tuple[OffsetIndex, TimeIndex]:
+        """Both index files as stored; ``CorruptLogError`` if one is missing or not sane."""
+        index, tindex = self.new_indexes()
+        if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
+            raise CorruptLogError(
+                "index file missing", self.index_path, kind=ErrorKind.INVALID_INDEX
+            )
+        index.load(self.size)
+        tindex.load()
+        return index, tindex
+
     def _load_indexes(self) -> None:
         """Load both index files; rebuild both from the ``.log`` if either is not sane."""
-        index, tindex = self.new_indexes()
         try:
-            if not (os.path.exists(self.index_path) and os.path.exists(self.timeindex_path)):
-                raise CorruptLogError(
-                    "index file missing", self.index_path, kind=ErrorKind.INVALID_INDEX
-                )
-            index.load(self.size)
-            tindex.load()
-            self._offset_index, self._time_index = index, tindex
+            self._offset_index, self._time_index = self.read_index_files()
             self._check_last_index_entry()
         except CorruptLogError as exc:
-            self._offset_index, self._time_index = index, tindex
+            self._offset_index, self._time_index = self.new_indexes()  # empty: rebuilt below
             logger.info("%s; rebuilding the indexes of %s", exc, os.path.basename(self.log_path))
             self.rebuild_indexes()
 
