@@ -6,6 +6,7 @@ Usage (from the repository root)::
     .venv/bin/python bench/run.py --full          # larger sizes
     .venv/bin/python bench/run.py --engines logstore,sqlite,lmdb --repeats 2 --no-extras
     .venv/bin/python bench/run.py --profile       # also cProfile logstore's phases
+    .venv/bin/python bench/run.py --baseline REV  # also the package at git REV, side by side
 
 Workloads, for every engine where they apply:
 
@@ -48,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
+import baseline
 from engines import ENGINES, SQLITE_SYNC_MODES, Engine, LogstoreEngine, Settings
 from workload import Workload, generate
 
@@ -230,6 +232,7 @@ def check_codec(engine: type[Engine[Any]]) -> None:
         return
     import logstore
 
+    baseline.check_origin(engine)
     if logstore.__speedups__ != engine.speedups:
         raise RuntimeError(
             f"{engine.name}: logstore.__speedups__ is {logstore.__speedups__!r}, "
@@ -573,6 +576,39 @@ def detail_table(results: Results, names: Sequence[str]) -> list[str]:
     return _table(headers, rows)
 
 
+#: What the baseline table compares: (workload, phase, what is measured).
+BASELINE_ROWS = (
+    (MAIN, "append", "append, 100-byte values"),
+    (FSYNC, "append", "append, fsync per batch"),
+    (MAIN, "scan", "scan, 100-byte values"),
+    (KIB, "append", "append, 1 KiB values"),
+    (KIB, "scan", "scan, 1 KiB values"),
+    (MAIN, "open", "reopen after a clean close"),
+    (MAIN, "read-batches", "read_batches"),
+)
+
+
+def baseline_table(results: Results, names: Sequence[str]) -> list[str]:
+    """This tree over the baseline revision, per path and codec (``--baseline`` only)."""
+    pairs = [(n.split("@")[0], n) for n in names if "@" in n]
+    if not pairs:
+        return []
+    rows = []
+    for workload, phase, what in BASELINE_ROWS:
+        for this, base in pairs:
+            now, before = (results.rate(workload, n, phase) for n in (this, base))
+            rows.append(
+                [what, ENGINES[this].label, _num(now), _num(before), _x(_ratio(now, before))]
+            )
+    rev = ENGINES[pairs[0][1]].label.split("@")[-1]
+    return [
+        f"## This tree against `{rev}` (records/s; reopen: records in the store over the open time; read_batches: batches/s)",
+        "",
+        *_table(["path", "codec", "this tree", f"at {rev}", "ratio"], rows),
+        "",
+    ]
+
+
 def _check(label: str, value: float | None, goal: float, fmt: str, below: bool = False) -> str:
     """One target line: MET / NOT MET with the measured value (``below``: value < goal).
 
@@ -792,6 +828,7 @@ def render(
         "",
         *target_lines(results),
         "",
+        *baseline_table(results, names),
         "## 1. Append, 100-byte values, no fsync",
         "",
         *rate_table(results, names, MAIN, "append"),
@@ -895,6 +932,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="markdown report path")
     parser.add_argument("--charts", default=DEFAULT_CHARTS, help="directory for PNG charts")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the package at git revision REV, side by side (bench/baseline.py)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.engines.split(",") if n.strip()]
@@ -909,6 +951,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    baseline.register_from_environment()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.child is not None:
         return child_main(args.child)
@@ -922,6 +965,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = workloads(sizes, args.batch_size)
     settings = Settings(sqlite_synchronous=args.sqlite_synchronous)
     names: list[str] = args.engine_names
+    baseline_dir = None
+    if args.baseline:
+        log(f"installing the package at {args.baseline} ...")
+        baseline_dir = baseline.install(args.baseline)
+        twins = baseline.register(args.baseline, baseline_dir)
+        names += [t for t in twins if t.split("@")[0] in names]
     exe = (
         os.path.relpath(sys.executable)
         if sys.executable.startswith(os.getcwd())
@@ -951,6 +1000,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra += ["", *compaction.run()]
         log("broker benchmark ...")
         extra += ["", *broker.run(sizes.records)]
+        if baseline_dir is not None:
+            log(f"the same three with the package at {args.baseline} ...")
+            extra += [
+                "",
+                f"# The same sections with the package at `{args.baseline}`",
+                "",
+                *baseline.extras(baseline_dir, quick=not args.full, records=sizes.records),
+            ]
     charts = write_charts(results, names, args.charts)
     lines = render(
         results, names, plan, settings, args.repeats, command, info, elapsed, charts, profiles
