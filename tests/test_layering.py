@@ -64,7 +64,11 @@ ALLOWED: dict[str, set[str]] = {
         "_dirkind",
         "checkpoints",
         "loader",
+        "topic",
+        "topicmeta",
     },
+    "topic": {"log", "partitioner", "config", "errors"},
+    "topicmeta": {"_offsets", "_dirkind", "_fs", "checkpoints", "config", "errors"},
     "diagnostics": {
         "_dirkind",
         "indexcheck",
