@@ -15,7 +15,7 @@ import crc32c
 import pytest
 
 import logstore
-from logstore import compression, diagnostics
+from logstore import compression, diagnostics, inspection
 from logstore.cli import common as cli_common
 from logstore.cli import verify as cli_verify
 
@@ -252,14 +252,14 @@ def test_inspect_streams_as_it_walks(
     capsys: pytest.CaptureFixture[str], part: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure in the third segment comes after the first two were already printed."""
-    walk = diagnostics.summarize_segment
+    walk = inspection.summarize_segment
 
     def failing(directory: str, base: int, **kw: object) -> diagnostics.SegmentSummary:
         if base == 10:
             raise OSError(5, "Input/output error", str(seg(part, 10)))
         return walk(directory, base, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(diagnostics, "summarize_segment", failing)
+    monkeypatch.setattr(inspection, "summarize_segment", failing)
     code, out, err = run(capsys, "inspect", str(part.parent))
     assert code == 1
     assert [line.split()[0] for line in out.splitlines()] == [seg(part, 0).name, seg(part, 5).name]

@@ -69,11 +69,9 @@ ALLOWED: dict[str, set[str]] = {
     },
     "topic": {"log", "partitioner", "config", "errors"},
     "topicmeta": {"_offsets", "_dirkind", "_fs", "checkpoints", "config", "errors"},
-    "diagnostics": {
-        "_dirkind",
+    "inspection": {
         "indexcheck",
         "checkpoints",
-        "loader",
         "segment",
         "index",
         "batch",
@@ -83,6 +81,7 @@ ALLOWED: dict[str, set[str]] = {
         "model",
         "_offsets",
     },
+    "diagnostics": {"inspection", "_dirkind", "checkpoints", "errors", "_fs"},
     # The command line: a package whose modules see the public names of logstore only.
     "cli": {
         "__init__",
