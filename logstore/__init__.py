@@ -10,7 +10,7 @@ import logging as _logging
 from . import batch as _batch
 from . import diagnostics
 from ._native import PureCodecWarning
-from .broker import Broker, Topic
+from .broker import Broker
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
@@ -44,6 +44,7 @@ from .model import (
     RetentionRule,
     SegmentInfo,
 )
+from .topic import Topic
 
 # A library logs, the application decides where it goes (and Python's last-resort
 # stderr handler must not print recovery warnings into a program's output).

@@ -1,32 +1,28 @@
-"""``Broker`` and ``Topic``: partition directories under a root, topic metadata, routing.
+"""``Broker``: topics of partitioned logs under one root directory, with consumer groups.
 
 A broker root is a Kafka log dir: one ``<topic>-<partition>`` directory per
 partition (each a ``Log``), plus the broker's own state in files at the root
-(``logstore-topics.json``: topics, partition counts and config overrides,
-written atomically) and the internal compacted ``__consumer_offsets`` topic.
-Owns naming rules, routing by key (Kafka's partitioner) and the shared
-resources: one handle cache for every partition, and a maintenance thread that
-applies retention and compaction. Knows nothing of bytes on disk.
+(``logstore-topics.json``, read and written by ``topicmeta``) and the internal
+compacted ``__consumer_offsets`` topic. Owns the topics in memory, the steps
+of creating and deleting one, producing, and the shared resources: one handle
+cache for every partition, and a maintenance thread that applies retention
+and compaction. Knows nothing of bytes on disk; routing is ``Topic``'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import re
-import shutil
 import threading
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import _offsets
-from ._dirkind import METADATA_FILE, directory_kind, refuse_other_kind
-from ._fs import Closing, DirectoryLock, HandleCache, atomic_write, make_dirs
-from .checkpoints import parse_partition_dir, partition_dir_name
+from . import _offsets, topicmeta
+from ._dirkind import refuse_other_kind
+from ._fs import Closing, DirectoryLock, HandleCache, make_dirs
+from .checkpoints import partition_dir_name
 from .config import LogConfig
 from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
 from .errors import (
@@ -34,7 +30,6 @@ from .errors import (
     InvalidTopicName,
     LogClosedError,
     TopicExistsError,
-    UnknownPartitionError,
     UnknownTopicError,
     WrongTypeError,
 )
@@ -42,133 +37,10 @@ from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
 from .maintenance import Maintenance
 from .model import Header, Message
-from .partitioner import number, partition_for, route_many
+from .partitioner import number
+from .topic import Topic, check_topic_name
 
 logger = logging.getLogger(__name__)
-
-_ROUTE_CACHE_KEYS = 100_000
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_DELETE_SUFFIX = re.compile(r"\.[0-9a-f]{32}-delete$")
-#: Settings of the internal offsets topic: every commit durable, compacted.
-_OFFSETS_CONFIG = {
-    "cleanup_policy": "compact",
-    "fsync": "always",
-    "segment_bytes": 4 << 20,
-    "retention_bytes": None,
-    "retention_messages": None,
-    "retention_ms": None,
-    "compression": "none",
-    "compression_level": None,  # a default level for another codec does not apply
-    "segment_messages": None,  # a commit is one batch: never split by a roll
-    "max_message_bytes": 16 << 20,
-}
-
-
-def check_topic_name(name: object) -> str:
-    """Kafka's rules: 1 to 249 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``.
-
-    Raises:
-        InvalidTopicName: before anything touches the disk.
-    """
-    if not isinstance(name, str):
-        raise InvalidTopicName(f"a topic name must be a str, not {type(name).__name__}")
-    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
-        raise InvalidTopicName(
-            f"invalid topic name {name!r}: use 1 to 249 of A-Z a-z 0-9 . _ -, not '.' or '..'"
-        )
-    return name
-
-
-def _overrides(config: LogConfig | Mapping[str, Any] | None, base: LogConfig) -> dict[str, Any]:
-    """The fields that differ from ``base`` (for a LogConfig) or the given ones (a mapping)."""
-    if config is None:
-        return {}
-    if isinstance(config, LogConfig):
-        return {
-            f.name: getattr(config, f.name)
-            for f in dataclasses.fields(LogConfig)
-            if getattr(config, f.name) != getattr(base, f.name)
-        }
-    if isinstance(config, Mapping):
-        names = {f.name for f in dataclasses.fields(LogConfig)}
-        unknown = set(config) - names
-        if unknown:
-            raise ConfigError(f"unknown LogConfig field(s): {', '.join(sorted(unknown))}")
-        return dict(config)
-    raise WrongTypeError(
-        f"config must be a LogConfig, a mapping of fields or None, not {type(config).__name__}"
-    )
-
-
-class Topic:
-    """A named set of partitions, each a ``Log``."""
-
-    def __init__(self, name: str, logs: list[Log], config: LogConfig) -> None:
-        self.name = name
-        self._logs = logs
-        self.config = config
-        self._next_round_robin = 0
-        self._round_robin_lock = threading.Lock()
-        # murmur2 in Python costs microseconds; keys (hostnames) repeat: remember them.
-        self._routes: dict[bytes, int] = {}
-
-    @property
-    def partitions(self) -> int:
-        return len(self._logs)
-
-    def partition(self, i: int) -> Log:
-        """The ``Log`` of partition ``i``.
-
-        Raises:
-            UnknownPartitionError: ``i`` is not in ``0..partitions - 1``.
-        """
-        if type(i) is not int:
-            raise WrongTypeError(f"partition must be an int, not {type(i).__name__}")
-        if not 0 <= i < len(self._logs):
-            raise UnknownPartitionError(self.name, i, len(self._logs))
-        return self._logs[i]
-
-    def partition_for(self, key: bytes | None) -> int:
-        """Kafka's default partitioner: ``(murmur2(key) & 0x7FFFFFFF) % partitions``;
-        a ``None`` key goes round-robin."""
-        if key is None:
-            with self._round_robin_lock:
-                p = self._next_round_robin % len(self._logs)
-                self._next_round_robin += 1
-            return p
-        if type(key) is not bytes:
-            key = bytes(key)  # bytearray and memoryview are not hashable
-        cached = self._routes.get(key)
-        if cached is not None:
-            return cached
-        p = partition_for(key, len(self._logs))
-        if len(self._routes) >= _ROUTE_CACHE_KEYS:
-            self._routes.clear()
-        self._routes[key] = p
-        return p
-
-    @property
-    def logs(self) -> tuple[Log, ...]:
-        """Every partition's ``Log``, in partition order."""
-        return tuple(self._logs)
-
-    def route(self, items: list[Any]) -> tuple[list[int], list[list[Any]]] | None:
-        """Route ``items`` in one compiled call: ``(partition of each, items per partition)``.
-
-        Values without a key go round-robin from this topic's position, which
-        advances as if each had gone through ``partition_for``. ``None`` when
-        the compiled codec is not active or an item is of another kind: then
-        route item by item with ``partition_for``.
-        """
-        with self._round_robin_lock:
-            routed = route_many(items, len(self._logs), self._next_round_robin)
-            if routed is None:
-                return None
-            routes, per_partition, self._next_round_robin = routed
-        return routes, per_partition
-
-    def __repr__(self) -> str:
-        return f"<logstore.Topic {self.name} partitions={self.partitions}>"
 
 
 class Broker(Closing):
@@ -269,27 +141,12 @@ class Broker(Closing):
 
     def _load(self) -> None:
         """Read the metadata, add partition directories it does not know, open every log."""
-        path = os.path.join(self.root, METADATA_FILE)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                self._metadata = json.load(f)["topics"]
-        found: dict[str, int] = {}
-        for name in os.listdir(self.root):
-            full = os.path.join(self.root, name)
-            if not os.path.isdir(full):
-                continue
-            if _DELETE_SUFFIX.search(name):  # a deletion that a crash interrupted
-                shutil.rmtree(full, ignore_errors=True)
-                continue
-            parsed = parse_partition_dir(name)
-            # Only a directory that holds a log adopts its topic (a Kafka log dir); an
-            # empty or unrelated "name-N" directory never invents partitions.
-            if parsed is not None and directory_kind(full) == "log":
-                topic, n = parsed
-                found[topic] = max(found.get(topic, 0), n + 1)
+        self._metadata = topicmeta.read(self.root)
+        found = topicmeta.scan_partitions(self.root)
         for topic, meta in list(self._metadata.items()):
             if meta.get("deleting"):  # a deletion that a crash interrupted: finish it
-                self._remove_partition_dirs(topic, max(meta["partitions"], found.get(topic, 0)))
+                partitions = max(meta["partitions"], found.get(topic, 0))
+                topicmeta.remove_partition_dirs(self.root, topic, partitions)
                 del self._metadata[topic]
                 found.pop(topic, None)
         for topic, count in found.items():
@@ -336,9 +193,7 @@ class Broker(Closing):
 
     def _config_for(self, topic: str) -> LogConfig:
         overrides = self._metadata.get(topic, {}).get("config", {})
-        if topic == _offsets.OFFSETS_TOPIC:
-            overrides = {**_OFFSETS_CONFIG, **overrides}
-        return dataclasses.replace(self.default_config, **overrides)
+        return topicmeta.topic_config(self.default_config, topic, overrides)
 
     @staticmethod
     def stored_config(partition_dir: str | os.PathLike[str]) -> LogConfig | None:
@@ -353,45 +208,18 @@ class Broker(Closing):
             ConfigError: the metadata or the record is unreadable.
         """
         directory = os.path.normpath(os.fspath(partition_dir))
-        root, name = os.path.split(directory)
-        parsed = parse_partition_dir(name)
-        path = os.path.join(root or ".", METADATA_FILE)
-        if parsed is None or not os.path.isfile(path):
+        entry = topicmeta.partition_entry(directory)
+        if entry is None:
             return None
-        topic, n = parsed
-        try:
-            with open(path, encoding="utf-8") as f:
-                meta = json.load(f)["topics"].get(topic)
-            if meta is None or n >= meta["partitions"]:
-                return None
-            overrides = dict(meta["config"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(f"{path}: not a logstore topic metadata file ({exc})") from None
-        if topic == _offsets.OFFSETS_TOPIC:
-            overrides = {**_OFFSETS_CONFIG, **overrides}
+        path, topic, overrides = entry
         base = Log.recorded_config(directory) or LogConfig()
         try:
-            return dataclasses.replace(base, **overrides)
+            return topicmeta.topic_config(base, topic, overrides)
         except (ConfigError, TypeError) as exc:
             raise ConfigError(f"{path}: topic {topic}: {exc}") from None
 
-    def _metadata_json(self) -> str:
-        storable = {
-            name: {
-                "partitions": meta["partitions"],
-                **({"deleting": True} if meta.get("deleting") else {}),
-                "config": {
-                    k: v
-                    for k, v in meta["config"].items()
-                    if v is None or isinstance(v, (int, float, str, bool))
-                },
-            }
-            for name, meta in sorted(self._metadata.items())
-        }
-        return json.dumps({"version": 1, "topics": storable}, indent=1, sort_keys=True)
-
     def _write_metadata(self) -> None:
-        atomic_write(os.path.join(self.root, METADATA_FILE), self._metadata_json().encode())
+        topicmeta.write(self.root, self._metadata)
 
     def _internal_offsets_topic(self) -> Topic:
         name = _offsets.OFFSETS_TOPIC
@@ -420,7 +248,7 @@ class Broker(Closing):
         check_topic_name(name)
         if type(partitions) is not int or partitions < 1:
             raise ConfigError(f"partitions must be a positive int, got {partitions!r}")
-        overrides = _overrides(config, self.default_config)
+        overrides = topicmeta.overrides_of(config, self.default_config)
         dataclasses.replace(self.default_config, **overrides)  # ConfigError now, not later
         with self._lock:
             self._check_open()
@@ -492,7 +320,7 @@ class Broker(Closing):
                 log.close()
             # 2. Each partition directory is renamed to <name>-<n>.<uuid>-delete (Kafka's
             #    form), then removed. A crash here: the next open removes what is left.
-            self._remove_partition_dirs(name, topic.partitions)
+            topicmeta.remove_partition_dirs(self.root, name, topic.partitions)
             # 3. The groups' offsets of the topic are tombstoned (fsynced). Before the
             #    metadata forgets the topic: otherwise a crash after step 4 would leave
             #    offsets that a topic of the same name, created later, would inherit.
@@ -502,19 +330,6 @@ class Broker(Closing):
             del self._metadata[name]
             self._write_metadata()
         self._coordinator.rebalance_all()
-
-    def _remove_partition_dirs(self, name: str, partitions: int) -> None:
-        for p in range(partitions):
-            path = os.path.join(self.root, partition_dir_name(name, p))
-            if not os.path.exists(path):
-                continue
-            suffix = f".{uuid.uuid4().hex}-delete"
-            # Kafka shortens the topic part so the name stays within 255 bytes.
-            doomed = os.path.join(
-                self.root, partition_dir_name(name, p)[: 255 - len(suffix)] + suffix
-            )
-            os.rename(path, doomed)
-            shutil.rmtree(doomed)
 
     # ------------------------------------------------------------ producing
 

@@ -15,7 +15,9 @@ import crc32c
 import pytest
 
 import logstore
-from logstore import cli, compression, diagnostics
+from logstore import compression, diagnostics, inspection
+from logstore.cli import common as cli_common
+from logstore.cli import verify as cli_verify
 
 from .conftest import file_hashes, run_cli
 
@@ -202,9 +204,9 @@ def test_progress_bar_only_on_a_terminal_and_only_on_stderr(
     capsys: pytest.CaptureFixture[str], part: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert run(capsys, "verify", str(part)) == (0, "ok: 40 batches, 40 records verified\n", "")
-    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(cli_verify, "PROGRESS_MIN_BYTES", 0)
     assert run(capsys, "verify", str(part)) == (0, "ok: 40 batches, 40 records verified\n", "")
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_common, "stderr_is_terminal", lambda: True)
     code, out, err = run(capsys, "verify", str(part))
     assert (code, out) == (0, "ok: 40 batches, 40 records verified\n")
     assert err.startswith("verifying")
@@ -250,14 +252,14 @@ def test_inspect_streams_as_it_walks(
     capsys: pytest.CaptureFixture[str], part: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure in the third segment comes after the first two were already printed."""
-    walk = diagnostics.summarize_segment
+    walk = inspection.summarize_segment
 
     def failing(directory: str, base: int, **kw: object) -> diagnostics.SegmentSummary:
         if base == 10:
             raise OSError(5, "Input/output error", str(seg(part, 10)))
         return walk(directory, base, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(diagnostics, "summarize_segment", failing)
+    monkeypatch.setattr(inspection, "summarize_segment", failing)
     code, out, err = run(capsys, "inspect", str(part.parent))
     assert code == 1
     assert [line.split()[0] for line in out.splitlines()] == [seg(part, 0).name, seg(part, 5).name]
