@@ -23,9 +23,9 @@
  *                                                      consumer._py_wrap
  *
  * Every length read from the data is checked against the buffer before it is
- * used, exactly as the Python decoder does; any problem raises the
- * CorruptLogError class given to configure() with the same `kind` and the
- * byte position relative to the records section.
+ * used. The decoder checks in the Python decoder's order, so any problem raises
+ * the CorruptLogError class given to configure() with the same `kind`, message
+ * and byte position (relative to the records section) as its twin.
  *
  * Record layout (zigzag varints):
  *   length varint | attributes int8 | timestamp_delta varlong | offset_delta varint
@@ -159,6 +159,56 @@ write_varint(unsigned char *out, int64_t n)
 
 /* ------------------------------------------------------------------ decoding */
 
+/* The pure decoder (batch._py_decode_section) keeps its loop short by checking
+ * bounds late: it indexes the first byte or two of some varints directly, and
+ * steps over a key or value without comparing it with the record's end, so a
+ * field that overruns is reported at the first bound crossed after it. The
+ * functions below check in that same order, so that both decoders name the
+ * same damage alike; a field known to overrun its record is stepped over
+ * without being built (the record then fails before it can be returned). */
+
+static PyObject *
+past_end(Py_ssize_t start)
+{
+    return corrupt(start, "invalid_records", "record runs past the end of the records section");
+}
+
+/* A varint the pure decoder begins by indexing: its first `indexed` bytes (1 or 2)
+ * missing is "record runs past the end" at the record's `start`, later ones are
+ * read_varint's errors. The one-byte value, by far the most common, is inline. */
+static inline int
+read_indexed_varint(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, int indexed,
+                    Py_ssize_t start, i128 *out)
+{
+    Py_ssize_t at = *pos;
+    if (at < size && data[at] < 0x80) {
+        int b = data[at];
+        *out = (b >> 1) ^ -(b & 1);
+        *pos = at + 1;
+        return 0;
+    }
+    if (at >= size || (indexed == 2 && at + 1 >= size)) {
+        past_end(start);
+        return -1;
+    }
+    return read_varint(data, size, pos, 5, out);
+}
+
+/* The bytes of a key or value of length `n` at data[*pos] (None when n < 0, or
+ * when they overrun the record, which then fails), and the position after them:
+ * at most 2**34 past the data, where the next read fails. */
+static inline PyObject *
+read_bytes(const unsigned char *data, Py_ssize_t *pos, i128 n, i128 rec_end)
+{
+    if (n < 0)
+        return Py_NewRef(Py_None);
+    Py_ssize_t at = *pos;
+    *pos = at + (Py_ssize_t)n;
+    if ((i128)at + n > rec_end)
+        return Py_NewRef(Py_None);
+    return PyBytes_FromStringAndSize((const char *)data + at, (Py_ssize_t)n);
+}
+
 static PyObject *
 decode_headers(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, Py_ssize_t rec_end,
                Py_ssize_t start)
@@ -193,23 +243,10 @@ decode_headers(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, Py_s
             Py_DECREF(hkey);
             goto fail;
         }
-        PyObject *hval;
-        if (n < 0) {
-            hval = Py_NewRef(Py_None);
-        }
-        else {
-            if ((i128)*pos + n > (i128)rec_end) {
-                Py_DECREF(hkey);
-                corrupt(start, "invalid_records", "header value of %lld bytes overruns its record",
-                        (long long)n);
-                goto fail;
-            }
-            hval = PyBytes_FromStringAndSize((const char *)data + *pos, (Py_ssize_t)n);
-            if (hval == NULL) {
-                Py_DECREF(hkey);
-                goto fail;
-            }
-            *pos += (Py_ssize_t)n;
+        PyObject *hval = read_bytes(data, pos, n, (i128)rec_end);
+        if (hval == NULL) {
+            Py_DECREF(hkey);
+            goto fail;
         }
         PyObject *pair = PyTuple_Pack(2, hkey, hval);
         Py_DECREF(hkey);
@@ -256,7 +293,7 @@ decode_section(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < count; i++) {
         start = pos;
         i128 length, ts_delta, delta, n;
-        if (read_varint(data, size, &pos, 5, &length) < 0)
+        if (read_indexed_varint(data, size, &pos, 2, start, &length) < 0)
             goto fail;
         i128 rec_end = (i128)pos + length;
         if (length < 6 || rec_end > (i128)size) {
@@ -267,7 +304,7 @@ decode_section(PyObject *self, PyObject *args)
         pos += 1; /* attributes: unused */
         if (read_varint(data, size, &pos, 10, &ts_delta) < 0)
             goto fail;
-        if (read_varint(data, size, &pos, 5, &delta) < 0)
+        if (read_indexed_varint(data, size, &pos, 2, start, &delta) < 0)
             goto fail;
         if (delta <= prev_delta) {
             corrupt(start, "invalid_records", "offset delta %lld does not follow %lld",
@@ -280,44 +317,27 @@ decode_section(PyObject *self, PyObject *args)
             continue;
         }
         PyObject *key, *value, *headers;
-        if (read_varint(data, size, &pos, 5, &n) < 0)
+        if (read_indexed_varint(data, size, &pos, 1, start, &n) < 0)
             goto fail;
-        if (n < 0) {
-            key = Py_NewRef(Py_None);
-        }
-        else {
-            if ((i128)pos + n > rec_end) {
-                corrupt(start, "invalid_records", "key of %lld bytes overruns its record",
-                        (long long)n);
-                goto fail;
-            }
-            key = PyBytes_FromStringAndSize((const char *)data + pos, (Py_ssize_t)n);
-            if (key == NULL)
-                goto fail;
-            pos += (Py_ssize_t)n;
-        }
-        if (read_varint(data, size, &pos, 5, &n) < 0) {
+        key = read_bytes(data, &pos, n, rec_end);
+        if (key == NULL)
+            goto fail;
+        if (read_indexed_varint(data, size, &pos, 2, start, &n) < 0) {
             Py_DECREF(key);
             goto fail;
         }
-        if (n < 0) {
-            value = Py_NewRef(Py_None);
+        value = read_bytes(data, &pos, n, rec_end);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
         }
-        else {
-            if ((i128)pos + n > rec_end) {
-                Py_DECREF(key);
-                corrupt(start, "invalid_records", "value of %lld bytes overruns its record",
-                        (long long)n);
-                goto fail;
-            }
-            value = PyBytes_FromStringAndSize((const char *)data + pos, (Py_ssize_t)n);
-            if (value == NULL) {
-                Py_DECREF(key);
-                goto fail;
-            }
-            pos += (Py_ssize_t)n;
+        if (pos >= size) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            past_end(start);
+            goto fail;
         }
-        if (pos < size && data[pos] == 0 && (i128)pos < rec_end) {
+        if (data[pos] == 0) {
             headers = Py_NewRef(EmptyTuple);
             pos += 1;
         }

@@ -11,9 +11,7 @@ Knows segments and files, not records, and not the ``Log`` that will use them.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
 import logging
 import os
 import shutil
@@ -22,7 +20,6 @@ from dataclasses import dataclass, field
 from ._fs import (
     CLEANED_SUFFIX,
     CLEANER_CHECKPOINT_FILE,
-    CONFIG_FILE,
     CORRUPT_INFIX,
     DELETED_SUFFIX,
     INDEX_SUFFIX,
@@ -32,7 +29,6 @@ from ._fs import (
     SEGMENT_SUFFIXES,
     SWAP_SUFFIX,
     TIMEINDEX_SUFFIX,
-    atomic_write,
     fsync_dir,
     parse_base_offset,
     remove_files,
@@ -44,7 +40,7 @@ from .checkpoints import (
     write_clean_shutdown,
 )
 from .config import LogConfig
-from .errors import ConfigError, CorruptLogError, ErrorKind
+from .errors import CorruptLogError, ErrorKind
 from .indexcheck import wrong_index
 from .segment import CHUNK_BYTES, Segment, SegmentSettings
 
@@ -98,50 +94,6 @@ class LoadResult:
     contiguous: bool = False
 
 
-def write_config_record(directory: str, config: LogConfig) -> None:
-    """Write ``config`` to the directory's ``CONFIG_FILE`` when it differs from what is there.
-
-    Only plain values are recorded (an ``archive`` hook belongs to the process
-    that opened the log, not to the log). ``atomic_write`` makes the file and its
-    directory entry durable; an unchanged config writes nothing.
-    """
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(LogConfig)
-        if f.name != "archive"
-        and isinstance(getattr(config, f.name), (int, float, str, type(None)))
-    }
-    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
-    path = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
-    except FileNotFoundError:
-        pass
-    atomic_write(path, data)
-
-
-def read_config_record(directory: str) -> LogConfig | None:
-    """The config the partition in ``directory`` was last opened with (``Log.recorded_config``).
-
-    Raises:
-        ConfigError: the record is not readable JSON of valid settings.
-    """
-    record = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(record, "rb") as f:
-            stored = json.loads(f.read())["config"]
-        known = {f.name for f in dataclasses.fields(LogConfig)}
-        return LogConfig(**{k: v for k, v in stored.items() if k in known})
-    except FileNotFoundError:
-        return None
-    except ConfigError as exc:
-        raise ConfigError(f"{record}: {exc}") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
-
-
 def load(
     directory: str,
     config: LogConfig,
@@ -180,14 +132,8 @@ def load(
             if not dry_run:
                 remove_files([os.path.join(directory, n)])
 
-    segments = [
-        Segment.open_existing(
-            directory,
-            base,
-            settings=SegmentSettings.of(config),
-        )
-        for base in bases
-    ]
+    settings = SegmentSettings.of(config)
+    segments = [Segment.open_existing(directory, base, settings=settings) for base in bases]
     checkpoint_start = read_offset_checkpoint(directory, LOG_START_FILE)
     checkpoint_recovery = read_offset_checkpoint(directory, RECOVERY_POINT_FILE)
     recovery_point = checkpoint_recovery or 0
@@ -195,8 +141,8 @@ def load(
     for seg in segments:
         seg.contiguous = contiguous
 
-    if assume_unclean or not clean:
-        try:
+    try:
+        if assume_unclean or not clean:
             if clean and not force:
                 _check_closed_end(segments, recovery_point, actions)  # before any rebuild
             segments = _recover_tail(
@@ -209,45 +155,30 @@ def load(
                 check_below=assume_unclean,
                 contiguous=contiguous,
             )
-        except FlushedDamageError:
-            for seg in segments:
-                seg.close_file()
-            if took_marker:  # nothing was cut: a log that was clean stays clean
-                write_clean_shutdown(directory)
-            raise
-        clean = False
-    else:
-        for seg in segments:  # a missing index is rebuilt even after a clean shutdown
-            if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
-                actions.append(
-                    RecoveryAction(
-                        seg.index_path, RecoveryActionKind.REBUILD_INDEX, "index file missing"
+            clean = False
+        else:
+            for seg in segments:  # a missing index is rebuilt even after a clean shutdown
+                if not (os.path.exists(seg.index_path) and os.path.exists(seg.timeindex_path)):
+                    actions.append(
+                        RecoveryAction(
+                            seg.index_path, RecoveryActionKind.REBUILD_INDEX, "index file missing"
+                        )
                     )
-                )
-                if not dry_run:
-                    seg.rebuild_indexes()
-
-    if clean:
-        try:
+                    if not dry_run:
+                        seg.rebuild_indexes()
             _check_closed_end(segments, recovery_point, actions)
-        except FlushedDamageError:
-            for seg in segments:
-                seg.close_file()
-            if took_marker:
-                write_clean_shutdown(directory)
-            raise
+    except FlushedDamageError:
+        for seg in segments:
+            seg.close_file()
+        if took_marker:  # nothing was cut: a log that was clean stays clean
+            write_clean_shutdown(directory)
+        raise
 
     if not segments:
         base = checkpoint_start or 0
         if dry_run:
             return LoadResult([], base, base, clean, actions, contiguous=contiguous)
-        segments = [
-            Segment.create(
-                directory,
-                base,
-                settings=SegmentSettings.of(config),
-            )
-        ]
+        segments = [Segment.create(directory, base, settings=settings)]
         fsync_dir(directory)
     first_base = segments[0].base_offset
     start_offset = max(checkpoint_start or 0, first_base)
@@ -320,12 +251,7 @@ def _resolve_leftovers(
         # The new segments are complete: replace every old segment they cover.
         end = 0
         for base in swap_logs:
-            seg = Segment(
-                directory,
-                base,
-                settings=SegmentSettings.of(config),
-                suffix=SWAP_SUFFIX,
-            )
+            seg = Segment(directory, base, settings=SegmentSettings.of(config), suffix=SWAP_SUFFIX)
             seg.size = os.stat(seg.log_path).st_size
             result = seg.validate()
             seg.close_file()
@@ -409,15 +335,21 @@ def _check_closed_end(
         f"offset {recovery_point} ({RECOVERY_POINT_FILE}): a batch's base offset is damaged"
     )
     error = CorruptLogError(reason, last.log_path, position, kind=ErrorKind.OFFSET_MISMATCH)
-    damaged = RecoveryAction(
-        last.log_path,
+    size = 0 if position is None else last.size - position
+    damaged = _damaged(last.log_path, reason, position, size, ErrorKind.OFFSET_MISMATCH)
+    raise FlushedDamageError(error, damaged, [*actions, damaged])
+
+
+def _damaged(path: str, reason: str, position: int | None, size: int, kind: str) -> RecoveryAction:
+    """Damage below the recovery point, reported and not cut (only ``recover --force`` cuts)."""
+    return RecoveryAction(
+        path,
         RecoveryActionKind.DAMAGED,
         f"{reason} (below the recovery point: not cut; use recover --force)",
         position=position,
-        bytes=0 if position is None else last.size - position,
-        kind=ErrorKind.OFFSET_MISMATCH,
+        bytes=size,
+        kind=kind,
     )
-    raise FlushedDamageError(error, damaged, [*actions, damaged])
 
 
 def _recover_tail(
@@ -465,14 +397,12 @@ def _recover_tail(
                     logger.warning("%s; rebuilt", wrong)
             if below.error is not None:
                 actions.append(
-                    RecoveryAction(
+                    _damaged(
                         seg.log_path,
-                        RecoveryActionKind.DAMAGED,
-                        f"{below.error.reason} (below the recovery point: not cut; "
-                        "use recover --force)",
-                        position=below.valid_bytes,
-                        bytes=below.dropped_bytes,
-                        kind=below.error.kind,
+                        below.error.reason,
+                        below.valid_bytes,
+                        below.dropped_bytes,
+                        below.error.kind,
                     )
                 )
             seg.close_file()
@@ -503,13 +433,8 @@ def _recover_tail(
         if damaged_at < recovery_point:
             # The bad batch starts below the recovery point: it was once known
             # flushed, so this is not a torn write. Never cut it here.
-            damaged = RecoveryAction(
-                seg.log_path,
-                RecoveryActionKind.DAMAGED,
-                f"{error.reason} (below the recovery point: not cut; use recover --force)",
-                position=result.valid_bytes,
-                bytes=result.dropped_bytes,
-                kind=error.kind,
+            damaged = _damaged(
+                seg.log_path, error.reason, result.valid_bytes, result.dropped_bytes, error.kind
             )
             raise FlushedDamageError(error, damaged, [*actions, damaged])
         later = segments[i + 1 :]

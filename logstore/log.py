@@ -33,6 +33,7 @@ from ._fs import (
 from .batch import BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
+from .configrecord import read_config_record, write_config_record
 from .errors import (
     ConfigError,
     InvalidRecordError,
@@ -48,8 +49,6 @@ from .loader import (
     RecoveryAction,
     RecoveryActionKind,
     load,
-    read_config_record,
-    write_config_record,
 )
 from .maintenance import Maintenance
 from .model import (
