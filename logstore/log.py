@@ -438,7 +438,8 @@ class Log(Closing):
         validator.check_int("timestamp_ms", timestamp_ms)
         with self._lock:
             self._check_open()
-            snapshot, start, end = self._local.scan_snapshot(None, None)
+            start, end = self._local.start_offset, self._local.end_offset
+            snapshot = self._local.snapshot(start)
         return reader.offset_for_timestamp(snapshot, timestamp_ms, start, end, self._read_options)
 
     def truncate(self, offset: int) -> None:
