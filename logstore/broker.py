@@ -110,7 +110,8 @@ class Broker(Closing):
         a handle whose data waits for an fsync stays open until then); each
         partition also keeps its lock file open. A maintenance thread applies retention
         and compaction to every partition each ``maintenance_interval_ms``
-        (``None``: no thread).
+        (``None``: no periodic pass); the same thread runs what a partition's
+        roll makes due and its interval fsyncs, and starts when first needed.
         """
         if default_config is None:
             default_config = LogConfig()

@@ -1,9 +1,10 @@
-"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``.
+"""Key compaction: the key -> latest-offset map, rewriting into ``.cleaned``, the round loop.
 
-The swap of the outputs for their inputs is ``Segments.replace``.
-
-Takes segments and returns segments; never sees a ``Log``. Follows Kafka's log
-cleaner (FORMAT.md section 11):
+A round's rewrite takes segments and returns segments. The round loop
+(``compact``) takes them from a log's ``LocalLog`` under the lock it is
+handed, and commits through it: the swap of the outputs for their inputs is
+``Segments.replace``. Never sees the ``Log``, its threads or its cleaner lock.
+Follows Kafka's log cleaner (FORMAT.md section 11):
 
 - the *clean* part [log start, first dirty) was compacted before; the
   *cleanable dirty* part [first dirty, first uncleanable) is what is new, where
@@ -26,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -35,12 +37,15 @@ from ._varint import INT32_MAX
 from .batch import BatchHeader, BatchSpan
 from .config import LogConfig
 from .errors import CodecUnavailableError, CorruptLogError
+from .local import LocalLog
 from .model import CompactionResult, Record
 from .segment import Segment, SegmentSettings
 
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
 Progress = Callable[[int], None]
+#: The log's lock, as the round loop takes it.
+Lock = AbstractContextManager[object]
 
 
 @dataclass
@@ -270,7 +275,7 @@ def clean_round(
 ) -> Round:
     """Rewrite ``inputs`` (log start to the round's end) into ``.cleaned`` segments.
 
-    Nothing replaces the inputs yet: see ``swap``. With ``dry_run`` nothing is
+    Nothing replaces the inputs yet: ``compact`` commits them. With ``dry_run`` nothing is
     written and the reports say what would be removed.
     """
     result = Round(inputs=list(inputs), end_offset=end_offset)
@@ -392,39 +397,81 @@ def discard(outputs: Sequence[Segment]) -> None:
         seg.delete_files()
 
 
-class CleanableSnapshot(NamedTuple):
+class _Taken(NamedTuple):
     """What a round starts from, taken under the log's lock."""
 
     sealed: list[Segment]  # every segment but the active one, oldest first
     first_dirty: int  # the cleaner checkpoint, reset into the log's range
     now_ms: int
-    token: object  # handed back to ``commit``: lets the log see what changed since
+    truncations: int  # a truncation since voids the round
+
+
+def _take(local: LocalLog, lock: Lock) -> _Taken:
+    with lock:
+        local.check_open()
+        sealed, first_dirty, now = local.cleanable()
+        return _Taken(sealed, first_dirty, now, local.truncations)
+
+
+def _commit(local: LocalLog, lock: Lock, taken: _Taken, done: Round) -> bool:
+    """Swap a round's outputs in under the lock, unless its inputs changed meanwhile.
+
+    False when the log closed, a truncation happened, or an input is no longer
+    in the map (retention) or became active.
+    """
+    with lock:
+        inputs = done.inputs
+        segments = local.segments
+        if (
+            local.closed
+            or local.truncations != taken.truncations
+            or any(s is segments.active for s in inputs)
+            or not all(segments.holds(s) for s in inputs)
+        ):
+            return False
+        local.replace(inputs, done.outputs, done.end_offset)
+        return True
+
+
+def log_dirty_ratio(local: LocalLog, lock: Lock) -> float:
+    """The share of a log's bytes not yet compacted (what auto-compaction compares).
+
+    Raises:
+        LogClosedError: the log is closed.
+    """
+    taken = _take(local, lock)
+    clean, dirty = sections(
+        taken.sealed,
+        taken.first_dirty,
+        now_ms=taken.now_ms,
+        min_lag_ms=local.config.min_compaction_lag_ms,
+    )
+    return dirty_ratio(clean, dirty)
 
 
 def compact(
-    directory: str,
-    config: LogConfig,
+    local: LocalLog,
+    lock: Lock,
     *,
-    snapshot: Callable[[], CleanableSnapshot],
-    commit: Callable[[CleanableSnapshot, Round], bool],
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> CompactionResult:
     """Run cleaning rounds until the dirty part is clean (Kafka's ``LogCleaner.doClean`` loop).
 
-    ``snapshot`` and ``commit`` are the log's, called under its lock:
-    ``commit`` swaps a round's outputs in (``Segments.replace``) and moves the
-    cleaner checkpoint to the round's end, or returns false when a truncation
-    or retention got there first (this then discards the outputs and stops).
+    Each round starts from the log's sealed segments taken under ``lock``, is
+    written outside it, and is committed under it again (``LocalLog.replace``:
+    the swap, then the cleaner checkpoint at the round's end), or discarded
+    when a truncation, retention or close got there first (and the loop stops).
     Rounds repeat while the dirty part has more keys than
     ``compaction_memory_bytes`` maps at once. The caller holds its cleaner lock.
     """
+    config = local.config
     started = time.perf_counter()
     totals = CompactionResult(dry_run=dry_run)
     reports: list[dict[str, int]] = []
     first_ratio: float | None = None
     while True:
-        taken = snapshot()
+        taken = _take(local, lock)
         sealed, first_dirty, now = taken.sealed, taken.first_dirty, taken.now_ms
         clean, dirty = sections(
             sealed, first_dirty, now_ms=now, min_lag_ms=config.min_compaction_lag_ms
@@ -445,13 +492,20 @@ def compact(
         else:
             break
         done = clean_round(
-            directory, inputs, offsets, end, config, now_ms=now, dry_run=dry_run, progress=progress
+            local.path,
+            inputs,
+            offsets,
+            end,
+            config,
+            now_ms=now,
+            dry_run=dry_run,
+            progress=progress,
         )
         reports += [r.as_dict() for r in done.reports]
         totals = _add_round(totals, done, len(inputs))
         if dry_run:
             break
-        if not commit(taken, done):
+        if not _commit(local, lock, taken, done):
             discard(done.outputs)  # truncation or retention got there first
             break
         if not dirty or end >= dirty[-1].next_offset:

@@ -5,19 +5,22 @@ timestamps), in the order Kafka applies them (FORMAT.md section 12);
 ``plan_removal`` gathers those facts from segments, ``archive`` hands the
 planned ones to the hook (outside the log's lock: it may run a script), and
 ``still_oldest`` keeps only what is, unchanged, still the log's oldest after
-that. The ``Log`` holds the lock, rolls, and removes through ``Segments``.
+that. ``apply`` is one pass over a log's ``LocalLog``, under the lock it is
+handed: it rolls and removes through the ``LocalLog``. Never sees the ``Log``,
+its threads or its retention lock.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from .config import LogConfig
 from .errors import ArchiveError
+from .local import LocalLog
 from .model import RemovedSegment, RetentionResult, RetentionRule
 from .segment import Segment
 
@@ -201,29 +204,30 @@ def still_oldest(archived: Planned, current: Iterable[Segment], active: Segment)
 
 
 def apply(
-    hook: object,
+    local: LocalLog,
     lock: AbstractContextManager[object],
     *,
-    plan_locked: Callable[[], tuple[Planned, bool, object]],
-    remove_locked: Callable[[Planned, object], tuple[Planned, int]],
-    current: Callable[[], tuple[Iterable[Segment], Segment]],
     dry_run: bool = False,
+    sealed_only: bool = False,
 ) -> RetentionResult:
-    """One retention pass of a log: plan, archive, remove; the log's steps are its callables.
+    """One retention pass of a log: plan, archive, remove, taking ``lock`` for each change.
 
-    ``plan_locked`` (under ``lock``) returns the plan, whether it rolled, and a
-    token ``remove_locked`` gets back to see whether a truncation voided the
-    plan meanwhile; ``remove_locked`` deletes what it is given (nothing, if
-    voided) and returns what it deleted and the new start offset. Without a ``hook`` (or in a dry run) everything happens
-    in one hold of ``lock``. With one, the hook runs with ``lock`` released (a
-    slow archive script must not stall appends), and only what is afterwards
-    still, unchanged, the log's oldest (``still_oldest`` over ``current()``)
-    goes. The caller holds its retention lock: one archiving pass at a time.
+    Without an archive hook (or in a dry run) everything happens in one hold
+    of ``lock``. With one, the hook runs with ``lock`` released (a slow
+    archive script must not stall appends), and only what is afterwards
+    still, unchanged, the log's oldest (``still_oldest``) goes; a truncation
+    meanwhile voids the plan (the next pass plans again). The caller holds
+    its retention lock: one archiving pass at a time. ``sealed_only`` (the
+    pass a roll made due) keeps the active segment whatever the rules say.
+
+    Raises:
+        LogClosedError: the log is (or was meanwhile) closed.
     """
+    hook = local.config.archive
     if hook is None or dry_run:
         with lock:
-            planned, rolled, token = plan_locked()
-            going, start_offset = remove_locked(planned, token)
+            planned, rolled, token = _plan_locked(local, dry_run=dry_run, sealed_only=sealed_only)
+            going, start_offset = _remove_locked(local, planned, token, dry_run=dry_run)
             return RetentionResult(
                 removed=tuple(info for _, info in going),
                 kept_by_archive_failure=(),
@@ -233,10 +237,11 @@ def apply(
                 rolled=rolled,
             )
     with lock:
-        planned, rolled, token = plan_locked()
+        planned, rolled, token = _plan_locked(local, dry_run=False, sealed_only=sealed_only)
     archived, kept, errors = archive(hook, planned)
     with lock:
-        going, start_offset = remove_locked(still_oldest(archived, *current()), token)
+        still = still_oldest(archived, local.segments, local.segments.active)
+        going, start_offset = _remove_locked(local, still, token, dry_run=False)
         return RetentionResult(
             removed=tuple(info for _, info in going),
             kept_by_archive_failure=tuple(kept),
@@ -245,3 +250,41 @@ def apply(
             errors=tuple(errors),
             rolled=rolled,
         )
+
+
+def _plan_locked(local: LocalLog, *, dry_run: bool, sealed_only: bool) -> tuple[Planned, bool, int]:
+    """Under the lock: what retention takes, whether it rolled, and the truncation token.
+
+    When the active segment is among them it is rolled now (not in a dry run):
+    the log keeps one segment, so the doomed one is sealed (and whole for the
+    archive hook) before it goes. A crash after the roll leaves a sealed
+    segment and an empty active one; the next pass deletes it.
+    """
+    local.check_open()
+    planned, rolled = plan_removal(
+        list(local.segments),
+        start_offset=local.start_offset,
+        end_offset=local.end_offset,
+        config=local.config,
+        now_ms=local.clock(),
+    )
+    if rolled and sealed_only:
+        return planned[:-1], False, local.truncations  # the records just appended stay
+    if rolled and not dry_run:
+        local.roll()
+    return planned, rolled, local.truncations
+
+
+def _remove_locked(
+    local: LocalLog, going: Planned, truncations: int, *, dry_run: bool
+) -> tuple[Planned, int]:
+    """Under the lock: delete ``going`` (a prefix of the log); what went and the new start."""
+    local.check_open()
+    if local.truncations != truncations:
+        going = []  # a truncation voids the plan; the next pass plans again
+    start = local.start_offset
+    if going:  # the first segment that stays starts the log
+        start = max(start, going[-1][1].next_offset)
+    if not dry_run and going:
+        local.remove_oldest([seg for seg, _ in going], start)
+    return going, start

@@ -4,7 +4,8 @@ Owns what an append accepts: the types of values, keys, headers and
 timestamps, the key a compacted log requires, the size limits, and how
 records are grouped into batches under ``max_message_bytes`` and the room
 left under ``segment_messages``. Everything is checked and encoded before a
-byte is written, so a refused append leaves the log unchanged.
+byte is written, so a refused append leaves the log unchanged. Also the type
+checks of the other methods' offsets and limits (``check_int``, ``check_limit``).
 
 Knows the codec and the config; not files, segments or the ``Log``'s lock:
 the caller passes the offsets and counts it holds.
@@ -27,6 +28,20 @@ MAX_TIMESTAMP = 1 << 62
 _BATCH_OVERHEAD = batch.HEADER_SIZE
 #: ``(finished batch, record count, max timestamp)``: one planned write.
 Planned = tuple[bytes, int, int]
+
+
+def check_int(name: str, value: object) -> None:
+    """Refuse an offset or timestamp that is not an ``int`` (``bool`` included)."""
+    if type(value) is not int:
+        raise WrongTypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+def check_limit(name: str, value: object, *, optional: bool = True) -> None:
+    """Refuse a count or size limit that is not an ``int`` >= 0 (or, if ``optional``, ``None``)."""
+    if (value is not None or not optional) and (type(value) is not int or value < 0):
+        raise WrongTypeError(
+            f"{name} must be a non-negative int{' or None' if optional else ''}, got {value!r}"
+        )
 
 
 def as_bytes(value: object, what: str) -> bytes | None:

@@ -117,3 +117,8 @@ def open_log(log_dir: Path, clock: FakeClock) -> Iterator[OpenLog]:
     yield factory
     for log in opened:
         log.close()
+
+
+def settle(log: logstore.Log, timeout: float = 30) -> None:
+    """Wait until the housekeeping the log's rolls made due has run on its maintenance thread."""
+    assert log._housekeeping.maintenance.wait_idle(timeout)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import logstore
 from logstore import InvalidRecordError, LogConfig, Message, Record
 
-from .conftest import FakeClock, OpenLog, child_env, file_hashes, run_python
+from .conftest import FakeClock, OpenLog, child_env, file_hashes, run_python, settle
 
 NOW = FakeClock().now_ms
 LEFTOVER_SUFFIXES = (".cleaned", ".swap", ".deleted")
@@ -556,6 +556,7 @@ def test_roll_compacts_when_the_dirty_ratio_is_over_the_limit(open_log: OpenLog)
         records.append(
             Record(log.append(b"v%02d" % i, key=key, timestamp=NOW), NOW, key, b"v%02d" % i, ())
         )
+        settle(log)  # a roll's compaction runs on the maintenance thread
 
     for i in range(6):
         append(i)
@@ -580,6 +581,7 @@ def test_roll_compacts_when_the_dirty_ratio_is_over_the_limit(open_log: OpenLog)
 def test_auto_compaction_with_small_segments(open_log: OpenLog, log_dir: Path) -> None:
     log = open_log(cleanup_policy="compact", min_cleanable_dirty_ratio=0.5, segment_bytes=400)
     records = keyed_workload(log, 0, 300, 5, NOW)
+    settle(log)
     bound = cleaner_checkpoint(log_dir)  # where the last automatic pass ended
     assert 0 < bound <= log.segments[-1].base_offset
     assert list(log.scan()) == compacted(records, bound)
@@ -589,6 +591,7 @@ def test_auto_compaction_with_small_segments(open_log: OpenLog, log_dir: Path) -
 def test_no_auto_compaction_at_ratio_one(open_log: OpenLog, log_dir: Path) -> None:
     log = open_log(config=compact_config(segment_bytes=400))
     records = keyed_workload(log, 0, 300, 5, NOW)
+    settle(log)
     assert len(log.segments) > 10
     assert list(log.scan()) == records
     assert not (log_dir / "cleaner-offset-checkpoint").exists()

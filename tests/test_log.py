@@ -951,7 +951,7 @@ def test_standalone_log_is_bounded_by_default(log_dir: Path) -> None:
     _hundred_segments(log_dir)
     with logstore.Log.open(log_dir, logstore.LogConfig(fsync="never")) as log:
         assert [r.offset for r in log.scan()] == list(range(100))
-        handles = log._handles
+        handles = log._local.segments._handles
         assert handles is not None and handles.limit == 1024  # Broker.open's default
         assert len(handles) == 100  # each sealed segment read counts (the empty active: unopened)
 

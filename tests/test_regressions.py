@@ -168,8 +168,8 @@ def test_a_wrong_index_entry_never_skips_records(tmp_path: Path) -> None:
     with logstore.Log.open(tmp_path, config) as log:
         for i in range(50):
             log.append(b"v%02d" % i + b"." * 60)
-        entries = log._segments[0].offset_index.as_list()
-        index = log._segments[0].index_path
+        entries = log._local.segments[0].offset_index.as_list()
+        index = log._local.segments[0].index_path
     data = bytearray(Path(index).read_bytes())
     # entry 2 now points at a later batch boundary (still increasing, so it loads)
     struct.pack_into(">i", data, 2 * 8 + 4, entries[2][1] + 132)

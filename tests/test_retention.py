@@ -13,7 +13,7 @@ import pytest
 import logstore
 from logstore import LogConfig
 
-from .conftest import FakeClock, OpenLog, file_hashes
+from .conftest import FakeClock, OpenLog, file_hashes, settle
 
 DAY = 86_400_000
 
@@ -147,6 +147,7 @@ def test_dry_run_changes_nothing(open_log: OpenLog, log_dir: Path) -> None:
 def test_retention_runs_on_roll(open_log: OpenLog) -> None:
     log = open_log(retention_messages=20, segment_messages=10)
     log.append_many([logstore.Message(b"%d" % i, key=b"k") for i in range(55)])
+    settle(log)
     # segments of 10; on each roll the oldest go while at least 20 records remain
     assert log.start_offset == 30
     assert [s.base_offset for s in log.segments] == [30, 40, 50]
@@ -371,8 +372,8 @@ def test_maintenance_thread_applies_retention_without_any_call(
         assert worker.daemon
         log.append_many([b"r%d" % i for i in range(5)])
         clock.advance(2 * HOUR)
-        with log._maintained:  # notified after each pass of the thread
-            assert log._maintained.wait_for(lambda: log.start_offset == 5, timeout=30)
+        with log._housekeeping.passed:  # notified after each pass of the thread
+            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
         assert (log.start_offset, log.end_offset) == (5, 5)
         assert log.append(b"later") == 5
     finally:
@@ -413,10 +414,10 @@ def test_one_thread_does_interval_fsyncs_and_maintenance(log_dir: Path) -> None:
     try:
         assert len(_maintenance_threads(log_dir)) == 1
         log.append(b"x")
-        with log._maintained:
-            passes = log._maintenance_passes
-            assert log._maintained.wait_for(
-                lambda: log._maintenance_passes > passes and log.flushed_offset == 1, timeout=30
+        with log._housekeeping.passed:
+            passes = log._housekeeping.passes
+            assert log._housekeeping.passed.wait_for(
+                lambda: log._housekeeping.passes > passes and log.flushed_offset == 1, timeout=30
             )
     finally:
         log.close()
@@ -460,8 +461,8 @@ def test_maintenance_thread_retries_after_the_archive_hook_fails(
     with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5) as log:
         log.append_many([b"r%d" % i for i in range(5)])
         clock.advance(2 * HOUR)
-        with log._maintained:
-            assert log._maintained.wait_for(lambda: log.start_offset == 5, timeout=30)
+        with log._housekeeping.passed:
+            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
         assert calls == [f"{0:020d}.log"] * 2  # refused once (kept), archived on the next pass
         assert _segment_names(log_dir) == [f"{5:020d}{s}" for s in (".index", ".log", ".timeindex")]
     assert any(
