@@ -3,8 +3,8 @@
 Owns what a group of consumers inside one process shares: who is in it,
 which partitions each member reads (Kafka's range assignor), and the
 committed offsets, kept in the compacted internal ``__consumer_offsets`` log
-(fsync on every commit). Knows partition logs only through a lookup the
-broker gives it; never routes or creates topics.
+in Kafka's record format (fsync on every commit). Knows partition logs only
+through a lookup the broker gives it; never routes or creates topics.
 """
 
 from __future__ import annotations
@@ -71,7 +71,34 @@ class OffsetStore:
         self._log = log
         self._clock = clock
         self._lock = threading.Lock()
-        self._committed = _offsets.latest((r.key, r.value) for r in log.scan())
+        live = _offsets.replay((r.key, r.value) for r in log.scan())
+        self._committed = {e: c.offset for e, c in _offsets.committed(live).items()}
+        self._rewrite(live)
+
+    def _rewrite(self, live: dict[bytes, _offsets.LiveKey]) -> None:
+        """Leave only Kafka's keys live: records written before the Kafka format, once.
+
+        One batch, durable before the store is used: a crash before it leaves the
+        old records to be rewritten at the next open; after it, the old keys'
+        tombstones let compaction remove them, so no old record can outlive a
+        later tombstone of its entry and bring it back.
+        """
+        records, dropped = _offsets.rewrites(live)
+        if not records:
+            return
+        self._log.append_many([Message(value, key=key) for key, value in records])
+        if self._log.config.fsync != "always":
+            self._log.flush()
+        for group, topic, partition in dropped:
+            logger.warning(
+                "group %r (%d characters): committed offset of %s-%d forgotten: the names "
+                "do not fit Kafka's offsets schema (at most 32767 bytes of UTF-8, an int32)",
+                group[:40],
+                len(group),
+                topic,
+                partition,
+            )
+            del self._committed[(group, topic, partition)]
 
     def get(self, group: str, topic: str, partition: int) -> int | None:
         with self._lock:
@@ -205,6 +232,11 @@ class Consumer(Closing):
     ) -> None:
         if not isinstance(group, str) or not group:
             raise WrongTypeError(f"group must be a non-empty str, got {group!r}")
+        if not _offsets.fits(group):
+            raise ConfigError(
+                f"group {group[:40]!r} ({len(group)} characters) does not fit Kafka's offsets "
+                f"schema: it must encode as at most {_offsets.MAX_STRING_BYTES} bytes of UTF-8"
+            )
         if isinstance(topics, str):
             topics = [topics]
         if isinstance(start, bool) or not isinstance(start, (str, int, datetime.timedelta)):
