@@ -58,9 +58,15 @@ class Pair(NamedTuple):
 
 #: Every function of ``logstore._speedups`` but ``configure`` (which hands it our classes).
 PAIRS: tuple[Pair, ...] = (
-    Pair("encode_section", "batch:_py_encode_section", "batch.encode_section: appends"),
-    Pair("decode_section", "batch:_py_decode_section_flat", "batch._decode_section: reads"),
-    Pair("check_messages", "batch:_py_check_messages", "batch.accepts_as_is: append_many"),
+    Pair("encode_section", "recordcodec:_py_encode_section", "recordcodec.encode_section: appends"),
+    Pair(
+        "decode_section",
+        "recordcodec:_py_decode_section_flat",
+        "recordcodec._decode_section: reads",
+    ),
+    Pair(
+        "check_messages", "recordcodec:_py_check_messages", "recordcodec.accepts_as_is: append_many"
+    ),
     Pair("route", "partitioner:_py_route", "partitioner.route_many: Broker.append_many"),
     Pair("number", "partitioner:_py_number", "partitioner.number: Broker.append_many"),
     Pair("wrap", "consumer:_py_wrap", "consumer.wrap: Consumer.poll"),

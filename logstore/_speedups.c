@@ -10,12 +10,12 @@
  *   configure(CorruptLogError, Record)                 the classes to create
  *   encode_section(entries, base_timestamp, start, stop, limit_bytes,
  *                  offset_deltas, now) -> (bytes, index after last, max ts)
- *                                                      batch._py_encode_section
+ *                                                      recordcodec._py_encode_section
  *   decode_section(data, base_offset, base_timestamp, fixed_timestamp,
  *                  skip_below, record_count, last_offset_delta[, limit])
- *                  -> [Record]                    batch._py_decode_section_flat
+ *                  -> [Record]                    recordcodec._py_decode_section_flat
  *   check_messages(items, require_keys, Message) -> bool
- *                                                      batch._py_check_messages
+ *                                                      recordcodec._py_check_messages
  *   route(items, partitions, round_robin_start)
  *        -> (routes, groups, next round robin) or None partitioner._py_route
  *   number(routes, starts) -> [(partition, offset)]    partitioner._py_number
@@ -159,7 +159,7 @@ write_varint(unsigned char *out, int64_t n)
 
 /* ------------------------------------------------------------------ decoding */
 
-/* The pure decoder (batch._py_decode_section) keeps its loop short by checking
+/* The pure decoder (recordcodec._py_decode_section) keeps its loop short by checking
  * bounds late: it indexes the first byte or two of some varints directly, and
  * steps over a key or value without comparing it with the record's end, so a
  * field that overruns is reported at the first bound crossed after it. The

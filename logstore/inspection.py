@@ -28,12 +28,13 @@ from ._fs import (
     read_checkpoint,
     segment_name,
 )
+from .batchfile import check_follows
 from .checkpoints import never_compacted
 from .errors import CodecUnavailableError, CorruptLogError
 from .index import OffsetIndex, TimeIndex
 from .indexcheck import index_mismatches
 from .model import Record
-from .segment import Segment, SegmentSettings, check_follows
+from .segment import Segment, SegmentSettings
 
 _INCOMPLETE = ("truncated", "zero_fill")
 #: Damage after which the next batch cannot be found: the rest of the segment is not walked.

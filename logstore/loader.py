@@ -33,6 +33,7 @@ from ._fs import (
     parse_base_offset,
     remove_files,
 )
+from .batchfile import CHUNK_BYTES
 from .checkpoints import (
     never_compacted,
     read_offset_checkpoint,
@@ -42,7 +43,7 @@ from .checkpoints import (
 from .config import LogConfig
 from .errors import CorruptLogError, ErrorKind
 from .indexcheck import wrong_index
-from .segment import CHUNK_BYTES, Segment, SegmentSettings
+from .segment import Segment, SegmentSettings
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 from . import batch
 from .batch import BatchHeader
+from .batchfile import CHUNK_BYTES, check_follows, check_segment_start
 from .errors import CodecUnavailableError, CorruptLogError
 from .model import Record
-from .segment import CHUNK_BYTES, Segment, check_follows, check_segment_start
+from .segment import Segment
 
 #: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
 Snapshot = list[tuple[Segment, int, int]]

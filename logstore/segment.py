@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from . import batch
 from ._fs import (
@@ -28,28 +28,13 @@ from ._fs import (
 )
 from ._varint import INT32_MAX
 from .batch import BatchHeader, BatchSpan
-from .batchfile import CHUNK_BYTES as CHUNK_BYTES
-from .batchfile import BatchFile
-from .batchfile import check_follows as check_follows
-from .batchfile import check_segment_start as check_segment_start
+from .batchfile import CHUNK_BYTES, BatchFile
 from .errors import CorruptLogError, ErrorKind
 from .index import OffsetIndex, TimeIndex
+from .segmentlookup import SegmentLookups
+from .segmentscan import RecoveryResult, ScanState, scan
 
 logger = logging.getLogger(__name__)
-
-
-class RecoveryResult(NamedTuple):
-    """What validating a segment found: the valid prefix and the first problem."""
-
-    valid_bytes: int
-    file_bytes: int
-    batches: int
-    next_offset: int | None
-    error: CorruptLogError | None
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.file_bytes - self.valid_bytes
 
 
 class _IndexConfig(Protocol):
@@ -73,19 +58,12 @@ class SegmentSettings:
         return cls(config.max_index_bytes, config.index_interval_bytes)
 
 
-class _WalkState(NamedTuple):
-    """What a validating walk learnt besides its verdict: the segment's tail facts."""
+class Segment(SegmentLookups):
+    """A slice of the log starting at ``base_offset``.
 
-    next_offset: int
-    max_timestamp: int
-    offset_of_max_timestamp: int
-    bytes_since_index_entry: int
-    records: int
-    first_timestamp: int | None
-
-
-class Segment:
-    """A slice of the log starting at ``base_offset``."""
+    Lookups by offset and timestamp come from ``SegmentLookups``; the validating
+    walk of recovery from ``segmentscan``.
+    """
 
     def __init__(
         self,
@@ -306,51 +284,11 @@ class Segment:
         """Load both index files; rebuild both from the ``.log`` if either is not sane."""
         try:
             self._offset_index, self._time_index = self.read_index_files()
-            self._check_last_index_entry()
+            self.check_last_index_entry()
         except CorruptLogError as exc:
             self._offset_index, self._time_index = self.new_indexes()  # empty: rebuilt below
             logger.info("%s; rebuilding the indexes of %s", exc, os.path.basename(self.log_path))
             self.rebuild_indexes()
-
-    def _check_last_index_entry(self) -> None:
-        """The last entry of each index must say what the log says (they carry no checksum).
-
-        The last offset-index entry must point at a batch ending at its offset;
-        the batch ending at the last time-index entry's offset must have that
-        entry's timestamp as its largest (it is the batch that first reached
-        it). Retention and ``offset_for_timestamp`` trust that last entry.
-        """
-        entry = self.offset_index.last_entry()
-        if entry is not None:
-            last_offset, position = entry
-            header = self.read_header_at(position)
-            if header is None or header.last_offset != last_offset:
-                raise CorruptLogError(
-                    f"last entry ({last_offset}, {position}) does not match the log",
-                    self.index_path,
-                    kind=ErrorKind.INVALID_INDEX,
-                )
-        time_entry = self.time_index.last_entry()
-        if time_entry is not None:
-            timestamp, offset = time_entry
-            if not self.time_entry_holds(timestamp, offset, self.size):
-                raise CorruptLogError(
-                    f"last entry ({timestamp}, {offset}) does not match the log",
-                    self.timeindex_path,
-                    kind=ErrorKind.INVALID_INDEX,
-                )
-
-    def time_entry_holds(self, timestamp: int, offset: int, end: int) -> bool:
-        """Whether a batch (below position ``end``) ends at ``offset`` with ``timestamp`` its largest.
-
-        That is what a time-index entry ``(timestamp, offset)`` says of the log.
-        Raises ``CorruptLogError`` if the log itself fails its checks on the way.
-        """
-        position, _ = self.walk_start(offset)
-        for _, header in self.iter_headers(position, end):
-            if header.last_offset >= offset:
-                return header.last_offset == offset and header.max_timestamp == timestamp
-        return False
 
     def rebuild_indexes(self) -> RecoveryResult:
         """Rebuild both indexes from the ``.log`` (which is not changed) and write them."""
@@ -368,7 +306,7 @@ class Segment:
         before the damage (reads raise past it anyway). The facts a log's end
         offset rests on (next offset, sizes) are not changed.
         """
-        index, tindex, result, state = self._walk(
+        index, tindex, result, state = self._scan(
             start_offset=None, contiguous=self.contiguous, end_offset=end_offset
         )
         if result.batches and result.error is None:
@@ -512,117 +450,6 @@ class Segment:
         """Up to ``size`` bytes from ``position`` (fewer at the end of the file)."""
         return self.file.read(position, size)
 
-    def read_header_at(self, position: int) -> BatchHeader | None:
-        """The header of the batch at ``position``, or ``None`` if it is not a sane header."""
-        return self.file.header_at(position)
-
-    def iter_headers(self, start: int, end: int) -> Iterator[tuple[int, BatchHeader]]:
-        """Yield ``(position, header)`` of each batch in ``[start, end)``, no CRC check.
-
-        Raises ``CorruptLogError`` at a header that is not sane (bad magic or
-        length, or a batch running past ``end``).
-        """
-        for position, header, _, _ in self.file.iter_batches(
-            start, end, verify_crc=False, headers_only=True
-        ):
-            yield position, header
-
-    def walk_start(self, offset: int) -> tuple[int, int]:
-        """``(position, lowest base offset)`` to walk from toward ``offset``, from the offset index.
-
-        The index carries no checksum, so its entry is confirmed against the
-        log: the batch at its position must end at its offset. A batch whose
-        base offset was damaged no longer ends there either, so a confirmed
-        entry also vouches for that batch's base. An entry the log contradicts
-        is not used: the walk starts at byte 0, a warning names the index file
-        and ``index_wrong`` asks the owner to rebuild the indexes.
-        """
-        entry_offset, position = self.offset_index.lookup(offset)
-        if not position:
-            return 0, self.base_offset
-        header = self.read_header_at(position)
-        if header is not None and header.last_offset == entry_offset:
-            return position, header.base_offset
-        self.distrust_index(self.index_path, f"entry ({entry_offset}, {position})")
-        return 0, self.base_offset
-
-    def distrust_index(self, path: str, what: str) -> None:
-        """Warn that an index entry is wrong (the log says otherwise) and ask for a rebuild."""
-        logger.warning("%s: %s does not match the log; reading without it", path, what)
-        self.index_wrong = True
-
-    def find_position(
-        self, offset: int, end: int, *, end_offset: int | None = None
-    ) -> tuple[int, BatchHeader | None]:
-        """Position of the first batch (below ``end``) whose last offset >= ``offset``.
-
-        Returns ``(end, None)`` when no such batch exists. The walk starts at
-        the offset index's entry, confirmed as ``walk_start`` does but with the
-        walk's own first header; an entry the log contradicts is not used.
-        Every batch on the way is checked to follow the one before
-        (``check_follows``, with ``end_offset`` the next segment's base offset),
-        so a damaged base offset raises ``CorruptLogError`` instead of moving records.
-        """
-        entry_offset, position = self.offset_index.lookup(offset)
-        path, contiguous = self.log_path, self.contiguous
-        headers = self.iter_headers(position, end)
-        expected = self.base_offset
-        if position:
-            # Confirm the entry with the walk's own first header (no extra read).
-            try:
-                pos, header = next(headers)
-            except (CorruptLogError, StopIteration):
-                header = None  # not a batch boundary, or past the end: the entry is wrong
-            if header is None or header.last_offset != entry_offset:
-                self.distrust_index(self.index_path, f"entry ({entry_offset}, {position})")
-                headers = self.iter_headers(0, end)
-            else:
-                expected = check_follows(
-                    header, header.base_offset, path, pos, end_offset=end_offset
-                )
-                if header.last_offset >= offset:
-                    return pos, header
-        for pos, header in headers:
-            expected = check_follows(
-                header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
-            )
-            if header.last_offset >= offset:
-                return pos, header
-        return end, None
-
-    def confirm_time_entry(
-        self, entry: tuple[int, int], previous: tuple[int, int] | None, end: int, *, end_offset: int
-    ) -> tuple[int, BatchHeader] | None:
-        """Position and header of the batch a time-index entry names, if the log agrees.
-
-        An entry ``(T, O)`` says: the batch ending at ``O`` is the first to
-        reach timestamp ``T``. Checked from the ``previous`` entry's batch on
-        (from the start without one): every batch in between is earlier than
-        ``T``, and the batch ending at ``O`` has ``T`` as its largest. That is
-        the entry's claim given the previous entry's, and it includes "the
-        batch before the answer is earlier than the asked time". ``None`` when
-        the log says otherwise. Headers only, below position ``end``.
-        """
-        timestamp, offset = entry
-        position, expected = 0, self.base_offset
-        if previous is not None:
-            position, header = self.find_position(previous[1] + 1, end, end_offset=end_offset)
-            if header is None:
-                return None
-            expected = header.base_offset
-        path, contiguous = self.log_path, self.contiguous
-        for pos, header in self.iter_headers(position, end):
-            expected = check_follows(
-                header, expected, path, pos, contiguous=contiguous, end_offset=end_offset
-            )
-            if header.last_offset >= offset:
-                if header.last_offset == offset and header.max_timestamp == timestamp:
-                    return pos, header
-                return None
-            if header.max_timestamp >= timestamp:
-                return None
-        return None
-
     def iter_batches(
         self,
         start: int,
@@ -671,7 +498,7 @@ class Segment:
         decoded (the CRC guards them). Stops at the first problem and reports
         it; changes no file.
         """
-        index, tindex, result, state = self._walk(
+        index, tindex, result, state = self._scan(
             start_offset=start_offset, contiguous=contiguous, end_offset=end_offset
         )
         if rebuild:
@@ -684,60 +511,21 @@ class Segment:
             self.first_timestamp = state.first_timestamp
         return result
 
-    def _walk(
+    def _scan(
         self, *, start_offset: int | None, contiguous: bool, end_offset: int | None
-    ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, _WalkState]:
-        """Validate every batch (see ``validate``), building fresh indexes as it goes."""
+    ) -> tuple[OffsetIndex, TimeIndex, RecoveryResult, ScanState]:
+        """The validating walk (``segmentscan.scan``) into fresh indexes."""
         index, tindex = self.new_indexes()
-        file_size = self.file.size_on_disk()
-        next_offset = self.base_offset
-        position = 0
-        batches = 0
-        records = 0
-        since = 0
-        max_ts, max_ts_offset = -1, self.base_offset
-        first_ts: int | None = None
-        error: CorruptLogError | None = None
-        interval = self.index_interval_bytes
-        path, base = self.log_path, self.base_offset
-        try:
-            check_segment_start(start_offset, base, path, contiguous=contiguous)
-            for pos, header, _, _ in self.file.iter_batches(
-                0, file_size, verify_crc=True, max_read=CHUNK_BYTES
-            ):
-                check_follows(
-                    header, next_offset, path, pos, contiguous=contiguous, end_offset=end_offset
-                )
-                if header.last_offset - base > INT32_MAX:
-                    raise CorruptLogError(
-                        f"last offset {header.last_offset} is too far from the segment base {base}",
-                        path,
-                        pos,
-                        kind=ErrorKind.OFFSET_MISMATCH,
-                    )
-                if header.max_timestamp > max_ts:
-                    max_ts, max_ts_offset = header.max_timestamp, header.last_offset
-                if since > interval:
-                    index.append(header.last_offset, pos)
-                    tindex.maybe_append(max_ts, max_ts_offset)
-                    since = 0
-                since += header.size
-                if first_ts is None:
-                    first_ts = header.max_timestamp
-                next_offset = header.next_offset
-                position = pos + header.size
-                batches += 1
-                records += header.record_count
-        except CorruptLogError as exc:
-            error = exc
-        result = RecoveryResult(
-            valid_bytes=position,
-            file_bytes=file_size,
-            batches=batches,
-            next_offset=next_offset if batches else None,
-            error=error,
+        result, state = scan(
+            self.file,
+            self.base_offset,
+            index,
+            tindex,
+            interval=self.index_interval_bytes,
+            start_offset=start_offset,
+            contiguous=contiguous,
+            end_offset=end_offset,
         )
-        state = _WalkState(next_offset, max_ts, max_ts_offset, since, records, first_ts)
         return index, tindex, result, state
 
     # ------------------------------------------------------------ rolling and truncation

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logstore import Message, _native, batch
+from logstore import Message, _native, recordcodec
 from logstore.model import ConsumedRecord, Record
 
 C = _native.speedups
@@ -41,7 +41,7 @@ def _outcome(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _section(entries: list[tuple[Any, ...]]) -> bytes:
-    return batch._py_encode_section(entries, 1_000, 0, None, None, None, 2_000)[0]
+    return recordcodec._py_encode_section(entries, 1_000, 0, None, None, None, 2_000)[0]
 
 
 ENTRIES = [

@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import logstore
-from logstore import batch, compression
+from logstore import batch, compression, recordcodec
 from logstore.errors import CorruptLogError
 
-C = batch._C
+C = recordcodec._C
 pytestmark = pytest.mark.skipif(
     C is None, reason="the compiled codec is not built (or LOGSTORE_PURE=1)"
 )
@@ -43,7 +43,7 @@ entries = st.lists(
 
 def _both_encode(items: list, base_ts: int, **kw: object) -> tuple[object, object]:
     compiled = batch.encode_section(items, base_ts, **kw)  # type: ignore[arg-type]
-    pure = batch._py_encode_section(items, base_ts, **kw)  # type: ignore[arg-type]
+    pure = recordcodec._py_encode_section(items, base_ts, **kw)  # type: ignore[arg-type]
     return compiled, pure
 
 
@@ -54,7 +54,7 @@ def _both_decode(data: bytes, header: batch.BatchHeader, min_offset: int) -> tup
         except CorruptLogError as exc:
             return ("error", exc.kind)
 
-    return run(batch._decode_section), run(batch._py_decode_section)
+    return run(recordcodec._decode_section), run(recordcodec._py_decode_section)
 
 
 def test_the_compiled_codec_is_active() -> None:
@@ -114,9 +114,9 @@ def test_decode_stops_after_the_records_asked_for(items: list, skip: int, limit:
     data = batch.encode_batch(stamped, base_offset=100)
     header = batch.read_header(data)
     section = data[batch.HEADER_SIZE :]
-    whole = batch._decode_section(section, header, 100 + skip)
-    compiled = batch._decode_section(section, header, 100 + skip, limit)
-    pure = batch._py_decode_section(section, header, 100 + skip, limit)
+    whole = recordcodec._decode_section(section, header, 100 + skip)
+    compiled = recordcodec._decode_section(section, header, 100 + skip, limit)
+    pure = recordcodec._py_decode_section(section, header, 100 + skip, limit)
     assert compiled == pure == whole[:limit]
     assert [r.offset for r in compiled] == list(
         range(100 + skip, 100 + min(len(items), skip + limit))
@@ -180,9 +180,9 @@ def test_no_memory_leak_over_100k_encodes_and_decodes() -> None:
     def cycle(n: int) -> None:
         for _ in range(n):
             section, _, _ = batch.encode_section(items, 1000)
-            batch._decode_section(section, header, 0)
+            recordcodec._decode_section(section, header, 0)
             try:
-                batch._decode_section(bytes(bad[batch.HEADER_SIZE :]), header, 0)
+                recordcodec._decode_section(bytes(bad[batch.HEADER_SIZE :]), header, 0)
             except CorruptLogError:
                 pass
 
