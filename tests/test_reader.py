@@ -331,7 +331,7 @@ def test_a_damaged_base_offset_in_a_sealed_segment_is_never_served(
     assert where in err
 
 
-def test_the_reported_case_63_instead_of_55(
+def test_a_base_offset_moved_up_in_a_sealed_segment_stops_the_scan_where_it_breaks(
     image: tuple[Path, list[Record]], tmp_path: Path
 ) -> None:
     """Offsets 55..59 stored as 63..67: the scan used to go on from 63 without a word."""
