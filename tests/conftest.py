@@ -15,6 +15,9 @@ from hypothesis import HealthCheck, settings
 
 import logstore
 
+# Fixtures shared by several test modules, from the helper modules that define them.
+pytest_plugins = ["tests.helpers_damage", "tests.helpers_verify"]
+
 settings.register_profile(
     "default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -122,3 +125,21 @@ def open_log(log_dir: Path, clock: FakeClock) -> Iterator[OpenLog]:
 def settle(log: logstore.Log, timeout: float = 30) -> None:
     """Wait until the housekeeping the log's rolls made due has run on its maintenance thread."""
     assert log._housekeeping.maintenance.wait_idle(timeout)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    config = logstore.LogConfig(
+        fsync="never", segment_bytes=2000, compression="gzip", index_interval_bytes=10
+    )
+    with logstore.Log.open(tmp_path / "root" / "web-0", config) as log:
+        for i in range(30):
+            log.append(
+                b"GET /%d" % i,
+                key=b"host-%d" % (i % 3),
+                timestamp=1000 + i,
+                headers=(("bin", b"\x00\xff"),) if i == 0 else (),
+            )
+    with logstore.Log.open(tmp_path / "root" / "web-1", logstore.LogConfig(fsync="never")) as log:
+        log.append_many([b"a", b"b"])
+    return tmp_path / "root"

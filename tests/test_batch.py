@@ -1,58 +1,35 @@
-"""The RecordBatch v2 codec: varints, round trips for every codec, hostile bytes."""
+"""``batch``: the RecordBatch v2 codec: round trips for every codec, hostile bytes, rebuilds."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logstore import batch, compression
-from logstore._varint import _zigzag, decode_varint, encode_varint
+import logstore
+from logstore import LogConfig, batch, compression
 from logstore.errors import CorruptLogError
 
 CODECS = [name for name in compression.CODEC_IDS if compression.is_available(name)]
 
+
 keys_or_values = st.one_of(st.none(), st.binary(max_size=300))
+
+
 headers = st.lists(
     st.tuples(st.text(max_size=10), st.one_of(st.none(), st.binary(max_size=20))), max_size=3
 )
+
+
 timestamps = st.integers(min_value=0, max_value=(1 << 62))
+
+
 # (value, key, headers, timestamp), the order of Message
 entries = st.lists(
     st.tuples(keys_or_values, keys_or_values, headers, timestamps), min_size=1, max_size=40
 )
-
-
-@pytest.mark.parametrize(
-    ("n", "encoded"),
-    [
-        (0, "00"),
-        (-1, "01"),
-        (1, "02"),
-        (63, "7e"),
-        (64, "8001"),
-        (-1000, "cf0f"),
-        (8191, "fe7f"),
-        (8192, "808001"),
-    ],
-)
-def test_varint_examples_from_the_format(n: int, encoded: str) -> None:
-    assert encode_varint(n).hex() == encoded
-    assert decode_varint(bytes.fromhex(encoded), 0) == (n, len(encoded) // 2)
-
-
-@given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
-def test_varint_round_trip(n: int) -> None:
-    data = encode_varint(n)
-    assert data == _zigzag(n)
-    assert decode_varint(data + b"\xff", 0) == (n, len(data))
-
-
-def test_varint_longer_than_its_limit_is_corrupt() -> None:
-    with pytest.raises(CorruptLogError, match="longer than 5 bytes"):
-        decode_varint(b"\xff" * 6 + b"\x01", 0, 5)
-    with pytest.raises(CorruptLogError, match="past the end"):
-        decode_varint(b"\xff\xff", 0)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -79,6 +56,12 @@ def test_decode_from_min_offset_skips_exactly(items: list, skip: int) -> None:
     assert [r.offset for r in records] == list(range(100 + skip, 100 + len(items)))
 
 
+def _fix_crc(buf: bytearray) -> None:
+    import crc32c
+
+    buf[17:21] = crc32c.crc32c(bytes(buf[21:])).to_bytes(4, "big")
+
+
 def test_decode_validates_every_length_against_the_buffer() -> None:
     data = bytearray(batch.encode_batch([(b"v" * 50, b"k", (), 5)], base_offset=0))
     # claim a 2 GiB batch: refused before anything is read or allocated
@@ -93,12 +76,6 @@ def test_decode_validates_every_length_against_the_buffer() -> None:
     _fix_crc(bad)
     with pytest.raises(CorruptLogError, match="record count"):
         batch.decode_records(bytes(bad))
-
-
-def _fix_crc(buf: bytearray) -> None:
-    import crc32c
-
-    buf[17:21] = crc32c.crc32c(bytes(buf[21:])).to_bytes(4, "big")
 
 
 @given(data=st.binary(max_size=400))
@@ -163,24 +140,6 @@ def test_compressed_section_that_does_not_decompress_is_corrupt() -> None:
     with pytest.raises(CorruptLogError) as info:
         batch.decode_records(bytes(data))
     assert info.value.kind == "invalid_records"
-
-
-def test_gzip_reads_concatenated_members() -> None:
-    import gzip
-
-    section = batch.encode_records([(b"a", None, (), 1), (b"b", None, (), 1)], 1)
-    half = len(section) // 2
-    stream = gzip.compress(section[:half]) + gzip.compress(section[half:])
-    assert compression.decompress(compression.GZIP, stream) == section
-
-
-def test_decompression_is_bounded() -> None:
-    bomb = compression.compress(compression.ZSTD, bytes(10_000))
-    with pytest.raises(CorruptLogError, match="more than 1000 bytes"):
-        compression.decompress(compression.ZSTD, bomb, max_output=1000)
-    bomb = compression.compress(compression.GZIP, bytes(10_000))
-    with pytest.raises(CorruptLogError, match="more than 1000 bytes"):
-        compression.decompress(compression.GZIP, bomb, max_output=1000)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -271,3 +230,29 @@ def test_rebuild_with_no_records_is_an_empty_uncompressed_batch_over_the_same_of
     assert (h.base_offset, h.last_offset, h.record_count) == (10, 13, 0)
     assert (h.base_timestamp, h.max_timestamp, h.producer_id) == (-1, 1005, 4242)
     assert batch.decode_records(out) == []
+
+
+# ---------------------------------------------------------------- the codec layer
+def test_internal_batch_builders_raise_logstore_errors() -> None:
+    from logstore import batch
+
+    with pytest.raises(logstore.InvalidRecordError, match="at least one record"):
+        batch.encode_batch([], base_offset=0)
+    with pytest.raises(logstore.InvalidRecordError, match="explicit timestamps"):
+        batch.encode_batch([(b"v", None, (), None)], base_offset=0)
+
+
+def test_a_level_for_another_codec_does_not_break_rewriting_a_batch(tmp_path: Path) -> None:
+    """Truncating inside a gzip batch of a log now set to zstd level 19 rewrites it as gzip.
+
+    The configured level belongs to zstd; zlib refuses 19 ("Bad compression level").
+    """
+    path = tmp_path / "log"
+    with logstore.Log.open(path, LogConfig(compression="gzip")) as log:
+        log.append_many([logstore.Message(b"v%d" % i, timestamp=i) for i in range(10)])
+    config = LogConfig(compression="zstd", compression_level=19)
+    with logstore.Log.open(path, config) as log:
+        log.truncate(4)
+        assert [r.value for r in log.scan()] == [b"v0", b"v1", b"v2", b"v3"]
+    with logstore.Log.open(path, config) as log:
+        assert [r.offset for r in log.scan()] == [0, 1, 2, 3]

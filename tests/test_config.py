@@ -71,11 +71,6 @@ def test_config_error_is_also_a_value_error() -> None:
     assert issubclass(ConfigError, logstore.LogStoreError)
 
 
-def test_open_rejects_a_config_of_the_wrong_type(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(TypeError, match="LogConfig"):
-        logstore.Log.open(tmp_path, {"fsync": "never"})  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -144,39 +139,6 @@ def test_compression_levels_are_checked_per_codec(codec: str, level: object, mes
     with pytest.raises(ConfigError) as caught:
         LogConfig(compression=codec, compression_level=level)  # type: ignore[arg-type]
     assert str(caught.value) == message
-
-
-@pytest.mark.parametrize(
-    ("codec", "level"),
-    [
-        ("zstd", -131072),
-        ("zstd", 0),
-        ("zstd", 22),
-        ("gzip", -1),
-        ("gzip", 0),
-        ("gzip", 9),
-        ("lz4", 0),
-        ("lz4", 16),
-    ],
-)
-def test_every_accepted_level_really_compresses(tmp_path, codec: str, level: int) -> None:  # type: ignore[no-untyped-def]
-    config = LogConfig(compression=codec, compression_level=level, fsync="never")  # type: ignore[arg-type]
-    values = [b"record %d " % i * 20 for i in range(50)]
-    with logstore.Log.open(tmp_path / "log", config) as log:
-        log.append_many(values)
-    with logstore.Log.open(tmp_path / "log", config) as log:
-        assert [r.value for r in log.scan()] == values
-
-
-def test_a_broker_default_level_does_not_break_the_offsets_topic(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    config = LogConfig(compression="zstd", compression_level=19, fsync="never")
-    with logstore.Broker.open(tmp_path / "root", config, maintenance_interval_ms=None) as broker:
-        broker.create_topic("t", 1)
-        broker.produce("t", b"v")
-        with broker.consumer("g", "t") as c:
-            assert [r.record.value for r in c.poll()] == [b"v"]
-            c.commit()
-            assert c.committed("t", 0) == 1
 
 
 def test_an_archive_executable_is_checked_when_the_config_is_made(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -131,10 +130,3 @@ def test_a_rewritten_index_is_fsynced(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "00000000000000000000.index").read_bytes() == (5).to_bytes(4, "big") + (
         100
     ).to_bytes(4, "big")
-
-
-def test_segment_settings_come_from_the_log_config_and_are_frozen() -> None:
-    settings = SegmentSettings.of(logstore.LogConfig(max_index_bytes=4096, index_interval_bytes=77))
-    assert settings == SegmentSettings(max_index_bytes=4096, index_interval_bytes=77)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        settings.index_interval_bytes = 1  # type: ignore[misc]

@@ -1,98 +1,21 @@
-"""One owner for housekeeping: the ``Maintenance`` thread, and rolling that only rolls."""
+"""``Maintenance``: the one scheduler thread of retention, compaction and interval fsyncs."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import logstore
-from logstore import LogConfig, cleaner
+from logstore import LogConfig
 from logstore.maintenance import Maintenance
 
-from .conftest import FakeClock, OpenLog, settle
-from .test_retention import DAY, BlockingArchive, _in_thread
-
-
-def _threads(prefix: str) -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
-class ThreadRecordingArchive(BlockingArchive):
-    """A ``BlockingArchive`` that also notes the thread each call runs in."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.threads: list[str] = []
-
-    def __call__(self, paths: list[str]) -> None:
-        self.threads.append(threading.current_thread().name)
-        super().__call__(paths)
-
-
-def _old(clock: FakeClock, n: int, prefix: bytes = b"o") -> list[logstore.Message]:
-    return [
-        logstore.Message(prefix + b"%d" % i, timestamp=clock.now_ms - 2 * DAY) for i in range(n)
-    ]
-
-
-def test_an_append_that_rolls_returns_before_its_retention_runs(
-    log_dir: Path, clock: FakeClock
-) -> None:
-    hook = ThreadRecordingArchive()
-    config = LogConfig(fsync="never", retention_ms=DAY, segment_messages=5, archive=hook)
-    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=None) as log:
-        log.append_many(_old(clock, 5))
-        try:
-            # The hook blocks until released: an append running retention would block too.
-            assert _in_thread(lambda: log.append(b"rolls"))
-            assert hook.entered.wait(timeout=30)
-            assert log.start_offset == 0  # the pass waits in the hook, on another thread
-            assert _in_thread(lambda: log.append(b"during"))
-        finally:
-            hook.release.set()
-        settle(log)
-        assert hook.threads == [f"logstore-maintenance-{log_dir}"]
-        assert log.start_offset == 5
-        assert [r.value for r in log.scan()] == [b"rolls", b"during"]
-
-
-def test_retention_follows_a_roll_without_a_periodic_pass(log_dir: Path, clock: FakeClock) -> None:
-    config = LogConfig(fsync="never", retention_messages=10, segment_messages=5)
-    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=None) as log:
-        assert _threads(f"logstore-maintenance-{log_dir}") == []  # started when first needed
-        log.append_many([b"r%d" % i for i in range(23)])
-        settle(log)
-        assert _threads(f"logstore-maintenance-{log_dir}") == [f"logstore-maintenance-{log_dir}"]
-        assert log.start_offset == 10  # sealed segments of 5 go while 10 records remain
-        assert [r.offset for r in log.scan()] == list(range(10, 23))
-    assert _threads(f"logstore-maintenance-{log_dir}") == []
-
-
-def test_compaction_follows_a_roll_past_the_dirty_ratio(
-    log_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rounds: list[str] = []
-    clean_round = cleaner.clean_round
-
-    def recording(*args: object, **kwargs: object) -> cleaner.Round:
-        rounds.append(threading.current_thread().name)
-        return clean_round(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(cleaner, "clean_round", recording)
-    config = LogConfig(
-        fsync="never", cleanup_policy="compact", min_cleanable_dirty_ratio=0.5, segment_messages=4
-    )
-    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=None) as log:
-        log.append_many([logstore.Message(b"v%d" % i, key=b"k") for i in range(4)])
-        settle(log)
-        assert rounds == []  # nothing sealed yet
-        log.append(b"v4", key=b"k")  # rolls: [0, 4) is all dirty, ratio 1 > 0.5
-        settle(log)
-        assert rounds == [f"logstore-maintenance-{log_dir}"]
-        assert [(r.offset, r.value) for r in log.scan()] == [(3, b"v3"), (4, b"v4")]
+from .conftest import FakeClock, settle
+from .helpers import DAY, HOUR, ThreadRecordingArchive, _old, _segment_names, _threads
+from .helpers_broker import open_broker
 
 
 def test_a_brokers_logs_share_its_one_maintenance_thread(tmp_path: Path, clock: FakeClock) -> None:
@@ -115,26 +38,6 @@ def test_a_brokers_logs_share_its_one_maintenance_thread(tmp_path: Path, clock: 
     assert _threads(f"logstore-maintenance-{root}") == []
 
 
-def test_a_closed_logs_roll_task_does_nothing(log_dir: Path, clock: FakeClock) -> None:
-    config = LogConfig(fsync="never", retention_ms=DAY, segment_messages=5)
-    shared = Maintenance("logstore-maintenance-shared")
-    try:
-        log = logstore.Log.open(log_dir, config, clock=clock, maintenance=shared)
-        log.append_many(_old(clock, 5))
-        gate = threading.Event()
-        shared.soon(lambda: gate.wait(30), owner=shared)  # holds the thread
-        log.append(b"rolls")  # its retention waits behind the gate
-        log.close()  # drops the waiting task
-        gate.set()
-        assert shared.wait_idle(30)
-        names = sorted(os.listdir(log_dir))
-        log._housekeeping._after_roll()  # as if it had been handed over after close
-        assert sorted(os.listdir(log_dir)) == names
-        assert f"{0:020d}.log" in names  # nothing was deleted
-    finally:
-        shared.close()
-
-
 def test_soon_runs_once_and_waiting_duplicates_coalesce() -> None:
     maintenance = Maintenance("logstore-maintenance-test")
     gate = threading.Event()
@@ -151,42 +54,6 @@ def test_soon_runs_once_and_waiting_duplicates_coalesce() -> None:
         maintenance.close()
     assert calls == ["pass"]
     assert maintenance.threads == 0
-
-
-def test_an_append_that_rolls_does_not_hold_the_lock_while_the_archive_hook_runs(
-    open_log: OpenLog, clock: FakeClock
-) -> None:
-    hook = BlockingArchive()
-    log = open_log(retention_ms=DAY, segment_messages=5, archive=hook)
-    old = clock.now_ms - 2 * DAY
-    log.append_many([logstore.Message(b"o%d" % i, timestamp=old) for i in range(5)])
-    appender = threading.Thread(target=lambda: log.append(b"rolls"))  # rolls: segment 0 is due
-    appender.start()
-    try:
-        assert hook.entered.wait(timeout=30)
-        # The roll's retention runs the hook after the append released the lock.
-        assert _in_thread(lambda: log.read(0, max_records=1))
-        assert _in_thread(lambda: log.append(b"during"))
-    finally:
-        hook.release.set()
-        appender.join(timeout=30)
-    settle(log)
-    assert hook.calls == [f"{0:020d}.log"]
-    assert log.start_offset == 5
-    assert [(r.offset, r.value) for r in log.scan()] == [(5, b"rolls"), (6, b"during")]
-
-
-def test_an_append_that_rolls_keeps_the_records_it_wrote(
-    open_log: OpenLog, clock: FakeClock
-) -> None:
-    log = open_log(retention_ms=DAY, segment_messages=5)
-    old = clock.now_ms - 2 * DAY
-    log.append_many([logstore.Message(b"o%d" % i, timestamp=old) for i in range(7)])
-    settle(log)
-    assert (log.start_offset, log.end_offset) == (5, 7)  # segment 0 went; 5..6 stay for now
-    assert [s.base_offset for s in log.segments] == [5]
-    assert log.apply_retention().rolled  # the next pass judges the active one too
-    assert (log.start_offset, log.end_offset) == (7, 7)
 
 
 def test_a_broker_has_one_thread_for_maintenance_and_every_interval_fsync(tmp_path: Path) -> None:
@@ -247,3 +114,157 @@ def test_a_failing_task_stays_scheduled() -> None:
         maintenance.close()
     assert len(calls) >= 2
     assert maintenance.threads == 0
+
+
+# ---------------------------------------------------------------- 12. maintenance
+def _fill_for_retention(root: Path, clock: FakeClock) -> None:
+    """100 records in segments of 5, written while no retention limit applies."""
+    with open_broker(root, clock) as broker:
+        broker.create_topic("m", 1, {"segment_messages": 5})
+        broker.produce_many("m", [b"v%d" % i for i in range(100)])
+        assert len(broker.topic("m").partition(0).segments) == 20
+    # Control: opening with a retention limit but no maintenance deletes nothing.
+    with open_broker(root, clock, logstore.LogConfig(fsync="never", retention_messages=10)) as b:
+        assert b.topic("m").partition(0).start_offset == 0
+
+
+def test_maintenance_thread_applies_retention_and_stops_on_close(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    root = tmp_path / "root"
+    _fill_for_retention(root, clock)
+    threads_before = set(threading.enumerate())
+    broker = open_broker(
+        root,
+        clock,
+        logstore.LogConfig(fsync="never", retention_messages=10),
+        maintenance_interval_ms=50,
+    )
+    try:
+        started = set(threading.enumerate()) - threads_before
+        assert len(started) == 1
+        [maintenance] = started
+        assert maintenance.is_alive()
+        log = broker.topic("m").partition(0)
+        waiter = threading.Event()
+        deadline = time.monotonic() + 5
+        while log.start_offset == 0 and time.monotonic() < deadline:
+            waiter.wait(0.02)
+        assert log.start_offset == 90
+        assert [r.offset for r in log.scan()] == list(range(90, 100))
+    finally:
+        broker.close()
+    assert not maintenance.is_alive()
+    assert set(threading.enumerate()) - threads_before == set()
+
+
+def test_run_maintenance_synchronously(tmp_path: Path, clock: FakeClock) -> None:
+    root = tmp_path / "root"
+    _fill_for_retention(root, clock)
+    config = logstore.LogConfig(fsync="never", retention_messages=10)
+    with open_broker(root, clock, config) as broker:
+        log = broker.topic("m").partition(0)
+        assert log.start_offset == 0
+        broker.run_maintenance()
+        assert log.start_offset == 90
+        assert [s.base_offset for s in log.segments] == [90, 95]
+    with open_broker(root, clock) as broker:
+        assert broker.topic("m").partition(0).start_offset == 90
+
+
+def _maintenance_threads(path: Path) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"logstore-maintenance-{path}"]
+
+
+def test_maintenance_thread_applies_retention_without_any_call(
+    log_dir: Path, clock: FakeClock
+) -> None:
+    config = LogConfig(retention_ms=1000, fsync="never")
+    log = logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5)
+    try:
+        (worker,) = _maintenance_threads(log_dir)
+        assert worker.daemon
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        with log._housekeeping.passed:  # notified after each pass of the thread
+            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
+        assert (log.start_offset, log.end_offset) == (5, 5)
+        assert log.append(b"later") == 5
+    finally:
+        log.close()
+    assert not worker.is_alive()  # close stopped and joined it
+    assert _maintenance_threads(log_dir) == []
+
+
+@pytest.mark.parametrize("interval", [None, 0])
+def test_maintenance_thread_can_be_turned_off(
+    log_dir: Path, clock: FakeClock, interval: int | None
+) -> None:
+    with logstore.Log.open(
+        log_dir,
+        LogConfig(retention_ms=1000, fsync="never"),
+        clock=clock,
+        maintenance_interval_ms=interval,
+    ) as log:
+        assert _maintenance_threads(log_dir) == []
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        assert (log.start_offset, log.end_offset) == (0, 5)  # only an explicit call expires it
+        assert len(log.apply_retention().removed) == 1
+
+
+def test_maintenance_thread_is_on_by_default_and_stops_on_close(log_dir: Path) -> None:
+    log = logstore.Log.open(log_dir, LogConfig(fsync="never"))
+    (worker,) = _maintenance_threads(log_dir)
+    log.close()
+    assert not worker.is_alive()
+    log.close()  # idempotent
+
+
+def test_one_thread_does_interval_fsyncs_and_maintenance(log_dir: Path) -> None:
+    log = logstore.Log.open(
+        log_dir, LogConfig(fsync="interval", fsync_interval_ms=1), maintenance_interval_ms=1
+    )
+    try:
+        assert len(_maintenance_threads(log_dir)) == 1
+        log.append(b"x")
+        with log._housekeeping.passed:
+            passes = log._housekeeping.passes
+            assert log._housekeeping.passed.wait_for(
+                lambda: log._housekeeping.passes > passes and log.flushed_offset == 1, timeout=30
+            )
+    finally:
+        log.close()
+    assert _maintenance_threads(log_dir) == []
+
+
+def test_broker_partitions_have_no_thread_of_their_own(tmp_path: Path) -> None:
+    with logstore.Broker.open(tmp_path / "root", LogConfig(fsync="never")) as broker:
+        broker.create_topic("t", partitions=2)
+        names = {t.name for t in threading.enumerate()}
+        assert f"logstore-maintenance-{tmp_path / 'root'}" in names  # the broker's one
+        assert not [n for n in names if n.startswith(f"logstore-maintenance-{tmp_path / 'root'}/")]
+
+
+def test_maintenance_thread_retries_after_the_archive_hook_fails(
+    log_dir: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def archive(paths: list[str]) -> None:
+        calls.append(os.path.basename(paths[0]))
+        if len(calls) == 1:
+            raise RuntimeError("bucket unavailable")
+
+    config = LogConfig(retention_ms=1000, fsync="never", archive=archive)
+    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5) as log:
+        log.append_many([b"r%d" % i for i in range(5)])
+        clock.advance(2 * HOUR)
+        with log._housekeeping.passed:
+            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
+        assert calls == [f"{0:020d}.log"] * 2  # refused once (kept), archived on the next pass
+        assert _segment_names(log_dir) == [f"{5:020d}{s}" for s in (".index", ".log", ".timeindex")]
+    assert any(
+        "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
+        for r in caplog.records
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 
 import pytest
 
@@ -22,6 +23,7 @@ with warnings.catch_warnings(record=True) as caught:
 print(json.dumps([[w.category.__name__, str(w.message)] for w in caught]))
 print(logstore.__speedups__)
 """
+
 
 MESSAGE = (
     "logstore: the compiled codec logstore._speedups could not be imported "
@@ -82,3 +84,8 @@ def test_the_installed_metadata() -> None:
     assert sorted(urls) == ["Documentation", "Homepage", "Issues", "Source"]
     assert "Typing :: Typed" in (meta.get_all("Classifier") or [])
     assert (REPO / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
+
+
+def test_the_package_logger_has_a_null_handler() -> None:
+    handlers = logging.getLogger("logstore").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)

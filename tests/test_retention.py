@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ import pytest
 import logstore
 from logstore import LogConfig
 
-from .conftest import FakeClock, OpenLog, file_hashes, settle
-
-DAY = 86_400_000
+from .conftest import FakeClock, OpenLog, file_hashes
+from .helpers import DAY, HOUR, BlockingArchive, _in_thread, _segment_names
 
 
 def _fill(log: logstore.Log, segments: int, per_segment: int, *, ts: int | None = None) -> None:
@@ -144,16 +142,6 @@ def test_dry_run_changes_nothing(open_log: OpenLog, log_dir: Path) -> None:
     assert len(list(log.scan())) == 40
 
 
-def test_retention_runs_on_roll(open_log: OpenLog) -> None:
-    log = open_log(retention_messages=20, segment_messages=10)
-    log.append_many([logstore.Message(b"%d" % i, key=b"k") for i in range(55)])
-    settle(log)
-    # segments of 10; on each roll the oldest go while at least 20 records remain
-    assert log.start_offset == 30
-    assert [s.base_offset for s in log.segments] == [30, 40, 50]
-    assert [r.offset for r in log.scan()] == list(range(30, 55))
-
-
 def test_archive_callable_gets_the_paths_before_deletion(open_log: OpenLog, log_dir: Path) -> None:
     seen: list[tuple[list[str], bool]] = []
 
@@ -223,15 +211,6 @@ def test_deletion_leaves_no_files_and_survives_reopen(open_log: OpenLog, log_dir
     with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:
         assert reopened.start_offset == 20
         assert [r.offset for r in reopened.scan()] == list(range(20, 30))
-
-
-# ---------------------------------------------------------------- an idle log expires too
-
-HOUR = 3_600_000
-
-
-def _segment_names(log_dir: Path) -> list[str]:
-    return sorted(n for n in os.listdir(log_dir) if n[:20].isdigit())
 
 
 def _assert_empty_at(log: logstore.Log, log_dir: Path, offset: int) -> None:
@@ -358,150 +337,11 @@ def test_archive_gets_the_rolled_active_segment_sealed(
     _assert_empty_at(log, log_dir, 5)
 
 
-def _maintenance_threads(path: Path) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"logstore-maintenance-{path}"]
-
-
-def test_maintenance_thread_applies_retention_without_any_call(
-    log_dir: Path, clock: FakeClock
-) -> None:
-    config = LogConfig(retention_ms=1000, fsync="never")
-    log = logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5)
-    try:
-        (worker,) = _maintenance_threads(log_dir)
-        assert worker.daemon
-        log.append_many([b"r%d" % i for i in range(5)])
-        clock.advance(2 * HOUR)
-        with log._housekeeping.passed:  # notified after each pass of the thread
-            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
-        assert (log.start_offset, log.end_offset) == (5, 5)
-        assert log.append(b"later") == 5
-    finally:
-        log.close()
-    assert not worker.is_alive()  # close stopped and joined it
-    assert _maintenance_threads(log_dir) == []
-
-
-@pytest.mark.parametrize("interval", [None, 0])
-def test_maintenance_thread_can_be_turned_off(
-    log_dir: Path, clock: FakeClock, interval: int | None
-) -> None:
-    with logstore.Log.open(
-        log_dir,
-        LogConfig(retention_ms=1000, fsync="never"),
-        clock=clock,
-        maintenance_interval_ms=interval,
-    ) as log:
-        assert _maintenance_threads(log_dir) == []
-        log.append_many([b"r%d" % i for i in range(5)])
-        clock.advance(2 * HOUR)
-        assert (log.start_offset, log.end_offset) == (0, 5)  # only an explicit call expires it
-        assert len(log.apply_retention().removed) == 1
-
-
-def test_maintenance_thread_is_on_by_default_and_stops_on_close(log_dir: Path) -> None:
-    log = logstore.Log.open(log_dir, LogConfig(fsync="never"))
-    (worker,) = _maintenance_threads(log_dir)
-    log.close()
-    assert not worker.is_alive()
-    log.close()  # idempotent
-
-
-def test_one_thread_does_interval_fsyncs_and_maintenance(log_dir: Path) -> None:
-    log = logstore.Log.open(
-        log_dir, LogConfig(fsync="interval", fsync_interval_ms=1), maintenance_interval_ms=1
-    )
-    try:
-        assert len(_maintenance_threads(log_dir)) == 1
-        log.append(b"x")
-        with log._housekeeping.passed:
-            passes = log._housekeeping.passes
-            assert log._housekeeping.passed.wait_for(
-                lambda: log._housekeeping.passes > passes and log.flushed_offset == 1, timeout=30
-            )
-    finally:
-        log.close()
-    assert _maintenance_threads(log_dir) == []
-
-
-def test_broker_partitions_have_no_thread_of_their_own(tmp_path: Path) -> None:
-    with logstore.Broker.open(tmp_path / "root", LogConfig(fsync="never")) as broker:
-        broker.create_topic("t", partitions=2)
-        names = {t.name for t in threading.enumerate()}
-        assert f"logstore-maintenance-{tmp_path / 'root'}" in names  # the broker's one
-        assert not [n for n in names if n.startswith(f"logstore-maintenance-{tmp_path / 'root'}/")]
-
-
-@pytest.mark.parametrize(
-    ("option", "value", "message"),
-    [
-        ("maintenance_interval_ms", -1, "maintenance_interval_ms must be an integer >= 0"),
-        ("maintenance_interval_ms", 1.5, "maintenance_interval_ms must be an integer >= 0"),
-        ("max_open_files", 0, "max_open_files must be an integer >= 1, got 0"),
-        ("max_open_files", True, "max_open_files must be an integer >= 1, got True"),
-    ],
-)
-def test_open_options_are_checked(log_dir: Path, option: str, value: object, message: str) -> None:
-    with pytest.raises(logstore.ConfigError, match=message.replace(".", r"\.")):
-        logstore.Log.open(log_dir, **{option: value})  # type: ignore[arg-type]
-    assert not log_dir.exists() or not (log_dir / ".lock").exists()
-
-
-def test_maintenance_thread_retries_after_the_archive_hook_fails(
-    log_dir: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    calls: list[str] = []
-
-    def archive(paths: list[str]) -> None:
-        calls.append(os.path.basename(paths[0]))
-        if len(calls) == 1:
-            raise RuntimeError("bucket unavailable")
-
-    config = LogConfig(retention_ms=1000, fsync="never", archive=archive)
-    with logstore.Log.open(log_dir, config, clock=clock, maintenance_interval_ms=5) as log:
-        log.append_many([b"r%d" % i for i in range(5)])
-        clock.advance(2 * HOUR)
-        with log._housekeeping.passed:
-            assert log._housekeeping.passed.wait_for(lambda: log.start_offset == 5, timeout=30)
-        assert calls == [f"{0:020d}.log"] * 2  # refused once (kept), archived on the next pass
-        assert _segment_names(log_dir) == [f"{5:020d}{s}" for s in (".index", ".log", ".timeindex")]
-    assert any(
-        "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
-        for r in caplog.records
-    )
-
-
-# ---------------------------------------------------------------- the archive hook runs unlocked
-
-
-class BlockingArchive:
-    """An archive hook that holds its first call until the test releases it."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, paths: list[str]) -> None:
-        self.calls.append(os.path.basename(paths[0]))
-        if len(self.calls) == 1:
-            self.entered.set()
-            assert self.release.wait(timeout=30)
-
-
 def _retention_in_thread(log: logstore.Log) -> tuple[threading.Thread, list[object]]:
     out: list[object] = []
     worker = threading.Thread(target=lambda: out.append(log.apply_retention()))
     worker.start()
     return worker, out
-
-
-def _in_thread(action: Callable[[], object], timeout: float = 10) -> bool:
-    """Run ``action`` in a thread; whether it finished within ``timeout`` (not blocked)."""
-    worker = threading.Thread(target=action, daemon=True)
-    worker.start()
-    worker.join(timeout=timeout)
-    return not worker.is_alive()
 
 
 def test_archive_hook_runs_outside_the_log_lock(open_log: OpenLog, clock: FakeClock) -> None:

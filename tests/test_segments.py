@@ -1,4 +1,4 @@
-"""``Segments``: the one place that rolls, removes, replaces and truncates; ``Segment.should_roll``."""
+"""``Segments``: the one place that removes, replaces and truncates (newest segment first)."""
 
 from __future__ import annotations
 
@@ -8,51 +8,10 @@ from pathlib import Path
 import pytest
 
 from logstore import batch
-from logstore.batch import BatchSpan
-from logstore.segment import Segment, SegmentSettings
-from logstore.segments import Segments
+from logstore.segment import Segment
 
-
-def _segments(directory: Path) -> Segments:
-    settings = SegmentSettings(max_index_bytes=1 << 20, index_interval_bytes=4096)
-    first = Segment.create(str(directory), 0, settings=settings)
-    return Segments(
-        str(directory),
-        [first],
-        settings=settings,
-        fsync=True,
-        handles=None,
-        contiguous=True,
-    )
-
-
-def _append(segs: Segments, base_offset: int, count: int, ts: int = 1000) -> None:
-    entries = [(b"v%d" % i, None, (), ts) for i in range(count)]
-    section, _, max_ts = batch.encode_section(entries, ts, start=0, stop=count, now=ts)
-    data = batch.build_batch(
-        section,
-        base_offset=base_offset,
-        record_count=count,
-        last_offset_delta=count - 1,
-        base_timestamp=ts,
-        max_timestamp=max_ts,
-    )
-    span = BatchSpan(len(data), base_offset + count - 1, max_ts)
-    segs.active.append(data, (span,), record_count=count)
-
-
-def test_should_roll_names_kafkas_reasons_in_order(tmp_path: Path) -> None:
-    segs = _segments(tmp_path)
-    seg = segs.active
-    limits = {"segment_bytes": 1 << 20, "segment_ms": None, "segment_messages": None}
-    assert seg.should_roll(1 << 30, 0, 0, **limits) is None  # an empty segment takes anything
-    _append(segs, 0, 3, ts=1000)
-    assert seg.should_roll(10, 1000, 3, **limits) is None
-    assert seg.should_roll(1 << 20, 1000, 3, **limits) == "size"
-    assert seg.should_roll(10, 1501, 3, **{**limits, "segment_ms": 500}) == "age"
-    assert seg.should_roll(10, 1500, 3, **{**limits, "segment_ms": 500}) is None
-    assert seg.should_roll(10, 1000, 3, **{**limits, "segment_messages": 3}) == "messages"
-    assert seg.should_roll(10, 1000, 1 << 31, **limits) == "offset"
+from .conftest import OpenLog
+from .helpers import _append, _segments
 
 
 def test_truncate_removes_newest_first_and_rebuilds_the_batch(
@@ -111,3 +70,33 @@ def test_a_crash_after_truncation_rewrote_its_batch_leaves_a_log_that_opens(
     with logstore.Log.open(path, config, maintenance_interval_ms=None) as log:
         assert [r.value for r in log.scan()] == [b"v%d" % i for i in range(5)]
         assert log.end_offset == 5
+
+
+def test_truncate_removes_the_newest_segment_first(
+    open_log: OpenLog, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power loss part-way through a truncation leaves a log cut at a segment boundary.
+
+    Directory entries change in order, so renaming the newest segment first
+    means any prefix of the renames is a shorter, gap-free log (found by the
+    crash-state harness: oldest first left segments 0 and 15 with 5..14 gone).
+    """
+    log = open_log(segment_messages=5)
+    log.append_many([b"%d" % i for i in range(22)])
+    renamed: list[str] = []
+    real_rename = os.rename
+
+    def recording_rename(src: str, dst: str) -> None:
+        if dst.endswith(".deleted"):
+            renamed.append(os.path.basename(src))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", recording_rename)
+    log.truncate(7)
+    monkeypatch.undo()
+    assert [name.split(".")[0][-2:] for name in renamed if name.endswith(".log")] == [
+        "20",
+        "15",
+        "10",
+    ]
+    assert [(s.base_offset, s.next_offset) for s in log.segments] == [(0, 5), (5, 7)]

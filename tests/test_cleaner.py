@@ -1,14 +1,8 @@
-"""Key compaction: ``Log.compact`` (API.md) against FORMAT.md section 11 (the log cleaner).
-
-The reference model: for every record below the active segment's base offset
-(taken before compacting), only the latest record of its key survives, with its
-original offset, timestamp, value and headers; tombstones that are the latest
-of their key survive until ``delete_retention_ms`` after the pass that first
-kept them; the active segment is never touched; offsets never change.
-"""
+"""The cleaner: ``Log.compact`` (API.md) against FORMAT.md section 11 (the log cleaner)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -27,25 +21,21 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 import logstore
-from logstore import InvalidRecordError, LogConfig, Message, Record
+from logstore import CorruptLogError, InvalidRecordError, LogConfig, Message, Record, cleaner
 
-from .conftest import FakeClock, OpenLog, child_env, file_hashes, run_python, settle
+from .conftest import FakeClock, OpenLog, child_env, file_hashes, run_python
+from .helpers import (
+    COMPACT,
+    NOW,
+    SEGMENT_0,
+    _flip_in_value,
+    compact_config,
+    compacted,
+    keyed_workload,
+)
+from .helpers_damage import SEALED, T0, _batch_positions, _flip
 
-NOW = FakeClock().now_ms
 LEFTOVER_SUFFIXES = (".cleaned", ".swap", ".deleted")
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def compacted(records: Iterable[Record], bound: int) -> list[Record]:
-    """One pass, no tombstone past its horizon: below ``bound`` only the latest per key stays."""
-    records = list(records)
-    latest: dict[bytes | None, int] = {}
-    for r in records:
-        if r.offset < bound:
-            latest[r.key] = r.offset
-    return [r for r in records if r.offset >= bound or latest[r.key] == r.offset]
 
 
 def superseded_tombstones(records: Iterable[Record], bound: int) -> int:
@@ -85,23 +75,10 @@ def read_batches(log_file: str | Path) -> list[dict[str, int]]:
     return out
 
 
-def cleaner_checkpoint(directory: Path) -> int:
-    lines = (directory / "cleaner-offset-checkpoint").read_text().split("\n")
-    assert lines[:2] == ["0", "1"], lines
-    return int(lines[2].split()[2])
-
-
-def compact_config(**fields: object) -> LogConfig:
-    fields.setdefault("fsync", "never")
-    fields.setdefault("cleanup_policy", "compact")
-    fields.setdefault("min_cleanable_dirty_ratio", 1.0)  # never compacts by itself
-    return LogConfig(**fields)  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- 1. the model
-
-
 values = st.none() | st.binary(max_size=60)
+
+
 headers = st.lists(
     st.tuples(st.sampled_from(["h", "trace"]), st.none() | st.binary(max_size=6)), max_size=2
 )
@@ -283,8 +260,6 @@ def test_compaction_matches_the_model(
 
 
 # ---------------------------------------------------------------- 2. tombstones
-
-
 def test_tombstone_gets_a_delete_horizon_and_goes_at_it(
     open_log: OpenLog, clock: FakeClock
 ) -> None:
@@ -402,8 +377,6 @@ def test_keys_larger_than_the_map_budget_still_make_progress(
 
 
 # ---------------------------------------------------------------- 3. min_compaction_lag_ms
-
-
 def test_min_compaction_lag_stops_at_the_first_young_segment(
     open_log: OpenLog, clock: FakeClock
 ) -> None:
@@ -437,8 +410,6 @@ def test_min_compaction_lag_stops_at_the_first_young_segment(
 
 
 # ---------------------------------------------------------------- 4. keys are required
-
-
 @pytest.mark.parametrize("policy", ["compact", "compact,delete"])
 def test_compacted_log_rejects_records_without_a_key(open_log: OpenLog, policy: str) -> None:
     log = open_log(cleanup_policy=policy)
@@ -462,19 +433,6 @@ def test_compact_needs_the_compact_policy(open_log: OpenLog) -> None:
     log = open_log(cleanup_policy="delete")
     with pytest.raises(logstore.ConfigError):
         log.compact()
-
-
-# ---------------------------------------------------------------- 5. dry run
-
-
-def keyed_workload(log: logstore.Log, start: int, n: int, keys: int, ts: int) -> list[Record]:
-    out = []
-    for i in range(start, start + n):
-        key = b"key-%d" % (i * 7 % keys)
-        value = None if i % 11 == 5 else b"value-%d" % i
-        offset = log.append(value, key=key, timestamp=ts + i)
-        out.append(Record(offset, ts + i, key, value, ()))
-    return out
 
 
 def test_dry_run_changes_nothing_and_predicts_the_first_round(
@@ -543,63 +501,7 @@ def test_dry_run_predicts_the_segments_the_real_run_writes(
     assert len(log.segments) - 1 == real.segments_after
 
 
-# ---------------------------------------------------------------- 6. compaction on roll
-
-
-def test_roll_compacts_when_the_dirty_ratio_is_over_the_limit(open_log: OpenLog) -> None:
-    # One record per batch, all batches the same size: the ratio is exact.
-    log = open_log(cleanup_policy="compact", min_cleanable_dirty_ratio=0.5, segment_messages=3)
-    records = []
-
-    def append(i: int) -> None:
-        key = b"abc"[i % 3 : i % 3 + 1]
-        records.append(
-            Record(log.append(b"v%02d" % i, key=key, timestamp=NOW), NOW, key, b"v%02d" % i, ())
-        )
-        settle(log)  # a roll's compaction runs on the maintenance thread
-
-    for i in range(6):
-        append(i)
-    # The roll at offset 3 compacted [0, 3) (ratio 1): no duplicate key there.
-    assert list(log.scan()) == records
-    append(6)  # roll: clean [0, 3) vs dirty [3, 6): ratio exactly 0.5, not > 0.5
-    assert list(log.scan()) == records
-    for i in range(7, 9):
-        append(i)
-    append(9)  # roll: ratio 6/9 > 0.5: [0, 9) compacted by itself
-    assert list(log.scan()) == records[6:]
-    for i in range(10, 12):
-        append(i)
-    append(12)  # ratio 3/6 again: nothing
-    assert list(log.scan()) == records[6:]
-    for i in range(13, 15):
-        append(i)
-    append(15)
-    assert list(log.scan()) == records[12:]
-
-
-def test_auto_compaction_with_small_segments(open_log: OpenLog, log_dir: Path) -> None:
-    log = open_log(cleanup_policy="compact", min_cleanable_dirty_ratio=0.5, segment_bytes=400)
-    records = keyed_workload(log, 0, 300, 5, NOW)
-    settle(log)
-    bound = cleaner_checkpoint(log_dir)  # where the last automatic pass ended
-    assert 0 < bound <= log.segments[-1].base_offset
-    assert list(log.scan()) == compacted(records, bound)
-    assert len(list(log.scan())) < 100
-
-
-def test_no_auto_compaction_at_ratio_one(open_log: OpenLog, log_dir: Path) -> None:
-    log = open_log(config=compact_config(segment_bytes=400))
-    records = keyed_workload(log, 0, 300, 5, NOW)
-    settle(log)
-    assert len(log.segments) > 10
-    assert list(log.scan()) == records
-    assert not (log_dir / "cleaner-offset-checkpoint").exists()
-
-
 # ---------------------------------------------------------------- 7. concurrency
-
-
 def test_scan_started_before_compaction_sees_the_old_records(open_log: OpenLog) -> None:
     log = open_log(config=compact_config(segment_bytes=600))
     records = keyed_workload(log, 0, 200, 6, NOW)
@@ -671,8 +573,6 @@ def test_appends_while_compacting(open_log: OpenLog) -> None:
 
 
 # ---------------------------------------------------------------- 8. crash safety
-
-
 CHILD = """
 import sys, logstore
 path, segment_bytes = sys.argv[1], int(sys.argv[2])
@@ -841,3 +741,102 @@ def test_sigkill_during_compaction(tmp_path: Path) -> None:
             log.compact()  # an interrupted compaction leaves a log that compacts normally
             assert list(log.scan()) == post
         shutil.rmtree(path)
+
+
+def test_compaction_never_rewrites_damage_under_a_fresh_crc(tmp_path: Path) -> None:
+    """Compaction checks CRCs even with ``verify_crc_on_read=False``.
+
+    A batch of the clean part whose record is superseded is rebuilt with a new
+    CRC; unchecked, a flipped bit in its other record would become valid data.
+    """
+    path = tmp_path / "log"
+    config = LogConfig(
+        fsync="never", cleanup_policy="compact", segment_messages=2, verify_crc_on_read=False
+    )
+    with logstore.Log.open(path, config) as log:
+        log.append_many([logstore.Message(b"a-0", key=b"a"), logstore.Message(b"b-0", key=b"b")])
+        log.append_many([logstore.Message(b"c-0", key=b"c"), logstore.Message(b"d-0", key=b"d")])
+        log.append(b"e-0", key=b"e")
+        log.compact()
+    _flip_in_value(path / SEGMENT_0, b"b-0")
+    before = (path / SEGMENT_0).read_bytes()
+    with logstore.Log.open(path, config) as log:
+        log.append_many([logstore.Message(b"a-1", key=b"a"), logstore.Message(b"x", key=b"x")])
+        log.append(b"y", key=b"y")
+        with pytest.raises(CorruptLogError, match=f"{path / SEGMENT_0} at byte 0: CRC mismatch"):
+            log.compact()
+    assert (path / SEGMENT_0).read_bytes() == before
+
+
+def test_compaction_refuses_to_rewrite_a_damaged_base_offset(tmp_path: Path) -> None:
+    """The cleaner rewrites what it reads: a wrong base offset must not become the truth."""
+    config = LogConfig(
+        fsync="never", segment_messages=20, cleanup_policy="compact", min_cleanable_dirty_ratio=1.0
+    )
+    path = tmp_path / "log"
+    with logstore.Log.open(path, config) as log:
+        for _ in range(20):
+            log.append_many(Message(b"v", b"k%d" % (j % 3), (), T0) for j in range(5))
+    sealed = path / SEALED
+    position, base = _batch_positions(sealed)[1]
+    assert base == 25
+    _flip(sealed, position + 7, 0x01)  # 25 -> 24: overlaps the batch before
+    before = file_hashes(path)
+    with logstore.Log.open(path, config) as log:
+        with pytest.raises(CorruptLogError) as info:
+            log.compact()
+        assert (info.value.path, info.value.position) == (str(sealed), position)
+        assert "overlaps or goes back" in str(info.value)
+    after = file_hashes(path)
+    assert {k: v for k, v in after.items() if k.endswith(".log")} == {
+        k: v for k, v in before.items() if k.endswith(".log")
+    }
+
+
+def test_compaction_racing_a_truncate_is_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = logstore.Log.open(tmp_path, COMPACT)
+    for i in range(25):
+        log.append(b"v%d" % i, key=b"k%d" % (i % 3))
+    real = cleaner.clean_round
+
+    def racing(*args: object, **kwargs: object) -> cleaner.Round:
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
+        log.truncate(15)  # lands inside the last sealed input while the round runs
+        log.append_many([Message(b"NEW15", key=b"k0"), Message(b"NEW16", key=b"k1")])
+        return result
+
+    monkeypatch.setattr(cleaner, "clean_round", racing)
+    log.compact()
+    monkeypatch.setattr(cleaner, "clean_round", real)
+    assert [(r.offset, r.value) for r in log.read(15)] == [(15, b"NEW15"), (16, b"NEW16")]
+    log.append(b"NEW17", key=b"k2")
+    log.close()
+    with logstore.Log.open(tmp_path, COMPACT) as reopened:
+        assert [(r.offset, r.value) for r in reopened.read(15)] == [
+            (15, b"NEW15"),
+            (16, b"NEW16"),
+            (17, b"NEW17"),
+        ]
+
+
+def test_compaction_never_rewrites_a_damaged_batch_under_a_fresh_crc(tmp_path: Path) -> None:
+    config = dataclasses.replace(COMPACT, segment_messages=4, verify_crc_on_read=False)
+    with logstore.Log.open(tmp_path, config) as log:
+        log.append_many([Message(b"AAAA", key=b"a"), Message(b"BBBB", key=b"b")])
+        log.append_many([Message(b"a2", key=b"a"), Message(b"c", key=b"c")])
+        for i in range(6):
+            log.append(b"z", key=b"z%d" % i)
+        path = log.segments[0].path
+    data = bytearray(Path(path).read_bytes())
+    data[data.index(b"BBBB")] = ord("X")
+    Path(path).write_bytes(data)
+    with logstore.Log.open(tmp_path, config) as log, pytest.raises(CorruptLogError):
+        log.compact()
+    strict = dataclasses.replace(config, verify_crc_on_read=True)
+    with (
+        logstore.Log.open(tmp_path, strict) as log,
+        pytest.raises(CorruptLogError, match="CRC mismatch"),
+    ):
+        log.read(0)
