@@ -358,10 +358,11 @@ def _clean_batch(
         kept.append(r)
     report.records_after += len(kept)
     set_horizon = not has_horizon and any(r.value is None for r in kept)
-    if len(kept) == len(records) and not set_horizon and not tombstones_expired:
-        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, len(kept))
-        return
     if not kept and not keep_empty:
+        return  # Kafka's DELETE_EMPTY: also a batch an earlier round emptied
+    unchanged = len(kept) == len(records) and not set_horizon and not tombstones_expired
+    if unchanged and (kept or header.max_timestamp == batch.NO_TIMESTAMP):
+        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, len(kept))
         return
     attributes = header.attributes | (batch.DELETE_HORIZON_BIT if set_horizon else 0)
     if tombstones_expired:  # its tombstones are gone: the horizon has done its job
@@ -375,8 +376,12 @@ def _clean_batch(
             else (header.base_timestamp if has_horizon else kept[0].timestamp)
         )
         max_ts = header.max_timestamp if log_append_time else max(r.timestamp for r in kept)
-    else:  # Kafka keeps an empty last batch so the segment's end offset survives
-        base_ts, max_ts = batch.NO_TIMESTAMP, header.max_timestamp
+    else:
+        # Kept empty so the segment's end offset survives, as Kafka keeps a producer's
+        # last batch. No timestamp: no record has one, and a max timestamp here would
+        # put a time index entry on a batch without records (Kafka's DumpLogSegments:
+        # "Found timestamp mismatch ... log timestamp: -1"; its index rebuild would too).
+        base_ts = max_ts = batch.NO_TIMESTAMP
         attributes &= ~batch.DELETE_HORIZON_BIT
     data = batch.rebuild(
         header,

@@ -341,6 +341,64 @@ def test_compact_drops_expired_tombstones_without_new_data(
     assert list(log.scan()) == [other]
 
 
+def test_an_emptied_last_batch_keeps_its_offsets_and_has_no_timestamp(open_log: OpenLog) -> None:
+    """Kafka's ``writeEmptyHeader`` shape: offsets kept, no records, and nothing that puts
+    a time index entry on it. A max timestamp there made Kafka's ``DumpLogSegments
+    --verify-index-only`` report "Found timestamp mismatch ... log timestamp: -1"."""
+    log = open_log(config=compact_config(segment_bytes=150))
+    log.append_many(
+        [Message(b"v1", key=b"a", timestamp=1000), Message(b"v1", key=b"b", timestamp=1001)]
+    )
+    log.append_many(
+        [Message(b"v2", key=b"a", timestamp=1002), Message(b"v2", key=b"b", timestamp=1003)]
+    )
+    log.roll()
+    assert [(s.base_offset, s.next_offset) for s in log.segments] == [(0, 2), (2, 4), (4, 4)]
+    log.compact()
+    first = log.segments[0]
+    assert (first.base_offset, first.next_offset, first.records) == (0, 2, 0)
+    assert read_batches(first.path) == [
+        {
+            "base_offset": 0,
+            "attributes": 0,
+            "last_offset_delta": 1,
+            "base_timestamp": -1,
+            "max_timestamp": -1,
+            "record_count": 0,
+        }
+    ]
+    assert Path(first.path).with_suffix(".timeindex").read_bytes() == b""
+    assert log.offset_for_timestamp(0) == 2
+    log.close()
+    reopened = open_log(config=compact_config(segment_bytes=150))
+    assert [r.offset for r in reopened.scan()] == [2, 3]
+    assert reopened.end_offset == 4
+
+
+def test_a_batch_an_earlier_round_emptied_goes_in_a_later_one(open_log: OpenLog) -> None:
+    """Kafka's cleaner deletes an empty batch it does not need to keep (DELETE_EMPTY)."""
+    log = open_log(config=compact_config(segment_bytes=150))
+    log.append_many(
+        [Message(b"v1", key=b"a", timestamp=1000), Message(b"v1", key=b"b", timestamp=1001)]
+    )
+    log.append_many(
+        [Message(b"v2", key=b"a", timestamp=1002), Message(b"v2", key=b"b", timestamp=1003)]
+    )
+    log.roll()
+    log.compact()
+    assert read_batches(log.segments[0].path)[0]["record_count"] == 0
+    log.append(b"v3", key=b"c", timestamp=1004)
+    log.roll()
+    log.compact()  # the empty batch's segment and the next one merge: it is not last any more
+    assert [(s.base_offset, s.next_offset, s.records) for s in log.segments] == [
+        (0, 4, 2),
+        (4, 5, 1),
+        (5, 5, 0),
+    ]
+    assert [b["base_offset"] for b in read_batches(log.segments[0].path)] == [2]
+    assert [r.offset for r in log.scan()] == [2, 3, 4]
+
+
 def test_superseded_tombstone_goes_at_once(open_log: OpenLog, clock: FakeClock) -> None:
     log = open_log(config=compact_config())
     t = clock.now_ms
