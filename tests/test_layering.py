@@ -51,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
     "cleaner": {
         "local",
         "segment",
+        "transactions",
         "batch",
         "_fs",
         "config",
@@ -61,7 +62,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retention": {"local", "segment", "model", "config", "errors"},
     "validator": {"batch", "config", "model", "errors"},
-    "reader": {"batch", "segment", "model", "errors"},
+    "transactions": {"batch", "segment", "errors"},
+    "reader": {"batch", "segment", "transactions", "model", "errors"},
     "housekeeping": {"cleaner", "retention", "local", "maintenance", "segment", "model", "errors"},
     "log": {
         "configrecord",
@@ -71,6 +73,7 @@ ALLOWED: dict[str, set[str]] = {
         "opener",
         "validator",
         "reader",
+        "transactions",
         "loader",
         "_fs",
         "config",
