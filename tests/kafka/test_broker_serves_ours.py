@@ -90,7 +90,7 @@ def assert_quiet(log_text: str, topic: str) -> None:
 
 def sampled_times(records: list[clients.Got], rng: random.Random) -> list[int]:
     times = sorted({r.timestamp for r in records})
-    picks = rng.sample(times, 12) + [times[0] - 1, times[-1], times[-1] + 1]
+    picks = [*rng.sample(times, 12), times[0] - 1, times[-1], times[-1] + 1]
     return picks + [t + 1 for t in picks[:6]]
 
 
