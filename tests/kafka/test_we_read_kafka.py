@@ -76,7 +76,7 @@ def transactions(bootstrap: str, topic: str, rng: random.Random) -> tuple[list, 
                 headers=list(m.headers) or None,
                 timestamp=m.timestamp,
                 partition=0,
-                on_delivery=lambda err, msg, i=i: acked.__setitem__(i, msg.offset()),
+                on_delivery=lambda err, msg, i=i, acked=acked: acked.__setitem__(i, msg.offset()),
             )
         producer.flush(60)
         got = [
