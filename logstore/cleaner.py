@@ -17,6 +17,10 @@ Follows Kafka's log cleaner (FORMAT.md section 11):
   the map), and is not a tombstone past its delete horizon;
 - offsets never change: batches keep their base offset, last offset delta,
   attributes and producer fields; records keep offset deltas and timestamps;
+- transactions (a Kafka producer's): an aborted transaction's records are
+  neither mapped nor kept; an unended one's are not mapped and are kept as
+  they are (Kafka cleans nothing above its last stable offset); markers are
+  copied (``transactions.Verdicts`` over the sealed segments decides);
 - a kept batch holding tombstones gets a delete horizon (attribute bit 6,
   base timestamp = now + ``delete_retention_ms``); a later round drops those
   tombstones once the horizon has passed.
@@ -40,6 +44,7 @@ from .errors import CodecUnavailableError, CorruptLogError
 from .local import LocalLog
 from .model import CompactionResult, Record
 from .segment import Segment, SegmentSettings
+from .transactions import ABORTED, COMMITTED, Markers, Verdicts, whole
 
 #: Bytes one map entry costs besides its key (dict slot, int and bytes headers).
 MAP_ENTRY_OVERHEAD = 120
@@ -112,13 +117,20 @@ def has_expired_tombstones(segments: Sequence[Segment], *, now_ms: int) -> bool:
 
 
 def build_offset_map(
-    dirty: Sequence[Segment], first_dirty: int, *, budget_bytes: int, verify_crc: bool
+    dirty: Sequence[Segment],
+    first_dirty: int,
+    *,
+    budget_bytes: int,
+    verify_crc: bool,
+    verdicts: Verdicts | None = None,
 ) -> tuple[dict[bytes, int], int]:
     """Map each key of the dirty part to its latest offset, within ``budget_bytes``.
 
     Returns the map and the round's end offset: one past the last record mapped
-    (at least one record is always mapped, so rounds make progress).
+    (at least one record is always mapped, so rounds make progress). With
+    ``verdicts``, records of transactions not committed are left out.
     """
+    verdicts = verdicts or Verdicts(Markers(), whole(dirty), verify_crc=verify_crc)
     offsets: dict[bytes, int] = {}
     used = 0
     end = first_dirty
@@ -126,7 +138,11 @@ def build_offset_map(
         # Offsets checked too: a damaged base offset must not be rewritten as truth.
         batches = seg.iter_batches(0, seg.size, verify_crc=verify_crc, check_offsets=True)
         for _, header, buf, rel in batches:
-            if header.next_offset <= first_dirty or header.attributes & batch.CONTROL_BIT:
+            if (
+                header.next_offset <= first_dirty
+                or header.attributes & batch.CONTROL_BIT
+                or not verdicts.delivers(seg, header)
+            ):
                 end = max(end, header.next_offset)
                 continue
             for offset, key in batch.decode_keys(buf, rel, header):
@@ -272,12 +288,15 @@ def clean_round(
     now_ms: int,
     dry_run: bool = False,
     progress: Progress | None = None,
+    verdicts: Verdicts | None = None,
 ) -> Round:
     """Rewrite ``inputs`` (log start to the round's end) into ``.cleaned`` segments.
 
     Nothing replaces the inputs yet: ``compact`` commits them. With ``dry_run`` nothing is
-    written and the reports say what would be removed.
+    written and the reports say what would be removed. ``verdicts`` decides on
+    transactional batches (by default over ``inputs`` alone).
     """
+    verdicts = verdicts or Verdicts(Markers(), whole(inputs), verify_crc=True)
     result = Round(inputs=list(inputs), end_offset=end_offset)
     writer = _Writer(directory, config, dry_run=dry_run)
     horizon = now_ms + config.delete_retention_ms
@@ -294,6 +313,7 @@ def clean_round(
                 for n, (position, header, buf, rel) in enumerate(headers):
                     keep_empty = is_last_segment and n == len(headers) - 1
                     try:
+                        fate = verdicts.fate(seg, header)
                         _clean_batch(
                             header,
                             buf,
@@ -305,6 +325,7 @@ def clean_round(
                             horizon=horizon,
                             keep_empty=keep_empty,
                             compression_level=config.compression_level,
+                            fate=fate,
                         )
                     except (CorruptLogError, CodecUnavailableError) as exc:
                         raise exc.located(seg.log_path, position - rel) from None
@@ -337,17 +358,22 @@ def _clean_batch(
     horizon: int,
     keep_empty: bool,
     compression_level: int | None,
+    fate: str = COMMITTED,
 ) -> None:
     span = BatchSpan(header.size, header.last_offset, header.max_timestamp)
-    if header.attributes & batch.CONTROL_BIT:  # transaction markers: copied as they are
-        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, 0)
-        return
-    records = batch.decode_records(buf, rel, header)
+    records = (
+        [] if header.attributes & batch.CONTROL_BIT else batch.decode_records(buf, rel, header)
+    )
     report.records_before += len(records)
+    report.records_after += len(records) if fate not in (COMMITTED, ABORTED) else 0
+    if header.attributes & batch.CONTROL_BIT or fate not in (COMMITTED, ABORTED):
+        # Transaction markers, and an unended transaction's data: copied as they are.
+        writer.write(bytes(buf[rel : rel + header.size]), span, header.base_offset, len(records))
+        return
     has_horizon = bool(header.attributes & batch.DELETE_HORIZON_BIT)
     tombstones_expired = has_horizon and now_ms >= header.base_timestamp
     kept: list[Record] = []
-    for r in records:
+    for r in records if fate == COMMITTED else ():  # an aborted transaction's: none kept
         if r.key is None or offsets.get(r.key, -1) > r.offset:
             if r.value is None:
                 report.tombstones_removed += 1
@@ -471,6 +497,7 @@ def compact(
     ``compaction_memory_bytes`` maps at once. The caller holds its cleaner lock.
     """
     config = local.config
+    markers = Markers()  # a round's segments are sealed: what it finds holds for the next
     started = time.perf_counter()
     totals = CompactionResult(dry_run=dry_run)
     reports: list[dict[str, int]] = []
@@ -483,12 +510,14 @@ def compact(
         )
         if first_ratio is None:
             first_ratio = dirty_ratio(clean, dirty)
+        verdicts = Verdicts(markers, whole(sealed), verify_crc=True)
         if dirty:
             offsets, end = build_offset_map(
                 dirty,
                 first_dirty,
                 budget_bytes=config.compaction_memory_bytes,
                 verify_crc=True,  # never rewrite damaged bytes under a fresh CRC
+                verdicts=verdicts,
             )
             inputs = [s for s in sealed if s.base_offset < end]
         elif not reports and has_expired_tombstones(clean, now_ms=now):
@@ -505,6 +534,7 @@ def compact(
             now_ms=now,
             dry_run=dry_run,
             progress=progress,
+            verdicts=verdicts,
         )
         reports += [r.as_dict() for r in done.reports]
         totals = _add_round(totals, done, len(inputs))

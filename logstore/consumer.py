@@ -368,7 +368,8 @@ class Consumer(Closing):
                 position = self._positions[(topic, partition)]
                 if position < log.start_offset:
                     position = self._checked(topic, partition, log, position)
-                if position >= log.end_offset:
+                end = log.end_offset
+                if position >= end:
                     continue
                 try:
                     records = log.read(position, max_records=want)
@@ -378,6 +379,12 @@ class Consumer(Closing):
                 if records:
                     out += _wrap(records, topic, partition, ConsumedRecord)
                     self._positions[(topic, partition)] = records[-1].offset + 1
+                else:
+                    # Nothing deliverable below ``end``: only offsets no read serves
+                    # (Kafka's transaction markers, aborted transactions). Step over
+                    # them as Kafka's consumer does, so the position, the lag and
+                    # the commits reach the end.
+                    self._positions[(topic, partition)] = end
             return out
 
     def commit(self) -> None:

@@ -25,6 +25,7 @@ from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
 from .maintenance import Maintenance
 from .model import CompactionResult, Header, Message, Record, RetentionResult, SegmentInfo
+from .transactions import Isolation, Markers, check_isolation
 
 Clock = Callable[[], int]
 #: The same defaults as ``Broker.open``: a standalone log is bounded as a broker's are.
@@ -68,7 +69,10 @@ class Log(Closing):
             self._local, self._lock, maintenance, interval_ms=maintenance_interval_ms
         )
         self._read_options = reader.ReadOptions(
-            config.verify_crc_on_read, self._local.contiguous, self._housekeeping.repair_indexes
+            config.verify_crc_on_read,
+            self._local.contiguous,
+            self._housekeeping.repair_indexes,
+            Markers(),
         )
 
     @classmethod
@@ -146,39 +150,8 @@ class Log(Closing):
         """
         return read_config_record(os.fspath(path))
 
-    @staticmethod
-    def recover(
-        path: str | os.PathLike[str],
-        config: LogConfig | None = None,
-        *,
-        dry_run: bool = False,
-        force: bool = False,
-        rebuild_indexes: Iterable[int] = (),
-    ) -> list[RecoveryAction]:
-        """Run crash recovery on a closed log now; return what it changed (or would change).
-
-        The same recovery as an unclean open: validate every batch from the
-        recovery point, quarantine and cut a bad tail, rebuild indexes. Damage
-        below the recovery point is only reported, unless ``force``, which
-        validates from the first segment and cuts at the first bad byte
-        (quarantining everything cut). ``dry_run`` changes nothing.
-        ``rebuild_indexes`` names segments (by base offset) whose indexes were
-        found wrong (``diagnostics.check_indexes``): they are rebuilt from the
-        ``.log`` even below the recovery point, where recovery does not look.
-
-        Raises:
-            LogLockedError: the log is open elsewhere.
-            CorruptLogError: the data is in a legacy format.
-            NotALogError: ``path`` is a file or a broker root.
-        """
-        return opener.recover(
-            path,
-            LogConfig() if config is None else config,
-            dry_run=dry_run,
-            force=force,
-            rebuild_indexes=rebuild_indexes,
-            clock=wall_clock_ms,
-        )
+    #: ``opener.recover``: crash recovery on a closed log, now (``logstore recover``).
+    recover = staticmethod(opener.recover)
 
     def __repr__(self) -> str:
         local = self._local
@@ -365,12 +338,21 @@ class Log(Closing):
     # ------------------------------------------------------------ reading
 
     def read(
-        self, offset: int, *, max_records: int | None = None, max_bytes: int | None = None
+        self,
+        offset: int,
+        *,
+        max_records: int | None = None,
+        max_bytes: int | None = None,
+        isolation: Isolation = "read_committed",
     ) -> list[Record]:
         """Records from ``offset`` on, at most ``max_records`` and about ``max_bytes``.
 
         ``max_bytes`` bounds the encoded size of the batches read, but at least
         one record is returned when any exists. Reading at ``end_offset`` gives ``[]``.
+        ``isolation`` matters only for transactional data a Kafka producer wrote
+        (``transactions``): ``"read_committed"`` serves what Kafka's
+        ``read_committed`` consumer would, ``"read_uncommitted"`` also the
+        records of aborted and unended transactions. Control batches never.
 
         Raises:
             OffsetOutOfRange: ``offset`` is below ``start_offset`` or above ``end_offset``.
@@ -379,6 +361,7 @@ class Log(Closing):
         validator.check_int("offset", offset)
         validator.check_limit("max_records", max_records)
         validator.check_limit("max_bytes", max_bytes)
+        check_isolation(isolation)
         with self._lock:
             self._check_open()
             snapshot, end_offset = self._local.read_snapshot(offset), self._local.end_offset
@@ -391,6 +374,7 @@ class Log(Closing):
             self._read_options,
             max_records=max_records,
             max_bytes=max_bytes,
+            isolation=isolation,
         )
 
     def read_batches(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
@@ -416,17 +400,23 @@ class Log(Closing):
         return reader.read_batches(snapshot, offset, max_bytes, self._read_options)
 
     def scan(
-        self, start_offset: int | None = None, end_offset: int | None = None
+        self,
+        start_offset: int | None = None,
+        end_offset: int | None = None,
+        *,
+        isolation: Isolation = "read_committed",
     ) -> Iterator[Record]:
         """Iterate records in ``[start_offset, end_offset)``, batch by batch.
 
         Memory stays flat however large the log is. The range is fixed when
         iteration starts: records appended later are not included.
+        ``isolation`` as for ``read``.
         """
+        check_isolation(isolation)
         with self._lock:
             self._check_open()
             snapshot, start, end = self._local.scan_snapshot(start_offset, end_offset)
-        return reader.scan(snapshot, start, end, self._read_options)
+        return reader.scan(snapshot, start, end, self._read_options, isolation)
 
     def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
         """First offset whose record timestamp is >= ``timestamp_ms``; ``None`` if there is none.
@@ -455,6 +445,7 @@ class Log(Closing):
         with self._lock:
             self._check_open()
             self._local.truncate(offset)
+            self._read_options.markers.forget()  # a segment was cut in place
 
     def delete_before(self, offset: int) -> None:
         """Advance ``start_offset`` to ``offset``; whole segments below it are deleted.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterable
 
 from ._dirkind import refuse_other_kind
@@ -71,21 +72,32 @@ def open_dir(
 
 def recover(
     path: str | os.PathLike[str],
-    config: LogConfig,
+    config: LogConfig | None = None,
     *,
-    dry_run: bool,
-    force: bool,
-    rebuild_indexes: Iterable[int],
-    clock: Callable[[], int],
+    dry_run: bool = False,
+    force: bool = False,
+    rebuild_indexes: Iterable[int] = (),
+    clock: Callable[[], int] | None = None,
 ) -> list[RecoveryAction]:
-    """``Log.recover``: lock an existing directory, load it as an unclean open would, close it.
+    """Run crash recovery on a closed log now; return what it changed (or would change).
 
-    Nothing is left to close after a dry run, or when damage lies below the
-    recovery point (only ``force`` cuts it: ``FlushedDamageError``). Otherwise
-    the loaded segments are taken over by a ``LocalLog``, the indexes named by
-    ``rebuild_indexes`` are rebuilt from their ``.log``, and it is closed
+    ``Log.recover``. The same recovery as an unclean open: validate every
+    batch from the recovery point, quarantine and cut a bad tail, rebuild
+    indexes. Damage below the recovery point is only reported, unless
+    ``force``, which validates from the first segment and cuts at the first
+    bad byte (quarantining everything cut). ``dry_run`` changes nothing.
+    ``rebuild_indexes`` names segments (by base offset) whose indexes were
+    found wrong (``diagnostics.check_indexes``): they are rebuilt from the
+    ``.log`` even below the recovery point, where recovery does not look.
+    Otherwise the loaded segments are taken over by a ``LocalLog`` and closed
     cleanly (checkpoints, the clean-shutdown marker) before the lock is released.
+
+    Raises:
+        LogLockedError: the log is open elsewhere.
+        CorruptLogError: the data is in a legacy format.
+        NotALogError: ``path`` is a file or a broker root.
     """
+    config = LogConfig() if config is None else config
     directory = os.fspath(path)
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such log directory", directory)
@@ -107,7 +119,9 @@ def recover(
                 seg.close_file()
             return loaded.actions
         # Nothing is appended or truncated here, so nothing can need abandoning.
-        local = LocalLog(directory, config, loaded, handles=None, clock=clock, abandon=_never)
+        local = LocalLog(
+            directory, config, loaded, handles=None, clock=clock or _wall_clock_ms, abandon=_never
+        )
         try:
             actions = loaded.actions + _rebuild_indexes(local.segments, rebuild_indexes)
         finally:
@@ -115,6 +129,10 @@ def recover(
         return actions
     finally:
         lock.release()
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _never() -> None:

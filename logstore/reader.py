@@ -8,6 +8,9 @@ never change in place (truncation, retention and compaction swap in new
 neighbours say (``check_follows``), so a damaged base offset raises rather than
 serving records at offsets they were not written at.
 
+Under ``read_committed`` (the default) the records of aborted and unended
+transactions are not served (``transactions.Verdicts``); control batches never are.
+
 Knows segments and the codec; not the ``Log``, its lock or its bounds checks.
 A segment whose index a read found wrong is handed to ``ReadOptions.repair``.
 """
@@ -24,6 +27,7 @@ from .batchfile import CHUNK_BYTES, check_follows, check_segment_start
 from .errors import CodecUnavailableError, CorruptLogError
 from .model import Record
 from .segment import Segment
+from .transactions import Isolation, Markers, Verdicts
 
 #: ``(segment, end position, offset its batches stay below)`` per segment, oldest first.
 Snapshot = list[tuple[Segment, int, int]]
@@ -40,6 +44,15 @@ class ReadOptions(NamedTuple):
     contiguous: bool
     #: Called with a segment whose index a read found wrong (the log rebuilds it under its lock).
     repair: Callable[[Segment], None]
+    #: The log's end-transaction markers, found as reads need them.
+    markers: Markers
+
+
+def verdicts(snapshot: Snapshot, options: ReadOptions, isolation: Isolation) -> Verdicts | None:
+    """What decides on transactional batches for a read at ``isolation`` (``None``: serve all)."""
+    if isolation == "read_uncommitted":
+        return None
+    return Verdicts(options.markers, snapshot, verify_crc=options.verify_crc)
 
 
 def read(
@@ -50,12 +63,19 @@ def read(
     *,
     max_records: int | None,
     max_bytes: int | None,
+    isolation: Isolation = "read_committed",
 ) -> list[Record]:
     """``Log.read`` over ``snapshot``: records from ``offset``, bounded as asked."""
     out: list[Record] = []
     read_bytes = 0
     for batch_header, records in iter_batch_records(
-        snapshot, offset, end_offset, options, READ_CHUNK, max_records
+        snapshot,
+        offset,
+        end_offset,
+        options,
+        READ_CHUNK,
+        max_records,
+        verdicts=verdicts(snapshot, options, isolation),
     ):
         if max_bytes is not None and out and read_bytes + batch_header.size > max_bytes:
             break
@@ -79,19 +99,28 @@ def read_batches(snapshot: Snapshot, offset: int, max_bytes: int, options: ReadO
     return b"".join(pieces)
 
 
-def scan(snapshot: Snapshot, start: int, end: int, options: ReadOptions) -> Iterator[Record]:
+def scan(
+    snapshot: Snapshot,
+    start: int,
+    end: int,
+    options: ReadOptions,
+    isolation: Isolation = "read_committed",
+) -> Iterator[Record]:
     """``Log.scan`` over ``snapshot``: records in ``[start, end)``, batch by batch."""
     # The generator below steps once per batch; chain hands out the records
     # from C, so there is no Python frame switch per record.
-    return itertools.chain.from_iterable(_record_lists(snapshot, start, end, options))
+    return itertools.chain.from_iterable(_record_lists(snapshot, start, end, options, isolation))
 
 
 def _record_lists(
-    snapshot: Snapshot, start: int, end: int, options: ReadOptions
+    snapshot: Snapshot, start: int, end: int, options: ReadOptions, isolation: Isolation
 ) -> Iterator[list[Record]]:
     if not snapshot:
         return
-    for _, records in iter_batch_records(snapshot, start, end, options, CHUNK_BYTES):
+    decide = verdicts(snapshot, options, isolation)
+    for _, records in iter_batch_records(
+        snapshot, start, end, options, CHUNK_BYTES, verdicts=decide
+    ):
         if records and records[-1].offset >= end:
             yield [r for r in records if r.offset < end]
             return
@@ -105,11 +134,14 @@ def iter_batch_records(
     options: ReadOptions,
     chunk: int,
     max_records: int | None = None,
+    *,
+    verdicts: Verdicts | None = None,
 ) -> Iterator[tuple[BatchHeader, list[Record]]]:
     """Decoded records per batch from ``offset`` (skipping those below it) up to ``end_offset``.
 
     With ``max_records``, stops once that many are yielded; the last batch
-    is decoded only as far as needed.
+    is decoded only as far as needed. Control batches are skipped, and with
+    ``verdicts`` the transactional batches it does not deliver.
     """
     wanted = max_records
     # Segments from end_offset on hold nothing wanted: not even a first read.
@@ -119,6 +151,8 @@ def iter_batch_records(
             return
         if header.attributes & batch.CONTROL_BIT:
             continue  # transaction markers occupy offsets but are never delivered
+        if verdicts is not None and not verdicts.delivers(seg, header):
+            continue  # aborted (or not yet ended) transactional data
         try:
             records = batch.decode_records(buf, rel, header, min_offset=offset, max_records=wanted)
         except (CorruptLogError, CodecUnavailableError) as exc:

@@ -72,6 +72,7 @@ ALLOWED: dict[str, set[str]] = {
     "cleaner": {
         "local",
         "segment",
+        "transactions",
         "batch",
         "_fs",
         "config",
@@ -82,7 +83,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retention": {"local", "segment", "model", "config", "errors"},
     "validator": {"batch", "config", "model", "errors"},
-    "reader": {"batch", "batchfile", "segment", "model", "errors"},
+    "transactions": {"batch", "segment", "errors"},
+    "reader": {"batch", "batchfile", "segment", "transactions", "model", "errors"},
     "housekeeping": {"cleaner", "retention", "local", "maintenance", "segment", "model", "errors"},
     "log": {
         "configrecord",
@@ -92,6 +94,7 @@ ALLOWED: dict[str, set[str]] = {
         "opener",
         "validator",
         "reader",
+        "transactions",
         "loader",
         "_fs",
         "config",
