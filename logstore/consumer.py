@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from . import _offsets
@@ -380,11 +380,29 @@ class Consumer(Closing):
                     self._positions[(topic, partition)] = records[-1].offset + 1
             return out
 
-    def commit(self) -> None:
-        """Commit every assigned partition's position; durable when this returns."""
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit every assigned partition's position; durable when this returns.
+
+        ``offsets`` commits those next offsets instead (Kafka's
+        ``commitSync(offsets)``), for a reader whose work on a record ends
+        after the poll, such as a mirror that commits only what a cluster
+        acknowledged. Every partition in it must be assigned to this member.
+
+        Raises:
+            PartitionNotAssignedError: a partition of ``offsets`` is not assigned.
+        """
         with self._lock:
             self._check_open()
-            self._store.commit(self.group, dict(self._positions))
+            if offsets is None:
+                self._store.commit(self.group, dict(self._positions))
+                return
+            chosen: dict[TopicPartition, int] = {}
+            for (topic, partition), offset in offsets.items():
+                if type(offset) is not int or offset < 0:
+                    raise WrongTypeError(f"offset must be an int >= 0, got {offset!r}")
+                self._check_assigned(topic, partition)
+                chosen[(topic, partition)] = offset
+            self._store.commit(self.group, chosen)
 
     def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed next offset for a partition, as in Kafka; ``None`` if none."""
