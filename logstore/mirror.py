@@ -156,15 +156,24 @@ class PartitionProgress:
         self.failure: tuple[int, str] | None = None
 
     def sending(self, offset: int, size: int) -> None:
+        """``offset`` (``size`` bytes) was handed to the client; reports must follow."""
         self.sent.append((offset, size))
 
-    def delivered(self, offset: int, error: str | None) -> None:
-        if error is not None:
-            if self.failure is None or offset < self.failure[0]:
-                self.failure = (offset, error)
+    def delivered(self, offset: int, error: Any, _message: Any = None) -> None:
+        """A delivery report (the client's ``on_delivery(error, message)`` for ``offset``)."""
+        sent = self.sent
+        if error is None and not self.acked and sent and sent[0][0] == offset:
+            self.next = offset + 1  # in order, as the reports almost always come
+            self.records += 1
+            self.bytes += sent.popleft()[1]
             return
-        self.acked.add(offset)
-        sent, acked = self.sent, self.acked
+        if error is not None:
+            text = error if isinstance(error, str) else error.str()
+            if self.failure is None or offset < self.failure[0]:
+                self.failure = (offset, text)
+            return
+        acked = self.acked
+        acked.add(offset)
         while sent and sent[0][0] in acked:
             done, size = sent.popleft()
             acked.discard(done)
@@ -272,8 +281,7 @@ class _Run:
             records = consumer.poll(_CHUNK)
             if not records:
                 return
-            for item in records:
-                self._produce(producer, item)
+            self._produce_chunk(producer, records)
             producer.poll(0)
             self.cluster.check_fatal()
             if self._failed():
@@ -284,33 +292,48 @@ class _Run:
                 self._commit(consumer)
                 last_commit = now
 
-    def _produce(self, producer: Any, item: ConsumedRecord) -> None:
-        topic, partition, record = item
-        state = self.states[(topic, partition)]
-        key, value, offset = record.key, record.value, record.offset
-        headers = list(record.headers)
-        size = (len(key) if key else 0) + (len(value) if value else 0)
-        for name, data in headers:
-            size += len(name) + (len(data) if data else 0)
-        if self.offset_header is not None:
-            headers.append((self.offset_header, b"%d" % offset))
-        state.sending(offset, size)
-        callback = functools.partial(_delivered, state, offset)
-        while True:
+    def _produce_chunk(self, producer: Any, records: list[ConsumedRecord]) -> None:
+        """Hand each record to the client, in order (the per-record loop: locals only)."""
+        produce, states, header = producer.produce, self.states, self.offset_header
+        partial = functools.partial
+        for topic, partition, record in records:
+            state = states[(topic, partition)]
+            key, value, offset, headers = record.key, record.value, record.offset, record.headers
+            size = (len(key) if key else 0) + (len(value) if value else 0)
+            if headers:
+                size += sum(len(name) + (len(data) if data else 0) for name, data in headers)
+            if header is not None:
+                headers = (*headers, (header, b"%d" % offset))
+            state.sent.append((offset, size))
+            listed = list(headers) if headers else None
+            callback = partial(state.delivered, offset)
             try:
-                producer.produce(
+                produce(
                     topic,
-                    value=value,
-                    key=key,
-                    partition=partition,
+                    value,
+                    key,
+                    partition,
                     timestamp=record.timestamp,
-                    headers=headers or None,
+                    headers=listed,
                     on_delivery=callback,
                 )
-                return
             except BufferError:  # the client's queue is full: let it send some
-                producer.poll(0.05)
-                self.cluster.check_fatal()
+                arguments = {"timestamp": record.timestamp, "headers": listed}
+                self._produce_when_room(
+                    producer, (topic, value, key, partition), {**arguments, "on_delivery": callback}
+                )
+
+    def _produce_when_room(
+        self, producer: Any, positional: tuple[Any, ...], arguments: dict[str, Any]
+    ) -> None:
+        while True:
+            producer.poll(0.05)
+            self.cluster.check_fatal()
+            try:
+                producer.produce(*positional, **arguments)
+                return
+            except BufferError:
+                continue
 
     def _drain(self) -> None:
         """Wait for every delivery report (each record fails by itself after the timeout)."""
@@ -364,10 +387,6 @@ class _Run:
             seconds,
             self.stop.is_set(),
         )
-
-
-def _delivered(state: PartitionProgress, offset: int, error: Any, _message: Any) -> None:
-    state.delivered(offset, None if error is None else error.str())
 
 
 def mirror(

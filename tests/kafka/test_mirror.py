@@ -278,7 +278,13 @@ def test_library_follow_of_an_open_broker(tmp_path: Path, bootstrap: str) -> Non
         thread = threading.Thread(
             target=lambda: result.append(
                 logstore.mirror.mirror(
-                    broker, bootstrap, follow=True, stop=stop, poll_interval_s=0.05
+                    broker,
+                    bootstrap,
+                    follow=True,
+                    stop=stop,
+                    poll_interval_s=0.05,
+                    # A queue of 20 records: the mirror must wait for room (BufferError).
+                    properties={"queue.buffering.max.messages": "20"},
                 )
             )
         )
