@@ -43,10 +43,13 @@ lint: $(DEV)
 	cd tools && ../$(BIN)/mypy --cache-dir ../.mypy_cache demo.py
 
 # The whole suite runs twice: with the compiled codec, then the pure-Python one.
+# The real-Kafka tests (marker `kafka`, tests/kafka/) run once, in a third pass:
+# one JVM broker is enough, and they write with both codecs in child processes.
 pytest: $(DEV)
 	$(BIN)/python -c 'import logstore, sys; print("codec:", logstore.__speedups__); sys.exit(logstore.__speedups__ != "compiled")'
-	$(BIN)/pytest -q
-	LOGSTORE_PURE=1 $(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not kafka"
+	LOGSTORE_PURE=1 $(BIN)/pytest -q -m "not kafka"
+	$(BIN)/pytest -q -m kafka tests/kafka
 
 test: lint pytest
 
