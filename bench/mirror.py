@@ -7,8 +7,8 @@ jars cached once by Maven, a small heap). Each round mirrors a topic of its
 own (identical records), so every round copies everything: topic creation,
 the idempotent ``acks=all`` producer, waiting for every acknowledgement and
 the final commit are all inside the time. Records/s and MB/s (keys, values and
-headers as in the source; the ``logstore.offset`` header the mirror adds is
-not counted) are of the best round; the first round also warms the JVM.
+headers, sent as they are in the source) are of the best round; the first
+round also warms the JVM.
 
 Skipped, with the reason, when java, mvn (or the jar cache) or confluent-kafka
 is missing. Run by ``bench/run.py`` (``make bench``); also runnable alone::

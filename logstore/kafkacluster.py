@@ -2,8 +2,8 @@
 
 Owns talking to a Kafka cluster through confluent-kafka (librdkafka),
 imported only when a mirror starts: an admin client that checks the cluster
-is reachable and creates or checks topics, the idempotent ``acks=all``
-producer, and a reader of each partition's last record. The client's own
+is reachable and checks or creates topics, the idempotent ``acks=all``
+producer, and a reader of each partition's end offset and of single records. The client's own
 log lines go to this package's logger at debug level; failures become one
 ``MirrorError`` line each. Knows nothing of logstore's logs or groups.
 """
@@ -53,7 +53,7 @@ class ClientLog:
 
 
 class Cluster:
-    """The Kafka side: an admin client, the idempotent producer, a reader of last records."""
+    """The Kafka side: an admin client, the idempotent producer, readers of the partitions."""
 
     def __init__(
         self,
@@ -115,18 +115,15 @@ class Cluster:
         """Ask the cluster for its metadata now: unreachable is an error at once."""
         self._metadata()
 
-    def ensure_topics(self, wanted: Mapping[str, tuple[int, str]]) -> list[str]:
-        """Create the topics (name -> partitions, cleanup.policy) the cluster lacks; check the rest.
-
-        Returns the names created (empty, so there is nothing to look up in them).
+    def missing_topics(self, wanted: Mapping[str, int]) -> list[str]:
+        """The topics (name -> partition count) the cluster lacks; the others are checked.
 
         Raises:
-            MirrorError: a topic exists with another partition count, or creating one failed.
+            MirrorError: a topic exists with another partition count.
         """
-        NewTopic = self._kafka.admin.NewTopic
         existing = self._metadata().topics
         missing = []
-        for name, (partitions, _policy) in sorted(wanted.items()):
+        for name, partitions in sorted(wanted.items()):
             found = existing.get(name)
             if found is None or found.error is not None:
                 missing.append(name)
@@ -135,16 +132,23 @@ class Cluster:
                     f"topic {name} has {len(found.partitions)} partition(s) on the cluster and "
                     f"{partitions} in the source: each record must keep its partition number"
                 )
-        if not missing:
-            return []
+        return missing
+
+    def create_topics(self, wanted: Mapping[str, tuple[int, str]]) -> None:
+        """Create topics: name -> (partition count, cleanup.policy).
+
+        Raises:
+            MirrorError: creating one failed (the cluster's reason).
+        """
+        NewTopic = self._kafka.admin.NewTopic
         new = [
             NewTopic(
                 name,
-                num_partitions=wanted[name][0],
+                num_partitions=partitions,
                 replication_factor=self.replication_factor,
-                config={"cleanup.policy": wanted[name][1]},
+                config={"cleanup.policy": policy},
             )
-            for name in missing
+            for name, (partitions, policy) in sorted(wanted.items())
         ]
         futures = self.admin.create_topics(new, operation_timeout=self.timeout_s)
         for name, future in futures.items():
@@ -156,17 +160,10 @@ class Cluster:
                 ) from None
             except Exception as exc:  # concurrent.futures' TimeoutError, the client's own
                 raise MirrorError(f"cannot create topic {name} on the cluster: {exc}") from None
-        logger.info("created %s on the cluster", ", ".join(missing))
-        return missing
+        logger.info("created %s on the cluster", ", ".join(sorted(wanted)))
 
-    def last_mirrored(self, topic: str, partitions: int, header: str) -> dict[int, int | None]:
-        """The source offset in each cluster partition's last record (``None``: none there).
-
-        A partition whose last record lacks the header was written by something
-        else; it is resumed from the group's commit, with a warning.
-        """
-        kafka = self._kafka
-        reader = kafka.Consumer(
+    def _reader(self) -> Any:
+        return self._kafka.Consumer(
             {
                 **self._common,
                 "group.id": "logstore-mirror-probe",  # assign() only: never joins it
@@ -174,37 +171,55 @@ class Cluster:
                 "enable.partition.eof": True,
             }
         )
-        out: dict[int, int | None] = dict.fromkeys(range(partitions))
+
+    def end_offsets(self, topic: str, partitions: int) -> dict[int, int]:
+        """Each partition's end offset (its high watermark: what ``acks=all`` acknowledged).
+
+        Raises:
+            MirrorError: the cluster did not answer within the timeout.
+        """
+        kafka = self._kafka
+        reader = self._reader()
         try:
-            wanted = []
-            for p in range(partitions):
-                tp = kafka.TopicPartition(topic, p)
-                low, high = reader.get_watermark_offsets(tp, timeout=self.timeout_s)
-                if high > low:
-                    wanted.append(kafka.TopicPartition(topic, p, high - 1))
-            if not wanted:
-                return out
-            reader.assign(wanted)
-            waiting = {tp.partition for tp in wanted}
+            return {
+                p: reader.get_watermark_offsets(kafka.TopicPartition(topic, p), self.timeout_s)[1]
+                for p in range(partitions)
+            }
+        except kafka.KafkaException as exc:
+            raise MirrorError(
+                f"cannot read the end offsets of topic {topic} on the cluster: {exc.args[0].str()}"
+            ) from None
+        finally:
+            reader.close()
+
+    def records_at(
+        self, topic: str, offsets: Mapping[int, int]
+    ) -> dict[int, tuple[bytes | None, bytes | None, int] | None]:
+        """The (key, value, timestamp) of the record at partition -> offset.
+
+        ``None`` for one that cannot be read there (removed by the cluster's
+        retention or compaction: the read lands elsewhere, or at the end).
+
+        Raises:
+            MirrorError: the cluster did not answer within the timeout.
+        """
+        kafka = self._kafka
+        out: dict[int, tuple[bytes | None, bytes | None, int] | None] = dict.fromkeys(offsets)
+        if not offsets:
+            return out
+        reader = self._reader()
+        waiting = set(offsets)
+        try:
+            reader.assign([kafka.TopicPartition(topic, p, o) for p, o in offsets.items()])
             deadline = time.monotonic() + self.timeout_s
             while waiting and time.monotonic() < deadline:
                 message = reader.poll(0.5)
                 if message is None or message.partition() not in waiting:
                     continue
-                waiting.discard(message.partition())
-                if message.error() is not None:
-                    continue  # EOF: nothing readable at the end (a control record)
-                value = dict(message.headers() or ()).get(header)
-                if value is None:
-                    logger.warning(
-                        "%s-%d: the cluster's last record has no %s header: "
-                        "resuming from the group's commit (records may repeat)",
-                        topic,
-                        message.partition(),
-                        header,
-                    )
-                    continue
-                out[message.partition()] = int(value)
+                p = message.partition()
+                waiting.discard(p)
+                if message.error() is None and message.offset() == offsets[p]:
+                    out[p] = (message.key(), message.value(), message.timestamp()[1])
         except kafka.KafkaException as exc:
             raise MirrorError(
                 f"cannot read topic {topic} on the cluster: {exc.args[0].str()}"
@@ -213,7 +228,7 @@ class Cluster:
             reader.close()
         if waiting:
             raise MirrorError(
-                f"cannot read the last records of topic {topic} on the cluster within "
+                f"cannot read records of topic {topic} on the cluster within "
                 f"{self.timeout_s:g} s (partitions {sorted(waiting)})"
             )
         return out

@@ -8,20 +8,34 @@ acknowledged. Knows the ``Broker`` and its consumers, and a Kafka client
 (confluent-kafka, imported only when a mirror runs, so the package works
 without it); knows no command line.
 
-Why a restart neither loses nor repeats a record:
+Why a restart neither loses nor repeats a record, without altering one (the
+cluster gets each record's own key, value, headers and timestamp):
 
 1. The producer is idempotent with ``acks=all`` and librdkafka's gapless
    guarantee: within one run the cluster holds each partition's records once,
    in the order produced, with no gap before an acknowledged one.
-2. A partition's commit advances only to the highest *contiguously*
-   acknowledged source offset; a delivery error stops the mirror, and nothing
-   at or past the failed record is committed.
-3. Each mirrored record carries its source offset in a header
-   (``logstore.offset``, decimal ASCII). A run killed after the cluster
-   acknowledged records but before their commit leaves them there: at the
-   next start the last record of each cluster partition says where the copy
-   really is, and the mirror resumes after it instead of sending them again.
-   Without the header (``offset_header=None``) a restart is at least once.
+2. The mirror is the only writer of its target topics, so a cluster
+   partition's offsets are dense and each record produced takes the next one.
+3. A partition's position is ONE commit in the root's group: the source's
+   next offset ``S`` and, in the commit's metadata (``kafka-offset=<K>``,
+   decimal), the cluster partition's offset ``K`` that record ``S`` goes to.
+   One record holds both, so they always agree. It advances only to the
+   highest *contiguously* acknowledged record; a delivery error stops the
+   mirror, and nothing at or past the failed record is committed.
+4. At the start the cluster's end offset ``E`` says how many records it took
+   after the commit, acknowledged or not: ``n = E - K``. Those are the first
+   ``n`` records of the source from ``S`` (read and counted: a compacted
+   source has gaps), so the copy resumes after them, and the last of them
+   must equal the cluster's record at ``E - 1`` (key, value, timestamp),
+   which catches a source compacted since, or another writer. A partition
+   never committed gets ``(its log start, E)`` committed before anything is
+   produced to it, so a kill before its next commit is resumed exactly too.
+5. ``E < K`` means the cluster lost records (the topic recreated or
+   truncated): refused, unless ``start_over`` copies that partition again
+   from the source's start.
+
+``offset_header`` (off by default) adds each record's source offset as a
+header, for provenance only: the resume does not read it.
 """
 
 from __future__ import annotations
@@ -32,7 +46,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +54,38 @@ from .broker import Broker
 from .consumer import Consumer
 from .errors import LogLockedError, MirrorError
 from .kafkacluster import Cluster, import_client
-from .model import ConsumedRecord
+from .mirrorposition import (
+    METADATA_PREFIX,
+    PartitionProgress,
+    Resume,
+    check_held,
+    kafka_offset_of,
+    metadata_for,
+    resume_point,
+    skip_held,
+)
+from .model import ConsumedRecord, Record
+from .topic import Topic
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "METADATA_PREFIX",
+    "MirrorSummary",
+    "PartitionProgress",
+    "PartitionSummary",
+    "Resume",
+    "check_held",
+    "import_client",
+    "kafka_offset_of",
+    "metadata_for",
+    "mirror",
+    "resume_point",
+    "skip_held",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "logstore-mirror"
-#: The header that carries each mirrored record's source offset.
-OFFSET_HEADER = "logstore.offset"
 _CHUNK = 2000  # records per poll of the root: between two services of the client
 
 
@@ -92,100 +130,6 @@ class MirrorSummary:
         return sum(p.lag for p in self.partitions)
 
 
-def resume_position(
-    topic: str, partition: int, *, position: int, start: int, end: int, mirrored: int | None
-) -> int:
-    """Where to copy a partition from: after the last source offset the cluster holds.
-
-    ``position`` is the group's (committed, else the log start); ``mirrored``
-    the source offset in the cluster partition's last record (``None``: empty,
-    or not written by a mirror). The cluster is the judge of what it holds: a
-    run killed before its commit is resumed past what was acknowledged, and a
-    cluster that lost records (a topic recreated) gets them again.
-
-    Raises:
-        MirrorError: the cluster holds an offset past the source's end (another source?).
-    """
-    if mirrored is None:
-        return position
-    if mirrored >= end:
-        raise MirrorError(
-            f"{topic}-{partition}: the cluster already holds source offset {mirrored}, but the "
-            f"source ends at {end}: was it mirrored from another root?"
-        )
-    after = max(mirrored + 1, start)
-    if after < position:
-        logger.warning(
-            "%s-%d: the cluster holds source offsets up to %d only, below the committed %d: "
-            "copying again from %d",
-            topic,
-            partition,
-            mirrored,
-            position,
-            after,
-        )
-    elif after > position:
-        logger.info(
-            "%s-%d: the cluster holds source offsets up to %d, past the committed %d: "
-            "resuming at %d",
-            topic,
-            partition,
-            mirrored,
-            position,
-            after,
-        )
-    return after
-
-
-class PartitionProgress:
-    """One partition's sent records and the contiguous prefix the cluster acknowledged.
-
-    ``next`` is the offset after the last record of that prefix: what may be
-    committed. Delivery reports may come in any order; a failed record stays
-    at the front forever, so nothing past it is ever counted as delivered.
-    """
-
-    __slots__ = ("acked", "bytes", "failure", "next", "partition", "records", "sent", "topic")
-
-    def __init__(self, topic: str, partition: int, position: int) -> None:
-        self.topic, self.partition = topic, partition
-        self.next = position
-        self.sent: deque[tuple[int, int]] = deque()  # (offset, size) in production order
-        self.acked: set[int] = set()
-        self.records = self.bytes = 0
-        self.failure: tuple[int, str] | None = None
-
-    def sending(self, offset: int, size: int) -> None:
-        """``offset`` (``size`` bytes) was handed to the client; reports must follow."""
-        self.sent.append((offset, size))
-
-    def delivered(self, offset: int, error: Any, _message: Any = None) -> None:
-        """A delivery report (the client's ``on_delivery(error, message)`` for ``offset``)."""
-        sent = self.sent
-        if error is None and not self.acked and sent and sent[0][0] == offset:
-            self.next = offset + 1  # in order, as the reports almost always come
-            self.records += 1
-            self.bytes += sent.popleft()[1]
-            return
-        if error is not None:
-            text = error if isinstance(error, str) else error.str()
-            if self.failure is None or offset < self.failure[0]:
-                self.failure = (offset, text)
-            return
-        acked = self.acked
-        acked.add(offset)
-        while sent and sent[0][0] in acked:
-            done, size = sent.popleft()
-            acked.discard(done)
-            self.next = done + 1
-            self.records += 1
-            self.bytes += size
-
-    @property
-    def pending(self) -> int:
-        return len(self.sent)
-
-
 class _Run:
     """One ``mirror`` call: positions and counts across the passes over the root."""
 
@@ -196,11 +140,13 @@ class _Run:
         group: str,
         topics: Sequence[str] | None,
         offset_header: str | None,
+        start_over: bool,
         commit_interval_s: float,
         stop: threading.Event,
         progress: Callable[[int, int], None] | None,
     ) -> None:
         self.cluster = cluster
+        self.start_over = start_over
         self.group = group
         self.topics = None if topics is None else list(dict.fromkeys(topics))
         self.offset_header = offset_header
@@ -222,15 +168,23 @@ class _Run:
             self.cluster.connect()
             self.connected = True
         new = [name for name in names if name not in self.checked]
-        created: set[str] = set()
+        missing: set[str] = set()
         if new:
-            wanted = {n: (sources[n].partitions, sources[n].config.cleanup_policy) for n in new}
-            created = set(self.cluster.ensure_topics(wanted))
+            missing = set(self.cluster.missing_topics({n: sources[n].partitions for n in new}))
         if not names:
             return
         with broker.consumer(self.group, names, start="earliest") as consumer:
-            for name in new:
-                self._start_topic(consumer, broker, name, probe=name not in created)
+            # Every new topic's resume is found (or refused) before the cluster changes.
+            plans = {
+                name: self._plan(consumer, sources[name], exists=name not in missing)
+                for name in new
+            }
+            if missing:
+                self.cluster.create_topics(
+                    {n: (sources[n].partitions, sources[n].config.cleanup_policy) for n in missing}
+                )
+            for name, plan in plans.items():
+                self._begin(consumer, name, plan)
                 self.checked.add(name)
             backlog = 0
             for name in names:
@@ -250,29 +204,52 @@ class _Run:
                         self.ends[(name, p)] = sources[name].partition(p).end_offset
             self._raise_failures()
 
-    def _start_topic(self, consumer: Consumer, broker: Broker, name: str, *, probe: bool) -> None:
-        """Resume each partition after what the cluster holds; commit where that moved it."""
-        topic = broker.topic(name)
-        mirrored: dict[int, int | None] = {}
-        if probe and self.offset_header is not None:
-            mirrored = self.cluster.last_mirrored(name, topic.partitions, self.offset_header)
-        moved: dict[tuple[str, int], int] = {}
+    def _plan(self, consumer: Consumer, topic: Topic, *, exists: bool) -> list[tuple[int, int]]:
+        """Each partition's (source position, cluster offset) to start from: after what the
+        cluster took past the commit, checked against the cluster's last record."""
+        name = topic.name
+        ends = self.cluster.end_offsets(name, topic.partitions) if exists else {}
+        plan: list[tuple[int, int]] = []
+        last_skipped: dict[int, Record] = {}
         for p in range(topic.partitions):
             log = topic.partition(p)
-            position = consumer.position(name, p)
-            resume = resume_position(
+            kafka_end = ends.get(p, 0)
+            resume = resume_point(
                 name,
                 p,
-                position=position,
-                start=log.start_offset,
-                end=log.end_offset,
-                mirrored=mirrored.get(p),
+                committed=consumer.committed_metadata(name, p),
+                log_start=log.start_offset,
+                kafka_end=kafka_end,
+                start_over=self.start_over,
             )
-            if resume != position or consumer.committed(name, p) is None:
-                consumer.seek(name, p, resume)
-                moved[(name, p)] = resume
-            self.states[(name, p)] = PartitionProgress(name, p, resume)
-        consumer.commit(moved)
+            position, last = skip_held(log, name, p, resume)
+            if last is not None:
+                last_skipped[p] = last
+                logger.info(
+                    "%s-%d: the cluster holds %d record(s) past the commit at offset %d "
+                    "(%s%d): resuming at offset %d",
+                    name,
+                    p,
+                    resume.held,
+                    resume.position,
+                    METADATA_PREFIX,
+                    resume.kafka_offset,
+                    position,
+                )
+            plan.append((position, kafka_end))
+        theirs = self.cluster.records_at(name, {p: ends[p] - 1 for p in last_skipped})
+        for p, ours in last_skipped.items():
+            check_held(name, p, ours, theirs[p], kafka_offset=ends[p] - 1)
+        return plan
+
+    def _begin(self, consumer: Consumer, name: str, plan: list[tuple[int, int]]) -> None:
+        """Seek to the plan and commit it (with the cluster offsets) before producing."""
+        for p, (position, kafka_end) in enumerate(plan):
+            consumer.seek(name, p, position)
+            self.states[(name, p)] = PartitionProgress(name, p, position, kafka_end)
+        consumer.commit(
+            {(name, p): self.states[(name, p)].commit_position() for p in range(len(plan))}
+        )
 
     def _produce_all(self, consumer: Consumer) -> None:
         producer = self.cluster.producer
@@ -346,12 +323,14 @@ class _Run:
         self._report()
 
     def _commit(self, consumer: Consumer) -> None:
-        positions = {tp: s.next for tp, s in self.states.items() if tp[0] in consumer.topics}
+        positions = {
+            tp: s.commit_position() for tp, s in self.states.items() if tp[0] in consumer.topics
+        }
         consumer.commit(positions)
         logger.debug(
             "committed %s: %s",
             self.group,
-            " ".join(f"{t}-{p}={o}" for (t, p), o in sorted(positions.items())),
+            " ".join(f"{t}-{p}={o.offset}/{o.metadata}" for (t, p), o in sorted(positions.items())),
         )
 
     def _failed(self) -> bool:
@@ -400,7 +379,8 @@ def mirror(
     poll_interval_s: float = 1.0,
     commit_interval_s: float = 1.0,
     timeout_s: float = 30.0,
-    offset_header: str | None = OFFSET_HEADER,
+    offset_header: str | None = None,
+    start_over: bool = False,
     replication_factor: int | None = None,
     properties: Mapping[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -416,12 +396,22 @@ def mirror(
     settings (security, say); ``acks`` and ``enable.idempotence`` stay as the
     guarantees need. ``progress(copied, known)`` is called as records are acknowledged.
 
+    The mirror must be the only writer of its target topics: its resume
+    counts the records a cluster partition holds past its commit (see the
+    module's docstring). Records go as they are; ``offset_header`` names a
+    header to add with each record's source offset (provenance only).
+    ``start_over`` copies a partition the mirror cannot resume exactly (its
+    cluster partition shorter than the commit says, the commit not a
+    mirror's) again from the source's start, after what the cluster holds,
+    instead of refusing it.
+
     A record whose timestamp is 0 or less gets the producer's current time
     (librdkafka's rule for "no timestamp").
 
     Raises:
         MirrorError: the client is missing, the cluster unreachable within
-            ``timeout_s``, a topic's partition count differs, or a record failed.
+            ``timeout_s``, a topic's partition count differs, a partition
+            cannot be resumed exactly (and ``start_over`` is off), or a record failed.
         UnknownTopicError: a topic of ``topics`` is not in the root.
         LogLockedError: the root is held by another process at the start.
     """
@@ -448,6 +438,7 @@ def mirror(
         group=group,
         topics=topics,
         offset_header=offset_header,
+        start_over=start_over,
         commit_interval_s=commit_interval_s,
         stop=stop,
         progress=progress,

@@ -114,7 +114,8 @@ ALLOWED: dict[str, set[str]] = {
     "diagnostics": {"inspection", "_dirkind", "checkpoints", "errors", "_fs"},
     # Onto a Kafka cluster: the client's side, and the copy at the broker layer.
     "kafkacluster": {"errors"},
-    "mirror": {"broker", "consumer", "kafkacluster", "model", "errors"},
+    "mirrorposition": {"log", "model", "errors"},
+    "mirror": {"broker", "consumer", "kafkacluster", "mirrorposition", "topic", "model", "errors"},
     # The command line: a package whose modules see the public names of logstore only.
     "cli": {
         "__init__",

@@ -6,6 +6,7 @@ The copy itself is tested against a real broker in ``tests/kafka/test_mirror.py`
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -159,29 +160,147 @@ def test_nothing_past_a_failed_record_counts() -> None:
     assert state.failure == (1, "Broker: Message size too large")
 
 
+def test_the_commit_carries_the_cluster_offset_of_the_acknowledged_prefix() -> None:
+    state = mirror.PartitionProgress("t", 0, 10, kafka_start=500)
+    assert state.commit_position() == logstore.OffsetAndMetadata(10, "kafka-offset=500")
+    for offset in (10, 11, 13):  # 12 compacted away: one cluster offset per record sent
+        state.sending(offset, 1)
+    state.delivered(11, None)
+    assert state.commit_position() == logstore.OffsetAndMetadata(10, "kafka-offset=500")
+    state.delivered(10, None)
+    assert state.commit_position() == logstore.OffsetAndMetadata(12, "kafka-offset=502")
+    state.delivered(13, None)
+    assert state.commit_position() == logstore.OffsetAndMetadata(14, "kafka-offset=503")
+
+
 @pytest.mark.parametrize(
-    ("position", "mirrored", "expected"),
+    ("metadata", "kafka_offset"),
     [
-        (0, None, 0),  # an empty cluster partition: the group's position
-        (40, None, 40),
-        (40, 39, 40),  # the commit and the cluster agree
-        (40, 57, 58),  # acknowledged after the last commit: not sent again
-        (40, 20, 21),  # the cluster lost records: copied again
-        (40, 2, 5),  # ... but never below the log start
+        ("kafka-offset=0", 0),
+        ("kafka-offset=1234", 1234),
+        ("", None),
+        ("kafka-offset=", None),
+        ("kafka-offset=-1", None),
+        ("kafka-offset=01", None),
+        ("kafka-offset=5 ", None),
     ],
 )
-def test_resume_position(position: int, mirrored: int | None, expected: int) -> None:
-    got = mirror.resume_position("t", 0, position=position, start=5, end=100, mirrored=mirrored)
+def test_the_metadata_format(metadata: str, kafka_offset: int | None) -> None:
+    assert mirror.kafka_offset_of(metadata) == kafka_offset
+    if kafka_offset is not None:
+        assert mirror.metadata_for(kafka_offset) == metadata
+
+
+def committed(offset: int, kafka_offset: int) -> logstore.OffsetAndMetadata:
+    return logstore.OffsetAndMetadata(offset, f"kafka-offset={kafka_offset}")
+
+
+@pytest.mark.parametrize(
+    ("commit", "kafka_end", "expected"),
+    [
+        # Never committed: from the log start, the cluster's end being where it goes.
+        (None, 0, mirror.Resume(5, 0, 0)),
+        (None, 30, mirror.Resume(5, 30, 0)),
+        # The commit and the cluster agree: nothing taken after it.
+        (committed(40, 70), 70, mirror.Resume(40, 70, 0)),
+        # The cluster took 17 records after the commit (acknowledged or not).
+        (committed(40, 70), 87, mirror.Resume(40, 70, 17)),
+    ],
+)
+def test_resume_point(
+    commit: logstore.OffsetAndMetadata | None, kafka_end: int, expected: mirror.Resume
+) -> None:
+    got = mirror.resume_point("t", 0, committed=commit, log_start=5, kafka_end=kafka_end)
     assert got == expected
 
 
-def test_a_cluster_ahead_of_the_source_is_refused() -> None:
+def test_a_cluster_partition_shorter_than_the_commit_is_refused() -> None:
     with pytest.raises(logstore.MirrorError) as raised:
-        mirror.resume_position("t", 2, position=0, start=0, end=100, mirrored=100)
+        mirror.resume_point("t", 2, committed=committed(40, 70), log_start=0, kafka_end=69)
     assert str(raised.value) == (
-        "t-2: the cluster already holds source offset 100, but the source ends at 100: "
-        "was it mirrored from another root?"
+        "t-2: the cluster partition ends at offset 69, before the 70 the mirror committed: was "
+        "the topic recreated or truncated? (--start-over copies the partition again from the "
+        "source's start)"
     )
+    again = mirror.resume_point(
+        "t", 2, committed=committed(40, 70), log_start=3, kafka_end=0, start_over=True
+    )
+    assert again == mirror.Resume(3, 0, 0)
+
+
+def test_a_commit_without_the_mirrors_metadata_is_refused() -> None:
+    plain = logstore.OffsetAndMetadata(40, "")
+    with pytest.raises(logstore.MirrorError) as raised:
+        mirror.resume_point("t", 1, committed=plain, log_start=0, kafka_end=10)
+    assert str(raised.value) == (
+        "t-1: the group's commit (offset 40) has no kafka-offset= metadata: not a mirror's "
+        "commit (use another group, or --start-over to copy the partition again)"
+    )
+    again = mirror.resume_point("t", 1, committed=plain, log_start=0, kafka_end=10, start_over=True)
+    assert again == mirror.Resume(0, 10, 0)
+
+
+@pytest.fixture
+def gappy(tmp_path: Path) -> Iterator[logstore.Log]:
+    """A compacted log with a gap: offsets 0-4 and 15-22 (5-14 superseded by 18-22)."""
+    config = logstore.LogConfig(fsync="never", cleanup_policy="compact")
+    log = logstore.Log.open(tmp_path / "t-0", config, maintenance_interval_ms=None)
+    log.append_many(logstore.Message(b"x", key=b"own-%d" % i) for i in range(5))
+    log.append_many(logstore.Message(b"%d" % i, key=b"k%d" % (i % 5)) for i in range(5, 15))
+    log.append_many(logstore.Message(b"x", key=b"own-%d" % i) for i in range(5, 8))
+    log.append_many(logstore.Message(b"%d" % i, key=b"k%d" % (i % 5)) for i in range(18, 23))
+    log.roll()
+    log.compact()
+    yield log
+    log.close()
+
+
+def test_skip_held_counts_records_not_offsets(gappy: logstore.Log) -> None:
+    assert [r.offset for r in gappy.scan()] == [0, 1, 2, 3, 4, *range(15, 23)]
+    # From a commit at 3, the cluster took 4 records: 3, 4, 15 and 16.
+    position, last = mirror.skip_held(gappy, "t", 0, mirror.Resume(3, 100, 4))
+    assert (position, last) == (17, gappy.read(16, max_records=1)[0])
+    assert mirror.skip_held(gappy, "t", 0, mirror.Resume(17, 104, 0)) == (17, None)
+    assert mirror.skip_held(gappy, "t", 0, mirror.Resume(0, 100, 13))[0] == 23
+
+
+def test_skip_held_refuses_more_than_the_source_has(gappy: logstore.Log) -> None:
+    with pytest.raises(logstore.MirrorError) as raised:
+        mirror.skip_held(gappy, "t", 0, mirror.Resume(20, 100, 4))
+    assert str(raised.value) == (
+        "t-0: the cluster took 4 record(s) after the commit at offset 20, but the source has "
+        "only 3 from there: is the mirror the only writer of the topic?"
+    )
+
+
+def test_skip_held_refuses_records_retention_deleted(tmp_path: Path) -> None:
+    with logstore.Log.open(tmp_path / "t-0", logstore.LogConfig(fsync="never")) as log:
+        log.append_many(logstore.Message(b"%d" % i) for i in range(20))
+        log.delete_before(10)
+        assert mirror.skip_held(log, "t", 0, mirror.Resume(2, 0, 0)) == (10, None)
+        with pytest.raises(logstore.MirrorError, match="retention deleted the source up to"):
+            mirror.skip_held(log, "t", 0, mirror.Resume(2, 0, 1))
+
+
+def test_the_last_record_skipped_must_be_the_clusters_last() -> None:
+    ours = logstore.Record(18, 1000, b"k3", b"v", ())
+    mirror.check_held("t", 0, ours, (b"k3", b"v", 1000), kafka_offset=103)
+    mirror.check_held("t", 0, ours, None, kafka_offset=103)  # gone from the cluster: unchecked
+    untimed = logstore.Record(18, 0, b"k3", b"v", ())  # the producer gave it its own time
+    mirror.check_held("t", 0, untimed, (b"k3", b"v", 1_700_000_000_000), kafka_offset=103)
+    with pytest.raises(logstore.MirrorError) as raised:
+        mirror.check_held("t", 0, ours, (b"k3", b"v", 999), kafka_offset=103)
+    assert str(raised.value) == (
+        "t-0: the cluster's record at offset 103 is not the source's record at offset 18 "
+        "(key, value or timestamp differ): was the source compacted since, or did something "
+        "else write to the topic? (--start-over copies the partition again)"
+    )
+
+
+def test_help_states_the_only_writer_rule(capsys) -> None:
+    code, out, _err = run_cli(capsys, "mirror", "--help")
+    assert code == 0
+    assert "The mirror must be the only writer to its target topics" in " ".join(out.split())
 
 
 # ---------------------------------------------------------------- the summary

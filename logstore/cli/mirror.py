@@ -122,9 +122,15 @@ def summary_lines(summary: mirroring.MirrorSummary, *, bootstrap: str) -> list[s
     help="Of the topics created on the cluster (default: the cluster's).",
 )
 @click.option(
-    "--no-offset-header",
+    "--offset-header",
+    metavar="NAME",
+    help="Add a header NAME with each record's source offset (provenance; off by default).",
+)
+@click.option(
+    "--start-over",
     is_flag=True,
-    help="Do not add the logstore.offset header: a restart may then repeat records.",
+    help="Copy again from the source's start a partition that cannot be resumed exactly "
+    "(its topic recreated or truncated on the cluster) instead of refusing it.",
 )
 @click.option(
     "-X",
@@ -144,15 +150,21 @@ def mirror(
     commit_interval: int,
     poll_interval: int,
     replication_factor: int | None,
-    no_offset_header: bool,
+    offset_header: str | None,
+    start_over: bool,
     properties: tuple[str, ...],
 ) -> None:
     """Copy ROOT's topics to a Kafka cluster, each record to the same partition.
 
-    Topics are created with the source's partition counts (or checked). The
+    Topics are created with the source's partition counts (or checked), and
+    each record goes with its own key, value, headers and timestamp. The
     position is a consumer group of ROOT, committed only after the cluster
-    acknowledged (acks=all, idempotent producer): run it again after a failure
-    or a kill and it resumes, without repeating what the cluster holds.
+    acknowledged (acks=all, idempotent producer), with the cluster offset it
+    corresponds to: run it again after a failure or a kill and it resumes,
+    without repeating what the cluster holds.
+
+    The mirror must be the only writer to its target topics: it counts the
+    records a cluster partition took after its commit to know where to resume.
     """
     settings = _properties(properties)
     diagnostics.refuse_unless(root, "broker")  # mirroring never creates a root
@@ -174,7 +186,8 @@ def mirror(
             poll_interval_s=poll_interval / 1000,
             commit_interval_s=commit_interval / 1000,
             timeout_s=timeout,
-            offset_header=None if no_offset_header else mirroring.OFFSET_HEADER,
+            offset_header=offset_header,
+            start_over=start_over,
             replication_factor=replication_factor,
             properties=settings,
             progress=progress,

@@ -29,6 +29,8 @@ admin_module = pytest.importorskip("confluent_kafka.admin")
 HOSTS = [f"host-{i:03d}.dc{i % 3}.example.com".encode() for i in range(300)]
 BASE_TS = 1_700_000_000_000
 COMMITTED = re.compile(r"committed logstore-mirror: (.*)$")
+#: A restart's line for a partition the cluster took records of after the commit.
+HELD = re.compile(r"(\S+): the cluster holds (\d+) record\(s\) past the commit at offset")
 
 
 def make_source(root: Path, topic: str, partitions: int, records: int, *, seed: int = 7) -> None:
@@ -56,20 +58,12 @@ def append(broker: logstore.Broker, topic: str, first: int, count: int, rng: ran
 
 
 def source_records(root: Path, topic: str) -> dict[int, list[tuple]]:
-    """Per partition: (key, value, headers with the mirror's offset header, timestamp)."""
+    """Per partition: (key, value, headers, timestamp), as the cluster must hold them."""
     out: dict[int, list[tuple]] = {}
     with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
         t = broker.topic(topic)
         for p in range(t.partitions):
-            out[p] = [
-                (
-                    r.key,
-                    r.value,
-                    [*r.headers, ("logstore.offset", b"%d" % r.offset)],
-                    r.timestamp,
-                )
-                for r in t.partition(p).scan()
-            ]
+            out[p] = [(r.key, r.value, list(r.headers), r.timestamp) for r in t.partition(p).scan()]
     return out
 
 
@@ -150,9 +144,14 @@ class Mirror:
                 raise AssertionError("the mirror ended first:\n" + "".join(self.stderr[-20:]))
             found = COMMITTED.search(line)
             if found:
-                total = sum(int(item.rsplit("=", 1)[1]) for item in found.group(1).split())
+                # "<topic>-<p>=<source offset>/kafka-offset=<cluster offset>" per partition
+                total = sum(int(re.search(r"=(\d+)/", item)[1]) for item in found.group(1).split())
                 if total >= at_least:
                     return total
+
+    def held(self) -> dict[str, int]:
+        """Partition -> records the cluster took after the commit, as this run found at its start."""
+        return {m[1]: int(m[2]) for m in map(HELD.search, self.stderr) if m}
 
     def finish(self, timeout: float = 120) -> tuple[int, str, str]:
         out, _ = self.process.communicate(timeout=timeout)
@@ -175,29 +174,37 @@ def test_killed_twice_and_restarted_every_record_once_in_order(
 ) -> None:
     root = tmp_path / "root"
     make_source(root, "hosts", 8, 100_000)
-    args = (str(root), "-b", bootstrap, "--commit-interval", "20")
-    resumed = []
-    for kill_at in (20_000, 55_000):
+    args = (str(root), "-b", bootstrap, "--commit-interval", "250")
+    held = []
+    for kill_at in (15_000, 45_000):
         child = Mirror(*args)
         committed = child.wait_committed(kill_at)
+        # Records acknowledged after that commit, before the next: what a restart must not resend.
+        time.sleep(0.1)
         child.kill()
-        assert child.process.returncode == -signal.SIGKILL
+        assert child.process.returncode == -signal.SIGKILL, "finished before the kill"
         assert committed < 100_000, "finished before the kill: nothing was tested"
-        resumed += [line for line in child.stderr if "past the committed" in line]
+        held.append(child.held())
     child = Mirror(*args)
     code, out, err = child.finish()
-    resumed += [line for line in child.stderr if "past the committed" in line]
+    held.append(child.held())
     assert code == 0, err
     first = out.splitlines()[0]
     assert re.fullmatch(r"mirrored [\d,]+ record\(s\), .* caught up, lag 0", first), out
-    print(f"restarts resumed past the commit in {len(resumed)} partition(s)")
+    print(f"records the cluster held past the commit, per restart: {held[1:]}")
+    assert held[0] == {}  # the first run found nothing
+    # Each restart found records on the cluster past its commit (sent after the last
+    # commit before the kill) and did not send them again: the case the resume is for.
+    assert all(sum(h.values()) > 0 for h in held[1:]), held
+    assert "Traceback" not in err
 
     expected = source_records(root, "hosts")
     assert sum(map(len, expected.values())) == 100_000
     got = cluster_records(bootstrap, "hosts", 8)
     for p in range(8):
         assert len(got[p]) == len(expected[p]), p
-        assert got[p] == expected[p], p  # every record once, in order, all of it equal
+        # every record once, in order, all of it equal: the headers exactly the source's
+        assert got[p] == expected[p], p
 
 
 def test_each_hostname_is_where_kafkas_producer_puts_it(tmp_path: Path, bootstrap: str) -> None:
@@ -349,3 +356,65 @@ def test_a_topic_with_another_partition_count_is_one_line(tmp_path: Path, bootst
         "logstore: topic narrow has 3 partition(s) on the cluster and 2 in the source: "
         "each record must keep its partition number\n"
     )
+
+
+def run_mirror(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "logstore", "mirror", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=child_env(),
+        timeout=120,
+    )
+
+
+def test_a_recreated_topic_is_refused_unless_starting_over(tmp_path: Path, bootstrap: str) -> None:
+    root = tmp_path / "root"
+    make_source(root, "again", 2, 40)
+    expected = source_records(root, "again")
+    done = run_mirror(str(root), "-b", bootstrap)
+    assert done.returncode == 0, done.stderr
+    admin = admin_module.AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics(["again"])["again"].result(30)
+    deadline = time.monotonic() + 60
+    while "again" in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, "the topic was never deleted"
+        time.sleep(0.1)  # the cluster's metadata: no event to wait on
+
+    # The cluster partition (absent: end offset 0) holds less than the commit counts.
+    done = run_mirror(str(root), "-b", bootstrap)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"logstore: again-0: the cluster partition ends at offset 0, before the "
+        f"{len(expected[0])} the mirror committed: was the topic recreated or truncated? "
+        "(--start-over copies the partition again from the source's start)\n"
+    )
+    assert "again" not in admin.list_topics(timeout=10).topics  # refused before changing it
+
+    done = run_mirror(str(root), "-b", bootstrap, "--start-over")
+    assert done.returncode == 0, done.stderr
+    assert "again-0: the cluster partition ends at offset 0" in done.stderr  # the warning
+    assert cluster_records(bootstrap, "again", 2) == expected
+    done = run_mirror(str(root), "-b", bootstrap)  # and it resumes from there as usual
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("mirrored 0 record(s)")
+    assert cluster_records(bootstrap, "again", 2) == expected
+
+
+def test_an_offset_header_is_added_only_when_asked(tmp_path: Path, bootstrap: str) -> None:
+    root = tmp_path / "root"
+    make_source(root, "provenance", 2, 30)
+    done = run_mirror(str(root), "-b", bootstrap, "--offset-header", "src.offset")
+    assert done.returncode == 0, done.stderr
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
+        t = broker.topic("provenance")
+        expected = {
+            p: [
+                (r.key, r.value, [*r.headers, ("src.offset", b"%d" % r.offset)], r.timestamp)
+                for r in t.partition(p).scan()
+            ]
+            for p in range(2)
+        }
+    assert cluster_records(bootstrap, "provenance", 2) == expected
