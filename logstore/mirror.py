@@ -197,7 +197,7 @@ class _Run:
             try:
                 self._produce_all(consumer)
             finally:
-                self._drain()
+                self._drain(consumer)
                 self._commit(consumer)
                 for name in names:
                     for p in range(sources[name].partitions):
@@ -312,14 +312,22 @@ class _Run:
             except BufferError:
                 continue
 
-    def _drain(self) -> None:
-        """Wait for every delivery report (each record fails by itself after the timeout)."""
+    def _drain(self, consumer: Consumer) -> None:
+        """Wait for every delivery report (each record fails by itself after the timeout),
+        committing as they come: the client may hold a whole pass's records at once."""
         producer = self.cluster.producer
-        deadline = time.monotonic() + self.cluster.timeout_s + 5
-        while any(s.pending for s in self.states.values()) and time.monotonic() < deadline:
-            producer.poll(0.1)
+        now = time.monotonic()
+        deadline = now + self.cluster.timeout_s + 5
+        last_commit = now
+        while any(s.pending for s in self.states.values()) and now < deadline:
+            producer.poll(min(0.1, max(self.commit_interval_s, 0.001)))
             if self.cluster.fatal is not None:
                 break
+            self._report()
+            now = time.monotonic()
+            if now - last_commit >= self.commit_interval_s:
+                self._commit(consumer)
+                last_commit = now
         self._report()
 
     def _commit(self, consumer: Consumer) -> None:
