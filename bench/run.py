@@ -928,7 +928,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--profile", action="store_true", help="also cProfile logstore")
     parser.add_argument(
-        "--no-extras", action="store_true", help="skip the recovery, compaction, broker sections"
+        "--no-extras",
+        action="store_true",
+        help="skip the recovery, compaction, broker and mirror sections",
     )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="markdown report path")
     parser.add_argument("--charts", default=DEFAULT_CHARTS, help="directory for PNG charts")
@@ -1000,8 +1002,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra += ["", *compaction.run()]
         log("broker benchmark ...")
         extra += ["", *broker.run(sizes.records)]
+        log("mirror benchmark (a local Kafka broker) ...")
+        import mirror
+
+        extra += ["", *mirror.run()]
         if baseline_dir is not None:
-            log(f"the same three with the package at {args.baseline} ...")
+            log(f"recovery, compaction and broker with the package at {args.baseline} ...")
             extra += [
                 "",
                 f"# The same sections with the package at `{args.baseline}`",

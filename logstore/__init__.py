@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging as _logging
 
 from . import batch as _batch
-from . import diagnostics
+from . import diagnostics, mirror
 from ._native import PureCodecWarning
 from .broker import Broker
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
@@ -24,6 +24,7 @@ from .errors import (
     LogClosedError,
     LogLockedError,
     LogStoreError,
+    MirrorError,
     NotALogError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
@@ -39,6 +40,7 @@ from .model import (
     CompactionResult,
     ConsumedRecord,
     Message,
+    OffsetAndMetadata,
     Record,
     RetentionResult,
     RetentionRule,
@@ -76,6 +78,8 @@ __all__ = [
     "LogLockedError",
     "LogStoreError",
     "Message",
+    "MirrorError",
+    "OffsetAndMetadata",
     "NotALogError",
     "OffsetOutOfRange",
     "PartitionNotAssignedError",
@@ -95,4 +99,5 @@ __all__ = [
     "__speedups__",
     "__version__",
     "diagnostics",
+    "mirror",
 ]

@@ -10,7 +10,7 @@ an int16 length and UTF-8 bytes, COMPACT_STRING an unsigned varint length + 1::
     key   record_type int16 = 1 | group STRING | topic STRING | partition int32
           (OffsetCommitKey; type 0, Kafka's legacy key, has the same fields)
     value version int16 = 3 | offset int64 | leader_epoch int32 = -1
-          | metadata STRING = "" | commit_timestamp int64          (24 bytes)
+          | metadata STRING | commit_timestamp int64     (24 bytes + the metadata's)
 
 Written: value version 3, the highest non-flexible one, which Kafka 2.1 to
 4.0 write and every Kafka since 2.1 reads (Kafka 4.1+ writes version 4 to
@@ -19,12 +19,15 @@ leader epoch; version 1 adds expire_timestamp int64) and the flexible version
 4 (metadata a COMPACT_STRING, then a tagged-field section: unsigned varint
 count, each field an unsigned varint tag and size and its bytes; tag 0 is the
 topic id, a uuid). Bytes after the fields are ignored, as Kafka ignores them.
+Every version's metadata is read back: the string a committer attached to its
+offset (Kafka's ``OffsetAndMetadata``), at most ``MAX_METADATA_BYTES`` of
+UTF-8 when logstore writes it.
 Other record types (group metadata, type 2; the consumer, share and streams
 group records) and unknown value versions are not commits and are skipped.
 
 Roots written before this format hold JSON records: key
 ``["<group>","<topic>",<partition>]``, value ``{"offset": N, "commit_ms": T}``.
-They are read too, and ``rewrites`` turns them into Kafka's records.
+They are read too (with metadata ""), and ``rewrites`` turns them into Kafka's records.
 
 Every key is its own compaction key, so a replay keeps the latest record of
 each key (``replay``) and an entry takes its most recent live key's commit:
@@ -50,6 +53,8 @@ VALUE_VERSION = 3
 NO_LEADER_EPOCH = -1
 #: A Kafka STRING's int16 length bounds it.
 MAX_STRING_BYTES = 0x7FFF
+#: The longest commit metadata written: Kafka's default ``offset.metadata.max.bytes``.
+MAX_METADATA_BYTES = 4096
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -57,14 +62,15 @@ _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _INT64 = struct.Struct(">q")
 _OFFSET_EPOCH = struct.Struct(">qi")  # versions 3 and 4, after the version
-_VALUE_V3 = struct.Struct(">hqihq")  # version, offset, leader epoch, "" (length 0), timestamp
+_VALUE_V3_HEAD = struct.Struct(">hqi")  # version, offset, leader epoch; then metadata, timestamp
 
 
 class Commit(NamedTuple):
-    """A committed position: the next offset to consume, and when it was committed."""
+    """A committed position: the next offset to consume, when, and the committer's metadata."""
 
     offset: int
     commit_ms: int
+    metadata: str = ""
 
 
 class LiveKey(NamedTuple):
@@ -95,9 +101,29 @@ def encode_key(group: str, topic: str, partition: int) -> bytes:
     return _INT16.pack(OFFSET_COMMIT) + _string(group) + _string(topic) + _INT32.pack(partition)
 
 
-def encode_value(offset: int, commit_ms: int) -> bytes:
-    """An OffsetCommitValue version 3: no leader epoch, no metadata."""
-    return _VALUE_V3.pack(VALUE_VERSION, offset, NO_LEADER_EPOCH, 0, commit_ms)
+def metadata_error(metadata: object) -> str | None:
+    """Why ``metadata`` cannot be a commit's metadata (not a str, too long); ``None`` if it can."""
+    if not isinstance(metadata, str):
+        return f"must be a str, not {type(metadata).__name__}"
+    try:
+        size = len(metadata.encode())
+    except UnicodeEncodeError:
+        return "is not encodable as UTF-8 (a lone surrogate)"
+    if size > MAX_METADATA_BYTES:
+        return (
+            f"is {size} bytes of UTF-8: at most {MAX_METADATA_BYTES} "
+            "(Kafka's default offset.metadata.max.bytes)"
+        )
+    return None
+
+
+def encode_value(offset: int, commit_ms: int, metadata: str = "") -> bytes:
+    """An OffsetCommitValue version 3: no leader epoch; ``metadata`` as given (checked first)."""
+    return (
+        _VALUE_V3_HEAD.pack(VALUE_VERSION, offset, NO_LEADER_EPOCH)
+        + _string(metadata)
+        + _INT64.pack(commit_ms)
+    )
 
 
 class _Malformed(Exception):
@@ -167,21 +193,21 @@ def _decode_kafka_value(value: bytes) -> Commit | None:
     (version,) = reader.fixed(_INT16)
     if version in (0, 1, 2):
         (offset,) = reader.fixed(_INT64)
-        reader.string()  # metadata
+        metadata = reader.string()
         (commit_ms,) = reader.fixed(_INT64)
-        return Commit(offset, commit_ms)  # version 1's expire timestamp is left unread
+        return Commit(offset, commit_ms, metadata)  # version 1's expire timestamp is left unread
     if version in (3, 4):
         offset, _leader_epoch = reader.fixed(_OFFSET_EPOCH)
         if version == 3:
-            reader.string()
+            metadata = reader.string()
             (commit_ms,) = reader.fixed(_INT64)
-            return Commit(offset, commit_ms)
-        reader.compact_string()
+            return Commit(offset, commit_ms, metadata)
+        metadata = reader.compact_string()
         (commit_ms,) = reader.fixed(_INT64)
         for _ in range(reader.unsigned_varint()):  # tagged fields (tag 0: topic id), unused
             reader.unsigned_varint()
             reader.skip(reader.unsigned_varint())
-        return Commit(offset, commit_ms)
+        return Commit(offset, commit_ms, metadata)
     return None
 
 
@@ -265,7 +291,7 @@ def rewrites(
 
     Each live key in another form (JSON, Kafka's legacy type 0) gets a tombstone,
     and an entry whose latest commit sits under one is written again under its
-    Kafka key, with its offset and commit time. An entry whose group or topic is
+    Kafka key, with its offset, commit time and metadata. An entry whose group or topic is
     not a Kafka STRING (over 32767 bytes, or not UTF-8 encodable), or whose
     partition is not an int32, cannot be written; it is returned and forgotten.
     """
@@ -280,7 +306,7 @@ def rewrites(
             dropped.append(entry)
         elif key != kafka_key:
             commit = live[key].commit
-            out.append((kafka_key, encode_value(commit.offset, commit.commit_ms)))
+            out.append((kafka_key, encode_value(*commit)))
     out += [(key, None) for key, k in live.items() if key != _kafka_key(k.entry)]
     return out, dropped
 

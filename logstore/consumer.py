@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from . import _offsets
@@ -28,7 +28,7 @@ from .errors import (
     WrongTypeError,
 )
 from .log import Log
-from .model import ConsumedRecord, Message
+from .model import ConsumedRecord, Message, OffsetAndMetadata
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ class OffsetStore:
         self._clock = clock
         self._lock = threading.Lock()
         live = _offsets.replay((r.key, r.value) for r in log.scan())
-        self._committed = {e: c.offset for e, c in _offsets.committed(live).items()}
+        self._committed = {
+            e: OffsetAndMetadata(c.offset, c.metadata) for e, c in _offsets.committed(live).items()
+        }
         self._rewrite(live)
 
     def _rewrite(self, live: dict[bytes, _offsets.LiveKey]) -> None:
@@ -100,25 +102,31 @@ class OffsetStore:
             )
             del self._committed[(group, topic, partition)]
 
-    def get(self, group: str, topic: str, partition: int) -> int | None:
+    def get(self, group: str, topic: str, partition: int) -> OffsetAndMetadata | None:
         with self._lock:
             return self._committed.get((group, topic, partition))
 
-    def commit(self, group: str, positions: dict[TopicPartition, int]) -> None:
-        """Write every position in one batch; durable when this returns."""
+    def commit(self, group: str, positions: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """Write every position, with its metadata, in one batch; durable when this returns.
+
+        The metadata must have passed ``_offsets.metadata_error`` (the consumer checks it).
+        """
         if not positions:
             return
         now = self._clock()
         messages = [
-            Message(_offsets.encode_value(offset, now), key=_offsets.encode_key(group, t, p))
-            for (t, p), offset in sorted(positions.items())
+            Message(
+                _offsets.encode_value(position.offset, now, position.metadata),
+                key=_offsets.encode_key(group, t, p),
+            )
+            for (t, p), position in sorted(positions.items())
         ]
         with self._lock:
             self._log.append_many(messages)
             if self._log.config.fsync != "always":
                 self._log.flush()
-            for (t, p), offset in positions.items():
-                self._committed[(group, t, p)] = offset
+            for (t, p), position in positions.items():
+                self._committed[(group, t, p)] = position
 
     def forget_topic(self, topic: str) -> None:
         """Tombstone every group's offsets of a deleted topic."""
@@ -133,7 +141,7 @@ class OffsetStore:
 
     def groups(self) -> dict[GroupPartition, int]:
         with self._lock:
-            return dict(self._committed)
+            return {entry: position.offset for entry, position in self._committed.items()}
 
 
 def range_assignment(
@@ -298,7 +306,7 @@ class Consumer(Closing):
         log = self._partitions_of(topic)[partition]
         committed = self._store.get(self.group, topic, partition)
         if committed is not None:
-            return self._checked(topic, partition, log, committed)
+            return self._checked(topic, partition, log, committed.offset)
         start = self._start
         if start == "earliest":
             return log.start_offset
@@ -387,14 +395,55 @@ class Consumer(Closing):
                     self._positions[(topic, partition)] = end
             return out
 
-    def commit(self) -> None:
-        """Commit every assigned partition's position; durable when this returns."""
+    def commit(
+        self, offsets: Mapping[TopicPartition, int | OffsetAndMetadata] | None = None
+    ) -> None:
+        """Commit every assigned partition's position; durable when this returns.
+
+        ``offsets`` commits those next offsets instead (Kafka's
+        ``commitSync(offsets)``), for a reader whose work on a record ends
+        after the poll, such as a mirror that commits only what a cluster
+        acknowledged. Each is an int, or an ``OffsetAndMetadata`` whose
+        metadata string is kept with the offset (a plain int or ``commit()``
+        keeps ``""``, as Kafka's commits without metadata do). Every partition
+        in it must be assigned to this member; nothing is written unless all are valid.
+
+        Raises:
+            PartitionNotAssignedError: a partition of ``offsets`` is not assigned.
+            WrongTypeError: an offset is not an int >= 0, or metadata not a str.
+            ConfigError: metadata over 4096 bytes of UTF-8 (Kafka's
+                ``offset.metadata.max.bytes``) or not encodable.
+        """
         with self._lock:
             self._check_open()
-            self._store.commit(self.group, dict(self._positions))
+            if offsets is None:
+                positions = {tp: OffsetAndMetadata(o) for tp, o in self._positions.items()}
+                self._store.commit(self.group, positions)
+                return
+            chosen: dict[TopicPartition, OffsetAndMetadata] = {}
+            for (topic, partition), given in offsets.items():
+                position = (
+                    given if isinstance(given, OffsetAndMetadata) else OffsetAndMetadata(given)
+                )
+                offset, metadata = position
+                if type(offset) is not int or offset < 0:
+                    raise WrongTypeError(f"offset must be an int >= 0, got {offset!r}")
+                problem = _offsets.metadata_error(metadata)
+                if problem is not None:
+                    kind = WrongTypeError if not isinstance(metadata, str) else ConfigError
+                    raise kind(f"the commit metadata of {topic}-{partition} {problem}")
+                self._check_assigned(topic, partition)
+                chosen[(topic, partition)] = position
+            self._store.commit(self.group, chosen)
 
     def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed next offset for a partition, as in Kafka; ``None`` if none."""
+        found = self._store.get(self.group, topic, partition)
+        return None if found is None else found.offset
+
+    def committed_metadata(self, topic: str, partition: int) -> OffsetAndMetadata | None:
+        """The group's commit of a partition with its metadata (Kafka's
+        ``committed()`` answer, an ``OffsetAndMetadata``); ``None`` if none."""
         return self._store.get(self.group, topic, partition)
 
     def seek(self, topic: str, partition: int, offset: int) -> None:

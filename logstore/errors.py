@@ -184,3 +184,14 @@ class ArchiveError(LogStoreError):
     Retention keeps the segment's files and reports the message in
     ``RetentionResult.errors``.
     """
+
+
+class MirrorError(LogStoreError):
+    """``logstore.mirror`` could not copy to the Kafka cluster, or must not go on.
+
+    The cluster unreachable, a topic there with another partition count, a
+    partition that cannot be resumed exactly (the cluster holds fewer records
+    than the commit counts), a record the cluster refused, or no Kafka client
+    installed; the message says which, in one line. Nothing past the failure was committed, so the next
+    run resumes where this one stopped.
+    """

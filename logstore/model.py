@@ -40,6 +40,18 @@ class ConsumedRecord(NamedTuple):
     record: Record
 
 
+class OffsetAndMetadata(NamedTuple):
+    """A committed position with the committer's note, as Kafka's ``OffsetAndMetadata``.
+
+    ``offset`` is the next offset to consume; ``metadata`` a string kept with
+    it in ``__consumer_offsets`` (at most 4096 bytes of UTF-8), for a
+    committer that must know more than the offset when it resumes.
+    """
+
+    offset: int
+    metadata: str = ""
+
+
 @dataclass(frozen=True)
 class SegmentInfo:
     """One segment as ``Log.segments`` reports it."""

@@ -104,6 +104,25 @@ def test_uncommitted_records_are_delivered_again(tmp_path: Path, clock: FakeCloc
             assert [again.committed("t", p) for p in range(2)] == committed
 
 
+def test_commit_of_chosen_offsets(tmp_path: Path, clock: FakeClock) -> None:
+    with open_broker(tmp_path / "root", clock) as broker:
+        broker.create_topic("t", 2)
+        broker.create_topic("u", 1)
+        for i in range(10):
+            broker.produce("t", b"v%d" % i, partition=i % 2)
+        with broker.consumer("g", "t") as c:
+            assert len(drain(c)) == 10
+            c.commit({("t", 1): 3})  # only that partition, and not its position (5)
+            assert [c.committed("t", p) for p in range(2)] == [None, 3]
+            with pytest.raises(logstore.PartitionNotAssignedError, match="u-0 is not assigned"):
+                c.commit({("t", 0): 1, ("u", 0): 1})
+            with pytest.raises(TypeError, match="offset must be an int >= 0"):
+                c.commit({("t", 0): -1})
+            assert [c.committed("t", p) for p in range(2)] == [None, 3]  # nothing of either
+        with broker.consumer("g", "t") as again:
+            assert [again.position("t", p) for p in range(2)] == [0, 3]
+
+
 # ---------------------------------------------------------------- 7. SIGKILL
 CHILD_SIGKILL = """
 import json, sys, time

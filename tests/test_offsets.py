@@ -70,6 +70,25 @@ def test_a_value_is_version_3_with_no_leader_epoch_and_no_metadata() -> None:
     )
 
 
+def test_a_value_carries_its_metadata_as_a_kafka_string() -> None:
+    # "kafka-offset=7" is 14 bytes; "é" two bytes of UTF-8.
+    value = _offsets.encode_value(42, 1_700_000_000_000, "kafka-offset=7é")
+    assert value == h(
+        "0003 | 000000000000002a | ffffffff | 0010 6b61666b612d6f66667365743d37 c3a9"
+        " | 0000018bcfe56800"
+    )
+    assert _offsets.decode_value(KEY, value) == Commit(42, 1_700_000_000_000, "kafka-offset=7é")
+
+
+def test_metadata_is_at_most_4096_bytes_of_utf8() -> None:
+    assert _offsets.metadata_error("x" * 4096) is None
+    assert _offsets.metadata_error("é" * 2049) == (
+        "is 4098 bytes of UTF-8: at most 4096 (Kafka's default offset.metadata.max.bytes)"
+    )
+    assert _offsets.metadata_error("\ud800") == "is not encodable as UTF-8 (a lone surrogate)"
+    assert _offsets.metadata_error(b"x") == "must be a str, not bytes"
+
+
 def test_an_over_long_name_does_not_fit_a_kafka_string() -> None:
     assert _offsets.fits("x" * 32767)
     assert not _offsets.fits("x" * 32768)
@@ -111,7 +130,10 @@ TS = "0000018bcfe56800"  # 1_700_000_000_000
     ("value", "commit"),
     [
         # version 0 and 2: offset, metadata "meta", commit timestamp
-        (h(f"0000 | 0000000000000007 | 0004 6d657461 | {TS}"), Commit(7, 1_700_000_000_000)),
+        (
+            h(f"0000 | 0000000000000007 | 0004 6d657461 | {TS}"),
+            Commit(7, 1_700_000_000_000, "meta"),
+        ),
         (h(f"0002 | 0000000000000007 | 0000 | {TS}"), Commit(7, 1_700_000_000_000)),
         # version 1 adds an expire timestamp
         (
@@ -119,7 +141,10 @@ TS = "0000018bcfe56800"  # 1_700_000_000_000
             Commit(7, 1_700_000_000_000),
         ),
         # version 3 with a leader epoch and metadata
-        (h(f"0003 | 0000000000000007 | 00000005 | 0002 6d64 | {TS}"), Commit(7, 1_700_000_000_000)),
+        (
+            h(f"0003 | 0000000000000007 | 00000005 | 0002 6d64 | {TS}"),
+            Commit(7, 1_700_000_000_000, "md"),
+        ),
         # version 4 (flexible), as Kafka 4.4.0 writes a commit with no topic id:
         # metadata "" as COMPACT_STRING 0x01 (length + 1), then zero tagged fields
         (h(f"0004 | 000000000000002a | ffffffff | 01 | {TS} | 00"), Commit(42, 1_700_000_000_000)),
@@ -136,7 +161,7 @@ TS = "0000018bcfe56800"  # 1_700_000_000_000
         # version 4 metadata of 200 bytes: 201 = 0xc9 as an unsigned varint is c9 01
         (
             h(f"0004 | 0000000000000007 | ffffffff | c901 {'78' * 200} | {TS} | 00"),
-            Commit(7, 1_700_000_000_000),
+            Commit(7, 1_700_000_000_000, "x" * 200),
         ),
         # bytes after the fields are ignored, as Kafka's reader ignores them
         (_offsets.encode_value(9, 1) + b"\xff", Commit(9, 1)),
@@ -344,3 +369,60 @@ def test_a_group_kafka_cannot_store_is_refused(
         with broker.consumer("x" * 32767, ["t"]) as consumer:
             consumer.commit()
         assert broker.committed_offsets() == {("x" * 32767, "t", 0): 0}
+
+
+# ---------------------------------------------------------------- commit metadata
+
+
+def test_commit_metadata_round_trips_and_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
+    oam = logstore.OffsetAndMetadata
+    with open_broker(tmp_path, clock) as broker:
+        broker.create_topic("t", 2)
+        broker.produce_many("t", [b"x"] * 5, partition=0)
+        with broker.consumer("g", "t") as consumer:
+            assert consumer.committed_metadata("t", 0) is None
+            consumer.commit({("t", 0): oam(4, "kafka-offset=17"), ("t", 1): 0})
+            assert consumer.committed_metadata("t", 0) == oam(4, "kafka-offset=17")
+            assert consumer.committed_metadata("t", 1) == oam(0, "")
+            assert consumer.committed("t", 0) == 4
+        key = _offsets.encode_key("g", "t", 0)
+        assert stored(broker)[-2] == (key, _offsets.encode_value(4, clock(), "kafka-offset=17"))
+    with open_broker(tmp_path, clock) as broker, broker.consumer("g", "t") as consumer:
+        assert consumer.committed_metadata("t", 0) == oam(4, "kafka-offset=17")
+        assert consumer.position("t", 0) == 4
+        assert broker.committed_offsets() == {("g", "t", 0): 4, ("g", "t", 1): 0}
+        consumer.commit()  # a commit without metadata keeps "", as Kafka's commitSync()
+        assert consumer.committed_metadata("t", 0) == oam(4, "")
+    with open_broker(tmp_path, clock) as broker, broker.consumer("g", "t") as consumer:
+        assert consumer.committed_metadata("t", 0) == oam(4, "")
+
+
+def test_metadata_over_4096_bytes_is_refused_and_nothing_is_written(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    oam = logstore.OffsetAndMetadata
+    with open_broker(tmp_path, clock) as broker:
+        broker.create_topic("t", 2)
+        with broker.consumer("g", "t") as consumer:
+            consumer.commit({("t", 0): oam(0, "é" * 2048)})  # 4096 bytes: the most
+            before = stored(broker)
+            with pytest.raises(logstore.ConfigError) as raised:
+                consumer.commit({("t", 1): 0, ("t", 0): oam(0, "x" * 4097)})
+            assert str(raised.value) == (
+                "the commit metadata of t-0 is 4097 bytes of UTF-8: at most 4096 "
+                "(Kafka's default offset.metadata.max.bytes)"
+            )
+            with pytest.raises(logstore.WrongTypeError, match="of t-1 must be a str, not bytes"):
+                consumer.commit({("t", 1): oam(0, b"x")})  # type: ignore[arg-type]
+            assert stored(broker) == before
+            assert consumer.committed_metadata("t", 0) == oam(0, "é" * 2048)
+            assert consumer.committed("t", 1) is None
+
+
+def test_json_commits_of_earlier_releases_read_with_empty_metadata(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    json_root(tmp_path, clock)
+    with open_broker(tmp_path, clock) as broker, broker.consumer("g", "t") as consumer:
+        assert consumer.committed_metadata("t", 0) == logstore.OffsetAndMetadata(4, "")
+        assert consumer.committed_metadata("t", 1) == logstore.OffsetAndMetadata(1, "")

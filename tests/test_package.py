@@ -79,7 +79,8 @@ def test_the_installed_metadata() -> None:
     meta = importlib.metadata.metadata("logstore")
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Author"] == "logstore developers"
-    assert set(meta.get_all("Provides-Extra") or []) == {"lz4", "snappy"}  # dev, bench: groups
+    # dev and bench are dependency groups, not extras
+    assert set(meta.get_all("Provides-Extra") or []) == {"lz4", "snappy", "kafka"}
     urls = dict(entry.split(", ", 1) for entry in meta.get_all("Project-URL") or [])
     assert sorted(urls) == ["Documentation", "Homepage", "Issues", "Source"]
     assert "Typing :: Typed" in (meta.get_all("Classifier") or [])
