@@ -166,14 +166,30 @@ def offsets_for_times(bootstrap: str, topic: str, timestamps: Sequence[int]) -> 
         consumer.close()
 
 
-def watermarks(bootstrap: str, topic: str) -> tuple[int, int]:
-    """(log start offset, log end offset): ListOffsets earliest and latest."""
+#: Errors a broker answers while it is still taking up its partitions after a start.
+_NOT_YET = ("NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART")
+
+
+def watermarks(bootstrap: str, topic: str, *, timeout: float = 60) -> tuple[int, int]:
+    """(log start offset, log end offset): ListOffsets earliest and latest.
+
+    A broker just started answers "not leader" until it has loaded its
+    partitions; that is waited out (up to ``timeout`` s), any other error raises.
+    """
     consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "marks"})
+    deadline = time.monotonic() + timeout
     try:
-        low, high = consumer.get_watermark_offsets(
-            confluent_kafka.TopicPartition(topic, 0), timeout=30, cached=False
-        )
-        return int(low), int(high)
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    confluent_kafka.TopicPartition(topic, 0), timeout=30, cached=False
+                )
+                return int(low), int(high)
+            except confluent_kafka.KafkaException as exc:
+                error = exc.args[0]
+                if error.name() not in _NOT_YET or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
