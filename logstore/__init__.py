@@ -45,6 +45,7 @@ from .model import (
     SegmentInfo,
 )
 from .topic import Topic
+from .server import ServeUnavailableError, serve, serve_async
 
 # A library logs, the application decides where it goes (and Python's last-resort
 # stderr handler must not print recovery warnings into a program's output).
@@ -87,6 +88,7 @@ __all__ = [
     "RetentionResult",
     "RetentionRule",
     "SegmentInfo",
+    "ServeUnavailableError",
     "Topic",
     "TopicExistsError",
     "UnknownPartitionError",
@@ -95,4 +97,6 @@ __all__ = [
     "__speedups__",
     "__version__",
     "diagnostics",
+    "serve",
+    "serve_async",
 ]

@@ -420,6 +420,24 @@ class Broker(Closing):
             clock=self._clock,
         )
 
+    def commit_offsets(self, group: str, positions: Mapping[tuple[str, int], int]) -> None:
+        """Commit ``group``'s next offsets, ``(topic, partition) -> offset``, in one batch.
+
+        What a consumer's ``commit`` writes, for a group whose members are
+        elsewhere (a Kafka client of ``logstore serve``). Durable when this returns.
+
+        Raises:
+            UnknownTopicError: a topic does not exist.
+            UnknownPartitionError: a partition is not one of its topic's.
+        """
+        checked: dict[tuple[str, int], int] = {}
+        for (topic, partition), offset in positions.items():
+            self.topic(topic).partition(partition)
+            if type(offset) is not int or offset < 0:
+                raise WrongTypeError(f"an offset must be an int >= 0, got {offset!r}")
+            checked[(topic, partition)] = offset
+        self._offsets.commit(group, checked)
+
     def committed_offsets(self) -> dict[tuple[str, str, int], int]:
         """Every group's committed offsets: ``(group, topic, partition) -> next offset``."""
         return self._offsets.groups()
