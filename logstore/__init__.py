@@ -44,8 +44,8 @@ from .model import (
     RetentionRule,
     SegmentInfo,
 )
-from .topic import Topic
 from .server import ServeUnavailableError, serve, serve_async
+from .topic import Topic
 
 # A library logs, the application decides where it goes (and Python's last-resort
 # stderr handler must not print recovery warnings into a program's output).

@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from . import common, compact, consume, inspect, produce, recover, verify
+from . import common, compact, consume, inspect, produce, recover, serve, verify
 
 
 class _LineHandler(logging.Handler):
@@ -78,6 +78,7 @@ cli.add_command(recover.recover)
 cli.add_command(compact.compact)
 cli.add_command(produce.produce)
 cli.add_command(consume.consume)
+cli.add_command(serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,7 +35,9 @@ def _server_class() -> type[Server]:
     return Server
 
 
-def serve(root: str | os.PathLike[str], *, listen: str = "127.0.0.1:9092", **options: Any) -> Server:
+def serve(
+    root: str | os.PathLike[str], *, listen: str = "127.0.0.1:9092", **options: Any
+) -> Server:
     """Serve the broker root ``root`` to Kafka clients from a thread of its own.
 
     Returns once the server listens (``server.address`` has the real port,

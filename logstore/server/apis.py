@@ -38,9 +38,7 @@ from .topics import handle_create_topics, handle_delete_topics, handle_metadata
 Handler = Callable[[ServerState, Header, Any], Awaitable["dict[str, Any] | None"]]
 
 
-async def handle_api_versions(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any]:
+async def handle_api_versions(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
     return api_versions_answer(ErrorCode.none)
 
 
@@ -105,7 +103,9 @@ async def dispatch(state: ServerState, header: Header, frame: bytes) -> bytes | 
     """
     api = APIS.get(header.api_key)
     key, version = header.api_key, header.api_version
-    if key == codec.API_VERSIONS_KEY and (api is None or not api.min_version <= version <= api.max_version):
+    if key == codec.API_VERSIONS_KEY and (
+        api is None or not api.min_version <= version <= api.max_version
+    ):
         # KIP-511: the v0 layout, which every client can read, lists what is supported.
         body = api_versions_answer(ErrorCode.unsupported_version)
         return codec.encode_response(key, 0, header.correlation_id, body)
@@ -114,7 +114,7 @@ async def dispatch(state: ServerState, header: Header, frame: bytes) -> bytes | 
             raise ProtocolError(f"API {key} v{version} is not one Kafka's schemas know")
         return codec.encode_response(key, version, header.correlation_id, _refusal(key, version))
     request = codec.decode_request(header, frame)
-    body = await api.handler(state, header, request)
-    if body is None:
+    answer = await api.handler(state, header, request)
+    if answer is None:
         return None
-    return codec.encode_response(key, version, header.correlation_id, body)
+    return codec.encode_response(key, version, header.correlation_id, answer)

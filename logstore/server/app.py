@@ -85,7 +85,7 @@ class Server:
         except BaseException:
             await asyncio.to_thread(broker.close)
             raise
-        host, port = self._server.sockets[0].getsockname()[:2]
+        port = self._server.sockets[0].getsockname()[1]
         self.address = (self._listen[0], port)
         advertised = self._advertise or (self._listen[0], port)
         self._loop = asyncio.get_running_loop()
@@ -188,7 +188,7 @@ class Server:
         self.close()
 
     def __repr__(self) -> str:
-        where = "%s:%d" % self.address if self.address else "not started"
+        where = f"{self.address[0]}:{self.address[1]}" if self.address else "not started"
         return f"<logstore.server.Server {self.root} {where}>"
 
 

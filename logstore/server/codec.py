@@ -100,9 +100,9 @@ def decode_header(frame: bytes) -> Header:
     api_key, version, correlation_id = _KEY_VERSION.unpack_from(frame)
     request = _payload_class(api_key, version, EntityType.request)
     flexible = bool(request is not None and request.__flexible__)
-    header_class = RequestHeaderV2 if flexible else RequestHeaderV1
+    header_class: type[Any] = RequestHeaderV2 if flexible else RequestHeaderV1
     try:
-        header, size = entity_reader(header_class)(frame, 0)  # type: ignore[arg-type]
+        header, size = entity_reader(header_class)(frame, 0)
     except Exception as exc:
         raise ProtocolError(f"unreadable request header: {exc}") from None
     return Header(api_key, version, correlation_id, header.client_id, size)
@@ -118,7 +118,7 @@ def decode_request(header: Header, frame: bytes) -> Any:
     if cls is None:
         raise ProtocolError(f"no schema for API {header.api_key} v{header.api_version}")
     try:
-        request, size = entity_reader(cls)(frame, header.body_offset)  # type: ignore[arg-type]
+        request, size = entity_reader(cls)(frame, header.body_offset)
     except Exception as exc:
         raise ProtocolError(
             f"unreadable {cls.__name__} v{header.api_version}: {type(exc).__name__}: {exc}"
@@ -131,9 +131,14 @@ def decode_request(header: Header, frame: bytes) -> Any:
     return request
 
 
-@functools.cache
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
 def _hints(cls: type[Any]) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def _entity_of(hint: Any) -> type[Any] | None:
@@ -186,10 +191,7 @@ def build(cls: type[Any], values: dict[str, Any]) -> Any:
     for field in dataclasses.fields(cls):
         if field.name in values:
             kwargs[field.name] = _convert(field, hints[field.name], values[field.name])
-        elif (
-            field.default is dataclasses.MISSING
-            and field.default_factory is dataclasses.MISSING
-        ):
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             kwargs[field.name] = _zero(field, hints[field.name])
     return cls(**kwargs)
 

@@ -28,8 +28,7 @@ async def handle_find_coordinator(
     if header.api_version < 4:
         keys = [request.key]
     coordinators = [
-        {"key": key, "node_id": NODE_ID, "host": state.host, "port": state.port}
-        for key in keys
+        {"key": key, "node_id": NODE_ID, "host": state.host, "port": state.port} for key in keys
     ]
     answer: dict[str, Any] = {"coordinators": coordinators}
     if header.api_version < 4:
@@ -78,12 +77,10 @@ async def handle_leave_group(state: ServerState, header: Header, request: Any) -
     return {"error_code": ErrorCode.none, "members": members}
 
 
-async def handle_offset_commit(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any]:
-    generation = getattr(request, "generation_id_or_member_epoch", None)
-    if generation is None:
-        generation = getattr(request, "generation_id", -1)
+async def handle_offset_commit(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
+    generation: int = getattr(
+        request, "generation_id_or_member_epoch", getattr(request, "generation_id", -1)
+    )
     error = state.groups.check_commit(request.group_id, request.member_id, generation)
     positions: dict[tuple[str, int], int] = {}
     known = set(state.broker.topics())
@@ -118,7 +115,9 @@ async def handle_offset_commit(
 
 def _fetch_group(state: ServerState, group: str, topics: Any) -> list[dict[str, Any]]:
     committed = {
-        (t, p): offset for (g, t, p), offset in state.broker.committed_offsets().items() if g == group
+        (t, p): offset
+        for (g, t, p), offset in state.broker.committed_offsets().items()
+        if g == group
     }
     if topics is None:
         wanted: dict[str, list[int]] = {}

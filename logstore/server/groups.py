@@ -100,7 +100,11 @@ class Groups:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         group = self.groups.setdefault(group_id, Group(group_id))
-        if group.protocol_type is not None and group.members and protocol_type != group.protocol_type:
+        if (
+            group.protocol_type is not None
+            and group.members
+            and protocol_type != group.protocol_type
+        ):
             future.set_result(_join_error(ErrorCode.inconsistent_group_protocol, member_id))
             return future
         if member_id and member_id not in group.members:

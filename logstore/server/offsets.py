@@ -59,7 +59,5 @@ def _list_all(state: ServerState, request: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def handle_list_offsets(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any]:
+async def handle_list_offsets(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
     return {"topics": await asyncio.to_thread(_list_all, state, request)}

@@ -90,9 +90,7 @@ def _append_all(state: ServerState, request: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def handle_produce(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any] | None:
+async def handle_produce(state: ServerState, header: Header, request: Any) -> dict[str, Any] | None:
     if getattr(request, "transactional_id", None) is not None:
         return {
             "responses": [

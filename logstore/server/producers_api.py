@@ -17,4 +17,8 @@ async def handle_init_producer_id(
             "producer_id": -1,
             "producer_epoch": -1,
         }
-    return {"error_code": ErrorCode.none, "producer_id": state.producers.new_id(), "producer_epoch": 0}
+    return {
+        "error_code": ErrorCode.none,
+        "producer_id": state.producers.new_id(),
+        "producer_epoch": 0,
+    }

@@ -120,9 +120,7 @@ def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, An
     return answer
 
 
-async def handle_create_topics(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any]:
+async def handle_create_topics(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
     validate_only = bool(getattr(request, "validate_only", False))
     topics = [
         await asyncio.to_thread(_create, state, topic, validate_only) for topic in request.topics
@@ -144,9 +142,7 @@ def _delete(state: ServerState, name: str | None) -> dict[str, Any]:
     return answer
 
 
-async def handle_delete_topics(
-    state: ServerState, header: Header, request: Any
-) -> dict[str, Any]:
+async def handle_delete_topics(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
     names = list(getattr(request, "topic_names", ()) or ())
     names += [t.name for t in getattr(request, "topics", ()) or ()]
     return {"responses": [await asyncio.to_thread(_delete, state, n) for n in names]}
