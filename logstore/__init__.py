@@ -46,6 +46,7 @@ from .model import (
     RetentionRule,
     SegmentInfo,
 )
+from .server import ServeUnavailableError, serve, serve_async
 from .topic import Topic
 
 # A library logs, the application decides where it goes (and Python's last-resort
@@ -91,6 +92,7 @@ __all__ = [
     "RetentionResult",
     "RetentionRule",
     "SegmentInfo",
+    "ServeUnavailableError",
     "Topic",
     "TopicExistsError",
     "UnknownPartitionError",
@@ -100,4 +102,6 @@ __all__ = [
     "__version__",
     "diagnostics",
     "mirror",
+    "serve",
+    "serve_async",
 ]

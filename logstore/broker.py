@@ -24,7 +24,7 @@ from ._dirkind import refuse_other_kind
 from ._fs import Closing, DirectoryLock, HandleCache, make_dirs
 from .checkpoints import partition_dir_name
 from .config import LogConfig
-from .consumer import Consumer, GroupCoordinator, OffsetStore, Start
+from .consumer import Consumer, GroupCoordinator, OffsetStore, Start, checked_position
 from .errors import (
     ConfigError,
     InvalidTopicName,
@@ -36,7 +36,7 @@ from .errors import (
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
 from .maintenance import Maintenance
-from .model import Header, Message
+from .model import Header, Message, OffsetAndMetadata
 from .partitioner import number
 from .topic import Topic, check_topic_name
 
@@ -419,6 +419,28 @@ class Broker(Closing):
             data_ready=self._data_ready,
             clock=self._clock,
         )
+
+    def commit_offsets(
+        self, group: str, positions: Mapping[tuple[str, int], int | OffsetAndMetadata]
+    ) -> None:
+        """Commit ``group``'s next offsets, ``(topic, partition) -> offset``, in one batch.
+
+        Each offset is an int or an ``OffsetAndMetadata`` (Kafka's commit metadata).
+
+        What a consumer's ``commit`` writes, for a group whose members are
+        elsewhere (a Kafka client of ``logstore serve``). Durable when this returns.
+
+        Raises:
+            UnknownTopicError: a topic does not exist.
+            UnknownPartitionError: a partition is not one of its topic's.
+            WrongTypeError: an offset is not an int >= 0, or metadata not a str.
+            ConfigError: metadata over 4096 bytes of UTF-8 (Kafka's ``offset.metadata.max.bytes``).
+        """
+        checked: dict[tuple[str, int], OffsetAndMetadata] = {}
+        for (topic, partition), given in positions.items():
+            self.topic(topic).partition(partition)
+            checked[(topic, partition)] = checked_position(topic, partition, given)
+        self._offsets.commit(group, checked)
 
     def committed_offsets(self) -> dict[tuple[str, str, int], int]:
         """Every group's committed offsets: ``(group, topic, partition) -> next offset``."""

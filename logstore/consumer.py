@@ -217,6 +217,24 @@ class GroupCoordinator:
             member._assign(plan[member.member_id])
 
 
+def checked_position(topic: str, partition: int, given: object) -> OffsetAndMetadata:
+    """A commit's next offset (an int or an ``OffsetAndMetadata``), checked as Kafka checks it.
+
+    Raises:
+        WrongTypeError: the offset is not an int >= 0, or the metadata not a str.
+        ConfigError: the metadata is over 4096 bytes of UTF-8 or not encodable.
+    """
+    position = given if isinstance(given, OffsetAndMetadata) else OffsetAndMetadata(given)  # type: ignore[arg-type]
+    offset, metadata = position
+    if type(offset) is not int or offset < 0:
+        raise WrongTypeError(f"offset must be an int >= 0, got {offset!r}")
+    problem = _offsets.metadata_error(metadata)
+    if problem is not None:
+        kind = WrongTypeError if not isinstance(metadata, str) else ConfigError
+        raise kind(f"the commit metadata of {topic}-{partition} {problem}")
+    return position
+
+
 class Consumer(Closing):
     """Reads records of its group's share of ``topics``; commits positions durably.
 
@@ -422,16 +440,7 @@ class Consumer(Closing):
                 return
             chosen: dict[TopicPartition, OffsetAndMetadata] = {}
             for (topic, partition), given in offsets.items():
-                position = (
-                    given if isinstance(given, OffsetAndMetadata) else OffsetAndMetadata(given)
-                )
-                offset, metadata = position
-                if type(offset) is not int or offset < 0:
-                    raise WrongTypeError(f"offset must be an int >= 0, got {offset!r}")
-                problem = _offsets.metadata_error(metadata)
-                if problem is not None:
-                    kind = WrongTypeError if not isinstance(metadata, str) else ConfigError
-                    raise kind(f"the commit metadata of {topic}-{partition} {problem}")
+                position = checked_position(topic, partition, given)
                 self._check_assigned(topic, partition)
                 chosen[(topic, partition)] = position
             self._store.commit(self.group, chosen)

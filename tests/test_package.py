@@ -80,7 +80,11 @@ def test_the_installed_metadata() -> None:
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Author"] == "logstore developers"
     # dev and bench are dependency groups, not extras
-    assert set(meta.get_all("Provides-Extra") or []) == {"lz4", "snappy", "kafka"}
+    assert set(meta.get_all("Provides-Extra") or []) == {"lz4", "snappy", "kafka", "serve"}
+    requires = meta.get_all("Requires-Dist") or []
+    assert [r for r in requires if "serve" in r] == [
+        'kio<0.7,>=0.6.5; python_version >= "3.11" and extra == "serve"'
+    ]
     urls = dict(entry.split(", ", 1) for entry in meta.get_all("Project-URL") or [])
     assert sorted(urls) == ["Documentation", "Homepage", "Issues", "Source"]
     assert "Typing :: Typed" in (meta.get_all("Classifier") or [])

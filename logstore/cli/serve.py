@@ -1,0 +1,52 @@
+"""``logstore serve``: a broker root served to Kafka clients until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+
+import logstore
+
+from . import common
+
+
+async def _run(root: str, listen: str, advertise: str | None) -> None:
+    server = await logstore.serve_async(root, listen=listen, advertise=advertise)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    assert server.address is not None
+    host, port = server.address
+    click.echo(f"listening on {host}:{port}", err=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.aclose()
+
+
+@click.command()
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option(
+    "--listen",
+    default="127.0.0.1:9092",
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen; port 0 takes a free one.",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    metavar="HOST:PORT",
+    help="The address clients are told to connect to (default: the listening one).",
+)
+@common.one_line_errors
+def serve(root: str, listen: str, advertise: str | None) -> None:
+    """Serve the broker root ROOT over Kafka's protocol to any Kafka client.
+
+    Prints `listening on HOST:PORT` on stderr once ready; SIGTERM or SIGINT
+    stops it, every log closed cleanly.
+    """
+    asyncio.run(_run(root, listen, advertise))

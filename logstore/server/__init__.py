@@ -1,0 +1,66 @@
+"""The Kafka-protocol server over a ``Broker`` root: ``logstore serve``.
+
+Needs the optional ``kio`` package (Kafka's protocol schemas): ``pip install
+'logstore[serve]'``. This module imports nothing of it until a server is
+made, so ``import logstore`` works without it and ``serve`` says what to
+install. The modules below it see logstore's public names only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LogStoreError
+
+if TYPE_CHECKING:
+    from .app import Server
+
+__all__ = ["ServeUnavailableError", "serve", "serve_async"]
+
+
+class ServeUnavailableError(LogStoreError, ImportError):
+    """The server's protocol library (``kio``) is not installed."""
+
+
+def _server_class() -> type[Server]:
+    if importlib.util.find_spec("kio") is None:
+        raise ServeUnavailableError(
+            "logstore serve needs the kio package (Kafka's protocol schemas, Python >= 3.11): "
+            "pip install 'logstore[serve]'"
+        )
+    from .app import Server
+
+    return Server
+
+
+def serve(
+    root: str | os.PathLike[str], *, listen: str = "127.0.0.1:9092", **options: Any
+) -> Server:
+    """Serve the broker root ``root`` to Kafka clients from a thread of its own.
+
+    Returns once the server listens (``server.address`` has the real port,
+    ``listen="127.0.0.1:0"`` takes a free one); ``server.close()`` or leaving
+    its ``with`` block stops it and closes every log cleanly. ``options``:
+    ``advertise`` (``HOST:PORT`` clients are told to connect to), ``config``
+    (the broker's default ``LogConfig``), ``max_request_bytes``,
+    ``auto_create_topics``.
+
+    Raises:
+        LogLockedError: another process serves or opened the root.
+        ServeUnavailableError: ``kio`` is not installed.
+        OSError: the address cannot be listened on.
+    """
+    server = _server_class()(root, listen=listen, **options)
+    server.start_in_thread()
+    return server
+
+
+async def serve_async(
+    root: str | os.PathLike[str], *, listen: str = "127.0.0.1:9092", **options: Any
+) -> Server:
+    """``serve`` on the running event loop: ``await server.aclose()`` (or ``async with``) ends it."""
+    server = _server_class()(root, listen=listen, **options)
+    await server.start()
+    return server

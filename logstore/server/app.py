@@ -1,0 +1,197 @@
+"""``Server``: a broker root served over Kafka's protocol, on an asyncio loop.
+
+Owns the listening socket, the connections' tasks, the order of starting
+(open the root, then listen: a root another process holds fails before any
+port is taken) and of stopping (stop accepting, end the connections, then
+close the broker so every log gets its clean-shutdown marker), and the
+thread a synchronous caller's server runs its loop in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from types import TracebackType
+
+from .. import Broker, LogConfig
+from .connection import serve_connection
+from .groups import Groups
+from .producers import Producers
+from .state import ServerState
+
+logger = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 100 << 20
+
+
+def parse_address(text: str, *, default_port: int = 9092) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) as a pair.
+
+    Raises:
+        ValueError: no host, or a port that is not in 0..65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port)
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port_text)
+
+
+class Server:
+    """A broker root served to Kafka clients.
+
+    ``await start()`` and ``await aclose()`` on a running loop; or, from
+    synchronous code, ``logstore.serve`` (a loop in a thread of its own) and
+    ``close()``; either way usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        listen: str = "127.0.0.1:9092",
+        advertise: str | None = None,
+        config: LogConfig | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        auto_create_topics: bool = False,
+    ) -> None:
+        self.root = os.fspath(root)
+        self._listen = parse_address(listen)
+        self._advertise = parse_address(advertise) if advertise else None
+        self._config = config
+        self._max_request_bytes = max_request_bytes
+        self._auto_create_topics = auto_create_topics
+        self._server: asyncio.Server | None = None
+        self._state: ServerState | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        #: Where the server listens, once started: ``(host, port)`` with the real port.
+        self.address: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------ on a running loop
+
+    async def start(self) -> None:
+        """Open the root (``LogLockedError`` if another process holds it), then listen."""
+        broker = await asyncio.to_thread(Broker.open, self.root, self._config)
+        try:
+            self._server = await asyncio.start_server(self._accept, *self._listen)
+        except BaseException:
+            await asyncio.to_thread(broker.close)
+            raise
+        port = self._server.sockets[0].getsockname()[1]
+        self.address = (self._listen[0], port)
+        advertised = self._advertise or (self._listen[0], port)
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        groups = Groups(broker)
+        self._state = ServerState(
+            broker=broker,
+            host=advertised[0],
+            port=advertised[1] or port,
+            cluster_id=_cluster_id(self.root),
+            groups=groups,
+            producers=Producers(),
+            auto_create_topics=self._auto_create_topics,
+        )
+        groups.start()
+        logger.info("%s served on %s:%d", self.root, *self.address)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self._state is not None
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await serve_connection(
+                self._state, reader, writer, max_request_bytes=self._max_request_bytes
+            )
+        finally:
+            self._connections.discard(task)
+
+    async def wait_closed(self) -> None:
+        """Return when the server was closed (by ``aclose`` from any task)."""
+        assert self._stopped is not None, "start() first"
+        await self._stopped.wait()
+
+    async def aclose(self) -> None:
+        """Stop accepting, end every connection, close the broker (clean markers); idempotent."""
+        if self._server is None or self._state is None:
+            return
+        server, state, self._server = self._server, self._state, None
+        server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=5)
+        state.groups.stop()
+        await asyncio.to_thread(state.broker.close)
+        assert self._stopped is not None
+        self._stopped.set()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------ in a thread of its own
+
+    def start_in_thread(self) -> None:
+        """Run the server's loop in a daemon thread; return once it listens (or raise why not)."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            try:
+                await self.start()
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                ready.set()
+            await self.wait_closed()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name=f"logstore-serve-{self.root}", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
+
+    def close(self) -> None:
+        """Stop a server started with ``start_in_thread``; idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+        thread.join()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f"{self.address[0]}:{self.address[1]}" if self.address else "not started"
+        return f"<logstore.server.Server {self.root} {where}>"
+
+
+def _cluster_id(root: str) -> str:
+    """A cluster id stable for one root path (clients compare it between connections)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "logstore:" + os.path.abspath(root)))

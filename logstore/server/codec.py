@@ -1,0 +1,247 @@
+"""The glue between Kafka's wire format and kio's generated schema classes.
+
+Owns: a request's header (its version follows the API's flexible versions),
+decoding a request body into kio's dataclass of that API and version, and
+encoding a response that a handler gave as plain dicts and lists into the
+dataclasses of the version asked for. Handlers speak one superset of every
+version's fields; ``build`` keeps what the version has and drops the rest, so
+no handler knows which field arrived in which version. Knows nothing of
+logstore's storage or of sockets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import functools
+import io
+import struct
+import typing
+import uuid
+from typing import Any
+
+from kio.index import load_payload_module
+from kio.schema.errors import ErrorCode
+from kio.schema.index import api_key_map
+from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
+from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
+from kio.serial import entity_reader, entity_writer
+from kio.static.constants import EntityType
+
+__all__ = [
+    "API_VERSIONS_KEY",
+    "ErrorCode",
+    "Header",
+    "ProtocolError",
+    "build",
+    "decode_header",
+    "decode_request",
+    "encode_response",
+    "known_api",
+    "known_version",
+]
+
+API_VERSIONS_KEY = 18
+_KEY_VERSION = struct.Struct(">hhi")
+_EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be understood: the connection it came on is closed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """What every request starts with, and where its body begins in the frame."""
+
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    body_offset: int
+
+
+def known_api(api_key: int) -> bool:
+    """Whether kio (that is, Kafka's schemas) knows this API key at all."""
+    return api_key in api_key_map
+
+
+@functools.cache
+def _module(api_key: int, version: int, kind: EntityType) -> Any:
+    return load_payload_module(api_key, version, kind)  # type: ignore[arg-type]
+
+
+@functools.cache
+def _payload_class(api_key: int, version: int, kind: EntityType) -> type[Any] | None:
+    """kio's request or response class of ``api_key`` at ``version``; ``None`` if unknown."""
+    try:
+        module = _module(api_key, version, kind)
+    except Exception:  # kio raises its own index errors and ImportErrors alike
+        return None
+    for value in vars(module).values():
+        if isinstance(value, type) and getattr(value, "__type__", None) is kind:
+            return value
+    return None
+
+
+def known_version(api_key: int, version: int) -> bool:
+    return _payload_class(api_key, version, EntityType.request) is not None
+
+
+def decode_header(frame: bytes) -> Header:
+    """Read the request header: v2 (tagged fields) for a flexible request, else v1.
+
+    Raises:
+        ProtocolError: the frame is too short or its header does not parse.
+    """
+    if len(frame) < _KEY_VERSION.size:
+        raise ProtocolError(f"a request of {len(frame)} bytes has no header")
+    api_key, version, correlation_id = _KEY_VERSION.unpack_from(frame)
+    request = _payload_class(api_key, version, EntityType.request)
+    flexible = bool(request is not None and request.__flexible__)
+    header_class: type[Any] = RequestHeaderV2 if flexible else RequestHeaderV1
+    try:
+        header, size = entity_reader(header_class)(frame, 0)
+    except Exception as exc:
+        raise ProtocolError(f"unreadable request header: {exc}") from None
+    return Header(api_key, version, correlation_id, header.client_id, size)
+
+
+def decode_request(header: Header, frame: bytes) -> Any:
+    """The request body as kio's dataclass of its API and version.
+
+    Raises:
+        ProtocolError: the body does not parse, or bytes are left over after it.
+    """
+    cls = _payload_class(header.api_key, header.api_version, EntityType.request)
+    if cls is None:
+        raise ProtocolError(f"no schema for API {header.api_key} v{header.api_version}")
+    try:
+        request, size = entity_reader(cls)(frame, header.body_offset)
+    except Exception as exc:
+        raise ProtocolError(
+            f"unreadable {cls.__name__} v{header.api_version}: {type(exc).__name__}: {exc}"
+        ) from None
+    if header.body_offset + size != len(frame):
+        raise ProtocolError(
+            f"{cls.__name__} v{header.api_version}: "
+            f"{len(frame) - header.body_offset - size} bytes after the body"
+        )
+    return request
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
+def _entity_of(hint: Any) -> type[Any] | None:
+    """The dataclass a field holds (alone, in a tuple, or optional), if any."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _entity_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _convert(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
+    kafka_type = field.metadata.get("kafka_type")
+    entity = _entity_of(hint)
+    if entity is not None and kafka_type is None:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return build(entity, value)
+        return tuple(v if dataclasses.is_dataclass(v) else build(entity, v) for v in value)
+    if value is None:
+        return None
+    if kafka_type in ("timedelta_i32", "timedelta_i64") and isinstance(value, int):
+        return datetime.timedelta(milliseconds=value)
+    if kafka_type == "datetime_i64" and isinstance(value, int):
+        return None if value < 0 else _EPOCH + datetime.timedelta(milliseconds=value)
+    if kafka_type == "error_code" and not isinstance(value, ErrorCode):
+        return ErrorCode(int(value))
+    if kafka_type == "uuid" and isinstance(value, bytes):
+        return uuid.UUID(bytes=value)
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, enum.Enum) and kafka_type != "error_code":
+        return value.value
+    return value
+
+
+def build(cls: type[Any], values: dict[str, Any]) -> Any:
+    """An instance of kio's ``cls`` from ``values``, keeping only the fields ``cls`` has.
+
+    Nested dicts and lists of dicts become the nested classes of the same
+    version; a field the handler did not give takes the schema's default, and
+    a required one without a value gets its type's zero (an empty tuple, 0,
+    an empty string), so one handler's answer fits every version.
+    """
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in values:
+            kwargs[field.name] = _convert(field, hints[field.name], values[field.name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            kwargs[field.name] = _zero(field, hints[field.name])
+    return cls(**kwargs)
+
+
+def _zero(field: dataclasses.Field[Any], hint: Any) -> Any:
+    kafka_type = field.metadata.get("kafka_type")
+    if kafka_type in ("timedelta_i32", "timedelta_i64"):
+        return datetime.timedelta(0)
+    if kafka_type == "error_code":
+        return ErrorCode.none
+    if kafka_type == "string":
+        return ""
+    if kafka_type == "bool":
+        return False
+    if kafka_type == "uuid":
+        return None
+    if kafka_type in ("records", "bytes"):
+        return b""
+    if kafka_type is None or typing.get_origin(hint) is tuple:
+        if _entity_of(hint) is not None and typing.get_origin(hint) is not tuple:
+            entity = _entity_of(hint)
+            assert entity is not None
+            return build(entity, {})
+        return ()
+    return 0
+
+
+def response_class(api_key: int, version: int) -> type[Any] | None:
+    return _payload_class(api_key, version, EntityType.response)
+
+
+def encode_response(
+    api_key: int, version: int, correlation_id: int, body: dict[str, Any] | Any
+) -> bytes:
+    """A whole response frame: size, header (v1 when flexible, v0 for ApiVersions), body.
+
+    ``body`` is a dict for ``build`` or an instance of kio's response class.
+    """
+    cls = response_class(api_key, version)
+    if cls is None:
+        raise ProtocolError(f"no response schema for API {api_key} v{version}")
+    message = body if isinstance(body, cls) else build(cls, body)
+    out = io.BytesIO()
+    out.write(b"\0\0\0\0")
+    out.write(struct.pack(">i", correlation_id))
+    # ApiVersions answers with header v0 whatever its version: a client that
+    # sent a version the broker does not know must still read the answer (KIP-511).
+    if cls.__flexible__ and api_key != API_VERSIONS_KEY:
+        out.write(b"\0")  # the header's tagged fields: none
+    entity_writer(cls)(out, message)
+    frame = out.getbuffer()
+    struct.pack_into(">i", frame, 0, len(frame) - 4)
+    return bytes(frame)
