@@ -446,6 +446,15 @@ class Broker(Closing):
         """Every group's committed offsets: ``(group, topic, partition) -> next offset``."""
         return self._offsets.groups()
 
+    def group_offsets(self, group: str) -> dict[tuple[str, int], OffsetAndMetadata]:
+        """One group's committed positions with the metadata its client committed.
+
+        ``(topic, partition) -> OffsetAndMetadata``; empty for a group that never
+        committed. What Kafka's OffsetFetch answers, metadata included, so a
+        server need not scan every group's offsets for one group.
+        """
+        return self._offsets.group(group)
+
     # ------------------------------------------------------------ maintenance
 
     def run_maintenance(self) -> None:

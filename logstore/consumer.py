@@ -139,6 +139,11 @@ class OffsetStore:
                 for entry in doomed:
                     del self._committed[entry]
 
+    def group(self, group: str) -> dict[TopicPartition, OffsetAndMetadata]:
+        """One group's committed positions with their metadata, ``(topic, partition) -> ...``."""
+        with self._lock:
+            return {(t, p): pos for (g, t, p), pos in self._committed.items() if g == group}
+
     def groups(self) -> dict[GroupPartition, int]:
         with self._lock:
             return {entry: position.offset for entry, position in self._committed.items()}

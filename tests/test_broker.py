@@ -168,3 +168,17 @@ def test_a_broker_default_level_does_not_break_the_offsets_topic(tmp_path) -> No
             assert [r.record.value for r in c.poll()] == [b"v"]
             c.commit()
             assert c.committed("t", 0) == 1
+
+
+def test_group_offsets_give_back_the_metadata_committed(tmp_path: Path, clock: FakeClock) -> None:
+    with open_broker(tmp_path / "root", clock) as broker:
+        broker.create_topic("t", 2)
+        broker.commit_offsets("g", {("t", 0): logstore.OffsetAndMetadata(5, "note"), ("t", 1): 7})
+        broker.commit_offsets("h", {("t", 0): 1})
+        assert broker.group_offsets("g") == {
+            ("t", 0): logstore.OffsetAndMetadata(5, "note"),
+            ("t", 1): logstore.OffsetAndMetadata(7, ""),
+        }
+        assert broker.group_offsets("none") == {}
+    with open_broker(tmp_path / "root", clock) as broker:
+        assert broker.group_offsets("g")[("t", 0)] == logstore.OffsetAndMetadata(5, "note")

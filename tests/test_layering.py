@@ -148,7 +148,7 @@ ALLOWED: dict[str, set[str]] = {
     "server.offsets": {"__init__", "server.codec", "server.state"},
     "server.topics": {"__init__", "server.codec", "server.state"},
     "server.groups": {"__init__", "server.codec"},
-    "server.groupapi": {"server.codec", "server.state"},
+    "server.groupapi": {"__init__", "server.codec", "server.state"},
     "server.apis": {
         "server.codec",
         "server.fetch",

@@ -11,6 +11,7 @@ import asyncio
 import datetime
 from typing import Any
 
+from .. import OffsetAndMetadata
 from .codec import ErrorCode, Header
 from .state import NODE_ID, ServerState
 
@@ -82,12 +83,23 @@ async def handle_offset_commit(state: ServerState, header: Header, request: Any)
         request, "generation_id_or_member_epoch", getattr(request, "generation_id", -1)
     )
     error = state.groups.check_commit(request.group_id, request.member_id, generation)
-    positions: dict[tuple[str, int], int] = {}
+    positions: dict[tuple[str, int], OffsetAndMetadata] = {}
+    refused: dict[tuple[str, int], ErrorCode] = {}
     known = set(state.broker.topics())
     for t in request.topics:
         for p in t.partitions:
-            if t.name in known and 0 <= p.partition_index < state.broker.topic(t.name).partitions:
-                positions[(t.name, p.partition_index)] = p.committed_offset
+            where = (t.name, p.partition_index)
+            if t.name not in known or not (
+                0 <= p.partition_index < state.broker.topic(t.name).partitions
+            ):
+                refused[where] = ErrorCode.unknown_topic_or_partition
+                continue
+            # Nullable in the schema; Kafka keeps a null as "".
+            metadata = p.committed_metadata or ""
+            if len(metadata.encode()) > _MAX_METADATA:
+                refused[where] = ErrorCode.offset_metadata_too_large
+                continue
+            positions[where] = OffsetAndMetadata(p.committed_offset, metadata)
     if error is None and positions:
         await asyncio.to_thread(state.broker.commit_offsets, request.group_id, positions)
     return {
@@ -99,11 +111,7 @@ async def handle_offset_commit(state: ServerState, header: Header, request: Any)
                         "partition_index": p.partition_index,
                         "error_code": error
                         if error is not None
-                        else (
-                            ErrorCode.none
-                            if (t.name, p.partition_index) in positions
-                            else ErrorCode.unknown_topic_or_partition
-                        ),
+                        else refused.get((t.name, p.partition_index), ErrorCode.none),
                     }
                     for p in t.partitions
                 ],
@@ -113,12 +121,15 @@ async def handle_offset_commit(state: ServerState, header: Header, request: Any)
     }
 
 
+# Kafka's offset.metadata.max.bytes (the broker's commit_offsets refuses more).
+_MAX_METADATA = 4096
+
+# What OffsetFetch answers for a partition the group never committed (Kafka's -1 and "").
+_NONE = OffsetAndMetadata(-1, "")
+
+
 def _fetch_group(state: ServerState, group: str, topics: Any) -> list[dict[str, Any]]:
-    committed = {
-        (t, p): offset
-        for (g, t, p), offset in state.broker.committed_offsets().items()
-        if g == group
-    }
+    committed = state.broker.group_offsets(group)
     if topics is None:
         wanted: dict[str, list[int]] = {}
         for t, p in sorted(committed):
@@ -131,9 +142,9 @@ def _fetch_group(state: ServerState, group: str, topics: Any) -> list[dict[str, 
             "partitions": [
                 {
                     "partition_index": p,
-                    "committed_offset": committed.get((name, p), -1),
+                    "committed_offset": committed.get((name, p), _NONE).offset,
                     "committed_leader_epoch": -1,
-                    "metadata": "",
+                    "metadata": committed.get((name, p), _NONE).metadata,
                     "error_code": ErrorCode.none,
                 }
                 for p in partitions
