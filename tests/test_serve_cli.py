@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("kio")
 ck = pytest.importorskip("confluent_kafka")
+import confluent_kafka.admin  # noqa: E402, F401  (ck.admin exists only once imported)
 
 
 def _start(root) -> tuple[subprocess.Popen, str]:
@@ -59,3 +60,17 @@ def test_serve_prints_one_line_serves_and_stops_cleanly_on_sigterm(tmp_path) -> 
 
     with logstore.Broker.open(tmp_path) as broker:
         assert [r.value for r in broker.topic("t").partition(1).read(0)] == [b"v"]
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "example.org:9092"])
+def test_a_non_loopback_address_needs_insecure(tmp_path, listen: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "logstore", "serve", str(tmp_path), "--listen", listen],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert f"--listen {listen} is not a loopback address" in done.stderr
+    assert "pass --insecure to allow it" in done.stderr

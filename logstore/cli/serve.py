@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 
 import click
@@ -42,11 +43,32 @@ async def _run(root: str, listen: str, advertise: str | None) -> None:
     metavar="HOST:PORT",
     help="The address clients are told to connect to (default: the listening one).",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --listen address without TLS or SASL (clients unauthenticated).",
+)
 @common.one_line_errors
-def serve(root: str, listen: str, advertise: str | None) -> None:
+def serve(root: str, listen: str, advertise: str | None, insecure: bool) -> None:
     """Serve the broker root ROOT over Kafka's protocol to any Kafka client.
 
     Prints `listening on HOST:PORT` on stderr once ready; SIGTERM or SIGINT
     stops it, every log closed cleanly.
     """
+    host = listen.rpartition(":")[0].strip("[]") if ":" in listen else listen
+    if not insecure and not _loopback(host):
+        raise click.UsageError(
+            f"--listen {listen} is not a loopback address: without TLS or SASL "
+            "anyone who reaches it can read and write every topic; pass --insecure to allow it"
+        )
     asyncio.run(_run(root, listen, advertise))
+
+
+def _loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name counts only if it is localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -17,7 +17,7 @@ import uuid
 from types import TracebackType
 
 from .. import Broker, LogConfig
-from .connection import serve_connection
+from .connection import Connection, serve_connection
 from .groups import Groups
 from .producers import Producers
 from .state import ServerState
@@ -25,6 +25,9 @@ from .state import ServerState
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 100 << 20
+MAX_BUFFERED_BYTES = 1 << 20
+MAX_CONNECTIONS = 1000
+SHUTDOWN_GRACE_S = 10.0
 
 
 def parse_address(text: str, *, default_port: int = 9092) -> tuple[str, int]:
@@ -59,6 +62,9 @@ class Server:
         config: LogConfig | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         auto_create_topics: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
     ) -> None:
         self.root = os.fspath(root)
         self._listen = parse_address(listen)
@@ -66,9 +72,12 @@ class Server:
         self._config = config
         self._max_request_bytes = max_request_bytes
         self._auto_create_topics = auto_create_topics
+        self._max_connections = max_connections
+        self._max_buffered_bytes = max_buffered_bytes
+        self._shutdown_grace_s = shutdown_grace_s
         self._server: asyncio.Server | None = None
         self._state: ServerState | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], Connection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
@@ -107,13 +116,28 @@ class Server:
         assert self._state is not None
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        if len(self._connections) >= self._max_connections:
+            # Kafka's protocol has no "too many connections" answer: close, and say so here.
+            logger.warning(
+                "%s: %d connections open (max_connections): connection refused",
+                writer.get_extra_info("peername"),
+                len(self._connections),
+            )
+            writer.close()
+            return
+        conn = Connection()
+        self._connections[task] = conn
         try:
             await serve_connection(
-                self._state, reader, writer, max_request_bytes=self._max_request_bytes
+                self._state,
+                reader,
+                writer,
+                max_request_bytes=self._max_request_bytes,
+                max_buffered_bytes=self._max_buffered_bytes,
+                connection=conn,
             )
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
     async def wait_closed(self) -> None:
         """Return when the server was closed (by ``aclose`` from any task)."""
@@ -126,10 +150,18 @@ class Server:
             return
         server, state, self._server = self._server, self._state, None
         server.close()
+        # Idle connections end now; a request being served is answered first
+        # (within the grace, after which its connection is cut too).
+        for task, conn in list(self._connections.items()):
+            conn.stopping = True
+            if not conn.busy:
+                task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=self._shutdown_grace_s)
         for task in list(self._connections):
             task.cancel()
         if self._connections:
-            await asyncio.wait(list(self._connections), timeout=5)
+            await asyncio.wait(list(self._connections), timeout=1)
         state.groups.stop()
         await asyncio.to_thread(state.broker.close)
         assert self._stopped is not None

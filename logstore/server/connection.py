@@ -5,6 +5,14 @@ a request's size, and what a bad frame does: a log line naming the peer and
 the reason, then this connection closed; no other client and no stored data
 is touched. Requests of one connection are answered one after the other, as
 Kafka's protocol requires answers in request order.
+
+Owns as well the bound on what one connection makes the server buffer: the
+next request is not read while the answers not yet taken by the client
+exceed ``max_buffered_bytes`` (the transport's high-water mark, waited out
+with ``drain``), so a client that sends and never reads holds at most that
+plus one answer, and the kernel's socket buffers push back on it. And the
+order of a shutdown: a request being served when the server stops is
+answered first; an idle connection is closed at once.
 """
 
 from __future__ import annotations
@@ -21,16 +29,37 @@ logger = logging.getLogger(__name__)
 _SIZE = struct.Struct(">i")
 
 
+class Connection:
+    """Whether a connection is serving a request, so a shutdown knows whom to wait for."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.stopping = False
+        self._transport: asyncio.BaseTransport | None = None
+
+    def buffered(self) -> int:
+        """Bytes of answers not yet taken by the client (what this connection costs in memory)."""
+        transport = self._transport
+        if isinstance(transport, asyncio.WriteTransport):
+            return transport.get_write_buffer_size()
+        return 0
+
+
 async def serve_connection(
     state: ServerState,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     *,
     max_request_bytes: int,
+    max_buffered_bytes: int = 1 << 20,
+    connection: Connection | None = None,
 ) -> None:
     peer = writer.get_extra_info("peername")
+    conn = connection or Connection()
+    conn._transport = writer.transport
+    writer.transport.set_write_buffer_limits(high=max_buffered_bytes)
     try:
-        while True:
+        while not conn.stopping:
             try:
                 prefix = await reader.readexactly(_SIZE.size)
             except asyncio.IncompleteReadError as exc:
@@ -51,6 +80,7 @@ async def serve_connection(
             except asyncio.IncompleteReadError:
                 logger.info("%s: closed inside a frame of %d bytes", peer, size)
                 return
+            conn.busy = True
             try:
                 header = codec.decode_header(frame)
                 answer = await apis.dispatch(state, header, frame)
@@ -59,7 +89,9 @@ async def serve_connection(
                 return
             if answer is not None:
                 writer.write(answer)
+                # Not one more request read while the client leaves this much unread.
                 await writer.drain()
+            conn.busy = False
     except (ConnectionError, asyncio.CancelledError):
         return
     except Exception:  # a bug must cost this connection only, with its reason in the log
