@@ -45,7 +45,10 @@ def serve(
     its ``with`` block stops it and closes every log cleanly. ``options``:
     ``advertise`` (``HOST:PORT`` clients are told to connect to), ``config``
     (the broker's default ``LogConfig``), ``max_request_bytes``,
-    ``auto_create_topics``, ``max_connections`` (more are closed at once,
+    ``auto_create_topics`` (a Metadata or Produce request creates an unknown
+    topic, off by default as in Kafka 4), ``default_partitions`` (its
+    partitions, and those of a CreateTopics without a count; default 1),
+    ``max_connections`` (more are closed at once,
     default 1000), ``max_buffered_bytes`` (a connection's unsent answers
     above which its next request is not read, default 1 MiB),
     ``shutdown_grace_s`` (how long a stop waits for requests being served

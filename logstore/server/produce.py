@@ -25,6 +25,7 @@ from .. import (
 from .codec import ErrorCode, Header
 from .producers import Producers, identities
 from .state import ServerState
+from .topics import ensure_topic
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ async def handle_produce(state: ServerState, header: Header, request: Any) -> di
                 for t in request.topic_data
             ]
         }
+    for topic in request.topic_data:
+        await ensure_topic(state, topic.name)  # auto_create_topics
     responses = await asyncio.to_thread(_append_all, state, request)
     state.wake_fetches()
     if request.acks == 0:
