@@ -408,3 +408,23 @@ def test_unknown_topics_stay_unknown_by_default(served) -> None:  # type: ignore
         ("auto.create.topics.enable", "false", True),
         ("num.partitions", "1", True),
     ]
+
+
+def test_create_topics_answers_with_the_new_topics_configs(served) -> None:  # type: ignore[no-untyped-def]
+    """Java's admin client reads CreateTopics' ``configs`` (null made kafka-topics fail)."""
+    server, _, _ = served
+    topic = {
+        "name": "created",
+        "num_partitions": 1,
+        "replication_factor": -1,
+        "assignments": [],
+        "configs": [{"name": "segment.ms", "value": "60000"}],
+    }
+    body = {"topics": [topic], "timeout": 5000, "validate_only": False}
+    (created,) = _call(server.address, 19, 7, body).topics
+    assert created.error_code == codec.ErrorCode.none
+    configs = {c.name: (c.value, c.config_source, c.read_only) for c in created.configs}
+    assert configs == {n: v for n, v in DESCRIBED.items() if n != "retention.bytes"} | {
+        "retention.bytes": ("-1", 5, False),
+        "segment.ms": ("60000", 1, False),
+    }

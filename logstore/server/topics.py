@@ -123,7 +123,8 @@ def _overrides(requested: Any, defaults: LogConfig) -> dict[str, Any]:
 
 
 def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, Any]:
-    answer: dict[str, Any] = {"name": topic.name, "topic_id": None, "configs": None}
+    # configs: never null, Java's admin client reads it (an empty list on an error)
+    answer: dict[str, Any] = {"name": topic.name, "topic_id": None, "configs": []}
     partitions = topic.num_partitions if topic.num_partitions > 0 else state.default_partitions
     answer["num_partitions"] = partitions
     answer["replication_factor"] = 1
@@ -133,12 +134,23 @@ def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, An
         return answer
     try:
         overrides = _overrides(topic.configs, state.broker.default_config)
+        defaults = state.broker.default_config
         if validate_only:
-            dataclasses.replace(state.broker.default_config, **overrides)
+            config = dataclasses.replace(defaults, **overrides)
             if topic.name in state.broker.topics(include_internal=True):
                 raise TopicExistsError(f"topic {topic.name} already exists")
         else:
-            state.broker.create_topic(topic.name, partitions, overrides)
+            config = state.broker.create_topic(topic.name, partitions, overrides).config
+        answer["configs"] = [
+            {
+                "name": setting.name,
+                "value": setting.show(config),
+                "read_only": setting.read_only,
+                "config_source": int(configs.source_of(setting, config, overrides, defaults)),
+                "is_sensitive": False,
+            }
+            for setting in configs.SETTINGS.values()
+        ]
     except TopicExistsError as exc:
         answer.update(error_code=ErrorCode.topic_already_exists, error_message=str(exc))
     except InvalidTopicName as exc:
