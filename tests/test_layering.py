@@ -138,7 +138,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     # The Kafka-protocol server: logstore's public names only (and errors, for the
     # one error its package defines before kio is imported).
-    "server": {"errors", "server.app"},
+    "server": {"errors", "server.app", "server.settings"},
+    "server.settings": {"__init__"},
     "server.codec": set(),
     "server.state": {"__init__", "server.groups", "server.producers"},
     "server.producers": set(),

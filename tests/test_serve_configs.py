@@ -428,3 +428,144 @@ def test_create_topics_answers_with_the_new_topics_configs(served) -> None:  # t
         "retention.bytes": ("-1", 5, False),
         "segment.ms": ("60000", 1, False),
     }
+
+
+# ------------------------------------------------------------ the settings file
+
+SETTINGS_FILE = """
+listen = "127.0.0.1:1"          # overridden by --listen on the command line
+auto_create_topics = true
+default_partitions = 2
+max_connections = 50
+shutdown_grace_s = 2            # an int where a float is expected: fine
+
+[topic_defaults]
+retention_ms = 1234
+fsync = "never"
+"""
+
+
+def test_a_settings_file_gives_server_options_and_topic_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(SETTINGS_FILE)
+    assert logstore.load_serve_settings(path) == {
+        "listen": "127.0.0.1:1",
+        "auto_create_topics": True,
+        "default_partitions": 2,
+        "max_connections": 50,
+        "shutdown_grace_s": 2,
+        "config": logstore.LogConfig(retention_ms=1234, fsync="never"),
+    }
+
+
+class _LaterServer:
+    """A server class with an option added later: the file can set it, unchanged loader."""
+
+    def __init__(
+        self, root: str, *, listen: str = "", tls_cert: str | None = None, tls_verify: bool = False
+    ) -> None:
+        pass
+
+
+def test_a_server_option_added_later_is_known_by_introspection(tmp_path: Path) -> None:
+    from logstore.server import settings
+
+    path = tmp_path / "s.toml"
+    path.write_text('tls_cert = "/etc/cert.pem"\ntls_verify = true\n')
+    assert settings.load(path, _LaterServer) == {"tls_cert": "/etc/cert.pem", "tls_verify": True}
+    path.write_text("tls_verify = 1\n")
+    with pytest.raises(logstore.ConfigError) as caught:
+        settings.load(path, _LaterServer)
+    assert str(caught.value) == f"{path}: tls_verify must be bool, not 1 (int)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('lisen = "x"\n', "unknown key 'lisen' (known: ["),
+        ("max_connections = true\n", "max_connections must be int, not True (bool)"),
+        ('default_partitions = "3"\n', "default_partitions must be int, not '3' (str)"),
+        ("listen = [\n", "not valid TOML: "),
+        ("topic_defaults = 3\n", "topic_defaults must be a table ([topic_defaults])"),
+        (
+            "[topic_defaults]\nretention_hours = 1\n",
+            "[topic_defaults] unknown key 'retention_hours'",
+        ),
+        (
+            "[topic_defaults]\nsegment_bytes = 10\n",
+            "[topic_defaults] segment_bytes must be an integer >= 64, got 10",
+        ),
+    ],
+)
+def test_a_bad_settings_file_is_one_line_naming_file_and_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(logstore.ConfigError) as caught:
+        logstore.load_serve_settings(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    if message.startswith("unknown key 'lisen'"):  # the CLI: one line, exit 2 (once is enough)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "logstore",
+                "serve",
+                str(tmp_path / "root"),
+                "--config",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert done.stderr == f"logstore: {caught.value}\n"
+        assert not (tmp_path / "root").exists()
+
+
+def test_serve_with_a_settings_file_and_a_flag_over_it(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "serve.toml"
+    path.write_text(SETTINGS_FILE)
+    root = tmp_path / "root"
+    argv = [sys.executable, "-m", "logstore", "serve", str(root), "--config", str(path)]
+    proc = subprocess.Popen([*argv, "--listen", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", line)
+        assert match, line
+        address = ("127.0.0.1", int(match.group(1)))
+        assert _produce(address, "auto") == (codec.ErrorCode.none, 0)
+        keys = [
+            "log.retention.ms",
+            "log.flush.interval.ms",
+            "num.partitions",
+            "auto.create.topics.enable",
+        ]
+        body = {
+            "resources": [{"resource_type": 4, "resource_name": "0", "configuration_keys": keys}]
+        }
+        (broker,) = _call(address, 32, 4, body).results
+        assert [(c.name, c.value, c.config_source) for c in broker.configs] == [
+            ("auto.create.topics.enable", "true", 4),
+            ("log.flush.interval.ms", LONG_MAX, 4),
+            ("log.retention.ms", "1234", 4),
+            ("num.partitions", "2", 4),
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    with logstore.Broker.open(root, maintenance_interval_ms=None) as opened:
+        assert opened.topic("auto").partitions == 2

@@ -17,7 +17,7 @@ from ..errors import LogStoreError
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["ServeUnavailableError", "serve", "serve_async"]
+__all__ = ["ServeUnavailableError", "load_serve_settings", "serve", "serve_async"]
 
 
 class ServeUnavailableError(LogStoreError, ImportError):
@@ -71,3 +71,23 @@ async def serve_async(
     server = _server_class()(root, listen=listen, **options)
     await server.start()
     return server
+
+
+def load_serve_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The options a server settings file (TOML) gives, for ``serve(root, **options)``.
+
+    Top-level keys are ``serve``'s options (``listen``, ``advertise``,
+    ``auto_create_topics``, ``default_partitions``, ``max_request_bytes``,
+    ``max_connections``, ``max_buffered_bytes``, ``shutdown_grace_s``, and any
+    the server takes besides); the ``[topic_defaults]`` table holds
+    ``LogConfig`` fields and becomes ``config``, the broker's defaults.
+
+    Raises:
+        ConfigError: not TOML, an unknown key, or a value of the wrong kind;
+            the message names the file and the key.
+        OSError: the file cannot be read.
+        ServeUnavailableError: ``kio`` is not installed.
+    """
+    from .settings import load
+
+    return load(path, _server_class())
