@@ -569,3 +569,54 @@ def test_serve_with_a_settings_file_and_a_flag_over_it(tmp_path: Path) -> None:
     assert proc.returncode == 0
     with logstore.Broker.open(root, maintenance_interval_ms=None) as opened:
         assert opened.topic("auto").partitions == 2
+
+
+def test_alterations_while_a_producer_sends_lose_nothing(served) -> None:  # type: ignore[no-untyped-def]
+    """Each alteration reopens the partitions under a producer sending with acks=all:
+    every record is acknowledged once, at contiguous offsets, and stored."""
+    import threading
+
+    server, admin, root = served
+    producer = ck.Producer(
+        {
+            "bootstrap.servers": "{}:{}".format(*server.address),
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 1,
+        }
+    )
+    reports: list[Any] = []
+    done = threading.Event()
+
+    def alter() -> None:
+        size = 1 << 20
+        while not done.is_set():
+            size = (1 << 21) if size == (1 << 20) else (1 << 20)
+            _alter(admin, "t", ("segment.bytes", str(size), SET))
+
+    altering = threading.Thread(target=alter)
+    altering.start()
+    try:
+        for i in range(3000):
+            producer.produce(
+                "t",
+                b"v%d" % i,
+                partition=i % 2,
+                on_delivery=lambda err, msg: reports.append(
+                    (err, msg.partition(), msg.offset(), msg.value())
+                ),
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0
+    finally:
+        done.set()
+        altering.join()
+    assert [r for r in reports if r[0] is not None] == []
+    for p in (0, 1):
+        mine = sorted((offset, value) for _, part, offset, value in reports if part == p)
+        assert mine == [(n, b"v%d" % (2 * n + p)) for n in range(1500)]
+    server.close()
+    with logstore.Broker.open(root, DEFAULTS, maintenance_interval_ms=None) as broker:
+        assert [r.value for r in broker.topic("t").partition(1).read(0, max_records=2000)] == [
+            b"v%d" % (2 * n + 1) for n in range(1500)
+        ]

@@ -17,6 +17,7 @@ from typing import Any
 from .. import (
     CorruptLogError,
     InvalidRecordError,
+    LogClosedError,
     LogStoreError,
     RecordTooLarge,
     UnknownPartitionError,
@@ -39,6 +40,8 @@ def _error_of(exc: Exception) -> ErrorCode:
         return ErrorCode.corrupt_message
     if isinstance(exc, InvalidRecordError):
         return ErrorCode.invalid_record
+    if isinstance(exc, LogClosedError):  # reopened by alter_topic, or closing: retry elsewhere
+        return ErrorCode.not_leader_or_follower
     return ErrorCode.unknown_server_error
 
 
