@@ -194,6 +194,7 @@ ALLOWED: dict[str, set[str]] = {
         "cli.consume",
         "cli.mirror",
         "cli.serve",
+        "cli.config",
     },
     "cli.common": {"__init__"},
     "cli.inspect": {"__init__", "cli.common"},
@@ -205,6 +206,7 @@ ALLOWED: dict[str, set[str]] = {
     "cli.consume": {"__init__", "cli.common"},
     "cli.mirror": {"__init__", "cli.common"},
     "cli.serve": {"__init__", "cli.common"},
+    "cli.config": {"__init__", "cli.common"},
     "__main__": {"cli"},
 }
 

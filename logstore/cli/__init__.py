@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from . import common, compact, consume, inspect, mirror, produce, recover, serve, verify
+from . import common, compact, config, consume, inspect, mirror, produce, recover, serve, verify
 
 
 class _LineHandler(logging.Handler):
@@ -80,6 +80,7 @@ cli.add_command(produce.produce)
 cli.add_command(consume.consume)
 cli.add_command(mirror.mirror)
 cli.add_command(serve.serve)
+cli.add_command(config.config)
 
 
 def main(argv: list[str] | None = None) -> None:
