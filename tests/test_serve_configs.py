@@ -184,6 +184,14 @@ def test_flush_settings_are_the_fsync_policy(served) -> None:  # type: ignore[no
     server, admin, root = served
     _alter(admin, "t", ("flush.messages", "1", SET))
     assert _describe(admin, ResourceType.TOPIC, "t")["flush.ms"].value == "0"
+    _alter(admin, "t", ("flush.messages", LONG_MAX, SET), ("flush.ms", LONG_MAX, SET))
+    described = _describe(admin, ResourceType.TOPIC, "t")  # fsync="never", the topic's own
+    assert [
+        (described[n].value, int(described[n].source)) for n in ("flush.messages", "flush.ms")
+    ] == [
+        (LONG_MAX, 1),
+        (LONG_MAX, 1),
+    ]
     _alter(admin, "t", ("flush.messages", "100", SET), ("flush.ms", "250", SET))
     server.close()
     with logstore.Broker.open(root, DEFAULTS, maintenance_interval_ms=None) as broker:
