@@ -654,6 +654,20 @@ def test_v0_handshake_then_raw_plain_token(tmp_path: Path, users_file: str) -> N
             # A second handshake after authentication: ILLEGAL_SASL_STATE, the connection stays.
             sock.sendall(_request(17, 1, 3, _string("PLAIN")))
             assert _answer(sock)[:2] == struct.pack(">h", 34)
+        # SaslAuthenticate v0 with a wrong password: SASL_AUTHENTICATION_FAILED (58) and
+        # the reason, after Kafka's 100 ms delay for a failed authentication; then closed.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(_request(17, 1, 1, _string("PLAIN")))
+            assert _answer(sock)[:2] == struct.pack(">h", 0)
+            token = b"\0alice\0wrong"
+            started = time.monotonic()
+            sock.sendall(_request(36, 0, 2, struct.pack(">i", len(token)) + token))
+            message = (
+                "Authentication failed with SASL mechanism PLAIN: invalid user name or password"
+            )
+            assert _answer(sock) == struct.pack(">h", 58) + _string(message) + bytes(4)
+            assert time.monotonic() - started >= 0.1
+            assert _closed(sock)
 
 
 def test_sasl_requests_on_a_listener_without_sasl(tmp_path: Path) -> None:
@@ -763,7 +777,11 @@ def test_cli_secured_listener_needs_no_insecure(
             1,
             "TLS certificate {ca} with key {client_key}: cannot be used: key values mismatch",
         ),
-        (["--tls-key", "{client_key}"], 1, "tls_key and tls_client_ca need tls_cert"),
+        (
+            ["--tls-key", "{client_key}"],
+            1,
+            "a TLS key or client CA needs a TLS certificate (tls_cert, --tls-cert)",
+        ),
         (
             ["--sasl-users", "{bad_users}"],
             1,

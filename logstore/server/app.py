@@ -89,7 +89,9 @@ class Server:
         self._shutdown_grace_s = shutdown_grace_s
         # Security settings are checked here, before the root is opened or a port taken.
         if (tls_key is not None or tls_client_ca is not None) and tls_cert is None:
-            raise ValueError("tls_key and tls_client_ca need tls_cert")
+            raise ValueError(
+                "a TLS key or client CA needs a TLS certificate (tls_cert, --tls-cert)"
+            )
         self._tls: ssl.SSLContext | None = (
             server_context(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
         )

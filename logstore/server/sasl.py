@@ -13,6 +13,7 @@ them, not their cryptography.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import struct
@@ -41,6 +42,8 @@ SASL_AUTHENTICATE_KEY = 36
 PLAIN = "PLAIN"
 SCRAM_SHA_256 = "SCRAM-SHA-256"
 MECHANISMS = (PLAIN, SCRAM_SHA_256)
+#: How long a failed authentication waits before its answer (Kafka's default: 100 ms).
+FAILED_AUTHENTICATION_DELAY_S = 0.1
 
 Dispatch = Callable[[ServerState, Header, bytes], Awaitable["bytes | None"]]
 Exchange = PlainExchange | ScramExchange
@@ -93,7 +96,7 @@ class SaslSession:
             ProtocolError: the frame cannot be parsed.
         """
         if self._raw_tokens:
-            return self._raw_token(frame)
+            return await self._raw_token(frame)
         header = codec.decode_header(frame)
         key = header.api_key
         if key == codec.API_VERSIONS_KEY:
@@ -111,7 +114,7 @@ class SaslSession:
         if key == SASL_HANDSHAKE_KEY:
             body, close = self._handshake(header, request)
         else:
-            body, close = self._authenticate(request)
+            body, close = await self._authenticate(request)
         return codec.encode_response(key, header.api_version, header.correlation_id, body), close
 
     def _handshake(self, header: Header, request: Any) -> tuple[dict[str, Any], bool]:
@@ -133,7 +136,7 @@ class SaslSession:
         self._raw_tokens = header.api_version == 0
         return {"error_code": ErrorCode.none, "mechanisms": enabled}, False
 
-    def _authenticate(self, request: Any) -> tuple[dict[str, Any], bool]:
+    async def _authenticate(self, request: Any) -> tuple[dict[str, Any], bool]:
         if self._exchange is None:
             logger.warning(
                 "%s: SaslAuthenticate before SaslHandshake: connection closed", self._peer
@@ -143,7 +146,7 @@ class SaslSession:
                 "error_message": "SaslAuthenticate before SaslHandshake",
             }, True
         try:
-            token = self._step(request.auth_bytes)
+            token = await self._step(request.auth_bytes)
         except AuthenticationFailed as exc:
             message = f"Authentication failed with SASL mechanism {self._mechanism}: {exc}"
             return {
@@ -152,21 +155,26 @@ class SaslSession:
             }, True
         return {"error_code": ErrorCode.none, "error_message": None, "auth_bytes": token}, False
 
-    def _raw_token(self, frame: bytes) -> tuple[bytes | None, bool]:
+    async def _raw_token(self, frame: bytes) -> tuple[bytes | None, bool]:
         """A v0 handshake's token: answered as a bare size-prefixed token; a failure closes."""
         try:
-            token = self._step(frame)
+            token = await self._step(frame)
         except AuthenticationFailed:
             return None, True
         if self.authenticated:
             self._raw_tokens = False
         return struct.pack(">i", len(token)) + token, False
 
-    def _step(self, token: bytes) -> bytes:
+    async def _step(self, token: bytes) -> bytes:
+        """One step of the exchange, off the event loop (PLAIN runs PBKDF2: milliseconds).
+
+        A failure is answered only after ``FAILED_AUTHENTICATION_DELAY_S``, as Kafka's
+        ``connection.failed.authentication.delay.ms`` does, to slow down guessing.
+        """
         exchange = self._exchange
         assert exchange is not None
         try:
-            answer = exchange.step(token)
+            answer = await asyncio.to_thread(exchange.step, token)
         except AuthenticationFailed as exc:
             logger.warning(
                 "%s: SASL %s authentication failed: %s: connection closed",
@@ -174,6 +182,7 @@ class SaslSession:
                 self._mechanism,
                 exc,
             )
+            await asyncio.sleep(FAILED_AUTHENTICATION_DELAY_S)
             raise
         if exchange.done:
             self.authenticated, self.user = True, exchange.user
