@@ -628,3 +628,19 @@ def test_alterations_while_a_producer_sends_lose_nothing(served) -> None:  # typ
         assert [r.value for r in broker.topic("t").partition(1).read(0, max_records=2000)] == [
             b"v%d" % (2 * n + 1) for n in range(1500)
         ]
+
+
+def test_the_security_options_come_from_the_file_too(tmp_path: Path) -> None:
+    """The TLS and SASL options of the server, unknown to the loader, are found in its signature."""
+    path = tmp_path / "secure.toml"
+    path.write_text(
+        'tls_cert = "server.pem"\ntls_key = "server.key"\nsasl_mechanisms = ["PLAIN"]\n'
+    )
+    assert logstore.load_serve_settings(path) == {
+        "tls_cert": "server.pem",
+        "tls_key": "server.key",
+        "sasl_mechanisms": ["PLAIN"],
+    }
+    path.write_text("sasl_users = 7\n")
+    with pytest.raises(logstore.ConfigError, match=r"sasl_users must be .*, not 7 \(int\)"):
+        logstore.load_serve_settings(path)

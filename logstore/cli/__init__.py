@@ -14,7 +14,19 @@ import traceback
 
 import click
 
-from . import common, compact, config, consume, inspect, mirror, produce, recover, serve, verify
+from . import (
+    common,
+    compact,
+    config,
+    consume,
+    inspect,
+    mirror,
+    produce,
+    recover,
+    serve,
+    users,
+    verify,
+)
 
 
 class _LineHandler(logging.Handler):
@@ -81,6 +93,7 @@ cli.add_command(consume.consume)
 cli.add_command(mirror.mirror)
 cli.add_command(serve.serve)
 cli.add_command(config.config)
+cli.add_command(users.users)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,8 @@ import logstore
 
 from . import common
 
+_FILE = click.Path(exists=True, dir_okay=False)
+
 
 async def _run(root: str, options: dict[str, Any]) -> None:
     server = await logstore.serve_async(root, **options)
@@ -61,9 +63,40 @@ async def _run(root: str, options: dict[str, Any]) -> None:
     is_flag=True,
     help="Allow a non-loopback --listen address without TLS or SASL (clients unauthenticated).",
 )
+@click.option(
+    "--tls-cert",
+    type=_FILE,
+    default=None,
+    help="The server's certificate (PEM; with its chain): every connection uses TLS >= 1.2.",
+)
+@click.option("--tls-key", type=_FILE, default=None, help="The certificate's private key (PEM).")
+@click.option(
+    "--tls-client-ca",
+    type=_FILE,
+    default=None,
+    help="CA certificates (PEM): clients must present a certificate they signed (mutual TLS).",
+)
+@click.option(
+    "--sasl-users",
+    type=_FILE,
+    default=None,
+    help="The users file (see `logstore users add`): clients must authenticate with SASL.",
+)
+@click.option(
+    "--sasl-mechanisms",
+    default="PLAIN,SCRAM-SHA-256",
+    show_default=True,
+    metavar="LIST",
+    help="The SASL mechanisms offered, comma-separated.",
+)
 @common.one_line_errors
 def serve(
-    root: str, listen: str, advertise: str | None, config_file: str | None, insecure: bool
+    root: str,
+    listen: str,
+    advertise: str | None,
+    config_file: str | None,
+    insecure: bool,
+    **security: Any,
 ) -> None:
     """Serve the broker root ROOT over Kafka's protocol to any Kafka client.
 
@@ -72,7 +105,8 @@ def serve(
     """
     options = _file_options(config_file) if config_file else {}
     ctx = click.get_current_context()
-    for name, value in (("listen", listen), ("advertise", advertise)):
+    flags = {"listen": listen, "advertise": advertise, **security}
+    for name, value in flags.items():  # a flag given on the command line wins over the file
         if (
             name not in options
             or ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
@@ -80,7 +114,8 @@ def serve(
             options[name] = value
     listen = options["listen"]
     host = listen.rpartition(":")[0].strip("[]") if ":" in listen else listen
-    if not insecure and not _loopback(host):
+    secured = options["tls_cert"] is not None or options["sasl_users"] is not None
+    if not insecure and not secured and not _loopback(host):
         raise click.UsageError(
             f"--listen {listen} is not a loopback address: without TLS or SASL "
             "anyone who reaches it can read and write every topic; pass --insecure to allow it"
