@@ -46,7 +46,7 @@ from .model import (
     RetentionRule,
     SegmentInfo,
 )
-from .server import ServeUnavailableError, serve, serve_async
+from .server import ServeUnavailableError, load_serve_settings, serve, serve_async
 from .topic import Topic
 
 # A library logs, the application decides where it goes (and Python's last-resort
@@ -101,6 +101,7 @@ __all__ = [
     "__speedups__",
     "__version__",
     "diagnostics",
+    "load_serve_settings",
     "mirror",
     "serve",
     "serve_async",

@@ -332,6 +332,89 @@ class Broker(Closing):
             self._write_metadata()
         self._coordinator.rebalance_all()
 
+    def topic_overrides(self, name: str) -> dict[str, Any]:
+        """The settings ``name`` has of its own (over the broker's defaults): field -> value.
+
+        What tells a topic's own setting from an inherited one (Kafka's
+        ``DYNAMIC_TOPIC_CONFIG`` against a default); ``topic(name).config`` is
+        the effective whole.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+        """
+        with self._lock:
+            self.topic(name)
+            return dict(self._metadata[name]["config"])
+
+    def alter_topic(
+        self,
+        name: str,
+        config_changes: Mapping[str, Any] | None = None,
+        *,
+        reset: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> LogConfig:
+        """Change topic ``name``'s settings; its effective ``LogConfig`` after the change.
+
+        ``config_changes`` maps ``LogConfig`` fields to their new values (the
+        topic's own from now on, even where equal to the default); the fields in
+        ``reset`` drop the topic's own value and follow the broker's default
+        again. Everything is validated before anything changes; with
+        ``dry_run`` nothing does. Otherwise the metadata file is replaced
+        atomically and fsynced first (a crash before: the old settings; after:
+        the new ones at the next open), then the topic's partitions are closed
+        (clean) and reopened with the new settings: an append or read already
+        inside a partition finishes first, one that took the old ``Log`` after
+        that gets ``LogClosedError``.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+            InvalidTopicName: the topic is internal (its settings are fixed).
+            ConfigError, TypeError: a field is unknown or a value invalid.
+        """
+        changes = topicmeta.overrides_of(dict(config_changes or {}), self.default_config)
+        dropped = set(reset)
+        unknown = dropped - {f.name for f in dataclasses.fields(LogConfig)}
+        if unknown:
+            raise ConfigError(f"unknown LogConfig field(s): {', '.join(sorted(unknown))}")
+        if dropped & set(changes):
+            both = ", ".join(sorted(dropped & set(changes)))
+            raise ConfigError(f"{both}: both changed and reset")
+        with self._lock:
+            self.topic(name)
+            if name.startswith("__"):
+                raise InvalidTopicName(f"{name} is internal: its settings cannot be altered")
+            old = self._metadata[name]["config"]
+            overrides = {k: v for k, v in old.items() if k not in dropped} | changes
+            config = topicmeta.topic_config(self.default_config, name, overrides)
+            if dry_run or overrides == old:
+                return config
+            self._metadata[name]["config"] = overrides
+            try:
+                self._write_metadata()
+            except BaseException:
+                self._metadata[name]["config"] = old
+                raise
+            self._reopen(name, config)
+            return config
+
+    def _reopen(self, name: str, config: LogConfig) -> None:
+        """Under the lock: close topic ``name``'s partitions, open them again with ``config``."""
+        old = self._topics.pop(name)
+        for log in old.logs:
+            log.close()
+        logs: list[Log] = []
+        try:
+            for p in range(old.partitions):
+                logs.append(self._open_log(name, p, config))
+        except BaseException:
+            for log in logs:
+                log.close()
+            raise
+        self._topics[name] = Topic(name, logs, config)
+        with self._data_ready:
+            self._data_ready.notify_all()  # a consumer waiting on the old logs looks again
+
     # ------------------------------------------------------------ producing
 
     def produce(

@@ -182,3 +182,90 @@ def test_group_offsets_give_back_the_metadata_committed(tmp_path: Path, clock: F
         assert broker.group_offsets("none") == {}
     with open_broker(tmp_path / "root", clock) as broker:
         assert broker.group_offsets("g")[("t", 0)] == logstore.OffsetAndMetadata(5, "note")
+
+
+def test_alter_topic_applies_to_open_partitions_and_lasts(tmp_path: Path, clock: FakeClock) -> None:
+    """New settings take effect on the open partitions at once (a roll every 2 records
+    from now on), are the topic's own, survive a reopen; a reset follows the default."""
+    root = tmp_path / "root"
+    with open_broker(root, clock) as broker:
+        broker.create_topic("t", 2, {"retention_ms": 5000})
+        for i in range(3):
+            broker.produce("t", b"a%d" % i, partition=0)
+        config = broker.alter_topic("t", {"segment_messages": 2, "max_message_bytes": 4096})
+        assert (config.segment_messages, config.max_message_bytes, config.retention_ms) == (
+            2,
+            4096,
+            5000,
+        )
+        assert broker.topic("t").config == config
+        assert [log.config for log in broker.topic("t").logs] == [config, config]
+        assert broker.topic_overrides("t") == {
+            "retention_ms": 5000,
+            "segment_messages": 2,
+            "max_message_bytes": 4096,
+        }
+        for i in range(4):
+            broker.produce("t", b"b%d" % i, key=b"k%d" % i, partition=0)
+        assert [s.base_offset for s in broker.topic("t").partition(0).segments] == [0, 3, 5]
+    with open_broker(root, clock) as broker:
+        assert broker.topic("t").partition(0).config.segment_messages == 2
+        assert broker.topic_overrides("t")["max_message_bytes"] == 4096
+        config = broker.alter_topic("t", {"retention_ms": None}, reset=["segment_messages"])
+        assert config.segment_messages is None and config.retention_ms is None
+        assert broker.topic_overrides("t") == {"retention_ms": None, "max_message_bytes": 4096}
+        values = [r.value for r in broker.topic("t").partition(0).read(0, max_records=100)]
+        assert values == [b"a0", b"a1", b"a2", b"b0", b"b1", b"b2", b"b3"]
+    meta = json.loads((root / METADATA).read_text())["topics"]["t"]
+    assert meta == {"partitions": 2, "config": {"retention_ms": None, "max_message_bytes": 4096}}
+
+
+def test_alter_topic_refuses_before_changing_anything(tmp_path: Path, clock: FakeClock) -> None:
+    root = tmp_path / "root"
+    with open_broker(root, clock) as broker:
+        broker.create_topic("t", 1, {"segment_messages": 3})
+        before = (root / METADATA).read_bytes()
+        log = broker.topic("t").partition(0)
+        with pytest.raises(logstore.ConfigError, match="segment_bytes must be an integer >= 64"):
+            broker.alter_topic("t", {"retention_ms": 10, "segment_bytes": 1})
+        with pytest.raises(logstore.ConfigError, match=r"unknown LogConfig field.*retention_hours"):
+            broker.alter_topic("t", {"retention_hours": 1})
+        with pytest.raises(logstore.ConfigError, match=r"unknown LogConfig field.*nope"):
+            broker.alter_topic("t", reset=["nope"])
+        with pytest.raises(logstore.ConfigError, match="segment_messages: both changed and reset"):
+            broker.alter_topic("t", {"segment_messages": 4}, reset=["segment_messages"])
+        with pytest.raises(logstore.UnknownTopicError):
+            broker.alter_topic("missing", {"retention_ms": 10})
+        with pytest.raises(logstore.InvalidTopicName, match="internal"):
+            broker.alter_topic("__consumer_offsets", {"retention_ms": 10})
+        assert broker.alter_topic("t", {"retention_ms": 10}, dry_run=True).retention_ms == 10
+        assert (root / METADATA).read_bytes() == before
+        assert broker.topic("t").partition(0) is log and log.config.retention_ms is None
+        assert broker.topic_overrides("t") == {"segment_messages": 3}
+
+
+CHILD_ALTER_CRASH = """
+import os, signal, sys
+import logstore
+from logstore.log import Log
+broker = logstore.Broker.open(sys.argv[1], logstore.LogConfig(fsync="always"), maintenance_interval_ms=None)
+broker.create_topic("t", 1)
+broker.produce("t", b"kept")
+def close(self):  # the process dies once the metadata is written, as the partitions close
+    os.kill(os.getpid(), signal.SIGKILL)
+Log.close = close
+broker.alter_topic("t", {"segment_messages": 7})
+"""
+
+
+def test_alter_topic_interrupted_by_a_crash_keeps_the_new_settings(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The metadata is durable before any partition is touched: a crash while the
+    partitions are reopened leaves the new settings, and the records, for the next open."""
+    root = tmp_path / "root"
+    done = run_python(CHILD_ALTER_CRASH, str(root), timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    with open_broker(root, clock) as broker:
+        assert broker.topic("t").partition(0).config.segment_messages == 7
+        assert [r.value for r in broker.topic("t").partition(0).read(0)] == [b"kept"]

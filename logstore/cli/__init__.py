@@ -17,6 +17,7 @@ import click
 from . import (
     common,
     compact,
+    config,
     consume,
     inspect,
     mirror,
@@ -91,6 +92,7 @@ cli.add_command(produce.produce)
 cli.add_command(consume.consume)
 cli.add_command(mirror.mirror)
 cli.add_command(serve.serve)
+cli.add_command(config.config)
 cli.add_command(users.users)
 
 

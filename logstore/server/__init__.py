@@ -22,6 +22,7 @@ __all__ = [
     "ServeUnavailableError",
     "UsersFileError",
     "add_user",
+    "load_serve_settings",
     "load_users",
     "remove_user",
     "serve",
@@ -54,7 +55,10 @@ def serve(
     its ``with`` block stops it and closes every log cleanly. ``options``:
     ``advertise`` (``HOST:PORT`` clients are told to connect to), ``config``
     (the broker's default ``LogConfig``), ``max_request_bytes``,
-    ``auto_create_topics``, ``max_connections`` (more are closed at once,
+    ``auto_create_topics`` (a Metadata or Produce request creates an unknown
+    topic, off by default as in Kafka 4), ``default_partitions`` (its
+    partitions, and those of a CreateTopics without a count; default 1),
+    ``max_connections`` (more are closed at once,
     default 1000), ``max_buffered_bytes`` (a connection's unsent answers
     above which its next request is not read, default 1 MiB),
     ``shutdown_grace_s`` (how long a stop waits for requests being served
@@ -84,3 +88,23 @@ async def serve_async(
     server = _server_class()(root, listen=listen, **options)
     await server.start()
     return server
+
+
+def load_serve_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The options a server settings file (TOML) gives, for ``serve(root, **options)``.
+
+    Top-level keys are ``serve``'s options (``listen``, ``advertise``,
+    ``auto_create_topics``, ``default_partitions``, ``max_request_bytes``,
+    ``max_connections``, ``max_buffered_bytes``, ``shutdown_grace_s``, and any
+    the server takes besides); the ``[topic_defaults]`` table holds
+    ``LogConfig`` fields and becomes ``config``, the broker's defaults.
+
+    Raises:
+        ConfigError: not TOML, an unknown key, or a value of the wrong kind;
+            the message names the file and the key.
+        OSError: the file cannot be read.
+        ServeUnavailableError: ``kio`` is not installed.
+    """
+    from .settings import load
+
+    return load(path, _server_class())

@@ -19,7 +19,7 @@ import threading
 import uuid
 from types import TracebackType
 
-from .. import Broker, LogConfig
+from .. import Broker, ConfigError, LogConfig
 from .connection import Connection, serve_connection
 from .groups import Groups
 from .producers import Producers
@@ -69,6 +69,7 @@ class Server:
         config: LogConfig | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         auto_create_topics: bool = False,
+        default_partitions: int = 1,
         max_connections: int = MAX_CONNECTIONS,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
@@ -84,6 +85,9 @@ class Server:
         self._config = config
         self._max_request_bytes = max_request_bytes
         self._auto_create_topics = auto_create_topics
+        if type(default_partitions) is not int or default_partitions < 1:
+            raise ConfigError(f"default_partitions must be an int >= 1, got {default_partitions!r}")
+        self._default_partitions = default_partitions
         self._max_connections = max_connections
         self._max_buffered_bytes = max_buffered_bytes
         self._shutdown_grace_s = shutdown_grace_s
@@ -134,6 +138,7 @@ class Server:
             groups=groups,
             producers=Producers(),
             auto_create_topics=self._auto_create_topics,
+            default_partitions=self._default_partitions,
             sasl_mechanisms=self._sasl.mechanisms if self._sasl else (),
         )
         groups.start()

@@ -17,6 +17,7 @@ from typing import Any
 from .. import (
     CorruptLogError,
     InvalidRecordError,
+    LogClosedError,
     LogStoreError,
     RecordTooLarge,
     UnknownPartitionError,
@@ -25,6 +26,7 @@ from .. import (
 from .codec import ErrorCode, Header
 from .producers import Producers, identities
 from .state import ServerState
+from .topics import ensure_topic
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def _error_of(exc: Exception) -> ErrorCode:
         return ErrorCode.corrupt_message
     if isinstance(exc, InvalidRecordError):
         return ErrorCode.invalid_record
+    if isinstance(exc, LogClosedError):  # reopened by alter_topic, or closing: retry elsewhere
+        return ErrorCode.not_leader_or_follower
     return ErrorCode.unknown_server_error
 
 
@@ -110,6 +114,8 @@ async def handle_produce(state: ServerState, header: Header, request: Any) -> di
                 for t in request.topic_data
             ]
         }
+    for topic in request.topic_data:
+        await ensure_topic(state, topic.name)  # auto_create_topics
     responses = await asyncio.to_thread(_append_all, state, request)
     state.wake_fetches()
     if request.acks == 0:

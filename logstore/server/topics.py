@@ -3,8 +3,12 @@
 Every partition is led by this one broker (node 0, leader epoch 0, one
 replica in sync). Topic ids are not kept: answers carry the null id, so
 clients address topics by name (the Fetch and Produce versions advertised
-are those that do). A topic's Kafka settings (``retention.ms``) map to the
-``LogConfig`` field of the same name with underscores (``retention_ms``).
+are those that do). A topic's Kafka settings map to ``LogConfig`` fields as
+``configs`` says (``retention.ms=-1``: ``retention_ms=None``); another
+field of ``LogConfig`` may be given by its name with dots (``verify.crc.on.read``).
+With ``auto_create_topics`` on, ``ensure_topic`` creates what a Metadata or
+Produce request names (``default_partitions`` partitions, as Kafka's
+``num.partitions``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from typing import Any
 
 from .. import ConfigError, InvalidTopicName, LogConfig, LogStoreError, TopicExistsError
+from . import configs
 from .codec import ErrorCode, Header
 from .state import NODE_ID, ServerState
 
@@ -54,13 +59,9 @@ async def handle_metadata(state: ServerState, header: Header, request: Any) -> d
         names = state.broker.topics(include_internal=True)
     else:
         names = [t.name for t in requested if t.name is not None]
-        if state.auto_create_topics and getattr(request, "allow_auto_topic_creation", True):
+        if getattr(request, "allow_auto_topic_creation", True):
             for name in names:
-                if name not in state.broker.topics(include_internal=True):
-                    try:
-                        await asyncio.to_thread(state.broker.create_topic, name, 1)
-                    except LogStoreError:
-                        pass  # answered below as unknown or invalid
+                await ensure_topic(state, name)
     return {
         "brokers": [{"node_id": NODE_ID, "host": state.host, "port": state.port, "rack": None}],
         "cluster_id": state.cluster_id,
@@ -70,17 +71,44 @@ async def handle_metadata(state: ServerState, header: Header, request: Any) -> d
     }
 
 
-def _overrides(configs: Any) -> dict[str, Any]:
+async def ensure_topic(state: ServerState, name: str) -> None:
+    """Create topic ``name`` if it is unknown and ``auto_create_topics`` is on.
+
+    A name that cannot be a topic is left to the caller's answer (unknown or invalid).
+    """
+    if not state.auto_create_topics:
+        return
+    try:
+        state.broker.topic(name)  # a lookup: this is on produce's path
+        return
+    except LogStoreError:
+        pass
+    try:
+        await asyncio.to_thread(state.broker.create_topic, name, state.default_partitions)
+        logger.info("topic %s created (auto_create_topics)", name)
+    except LogStoreError:
+        pass  # created meanwhile by another request, or an invalid name
+
+
+def _overrides(requested: Any, defaults: LogConfig) -> dict[str, Any]:
     """``LogConfig`` overrides from Kafka's topic settings.
 
     Raises:
         ConfigError: a setting logstore has no field for, or a value of the wrong kind.
     """
     overrides: dict[str, Any] = {}
-    for config in configs or ():
+    kafka: dict[str, str] = {}
+    for config in requested or ():
+        setting = configs.SETTINGS.get(config.name)
+        if setting is not None and config.value is not None:
+            if setting.read_only and config.value != setting.show(defaults):
+                raise ConfigError(f"{config.name} is fixed here ({setting.doc})")
+            if not setting.read_only:
+                kafka[config.name] = config.value
+            continue
         field = config.name.replace(".", "_")
         if field not in _FIELDS or field == "archive":
-            raise ConfigError(f"unknown topic setting {config.name}")
+            raise ConfigError(configs.unknown(config.name))
         value: Any = config.value
         if value is not None and _FIELDS[field].type in ("int", "int | None"):
             try:
@@ -88,12 +116,16 @@ def _overrides(configs: Any) -> dict[str, Any]:
             except ValueError:
                 raise ConfigError(f"{config.name} must be an integer, not {value!r}") from None
         overrides[field] = value
-    return overrides
+    try:
+        return overrides | configs.changes_of(kafka, defaults)
+    except configs.BadValue as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, Any]:
-    answer: dict[str, Any] = {"name": topic.name, "topic_id": None, "configs": None}
-    partitions = topic.num_partitions if topic.num_partitions > 0 else 1
+    # configs: never null, Java's admin client reads it (an empty list on an error)
+    answer: dict[str, Any] = {"name": topic.name, "topic_id": None, "configs": []}
+    partitions = topic.num_partitions if topic.num_partitions > 0 else state.default_partitions
     answer["num_partitions"] = partitions
     answer["replication_factor"] = 1
     if topic.replication_factor not in (-1, 1) or topic.assignments:
@@ -101,13 +133,24 @@ def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, An
         answer["error_message"] = "this broker keeps one replica of each partition"
         return answer
     try:
-        overrides = _overrides(topic.configs)
+        overrides = _overrides(topic.configs, state.broker.default_config)
+        defaults = state.broker.default_config
         if validate_only:
-            dataclasses.replace(state.broker.default_config, **overrides)
+            config = dataclasses.replace(defaults, **overrides)
             if topic.name in state.broker.topics(include_internal=True):
                 raise TopicExistsError(f"topic {topic.name} already exists")
         else:
-            state.broker.create_topic(topic.name, partitions, overrides)
+            config = state.broker.create_topic(topic.name, partitions, overrides).config
+        answer["configs"] = [
+            {
+                "name": setting.name,
+                "value": setting.show(config),
+                "read_only": setting.read_only,
+                "config_source": int(configs.source_of(setting, config, overrides, defaults)),
+                "is_sensitive": False,
+            }
+            for setting in configs.SETTINGS.values()
+        ]
     except TopicExistsError as exc:
         answer.update(error_code=ErrorCode.topic_already_exists, error_message=str(exc))
     except InvalidTopicName as exc:
