@@ -12,7 +12,8 @@ exceed ``max_buffered_bytes`` (the transport's high-water mark, waited out
 with ``drain``), so a client that sends and never reads holds at most that
 plus one answer, and the kernel's socket buffers push back on it. And the
 order of a shutdown: a request being served when the server stops is
-answered first; an idle connection is closed at once.
+answered first; an idle connection is closed at once. Connections take turns:
+each yields the loop after every request it answered.
 
 With SASL on, every frame goes to the connection's ``SaslSession`` until it
 is authenticated (``sasl`` owns what is allowed before that).
@@ -110,6 +111,10 @@ async def serve_connection(
             if close:
                 return
             conn.busy = False
+            # Neither a buffered read nor a drain below the mark yields to the loop: without
+            # this, a client that pipelines thousands of requests (its answers absorbed by the
+            # kernel's send buffer) would hold the loop, and every other client, until it stops.
+            await asyncio.sleep(0)
     except (ConnectionError, asyncio.CancelledError):
         return
     except Exception:  # a bug must cost this connection only, with its reason in the log
