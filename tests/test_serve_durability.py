@@ -429,3 +429,57 @@ def test_appends_after_the_snapshot_then_sigkill_are_rebuilt_from_the_log(tmp_pa
             assert raw.produce("s", 0, nxt) == (0, 20)
     finally:
         serve.stop()
+
+
+def test_a_periodic_snapshot_bounds_the_scan_after_a_crash(tmp_path, monkeypatch) -> None:
+    """Written while producers write: a restart without a clean close scans only what followed."""
+    from logstore.server import producers
+    from logstore.server.producers import Producers, identities
+
+    with logstore.Broker.open(tmp_path) as broker:
+        broker.create_topic("s", 1)
+        log = broker.topic("s").partition(0)
+        running = Producers.open(broker, tmp_path, snapshot_interval_s=0.05)
+        pid = running.new_id()
+
+        def append(sequence: int, n: int) -> int:
+            batch = idempotent_batch(pid, 0, sequence, _values(n, sequence))
+            [identity] = identities(batch) or []
+            with running.partition("s", 0):
+                assert running.check("s", 0, identity) is None
+                offset = log.append_batches(batch).start
+                running.appended("s", 0, identity, offset)
+            return offset
+
+        assert append(0, 10) == 0
+        snapshot = tmp_path / "serve-producer-state"
+        deadline = time.monotonic() + 10
+        while b'"end":10' not in (snapshot.read_bytes() if snapshot.exists() else b""):
+            assert time.monotonic() < deadline, "no periodic snapshot"
+            time.sleep(0.02)
+        running._stop.set()  # no more snapshots, and no close: as if killed here
+        running._thread.join()  # type: ignore[union-attr]
+        assert append(10, 5) == 10
+
+        scans: list[tuple[int, int]] = []
+        real_scan = producers._scan
+        monkeypatch.setattr(
+            producers,
+            "_scan",
+            lambda log, start, end, state: (
+                scans.append((start, end)),
+                real_scan(log, start, end, state),
+            ),
+        )
+        restarted = Producers.open(broker, tmp_path)
+        try:
+            retry = identities(idempotent_batch(pid, 0, 10, _values(5, 10)))
+            first = identities(idempotent_batch(pid, 0, 0, _values(10, 0)))
+            assert retry is not None and first is not None
+            with restarted.partition("s", 0):
+                assert restarted.check("s", 0, retry[0]) == 10  # found after the snapshot
+                assert restarted.check("s", 0, first[0]) == 0  # from the snapshot
+            assert scans == [(10, 15)]
+            assert restarted.new_id() > pid
+        finally:
+            restarted.close()

@@ -17,12 +17,15 @@ What survives a restart, and why it is safe (Kafka's design):
   keeps exactly the whole batches), so a retry of an acknowledged batch is
   recognised after the restart, and one that was never appended is not.
 - The scan is sped up by a snapshot, ``ROOT/serve-producer-state``, written
-  at clean close (temporary file, fsync, rename, fsync of the root). Each of
-  its partitions says the state as of an end offset and names the last batch
-  below it (base offset and CRC); on load the batch is checked and only the
-  log after it is scanned. A torn, damaged or missing snapshot, or a partition
-  whose log no longer holds that batch (truncated, deleted and recreated),
-  falls back to the full scan: the snapshot is a cache, never the truth.
+  every ``SNAPSHOT_INTERVAL_S`` while idempotent batches arrive and at clean
+  close (temporary file, fsync, rename, fsync of the root), so that after a
+  SIGKILL only the last interval's appends are scanned (Kafka writes one per
+  segment roll for the same reason). Each of its partitions says the state as
+  of an end offset and names the last batch below it (base offset and CRC);
+  on load that batch is checked and only the log after it is scanned. A torn,
+  damaged or missing snapshot, or a partition whose log no longer holds that
+  batch (truncated, deleted and recreated), falls back to the full scan: the
+  snapshot is a cache, never the truth.
 - Producer ids are reserved in blocks of ``ID_BLOCK`` by a high-water mark,
   ``ROOT/serve-producer-ids``, made durable (fsync of the file and the root)
   before any id of the block is handed out; a restart, clean or not, starts
@@ -70,6 +73,8 @@ IDS_FILE = "serve-producer-ids"
 SNAPSHOT_FILE = "serve-producer-state"
 _SNAPSHOT_MAGIC = b"logstore-serve-producer-state 1 "
 _SCAN_CHUNK = 4 << 20
+#: How often the snapshot is rewritten while producers write (and once more at close).
+SNAPSHOT_INTERVAL_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,14 +197,30 @@ class Producers:
         self._locks: dict[tuple[str, int], threading.Lock] = {}
         #: The snapshot read at open: (end offset, last batch, state) by partition.
         self._snapshot: dict[tuple[str, int], tuple[int, list[int], list[Any]]] = {}
+        self._dirty = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @classmethod
-    def open(cls, broker: Broker, root: str | os.PathLike[str]) -> Producers:
-        """Read the id high-water mark and the snapshot of the last clean close (if any)."""
+    def open(
+        cls,
+        broker: Broker,
+        root: str | os.PathLike[str],
+        *,
+        snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
+    ) -> Producers:
+        """Read the id high-water mark and the last snapshot (if any); start the snapshots."""
         producers = cls(broker, os.fspath(root))
         producers._next_id = max(producers._read_high_water(), int(time.time() * 1000) << 8)
         producers._reserved = producers._next_id
         producers._snapshot = producers._read_snapshot()
+        producers._thread = threading.Thread(
+            target=producers._snapshot_forever,
+            args=(snapshot_interval_s,),
+            name=f"logstore-serve-producer-snapshots-{producers._root}",
+            daemon=True,
+        )
+        producers._thread.start()
         return producers
 
     # ------------------------------------------------------------ producer ids
@@ -261,6 +282,7 @@ class Producers:
 
     def appended(self, topic: str, partition: int, batch: BatchIdentity, offset: int) -> None:
         """Record a batch ``append_batches`` stored at ``offset`` (inside ``partition``)."""
+        self._dirty = True
         _remember(
             self._state[(topic, partition)],
             batch.producer_id,
@@ -330,47 +352,63 @@ class Producers:
             return {}
         return found
 
-    def close(self) -> None:
-        """Write the snapshot (after the last produce, before the logs close)."""
-        entries = []
+    def _entry(self, topic: str, partition: int) -> dict[str, Any] | None:
+        """One loaded partition's snapshot entry, taken under its lock (``None``: none to keep)."""
+        key = (topic, partition)
         with self._lock:
-            loaded = dict(self._state)
-            carried = dict(self._snapshot)
-        for (topic, partition), end_last_producers in carried.items():
-            end, last, producers = end_last_producers
-            entries.append(
-                {
-                    "topic": topic,
-                    "partition": partition,
-                    "end": end,
-                    "last_batch": last,
-                    "producers": producers,
-                }
-            )
-        for (topic, partition), state in loaded.items():
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            state = self._state.get(key)
+            if state is None:
+                return None
             try:
                 log = self._broker.topic(topic).partition(partition)
                 end = log.end_offset
                 last_batch = _last_batch(log, end)
             except LogStoreError:
-                continue  # deleted meanwhile
+                return None  # deleted meanwhile, or the broker closing
             if last_batch is None:
-                continue  # an empty log: nothing a scan would take long over
-            entries.append(
-                {
-                    "topic": topic,
-                    "partition": partition,
-                    "end": end,
-                    "last_batch": list(last_batch),
-                    "producers": [
-                        [producer_id, p.epoch, [list(b) for b in p.batches]]
-                        for producer_id, p in state.items()
-                    ],
-                }
-            )
+                return None  # an empty log: nothing a scan would take long over
+            producers = [
+                [producer_id, p.epoch, [list(b) for b in p.batches]]
+                for producer_id, p in state.items()
+            ]
+        return {
+            "topic": topic,
+            "partition": partition,
+            "end": end,
+            "last_batch": list(last_batch),
+            "producers": producers,
+        }
+
+    def write_snapshot(self) -> None:
+        """Write every partition's state durably (a failure is logged: the next start scans)."""
+        with self._lock:
+            self._dirty = False
+            loaded = list(self._state)
+            carried = dict(self._snapshot)
+        entries = [
+            {"topic": t, "partition": p, "end": end, "last_batch": last, "producers": producers}
+            for (t, p), (end, last, producers) in carried.items()
+        ]
+        entries += [e for e in (self._entry(t, p) for t, p in loaded) if e is not None]
         body = json.dumps({"partitions": entries}, separators=(",", ":")).encode()
         head = _SNAPSHOT_MAGIC + hashlib.sha256(body).hexdigest().encode()
         try:
             _write_durably(os.path.join(self._root, SNAPSHOT_FILE), head + b"\n" + body)
         except OSError as exc:
             logger.warning("producer snapshot not written (%s): the next start scans", exc)
+
+    def _snapshot_forever(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            if self._dirty:
+                self.write_snapshot()
+
+    def close(self) -> None:
+        """Stop the periodic snapshots, write the last one (after the last produce,
+        before the logs close); idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.write_snapshot()
