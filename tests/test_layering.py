@@ -138,7 +138,11 @@ ALLOWED: dict[str, set[str]] = {
     },
     # The Kafka-protocol server: logstore's public names only (and errors, for the
     # one error its package defines before kio is imported).
-    "server": {"errors", "server.app"},
+    "server": {"errors", "server.app", "server.users"},
+    "server.scram": set(),
+    "server.users": {"errors", "server.scram"},
+    "server.tls": {"errors"},
+    "server.sasl": {"server.codec", "server.scram", "server.state"},
     "server.codec": set(),
     "server.state": {"__init__", "server.groups", "server.producers"},
     "server.producers": {"__init__"},
@@ -156,16 +160,20 @@ ALLOWED: dict[str, set[str]] = {
         "server.offsets",
         "server.produce",
         "server.producers_api",
+        "server.sasl",
         "server.state",
         "server.topics",
     },
-    "server.connection": {"server.apis", "server.codec", "server.state"},
+    "server.connection": {"server.apis", "server.codec", "server.sasl", "server.state"},
     "server.app": {
         "__init__",
         "server.connection",
         "server.groups",
         "server.producers",
+        "server.sasl",
         "server.state",
+        "server.tls",
+        "server.users",
     },
     "diagnostics": {"inspection", "_dirkind", "checkpoints", "errors", "_fs"},
     # Onto a Kafka cluster: the client's side, and the copy at the broker layer.
@@ -184,6 +192,7 @@ ALLOWED: dict[str, set[str]] = {
         "cli.consume",
         "cli.mirror",
         "cli.serve",
+        "cli.users",
     },
     "cli.common": {"__init__"},
     "cli.inspect": {"__init__", "cli.common"},
@@ -195,6 +204,8 @@ ALLOWED: dict[str, set[str]] = {
     "cli.consume": {"__init__", "cli.common"},
     "cli.mirror": {"__init__", "cli.common"},
     "cli.serve": {"__init__", "cli.common"},
+    # The users file of `serve --sasl-users`: the server package's public names.
+    "cli.users": {"cli.common", "server"},
     "__main__": {"cli"},
 }
 

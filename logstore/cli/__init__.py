@@ -14,7 +14,18 @@ import traceback
 
 import click
 
-from . import common, compact, consume, inspect, mirror, produce, recover, serve, verify
+from . import (
+    common,
+    compact,
+    consume,
+    inspect,
+    mirror,
+    produce,
+    recover,
+    serve,
+    users,
+    verify,
+)
 
 
 class _LineHandler(logging.Handler):
@@ -80,6 +91,7 @@ cli.add_command(produce.produce)
 cli.add_command(consume.consume)
 cli.add_command(mirror.mirror)
 cli.add_command(serve.serve)
+cli.add_command(users.users)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,11 +13,20 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LogStoreError
+from .users import UsersFileError, add_user, load_users, remove_user
 
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["ServeUnavailableError", "serve", "serve_async"]
+__all__ = [
+    "ServeUnavailableError",
+    "UsersFileError",
+    "add_user",
+    "load_users",
+    "remove_user",
+    "serve",
+    "serve_async",
+]
 
 
 class ServeUnavailableError(LogStoreError, ImportError):
@@ -49,12 +58,19 @@ def serve(
     default 1000), ``max_buffered_bytes`` (a connection's unsent answers
     above which its next request is not read, default 1 MiB),
     ``shutdown_grace_s`` (how long a stop waits for requests being served
-    to be answered, default 10).
+    to be answered, default 10). Security: ``tls_cert`` and ``tls_key``
+    (PEM files: TLS 1.2 or later on every connection), ``tls_client_ca``
+    (a CA file: client certificates required and verified against it),
+    ``sasl_users`` (a users file, see ``logstore users add``: every
+    connection must authenticate) and ``sasl_mechanisms`` (``PLAIN`` and
+    ``SCRAM-SHA-256`` by default).
 
     Raises:
         LogLockedError: another process serves or opened the root.
         ServeUnavailableError: ``kio`` is not installed.
-        OSError: the address cannot be listened on.
+        OSError: the address cannot be listened on, or the users file cannot be read.
+        TLSConfigError: a certificate, key or CA file cannot be used.
+        UsersFileError: a line of the users file is malformed (the message names it).
     """
     server = _server_class()(root, listen=listen, **options)
     server.start_in_thread()

@@ -32,6 +32,7 @@ from .groupapi import (
 from .offsets import handle_list_offsets
 from .produce import handle_produce
 from .producers_api import handle_init_producer_id
+from .sasl import handle_sasl_authenticate, handle_sasl_handshake
 from .state import ServerState
 from .topics import handle_create_topics, handle_delete_topics, handle_metadata
 
@@ -68,10 +69,12 @@ APIS: dict[int, Api] = {
         Api(14, 0, 5, handle_sync_group),
         Api(15, 0, 5, handle_describe_groups),
         Api(16, 0, 5, handle_list_groups),
+        Api(17, 0, 1, handle_sasl_handshake),
         Api(18, 0, 4, handle_api_versions),
         Api(19, 2, 7, handle_create_topics),
         Api(20, 1, 6, handle_delete_topics),
         Api(22, 0, 5, handle_init_producer_id),
+        Api(36, 0, 2, handle_sasl_authenticate),
     )
 }
 

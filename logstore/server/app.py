@@ -3,8 +3,9 @@
 Owns the listening socket, the connections' tasks, the order of starting
 (open the root, then listen: a root another process holds fails before any
 port is taken) and of stopping (stop accepting, end the connections, then
-close the broker so every log gets its clean-shutdown marker), and the
-thread a synchronous caller's server runs its loop in.
+close the broker so every log gets its clean-shutdown marker), the
+thread a synchronous caller's server runs its loop in, and a connection's
+TLS handshake (its failure costs that connection only, with a log line).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
+import sys
 import threading
 import uuid
 from types import TracebackType
@@ -20,7 +23,10 @@ from .. import Broker, LogConfig
 from .connection import Connection, serve_connection
 from .groups import Groups
 from .producers import Producers
+from .sasl import MECHANISMS, SaslSettings, parse_mechanisms
 from .state import ServerState
+from .tls import server_context
+from .users import load_users
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +34,7 @@ MAX_REQUEST_BYTES = 100 << 20
 MAX_BUFFERED_BYTES = 1 << 20
 MAX_CONNECTIONS = 1000
 SHUTDOWN_GRACE_S = 10.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 
 def parse_address(text: str, *, default_port: int = 9092) -> tuple[str, int]:
@@ -65,6 +72,11 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_client_ca: str | os.PathLike[str] | None = None,
+        sasl_users: str | os.PathLike[str] | None = None,
+        sasl_mechanisms: str | tuple[str, ...] | list[str] = MECHANISMS,
     ) -> None:
         self.root = os.fspath(root)
         self._listen = parse_address(listen)
@@ -75,6 +87,20 @@ class Server:
         self._max_connections = max_connections
         self._max_buffered_bytes = max_buffered_bytes
         self._shutdown_grace_s = shutdown_grace_s
+        # Security settings are checked here, before the root is opened or a port taken.
+        if (tls_key is not None or tls_client_ca is not None) and tls_cert is None:
+            raise ValueError(
+                "a TLS key or client CA needs a TLS certificate (tls_cert, --tls-cert)"
+            )
+        self._tls: ssl.SSLContext | None = (
+            server_context(tls_cert, tls_key, tls_client_ca) if tls_cert is not None else None
+        )
+        mechanisms = parse_mechanisms(sasl_mechanisms)
+        if sasl_users is None and mechanisms != MECHANISMS:
+            raise ValueError("sasl_mechanisms needs sasl_users (the users file)")
+        self._sasl: SaslSettings | None = (
+            SaslSettings(load_users(sasl_users), mechanisms) if sasl_users is not None else None
+        )
         self._server: asyncio.Server | None = None
         self._state: ServerState | None = None
         self._connections: dict[asyncio.Task[None], Connection] = {}
@@ -109,6 +135,7 @@ class Server:
             groups=groups,
             producers=producers,
             auto_create_topics=self._auto_create_topics,
+            sasl_mechanisms=self._sasl.mechanisms if self._sasl else (),
         )
         groups.start()
         logger.info("%s served on %s:%d", self.root, *self.address)
@@ -126,9 +153,11 @@ class Server:
             )
             writer.close()
             return
-        conn = Connection()
+        conn = Connection(sasl=self._sasl)
         self._connections[task] = conn
         try:
+            if self._tls is not None and not await self._start_tls(writer):
+                return
             await serve_connection(
                 self._state,
                 reader,
@@ -139,6 +168,23 @@ class Server:
             )
         finally:
             self._connections.pop(task, None)
+
+    async def _start_tls(self, writer: asyncio.StreamWriter) -> bool:
+        """TLS on an accepted connection; ``False`` (and a log line) when the handshake fails."""
+        assert self._tls is not None
+        peer = writer.get_extra_info("peername")
+        try:
+            if sys.version_info >= (3, 11):
+                await writer.start_tls(self._tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+            else:  # pragma: no cover - kio, hence the server, needs Python 3.11
+                raise RuntimeError("TLS for logstore serve needs Python >= 3.11")
+        except (ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+            logger.warning("%s: TLS handshake failed: %s: connection closed", peer, reason)
+            writer.transport.abort()
+            return False
+        logger.debug("%s: TLS, client certificate %s", peer, writer.get_extra_info("peercert"))
+        return True
 
     async def wait_closed(self) -> None:
         """Return when the server was closed (by ``aclose`` from any task)."""

@@ -13,6 +13,9 @@ with ``drain``), so a client that sends and never reads holds at most that
 plus one answer, and the kernel's socket buffers push back on it. And the
 order of a shutdown: a request being served when the server stops is
 answered first; an idle connection is closed at once.
+
+With SASL on, every frame goes to the connection's ``SaslSession`` until it
+is authenticated (``sasl`` owns what is allowed before that).
 """
 
 from __future__ import annotations
@@ -23,19 +26,26 @@ import struct
 
 from . import apis, codec
 from .codec import ProtocolError
+from .sasl import SaslSession, SaslSettings
 from .state import ServerState
 
 logger = logging.getLogger(__name__)
 _SIZE = struct.Struct(">i")
+#: A frame's limit before SASL authentication (Kafka's ``sasl.server.max.receive.size``):
+#: who has not authenticated cannot make the server hold ``max_request_bytes``.
+MAX_UNAUTHENTICATED_BYTES = 512 << 10
 
 
 class Connection:
-    """Whether a connection is serving a request, so a shutdown knows whom to wait for."""
+    """Whether a connection is serving a request (a shutdown waits for it), and its SASL state."""
 
-    def __init__(self) -> None:
+    def __init__(self, sasl: SaslSettings | None = None) -> None:
         self.busy = False
         self.stopping = False
         self._transport: asyncio.BaseTransport | None = None
+        self._sasl_settings = sasl
+        #: This connection's SASL exchange; ``None`` when the listener has no SASL.
+        self.sasl: SaslSession | None = None
 
     def buffered(self) -> int:
         """Bytes of answers not yet taken by the client (what this connection costs in memory)."""
@@ -57,6 +67,8 @@ async def serve_connection(
     peer = writer.get_extra_info("peername")
     conn = connection or Connection()
     conn._transport = writer.transport
+    if conn._sasl_settings is not None:
+        conn.sasl = SaslSession(conn._sasl_settings, apis.dispatch, peer)
     writer.transport.set_write_buffer_limits(high=max_buffered_bytes)
     try:
         while not conn.stopping:
@@ -67,12 +79,12 @@ async def serve_connection(
                     logger.info("%s: closed inside a frame's size", peer)
                 return
             (size,) = _SIZE.unpack(prefix)
-            if size < 0 or size > max_request_bytes:
+            limit = max_request_bytes
+            if conn.sasl is not None and not conn.sasl.authenticated:
+                limit = min(limit, MAX_UNAUTHENTICATED_BYTES)
+            if size < 0 or size > limit:
                 logger.warning(
-                    "%s: a frame of %d bytes (limit %d): connection closed",
-                    peer,
-                    size,
-                    max_request_bytes,
+                    "%s: a frame of %d bytes (limit %d): connection closed", peer, size, limit
                 )
                 return
             try:
@@ -81,9 +93,13 @@ async def serve_connection(
                 logger.info("%s: closed inside a frame of %d bytes", peer, size)
                 return
             conn.busy = True
+            close = False
             try:
-                header = codec.decode_header(frame)
-                answer = await apis.dispatch(state, header, frame)
+                if conn.sasl is not None and not conn.sasl.authenticated:
+                    answer, close = await conn.sasl.serve(state, frame)
+                else:
+                    header = codec.decode_header(frame)
+                    answer = await apis.dispatch(state, header, frame)
             except ProtocolError as exc:
                 logger.warning("%s: %s: connection closed", peer, exc)
                 return
@@ -91,6 +107,8 @@ async def serve_connection(
                 writer.write(answer)
                 # Not one more request read while the client leaves this much unread.
                 await writer.drain()
+            if close:
+                return
             conn.busy = False
     except (ConnectionError, asyncio.CancelledError):
         return

@@ -31,6 +31,8 @@ class ServerState:
     groups: Groups
     producers: Producers
     auto_create_topics: bool = False
+    #: The SASL mechanisms a connection must authenticate with first; empty: SASL off.
+    sasl_mechanisms: tuple[str, ...] = ()
     data_arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def wake_fetches(self) -> None:
