@@ -48,7 +48,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .. import Broker, LogStoreError
+from .. import Broker, Log, LogStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +133,14 @@ def _remember(
     current.batches.append((first, last, offset))
 
 
-def _scan(log: Any, start: int, end: int, state: _PartitionState) -> None:
+def _scan(log: Log, start: int, end: int, state: _PartitionState) -> None:
     """Add the producer batches stored in ``[start, end)`` to ``state``, headers only."""
     offset = start
     while offset < end:
         data = log.read_batches(offset, _SCAN_CHUNK)
-        if not data:
+        if len(data) < _HEADER_BYTES:
             return
+        before = offset
         position = 0
         while position + _HEADER_BYTES <= len(data):
             base, length = _BASE.unpack_from(data, position)
@@ -150,9 +151,11 @@ def _scan(log: Any, start: int, end: int, state: _PartitionState) -> None:
                 _remember(state, producer_id, epoch, sequence, sequence + delta, base)
             offset = max(offset, base + delta + 1)
             position += 12 + length
+        if offset == before:  # never: the batch holding ``offset`` ends at or after it
+            return
 
 
-def _last_batch(log: Any, end: int) -> tuple[int, int] | None:
+def _last_batch(log: Log, end: int) -> tuple[int, int] | None:
     """Base offset and CRC of the batch holding ``end - 1``; ``None`` when there is none."""
     if end <= log.start_offset:
         return None
@@ -346,7 +349,12 @@ class Producers:
         try:
             for entry in json.loads(body)["partitions"]:
                 key = (str(entry["topic"]), int(entry["partition"]))
-                found[key] = (int(entry["end"]), list(entry["last_batch"]), entry["producers"])
+                base, crc = entry["last_batch"]
+                producers = [
+                    [int(pid), int(epoch), [[int(f), int(la), int(o)] for f, la, o in batches]]
+                    for pid, epoch, batches in entry["producers"]
+                ]
+                found[key] = (int(entry["end"]), [int(base), int(crc)], producers)
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("%s not understood (%s): producer state from the logs", path, exc)
             return {}
