@@ -146,7 +146,7 @@ ALLOWED: dict[str, set[str]] = {
     "server.sasl": {"server.codec", "server.scram", "server.state"},
     "server.codec": set(),
     "server.state": {"__init__", "server.groups", "server.producers"},
-    "server.producers": set(),
+    "server.producers": {"__init__"},
     "server.producers_api": {"server.codec", "server.state"},
     "server.produce": {
         "__init__",

@@ -217,3 +217,15 @@ def test_a_bad_frame_closes_only_its_connection(server, frame: bytes) -> None:
     name = f"after-bad-{uuid.uuid4().hex[:8]}"
     _create(server, name, 1)  # and real clients go on
     assert name in server._state.broker.topics()
+
+
+def test_an_admin_client_lists_every_topic(server) -> None:
+    """librdkafka's all-topics Metadata v12 has bytes after its body; Kafka ignores them, so do we."""
+    _create(server, "listed-a", 2)
+    _create(server, "listed-b", 1)
+    admin = AdminClient({"bootstrap.servers": _bootstrap(server)})
+    topics = admin.list_topics(timeout=10).topics
+    assert {n: len(topics[n].partitions) for n in ("listed-a", "listed-b")} == {
+        "listed-a": 2,
+        "listed-b": 1,
+    }

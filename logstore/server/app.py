@@ -130,13 +130,14 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         groups = Groups(broker)
+        producers = await asyncio.to_thread(Producers.open, broker, self.root)
         self._state = ServerState(
             broker=broker,
             host=advertised[0],
             port=advertised[1] or port,
             cluster_id=_cluster_id(self.root),
             groups=groups,
-            producers=Producers(),
+            producers=producers,
             auto_create_topics=self._auto_create_topics,
             default_partitions=self._default_partitions,
             sasl_mechanisms=self._sasl.mechanisms if self._sasl else (),
@@ -214,6 +215,7 @@ class Server:
         if self._connections:
             await asyncio.wait(list(self._connections), timeout=1)
         state.groups.stop()
+        await asyncio.to_thread(state.producers.close)
         await asyncio.to_thread(state.broker.close)
         assert self._stopped is not None
         self._stopped.set()

@@ -261,7 +261,10 @@ class Groups:
             return error
         assert group is not None
         group.members[member_id].last_seen = self._now()
-        if group.state == PREPARING:
+        # As Kafka: a member of the current generation commits while a rebalance is
+        # prepared (what a consumer does as its partitions are revoked, so that the
+        # next owner starts where it stopped); between JoinGroup and SyncGroup not.
+        if group.state == COMPLETING:
             return ErrorCode.rebalance_in_progress
         return None
 

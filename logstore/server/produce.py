@@ -2,7 +2,8 @@
 
 ``append_batches`` validates every batch (CRC, records) and assigns offsets;
 the records are never decoded here. An idempotent producer's batches are
-judged by ``producers`` first. ``acks=1`` and ``acks=all`` are answered once
+judged by ``producers`` first, under that partition's producer lock (the
+state is rebuilt from the log the first time, see ``producers``). ``acks=1`` and ``acks=all`` are answered once
 ``append_batches`` returned, which is when the topic's fsync policy makes the
 batch durable (``fsync="always"``: fsynced; otherwise written, as Kafka
 acknowledges by default); ``acks=0`` gets no answer at all.
@@ -57,8 +58,11 @@ def _append_partition(
             answer["error_code"] = ErrorCode.invalid_record
             return answer
         batches = identities(records)
+        if batches is None:
+            answer["base_offset"] = log.append_batches(records).start
+            return answer
         producers: Producers = state.producers
-        if batches is not None:
+        with producers.partition(topic, partition):
             verdicts = [producers.check(topic, partition, b) for b in batches]
             if all(isinstance(v, int) for v in verdicts):  # every batch a retry
                 answer["base_offset"] = verdicts[0]
@@ -67,9 +71,8 @@ def _append_partition(
             if refused is not None or any(isinstance(v, int) for v in verdicts):
                 answer["error_code"] = ErrorCode[refused or "out_of_order_sequence_number"]
                 return answer
-        offsets = log.append_batches(records)
-        answer["base_offset"] = offsets.start
-        if batches is not None:
+            offsets = log.append_batches(records)
+            answer["base_offset"] = offsets.start
             offset = offsets.start
             for b in batches:
                 producers.appended(topic, partition, b, offset)

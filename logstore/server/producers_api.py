@@ -1,7 +1,12 @@
-"""InitProducerId: an id and epoch for an idempotent producer (transactions refused)."""
+"""InitProducerId: an id and epoch for an idempotent producer (transactions refused).
+
+The id is new (``Producers.new_id``, above a durable high-water mark): it may
+write that mark, so it is taken in a worker thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .codec import ErrorCode, Header
@@ -19,6 +24,6 @@ async def handle_init_producer_id(
         }
     return {
         "error_code": ErrorCode.none,
-        "producer_id": state.producers.new_id(),
+        "producer_id": await asyncio.to_thread(state.producers.new_id),
         "producer_epoch": 0,
     }

@@ -178,6 +178,7 @@ def _delete(state: ServerState, name: str | None) -> dict[str, Any]:
         return answer
     try:
         state.broker.delete_topic(name)
+        state.producers.forget(name)
     except InvalidTopicName as exc:
         answer.update(error_code=ErrorCode.invalid_topic_exception, error_message=str(exc))
     except LogStoreError as exc:
