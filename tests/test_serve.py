@@ -229,3 +229,73 @@ def test_an_admin_client_lists_every_topic(server) -> None:
         "listed-a": 2,
         "listed-b": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("session_ms", "error"),
+    [(5_999, "invalid_session_timeout"), (6_000, "none"), (1_800_001, "invalid_session_timeout")],
+)
+def test_a_join_outside_the_session_timeout_range_is_refused(tmp_path, session_ms, error) -> None:
+    """Kafka's group.min/max.session.timeout.ms (6 s, 30 min): outside, no member is added."""
+    import asyncio
+
+    from logstore.server.codec import ErrorCode
+    from logstore.server.groups import Groups
+
+    async def join(broker: logstore.Broker) -> tuple[ErrorCode, int]:
+        groups = Groups(broker)
+        answer = await groups.join(
+            "g",
+            "",
+            client_id="c",
+            client_host="h",
+            session_timeout_ms=session_ms,
+            rebalance_timeout_ms=session_ms,
+            protocol_type="consumer",
+            protocols=[("range", b"")],
+        )
+        members = len(groups.groups["g"].members) if "g" in groups.groups else 0
+        groups.stop()
+        return answer["error_code"], members
+
+    with logstore.Broker.open(tmp_path) as broker:
+        code, members = asyncio.run(join(broker))
+    assert (code, members) == (getattr(ErrorCode, error), 0 if error != "none" else 1)
+
+
+def test_the_session_timeout_range_is_a_server_option(tmp_path) -> None:
+    with pytest.raises(logstore.ConfigError, match="group_min_session_timeout_ms"):
+        logstore.serve(
+            tmp_path,
+            listen="127.0.0.1:0",
+            group_min_session_timeout_ms=10,
+            group_max_session_timeout_ms=5,
+        )
+    with logstore.serve(
+        tmp_path, listen="127.0.0.1:0", group_min_session_timeout_ms=1000
+    ) as server:
+        host, port = server.address
+        admin = AdminClient({"bootstrap.servers": f"{host}:{port}"})
+        for future in admin.create_topics([NewTopic("t", 1, 1)]).values():
+            assert future.result(timeout=10) is None
+        producer = ck.Producer({"bootstrap.servers": f"{host}:{port}"})
+        producer.produce("t", b"v", key=b"k")
+        assert producer.flush(10) == 0
+        consumer = ck.Consumer(
+            {
+                "bootstrap.servers": f"{host}:{port}",
+                "group.id": "g",
+                "session.timeout.ms": 1000,
+                "heartbeat.interval.ms": 300,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        consumer.subscribe(["t"])
+        got = None
+        deadline = time.monotonic() + 20
+        while got is None and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                got = (message.offset(), message.key(), message.value())
+        consumer.close()
+    assert got == (0, b"k", b"v")  # a 1 s session is allowed once the minimum is 1 s

@@ -62,7 +62,10 @@ def serve(
     default 1000), ``max_buffered_bytes`` (a connection's unsent answers
     above which its next request is not read, default 1 MiB),
     ``shutdown_grace_s`` (how long a stop waits for requests being served
-    to be answered, default 10). Security: ``tls_cert`` and ``tls_key``
+    to be answered, default 10), ``group_min_session_timeout_ms`` and
+    ``group_max_session_timeout_ms`` (a JoinGroup asking for a session
+    timeout outside is refused with INVALID_SESSION_TIMEOUT; Kafka's 6 s and
+    30 min by default). Security: ``tls_cert`` and ``tls_key``
     (PEM files: TLS 1.2 or later on every connection), ``tls_client_ca``
     (a CA file: client certificates required and verified against it),
     ``sasl_users`` (a users file, see ``logstore users add``: every

@@ -21,7 +21,7 @@ from types import TracebackType
 
 from .. import Broker, ConfigError, LogConfig
 from .connection import Connection, serve_connection
-from .groups import Groups
+from .groups import MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, Groups
 from .producers import Producers
 from .sasl import MECHANISMS, SaslSettings, parse_mechanisms
 from .state import ServerState
@@ -73,6 +73,8 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS,
+        group_max_session_timeout_ms: int = MAX_SESSION_TIMEOUT_MS,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
         tls_client_ca: str | os.PathLike[str] | None = None,
@@ -91,6 +93,12 @@ class Server:
         self._max_connections = max_connections
         self._max_buffered_bytes = max_buffered_bytes
         self._shutdown_grace_s = shutdown_grace_s
+        if not 0 <= group_min_session_timeout_ms <= group_max_session_timeout_ms:
+            raise ConfigError(
+                "expected 0 <= group_min_session_timeout_ms <= group_max_session_timeout_ms, got "
+                f"{group_min_session_timeout_ms!r} and {group_max_session_timeout_ms!r}"
+            )
+        self._session_timeout_range = (group_min_session_timeout_ms, group_max_session_timeout_ms)
         # Security settings are checked here, before the root is opened or a port taken.
         if (tls_key is not None or tls_client_ca is not None) and tls_cert is None:
             raise ValueError(
@@ -129,7 +137,8 @@ class Server:
         advertised = self._advertise or (self._listen[0], port)
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
-        groups = Groups(broker)
+        low, high = self._session_timeout_range
+        groups = Groups(broker, min_session_timeout_ms=low, max_session_timeout_ms=high)
         producers = await asyncio.to_thread(Producers.open, broker, self.root)
         self._state = ServerState(
             broker=broker,

@@ -45,6 +45,11 @@ class Member:
     sync: asyncio.Future[dict[str, Any]] | None = None
 
 
+#: Kafka's defaults for group.min.session.timeout.ms and group.max.session.timeout.ms.
+MIN_SESSION_TIMEOUT_MS = 6_000
+MAX_SESSION_TIMEOUT_MS = 1_800_000
+
+
 @dataclasses.dataclass
 class Group:
     group_id: str
@@ -60,8 +65,16 @@ class Group:
 class Groups:
     """Every group of the server, on its event loop (no locks: one thread touches them)."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS,
+        max_session_timeout_ms: int = MAX_SESSION_TIMEOUT_MS,
+    ) -> None:
         self.broker = broker
+        #: Kafka's group.min/max.session.timeout.ms: a join asking outside is refused.
+        self.session_timeout_range = (min_session_timeout_ms, max_session_timeout_ms)
         self.groups: dict[str, Group] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -99,6 +112,11 @@ class Groups:
         """Join (or rejoin) ``group_id``; the future is the JoinGroup answer."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        low, high = self.session_timeout_range
+        if not low <= session_timeout_ms <= high:
+            # Checked first, as Kafka's coordinator does: the member is not added.
+            future.set_result(_join_error(ErrorCode.invalid_session_timeout, member_id))
+            return future
         group = self.groups.setdefault(group_id, Group(group_id))
         if (
             group.protocol_type is not None
