@@ -390,16 +390,10 @@ def test_a_snapshot_naming_a_batch_the_log_no_longer_holds_is_not_trusted(tmp_pa
         assert raw.end_offset("s", 0) == 8
 
 
-def test_a_valid_snapshot_spares_the_scan_of_what_it_covers(tmp_path, monkeypatch) -> None:
+def _spy_on_scans(monkeypatch: Any) -> list[tuple[int, int]]:
+    """The ``(start, end)`` of every scan of a log for producer state, as they happen."""
     from logstore.server import producers
 
-    with _served(tmp_path) as address:
-        _create(address, "s", 1)
-        with RawClient(address) as raw:
-            pid, epoch = raw.init_producer_id()
-            for i in range(4):
-                batch = idempotent_batch(pid, epoch, 10 * i, _values(10, 10 * i))
-                assert raw.produce("s", 0, batch) == (0, 10 * i)
     scans: list[tuple[int, int]] = []
     real_scan = producers._scan
     monkeypatch.setattr(
@@ -410,6 +404,18 @@ def test_a_valid_snapshot_spares_the_scan_of_what_it_covers(tmp_path, monkeypatc
             real_scan(log, start, end, state),
         ),
     )
+    return scans
+
+
+def test_a_valid_snapshot_spares_the_scan_of_what_it_covers(tmp_path, monkeypatch) -> None:
+    with _served(tmp_path) as address:
+        _create(address, "s", 1)
+        with RawClient(address) as raw:
+            pid, epoch = raw.init_producer_id()
+            for i in range(4):
+                batch = idempotent_batch(pid, epoch, 10 * i, _values(10, 10 * i))
+                assert raw.produce("s", 0, batch) == (0, 10 * i)
+    scans = _spy_on_scans(monkeypatch)
     with _served(tmp_path) as address, RawClient(address) as raw:
         assert raw.produce("s", 0, batch) == (0, 30)  # known from the snapshot alone
         assert scans == [(40, 40)]
@@ -445,7 +451,6 @@ def test_appends_after_the_snapshot_then_sigkill_are_rebuilt_from_the_log(tmp_pa
 
 def test_a_periodic_snapshot_bounds_the_scan_after_a_crash(tmp_path, monkeypatch) -> None:
     """Written while producers write: a restart without a clean close scans only what followed."""
-    from logstore.server import producers
     from logstore.server.producers import Producers, identities
 
     with logstore.Broker.open(tmp_path) as broker:
@@ -473,16 +478,7 @@ def test_a_periodic_snapshot_bounds_the_scan_after_a_crash(tmp_path, monkeypatch
         running._thread.join()  # type: ignore[union-attr]
         assert append(10, 5) == 10
 
-        scans: list[tuple[int, int]] = []
-        real_scan = producers._scan
-        monkeypatch.setattr(
-            producers,
-            "_scan",
-            lambda log, start, end, state: (
-                scans.append((start, end)),
-                real_scan(log, start, end, state),
-            ),
-        )
+        scans = _spy_on_scans(monkeypatch)
         restarted = Producers.open(broker, tmp_path)
         try:
             retry = identities(idempotent_batch(pid, 0, 10, _values(5, 10)))

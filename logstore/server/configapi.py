@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from .. import ConfigError, InvalidTopicName, LogConfig, UnknownTopicError
@@ -145,21 +147,48 @@ def _describe(state: ServerState, request: Any) -> dict[str, Any]:
         kind, name = resource.resource_type, resource.resource_name
         answer: dict[str, Any] = {"resource_type": kind, "resource_name": name, "configs": []}
         keys = set(resource.configuration_keys) if resource.configuration_keys else None
-        try:
-            if kind == TOPIC:
-                answer["configs"] = _topic_configs(state, name, request, keys)
-            elif kind == BROKER:
-                if name not in ("", str(NODE_ID)):
-                    raise _Refused(ErrorCode.invalid_request, f"this broker is node {NODE_ID}")
-                answer["configs"] = _broker_configs(state, request, keys)
-            else:
-                raise _Refused(ErrorCode.invalid_request, _unsupported(kind))
-        except UnknownTopicError as exc:
-            answer.update(error_code=ErrorCode.unknown_topic_or_partition, error_message=str(exc))
-        except _Refused as exc:
-            answer.update(error_code=exc.code, error_message=str(exc))
-        results.append(answer)
+        describe = functools.partial(_describe_one, state, request, resource, keys)
+        results.append(_answered(answer, "configs", describe))
     return {"results": results}
+
+
+def _answered(
+    answer: dict[str, Any], field: str | None, work: Callable[[], object]
+) -> dict[str, Any]:
+    """``answer`` with what ``work`` gave in ``field``, or with the error code and message it met."""
+    try:
+        result = work()
+        if field is not None:
+            answer[field] = result
+    except UnknownTopicError as exc:
+        answer.update(error_code=ErrorCode.unknown_topic_or_partition, error_message=str(exc))
+    except _Refused as exc:
+        answer.update(error_code=exc.code, error_message=str(exc))
+    return answer
+
+
+def _describe_one(state: ServerState, request: Any, resource: Any, keys: set[str] | None) -> Any:
+    kind, name = resource.resource_type, resource.resource_name
+    if kind == TOPIC:
+        return _topic_configs(state, name, request, keys)
+    if kind == BROKER:
+        if name not in ("", str(NODE_ID)):
+            raise _Refused(ErrorCode.invalid_request, f"this broker is node {NODE_ID}")
+        return _broker_configs(state, request, keys)
+    raise _Refused(ErrorCode.invalid_request, _unsupported(kind))
+
+
+def _alter_one(state: ServerState, request: Any, resource: Any) -> None:
+    kind = resource.resource_type
+    if kind == TOPIC:
+        _alter_topic(state, resource, bool(request.validate_only))
+    elif kind == BROKER:
+        raise _Refused(
+            ErrorCode.invalid_request,
+            "the broker's settings are read-only: they come from logstore serve --config",
+        )
+    else:
+        raise _Refused(ErrorCode.invalid_request, _unsupported(kind))
 
 
 def _unsupported(kind: int) -> str:
@@ -237,21 +266,8 @@ def _alter(state: ServerState, request: Any) -> dict[str, Any]:
     for resource in request.resources:
         kind, name = resource.resource_type, resource.resource_name
         answer: dict[str, Any] = {"resource_type": kind, "resource_name": name}
-        try:
-            if kind == TOPIC:
-                _alter_topic(state, resource, bool(request.validate_only))
-            elif kind == BROKER:
-                raise _Refused(
-                    ErrorCode.invalid_request,
-                    "the broker's settings are read-only: they come from logstore serve --config",
-                )
-            else:
-                raise _Refused(ErrorCode.invalid_request, _unsupported(kind))
-        except UnknownTopicError as exc:
-            answer.update(error_code=ErrorCode.unknown_topic_or_partition, error_message=str(exc))
-        except _Refused as exc:
-            answer.update(error_code=exc.code, error_message=str(exc))
-        responses.append(answer)
+        alter = functools.partial(_alter_one, state, request, resource)
+        responses.append(_answered(answer, None, alter))
     return {"responses": responses}
 
 
