@@ -20,7 +20,10 @@ The client is librdkafka (confluent-kafka), each run in a process of its own
   key. Timed from the first ``produce()`` to the end of ``flush()``;
 - **consume**: a consumer assigned every partition from the beginning reads
   exactly the records produced (an error message or a wrong count fails the
-  run); timed from ``assign`` to the last record;
+  run); timed from ``assign`` to the last record. ``queued.min.messages`` is
+  raised and ``fetch.queue.backoff.ms`` cut (librdkafka otherwise pauses a
+  partition's fetches for a second once 100,000 records wait in its queue,
+  which measured the pause), ``fetch.wait.max.ms`` is 100;
 - **latency**: 100-byte records at a fixed ``LATENCY_RATE`` records/s for
   ``LATENCY_SECONDS``, ``acks=all``; each record's latency from its
   ``produce()`` to its delivery callback; p50 and p99.
@@ -30,7 +33,9 @@ system time (``/proc/PID/stat``, every thread) over each phase, per MB moved.
 A warm-up round (``WARMUP_RECORDS`` records produced and consumed on each
 server) comes first: Kafka's JIT and logstore's caches are warm for the timed
 phases. Targets take turns within each load, in a rotating order, so a noisy
-moment on a shared machine does not always fall on the same one.
+moment on a shared machine does not always fall on the same one; each phase
+is the best of ``ROUNDS`` rounds (each on topics of its own), with the lowest
+server CPU of them. About two minutes on a 2-core machine.
 
 Run by ``bench/run.py`` (``make bench``); also alone::
 
@@ -67,7 +72,7 @@ KIB_RECORDS = 100_000
 LATENCY_RATE = 5000
 LATENCY_SECONDS = 4.0
 WARMUP_RECORDS = 200_000
-ROUNDS = 2
+ROUNDS = 3
 POOL_BYTES = 1 << 20
 CHILD_TIMEOUT_S = 300
 KAFKA = "kafka"
