@@ -930,7 +930,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-extras",
         action="store_true",
-        help="skip the recovery, compaction, broker and mirror sections",
+        help="skip the recovery, compaction, broker, mirror and serve sections",
     )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="markdown report path")
     parser.add_argument("--charts", default=DEFAULT_CHARTS, help="directory for PNG charts")
@@ -1006,6 +1006,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import mirror
 
         extra += ["", *mirror.run()]
+        log("logstore serve next to Apache Kafka (librdkafka clients) ...")
+        import serve
+
+        extra += ["", *serve.run()]
         if baseline_dir is not None:
             log(f"recovery, compaction and broker with the package at {args.baseline} ...")
             extra += [

@@ -270,9 +270,14 @@ decode_section(PyObject *self, PyObject *args)
     long long base_offset, base_timestamp, skip_below, last_offset_delta;
     PyObject *fixed_timestamp;
     Py_ssize_t count, limit = -1;
-    if (!PyArg_ParseTuple(args, "y*LLOLnL|n", &view, &base_offset, &base_timestamp,
-                          &fixed_timestamp, &skip_below, &count, &last_offset_delta, &limit))
+    int build = 1;
+    if (!PyArg_ParseTuple(args, "y*LLOLnL|np", &view, &base_offset, &base_timestamp,
+                          &fixed_timestamp, &skip_below, &count, &last_offset_delta, &limit,
+                          &build))
         return NULL;
+    /* build false: every record checked as when built, none built; the answer is the
+     * number of records without a key (what a compacted log refuses). */
+    Py_ssize_t null_keys = 0;
     if (RecordType == NULL) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_RuntimeError, "logstore._speedups is not configured");
@@ -319,6 +324,36 @@ decode_section(PyObject *self, PyObject *args)
         PyObject *key, *value, *headers;
         if (read_indexed_varint(data, size, &pos, 1, start, &n) < 0)
             goto fail;
+        if (!build) {
+            /* The same positions and checks as below, without objects. */
+            if (n < 0)
+                null_keys++;
+            else
+                pos += (Py_ssize_t)n;
+            if (read_indexed_varint(data, size, &pos, 2, start, &n) < 0)
+                goto fail;
+            if (n >= 0)
+                pos += (Py_ssize_t)n;
+            if (pos >= size) {
+                past_end(start);
+                goto fail;
+            }
+            if (data[pos] == 0)
+                pos += 1;
+            else {
+                headers = decode_headers(data, size, &pos, (Py_ssize_t)rec_end, start);
+                if (headers == NULL)
+                    goto fail;
+                Py_DECREF(headers);
+            }
+            if ((i128)pos != rec_end) {
+                corrupt(start, "invalid_records",
+                        "record fields end at byte %zd, its length says %lld", pos,
+                        (long long)rec_end);
+                goto fail;
+            }
+            continue;
+        }
         key = read_bytes(data, &pos, n, rec_end);
         if (key == NULL)
             goto fail;
@@ -397,6 +432,8 @@ decode_section(PyObject *self, PyObject *args)
                 (long long)prev_delta, last_offset_delta);
         goto fail;
     }
+    if (!build)
+        Py_SETREF(out, PyLong_FromSsize_t(null_keys));
     goto done;
 fail:
     Py_CLEAR(out);
@@ -988,7 +1025,8 @@ static PyMethodDef methods[] = {
      " -> (bytes, index after the last encoded entry, max timestamp)"},
     {"decode_section", decode_section, METH_VARARGS,
      "decode_section(data, base_offset, base_timestamp, fixed_timestamp, skip_below,"
-     " record_count, last_offset_delta[, limit]) -> list of Record (at most limit)"},
+     " record_count, last_offset_delta[, limit[, build]]) -> list of Record (at most limit);"
+     " build false: every record checked, none built, the number without a key"},
     {NULL, NULL, 0, NULL},
 };
 

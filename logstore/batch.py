@@ -48,6 +48,7 @@ from .recordcodec import (
     _decode_section,
     _py_decode_section,
     accepts_as_is,
+    check_section,
     encode_len,
     encode_records,
     encode_section,
@@ -72,6 +73,7 @@ __all__ = [
     "Entry",
     "accepts_as_is",
     "build_batch",
+    "check_records",
     "decode_keys",
     "decode_records",
     "encode_batch",
@@ -114,7 +116,20 @@ def decode_records(
     h = header if header is not None else read_header(buf, pos, verify_crc=verify_crc)
     if max_records == 0:
         return []
-    return _decode(buf, pos, h, min_offset, -1 if max_records is None else max_records)
+    records: list[Record] = _decode(
+        buf, pos, h, min_offset, -1 if max_records is None else max_records
+    )
+    return records
+
+
+def check_records(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> int:
+    """Check every record of the batch at ``buf[pos]`` as ``decode_records`` does; build none.
+
+    Returns how many records have no key. Raises ``CorruptLogError`` exactly
+    where ``decode_records`` would.
+    """
+    keyless: int = _decode(buf, pos, header, 0, -1, check_only=True)
+    return keyless
 
 
 def decode_keys(
@@ -128,7 +143,8 @@ def decode_keys(
     """
     if _C is not None:
         return [(r[0], r[2]) for r in _decode(buf, pos, header, 0, -1)]
-    return _decode(buf, pos, header, 0, -1, keys_only=True)
+    keys: list[tuple[int, bytes | None]] = _decode(buf, pos, header, 0, -1, keys_only=True)
+    return keys
 
 
 def _decode(
@@ -139,8 +155,9 @@ def _decode(
     max_records: int,
     *,
     keys_only: bool = False,
-) -> list[Any]:
-    """Decompress the records section of the batch at ``buf[pos]`` and decode it.
+    check_only: bool = False,
+) -> Any:
+    """Decompress the records section of the batch at ``buf[pos]`` and decode (or check) it.
 
     Errors are reported at ``pos`` with where in the section they were found.
     """
@@ -161,6 +178,8 @@ def _decode(
     try:
         if keys_only:
             return _py_decode_section(bytes(data), h, min_offset, max_records, keys_only=True)
+        if check_only:
+            return check_section(data, h)
         return _decode_section(data, h, min_offset, max_records)
     except CorruptLogError as exc:
         where = "decompressed records section" if codec else "batch"

@@ -207,7 +207,7 @@ class BatchFile:
         with self.lock:
             return os.pread(self.fd(), size, position)
 
-    def append(self, data: bytes, position: int) -> None:
+    def append(self, data: bytes | memoryview, position: int) -> None:
         """Write ``data`` at ``position`` (the end); on failure cut back and re-raise.
 
         If the cut fails too, ``broken`` is set: garbage may follow the last

@@ -199,14 +199,17 @@ class LocalLog:
         The base offset lies outside the CRC: nothing is re-checksummed.
         """
         base = self.end_offset
+        view = memoryview(data)  # each batch written from ``data`` in place, not copied
         for pos, header in headers:
             batch.set_base_offset(data, pos, self.end_offset)
             last_offset = self.end_offset + header.last_offset_delta
-            piece = bytes(data[pos : pos + header.size])
+            piece = view[pos : pos + header.size]
             self._write(piece, header.record_count, last_offset, header.max_timestamp)
         self._after_append(self.end_offset - base, self.clock())
 
-    def _write(self, data: bytes, record_count: int, last_offset: int, max_ts: int) -> Segment:
+    def _write(
+        self, data: bytes | memoryview, record_count: int, last_offset: int, max_ts: int
+    ) -> Segment:
         """Write one batch into the active segment, rolling first if a limit says so."""
         segment = self._maybe_roll(len(data), max_ts, last_offset)
         span = BatchSpan(len(data), last_offset, max_ts)

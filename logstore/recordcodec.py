@@ -314,6 +314,27 @@ def _decode_section(
     return _py_decode_section(bytes(data), h, min_offset, limit)  # bytes(bytes) is no copy
 
 
+def check_section(data: bytes | memoryview, h: BatchHeader) -> int:
+    """Check every record of a section as ``_decode_section`` would; how many have no key.
+
+    The compiled codec builds no records for it (an append of encoded batches
+    only needs to know they are valid); the pure one decodes them.
+    """
+    if _C is not None:
+        return _C.decode_section(  # type: ignore[no-any-return]
+            data,
+            h.base_offset,
+            h.base_timestamp,
+            h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
+            -1,
+            h.record_count,
+            h.last_offset_delta,
+            -1,
+            False,
+        )
+    return sum(r.key is None for r in _py_decode_section(bytes(data), h, 0))
+
+
 def _py_decode_section_flat(
     data: bytes | memoryview,
     base_offset: int,
@@ -323,15 +344,20 @@ def _py_decode_section_flat(
     record_count: int,
     last_offset_delta: int,
     limit: int = -1,
-) -> list[Record]:
-    """``_py_decode_section`` with the compiled ``decode_section``'s arguments (its twin)."""
+    build: bool = True,
+) -> list[Record] | int:
+    """``_py_decode_section`` with the compiled ``decode_section``'s arguments (its twin).
+
+    ``build`` false: the records are checked alike and the answer is how many have no key.
+    """
     attributes = 0 if fixed_timestamp is None else TIMESTAMP_TYPE_BIT
     max_ts = 0 if fixed_timestamp is None else fixed_timestamp
     h = BatchHeader(
         base_offset, 0, 0, 2, 0, attributes, last_offset_delta, base_timestamp, max_ts,
         -1, -1, -1, record_count,
     )  # fmt: skip
-    return _py_decode_section(bytes(data), h, base_offset + skip_below, limit)
+    records = _py_decode_section(bytes(data), h, base_offset + skip_below, limit)
+    return records if build else sum(r.key is None for r in records)
 
 
 def _py_check_messages(items: list[Any], require_keys: bool, message_type: type) -> bool:

@@ -394,7 +394,9 @@ class Segment(SegmentLookups):
 
     # ------------------------------------------------------------ writing
 
-    def append(self, data: bytes, spans: Sequence[BatchSpan], *, record_count: int) -> None:
+    def append(
+        self, data: bytes | memoryview, spans: Sequence[BatchSpan], *, record_count: int
+    ) -> None:
         """Write encoded batches at the end of the ``.log`` with one ``pwrite``.
 
         Index entries follow Kafka's rule per batch: before a batch, if more than

@@ -214,13 +214,13 @@ def check_batches(data: bytearray, config: LogConfig) -> list[tuple[int, BatchHe
         if len(data) - pos >= 8:
             batch.set_base_offset(data, pos, 0)
         header = batch.read_header(data, pos)
-        records = batch.decode_records(data, pos, header)  # validates every record
+        keyless = batch.check_records(data, pos, header)  # validates every record, builds none
         if header.size > config.max_message_bytes:
             raise RecordTooLarge(
                 f"batch at byte {pos} is {header.size} bytes, over max_message_bytes "
                 f"{config.max_message_bytes}"
             )
-        if config.compacted and any(r.key is None for r in records):
+        if config.compacted and keyless:
             raise InvalidRecordError("a compacted log cannot accept a record without a key")
         headers.append((pos, header))
         pos += header.size

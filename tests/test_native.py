@@ -81,10 +81,12 @@ SWEPT = [
 
 
 def _decode_args(
-    data: bytes, count: int = 4, *, limit: int = -1, skip_below: int = -1
+    data: bytes, count: int = 4, *, limit: int = -1, skip_below: int = -1, build: bool = True
 ) -> tuple[Any, ...]:
     # base offset 100, base ts 1000, CreateTime, `count` records, deltas 0..count - 1
-    return (data, 100, 1_000, None, skip_below, count, count - 1, limit)
+    args = (data, 100, 1_000, None, skip_below, count, count - 1, limit)
+    # build false: checked only, the answer the number of records without a key
+    return args if build else (*args, False)
 
 
 def _damaged(section: bytes) -> list[bytes]:
@@ -114,7 +116,7 @@ def _corrupt_sections() -> list[tuple[Any, ...]]:
         _decode_args(data, count, **kw)
         for section, count in SWEPT
         for data in _damaged(section)
-        for kw in ({}, {"skip_below": 1}, {"limit": 2})
+        for kw in ({}, {"skip_below": 1}, {"limit": 2}, {"build": False})
     ]
 
 
@@ -136,6 +138,8 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         _decode_args(SECTION),
         _decode_args(SECTION, limit=2),
         _decode_args(SECTION, skip_below=2),
+        _decode_args(SECTION, build=False),  # checked, not built: one record has no key
+        _decode_args(SECTION + b"\x00", build=False),
         (SECTION, 100, 1_000, 5_555, -1, 4, 3, -1),  # LogAppendTime: one timestamp for all
         _decode_args(SECTION + b"\x00"),  # bytes left over
         (SECTION, 100, 1_000, None, -1, 5, 4, -1),  # a count the data does not hold
@@ -248,6 +252,15 @@ def test_the_record_decoders_agree_on_randomly_damaged_sections(
         del data[cut % (len(data) + 1) :]
     args = _decode_args(bytes(data), len(items), limit=limit, skip_below=skip_below)
     assert _outcome(C.decode_section, args) == _outcome(_pure(pair), args)
+    check = _decode_args(bytes(data), len(items), build=False)
+    assert _outcome(C.decode_section, check) == _outcome(_pure(pair), check)
+
+
+def test_checking_a_section_counts_its_keyless_records_and_builds_none() -> None:
+    assert recordcodec._py_decode_section_flat(*_decode_args(SECTION, build=False)) == 1
+    if C is not None:
+        assert C.decode_section(*_decode_args(SECTION, build=False)) == 1
+        assert C.decode_section(*_decode_args(SWEPT[1][0], 3, build=False)) == 1  # key None
 
 
 def test_the_cases_cover_success_and_failure() -> None:

@@ -151,9 +151,43 @@ def _entity_of(hint: Any) -> type[Any] | None:
     return None
 
 
-def _convert(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
-    kafka_type = field.metadata.get("kafka_type")
-    entity = _entity_of(hint)
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    """What ``build`` needs of one field of a kio class, worked out once per class."""
+
+    name: str
+    kafka_type: str | None
+    #: The kio class this field holds (alone, in a tuple, or optional), if any.
+    entity: type[Any] | None
+    required: bool
+    field: dataclasses.Field[Any]
+    hint: Any
+
+
+_PLANS: dict[type[Any], tuple[_Field, ...]] = {}
+
+
+def _plan(cls: type[Any]) -> tuple[_Field, ...]:
+    """``cls``'s fields with their types resolved: a response is built without introspection."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        plan = _PLANS[cls] = tuple(
+            _Field(
+                f.name,
+                f.metadata.get("kafka_type"),
+                _entity_of(hints[f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                f,
+                hints[f.name],
+            )
+            for f in dataclasses.fields(cls)
+        )
+    return plan
+
+
+def _convert(spec: _Field, value: Any) -> Any:
+    kafka_type, entity = spec.kafka_type, spec.entity
     if entity is not None and kafka_type is None:
         if value is None:
             return None
@@ -185,13 +219,12 @@ def build(cls: type[Any], values: dict[str, Any]) -> Any:
     a required one without a value gets its type's zero (an empty tuple, 0,
     an empty string), so one handler's answer fits every version.
     """
-    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):
-        if field.name in values:
-            kwargs[field.name] = _convert(field, hints[field.name], values[field.name])
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            kwargs[field.name] = _zero(field, hints[field.name])
+    for spec in _plan(cls):
+        if spec.name in values:
+            kwargs[spec.name] = _convert(spec, values[spec.name])
+        elif spec.required:
+            kwargs[spec.name] = _zero(spec.field, spec.hint)
     return cls(**kwargs)
 
 
@@ -241,6 +274,7 @@ def encode_response(
     if cls.__flexible__ and api_key != API_VERSIONS_KEY:
         out.write(b"\0")  # the header's tagged fields: none
     entity_writer(cls)(out, message)
-    frame = out.getbuffer()
-    struct.pack_into(">i", frame, 0, len(frame) - 4)
-    return bytes(frame)
+    with out.getbuffer() as frame:
+        struct.pack_into(">i", frame, 0, len(frame) - 4)
+    # No view left on the buffer: BytesIO hands its bytes over instead of copying a fetch's MBs.
+    return out.getvalue()
