@@ -205,11 +205,12 @@ def stored_batches(
             left = None if budget is None else budget - served
             if left is not None and left <= 0 and served:
                 return
-            batches = seg.iter_batches(
+            batches = seg.file.iter_batches(  # Segment.iter_batches, with a budget
                 position,
                 end,
                 verify_crc=verify,
                 chunk_bytes=chunk,
+                contiguous=seg.contiguous,
                 budget=left,
                 at_least_one=served == 0,
             )

@@ -460,12 +460,10 @@ class Segment(SegmentLookups):
         verify_crc: bool,
         chunk_bytes: int = CHUNK_BYTES,
         check_offsets: bool = False,
-        budget: int | None = None,
-        at_least_one: bool = True,
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of whole batches in ``[start, end)``.
 
-        See ``BatchFile.iter_batches`` (``budget`` and ``at_least_one`` too). ``check_offsets`` (a walk from position
+        See ``BatchFile.iter_batches``. ``check_offsets`` (a walk from position
         0) checks each batch's offsets with ``check_follows`` within the
         segment, for callers that rewrite what they read (the cleaner).
         """
@@ -477,8 +475,6 @@ class Segment(SegmentLookups):
             chunk_bytes=chunk_bytes,
             check_offsets_from=self.base_offset if check_offsets else None,
             contiguous=self.contiguous,
-            budget=budget,
-            at_least_one=at_least_one,
         )
 
     # ------------------------------------------------------------ validation and recovery
