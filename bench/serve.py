@@ -20,8 +20,8 @@ The client is librdkafka (confluent-kafka), each run in a process of its own
   key. Timed from the first ``produce()`` to the end of ``flush()``;
 - **consume**: a consumer assigned every partition from the beginning reads
   exactly the records produced (an error message or a wrong count fails the
-  run), and again from the beginning, ``CONSUME_PASSES`` times in all (3 for
-  100-byte records, 10 for 1 KiB: each phase lasts 2 s or more, so it
+  run), and again from the beginning, ``CONSUME_PASSES`` times in all (4 for
+  100-byte records, 12 for 1 KiB: each phase lasts 2 s or more, so it
   measures the server rather than a noisy moment); timed from the first
   ``assign`` to the last record of the last pass. ``queued.min.messages`` is
   raised and ``fetch.queue.backoff.ms`` cut (librdkafka otherwise pauses a
@@ -38,7 +38,7 @@ server) comes first: Kafka's JIT and logstore's caches are warm for the timed
 phases. Targets take turns within each load, in a rotating order, so a noisy
 moment on a shared machine does not always fall on the same one; each phase
 is the best of ``ROUNDS`` rounds (each on topics of its own), with the lowest
-server CPU of them. About four minutes on a 2-core machine.
+server CPU of them. About three and a half minutes on a 2-core machine.
 
 Run by ``bench/run.py`` (``make bench``); also alone::
 
@@ -76,7 +76,7 @@ LATENCY_RATE = 5000
 LATENCY_SECONDS = 4.0
 WARMUP_RECORDS = 200_000
 #: How many times a consume phase reads its topic from the beginning, by value size.
-CONSUME_PASSES = {100: 3, 1024: 10}
+CONSUME_PASSES = {100: 4, 1024: 12}
 ROUNDS = 3
 POOL_BYTES = 1 << 20
 CHILD_TIMEOUT_S = 300
