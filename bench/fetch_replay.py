@@ -146,8 +146,10 @@ def main() -> int:
                     f"fetch replay: {moved / 1e6:.0f} MB served, {pread[0] / 1e6:.0f} MB pread,"
                     f" {cpu:.3f} s CPU, {ms_mb:.3f} ms/MB"
                 )
+    malloc = "glibc defaults" if defaults else "thresholds fixed"
     print(
-        f"fetch replay best of {ROUNDS}: {best:.3f} CPU ms/MB (record codec {logstore.__speedups__})"
+        f"fetch replay best of {ROUNDS}: {best:.3f} CPU ms/MB"
+        f" (record codec {logstore.__speedups__}, malloc {malloc})"
     )
     return 0
 
