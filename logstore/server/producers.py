@@ -384,7 +384,8 @@ class Producers:
         state: _PartitionState = {}
         start = log.start_offset
         floor_ms = 0
-        saved = self._snapshot.pop((topic, partition), None)
+        with self._lock:  # ``expire`` may be replacing the entry
+            saved = self._snapshot.pop((topic, partition), None)
         if saved is not None:
             try:
                 usable = (
