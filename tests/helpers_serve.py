@@ -111,9 +111,20 @@ class ServeProcess:
         assert (code, rest) == (0, ""), rest
 
 
-def idempotent_batch(producer_id: int, epoch: int, sequence: int, values: list[bytes]) -> bytes:
-    """A RecordBatch v2 of ``values`` (keyless) carrying producer id, epoch and base sequence."""
-    base_ts = 1_700_000_000_000
+def idempotent_batch(
+    producer_id: int,
+    epoch: int,
+    sequence: int,
+    values: list[bytes],
+    *,
+    timestamp_ms: int | None = None,
+) -> bytes:
+    """A RecordBatch v2 of ``values`` (keyless) carrying producer id, epoch and base sequence.
+
+    Its records are timestamped from ``timestamp_ms``, by default now: a
+    producer's state rebuilt from the log expires by the batches' timestamps.
+    """
+    base_ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     entries = [(v, None, (), base_ts + i) for i, v in enumerate(values)]  # value first
     section, _, max_ts = encode_section(entries, base_ts)
     return build_batch(

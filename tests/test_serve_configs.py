@@ -1,6 +1,7 @@
-"""``logstore serve``: DescribeConfigs, IncrementalAlterConfigs and auto_create_topics.
+"""``logstore serve``: DescribeConfigs, (Incremental)AlterConfigs and auto_create_topics.
 
-With confluent-kafka's AdminClient (librdkafka) where it can say it, raw
+With confluent-kafka's AdminClient (librdkafka) where it can say it,
+kafka-python's for the legacy AlterConfigs (which librdkafka no longer uses), raw
 kio frames where it cannot (a resource type it does not send, duplicate
 keys, Metadata with ``allow_auto_topic_creation`` false, a Produce with no
 Metadata before it). Every value and source reported is asserted exactly,
@@ -34,7 +35,8 @@ from kio.serial import entity_reader, entity_writer  # noqa: E402
 from kio.static.constants import EntityType  # noqa: E402
 
 from logstore.batch import encode_batch  # noqa: E402
-from logstore.server import codec  # noqa: E402
+from logstore.server import codec, configs  # noqa: E402
+from tests.helpers_serve import need  # noqa: E402
 
 LONG_MAX = str((1 << 63) - 1)
 DEFAULTS = logstore.LogConfig(fsync="never", retention_ms=3_600_000)
@@ -251,12 +253,14 @@ def test_refusals_name_the_setting_and_change_nothing(served) -> None:  # type: 
 def _call(address: tuple[str, int], api_key: int, version: int, body: dict[str, Any]) -> Any:
     """One request of ``body`` (built as the server builds answers), its decoded response."""
     from kio.index import load_payload_module
-    from kio.schema.request_header.v2.header import RequestHeader
+    from kio.schema.request_header.v1.header import RequestHeader as RequestHeaderV1
+    from kio.schema.request_header.v2.header import RequestHeader as RequestHeaderV2
 
     module = load_payload_module(api_key, version, EntityType.request)
     cls = next(
         v for v in vars(module).values() if getattr(v, "__type__", None) is EntityType.request
     )
+    RequestHeader: Any = RequestHeaderV2 if cls.__flexible__ else RequestHeaderV1
     out = io.BytesIO()
     entity_writer(RequestHeader)(
         out,
@@ -272,7 +276,8 @@ def _call(address: tuple[str, int], api_key: int, version: int, body: dict[str, 
         frame = _read(sock, size)
     response_class = codec.response_class(api_key, version)
     assert response_class is not None
-    answer, _ = entity_reader(response_class)(frame, 5)  # correlation id, tagged fields
+    # The correlation id, then (flexible versions) the header's tagged fields.
+    answer, _ = entity_reader(response_class)(frame, 5 if cls.__flexible__ else 4)
     return answer
 
 
@@ -644,3 +649,167 @@ def test_the_security_options_come_from_the_file_too(tmp_path: Path) -> None:
     path.write_text("sasl_users = 7\n")
     with pytest.raises(logstore.ConfigError, match=r"sasl_users must be .*, not 7 \(int\)"):
         logstore.load_serve_settings(path)
+
+
+# ------------------------------------------------------------ the legacy AlterConfigs
+
+
+def _settings(admin: AdminClient) -> dict[str, tuple[str, int, bool]]:
+    """Topic ``t``'s settings as DESCRIBED shows them."""
+    return {
+        n: (e.value, int(e.source), e.is_read_only)
+        for n, e in _describe(admin, ResourceType.TOPIC, "t").items()
+    }
+
+
+def test_kafka_python_alter_configs_replaces_the_settings(served) -> None:  # type: ignore[no-untyped-def]
+    kafka_admin = need("kafka.admin")
+    server, admin, root = served
+    client = kafka_admin.KafkaAdminClient(bootstrap_servers="{}:{}".format(*server.address))
+    topic_type, broker_type = (
+        kafka_admin.ConfigResourceType.TOPIC,
+        kafka_admin.ConfigResourceType.BROKER,
+    )
+    try:
+        # kafka-python adds the topic's other own settings (retention.bytes) to the request.
+        wanted = {"retention.ms": "1000", "cleanup.policy": "compact"}
+        resource = kafka_admin.ConfigResource(topic_type, "t", wanted)
+        assert client.alter_configs([resource], incremental=False) == {"topic": {"t": "OK"}}
+        changed = {
+            "retention.ms": ("1000", 1, False),
+            "cleanup.policy": ("compact", 1, False),
+        }
+        assert _settings(admin) == DESCRIBED | changed
+        # A partial reset sends every own setting but the one reset: that one reverts.
+        resource = kafka_admin.ConfigResource(topic_type, "t", ["retention.bytes"])
+        assert client.reset_configs([resource], incremental=False) == {"topic": {"t": "OK"}}
+        reverted = {"retention.bytes": ("-1", 5, False)}
+        assert _settings(admin) == DESCRIBED | changed | reverted
+        bad = kafka_admin.ConfigResource(topic_type, "t", {"segment.bytes": "1"})
+        assert client.alter_configs([bad], incremental=False, raise_on_unknown=False) == {
+            "topic": {
+                "t": "[Error 40] InvalidConfigurationError: segment_bytes must be an integer >= 64, got 1"
+            }
+        }
+        broker = kafka_admin.ConfigResource(broker_type, "0", {"log.retention.ms": "1"})
+        assert client.alter_configs([broker], incremental=False, raise_on_unknown=False) == {
+            "broker": {
+                "0": "[Error 42] InvalidRequestError: the broker's settings are read-only: "
+                "they come from logstore serve --config"
+            }
+        }
+        assert _settings(admin) == DESCRIBED | changed | reverted
+    finally:
+        client.close()
+    server.close()
+    with logstore.Broker.open(root, DEFAULTS, maintenance_interval_ms=None) as broker_root:
+        assert broker_root.topic_overrides("t") == {
+            "retention_ms": 1000,
+            "cleanup_policy": "compact",
+        }
+
+
+def _legacy_alter(
+    address: tuple[str, int],
+    version: int,
+    validate_only: bool,
+    *resources: tuple[int, str, dict[str, str | None] | list[tuple[str, str | None]]],
+) -> list[tuple[int, str | None]]:
+    """A raw AlterConfigs: each resource's (error code, message); a list may repeat a name."""
+    body = {
+        "resources": [
+            {
+                "resource_type": kind,
+                "resource_name": name,
+                "configs": [
+                    {"name": n, "value": v}
+                    for n, v in (given.items() if isinstance(given, dict) else given)
+                ],
+            }
+            for kind, name, given in resources
+        ],
+        "validate_only": validate_only,
+    }
+    answer = _call(address, 33, version, body)
+    assert [(r.resource_type, r.resource_name) for r in answer.responses] == [
+        (kind, name) for kind, name, _ in resources
+    ]
+    return [(r.error_code, r.error_message) for r in answer.responses]
+
+
+def test_raw_alter_configs_validate_only_and_errors(served) -> None:  # type: ignore[no-untyped-def]
+    server, admin, root = served
+    ok = (codec.ErrorCode.none, None)
+    # validate_only: a valid replacement is answered and changes nothing; a bad one is refused.
+    assert _legacy_alter(server.address, 2, True, (2, "t", {"segment.ms": "1000"})) == [ok]
+    assert _legacy_alter(server.address, 2, True, (2, "t", {"segment.bytes": "1"})) == [
+        (codec.ErrorCode.invalid_config, "segment_bytes must be an integer >= 64, got 1")
+    ]
+    assert _settings(admin) == DESCRIBED
+    assert _legacy_alter(
+        server.address,
+        0,
+        False,
+        # Only what is given: retention.bytes (null, as if not given) reverts to the default.
+        (2, "t", {"segment.ms": "1000", "flush.ms": "250", "retention.bytes": None}),
+        (2, "t", [("retention.ms", "1"), ("cleanup.policy", "compact"), ("retention.ms", "2")]),
+        (2, "t", {"retention.hours": "1"}),
+        (2, "t", {"compression.type": "producer"}),
+        (2, "missing", {"retention.ms": "1"}),
+        (4, "0", {"log.retention.ms": "1"}),
+        (32, "g", {"x": "1"}),
+    ) == [
+        ok,
+        (codec.ErrorCode.invalid_request, "duplicate config keys: retention.ms"),
+        (
+            codec.ErrorCode.invalid_config,
+            "unknown topic config 'retention.hours': this broker knows "
+            + ", ".join(configs.SETTINGS),
+        ),
+        (
+            codec.ErrorCode.invalid_config,
+            "compression.type is fixed here (batches are kept as the producer compressed them): it cannot be altered",
+        ),
+        (codec.ErrorCode.unknown_topic_or_partition, f"no topic 'missing' in {root}"),
+        (
+            codec.ErrorCode.invalid_request,
+            "the broker's settings are read-only: they come from logstore serve --config",
+        ),
+        (
+            codec.ErrorCode.invalid_request,
+            "config resource type 32 is not supported here (TOPIC and BROKER are)",
+        ),
+    ]
+    assert _settings(admin) == DESCRIBED | {
+        "retention.bytes": ("-1", 5, False),
+        "segment.ms": ("1000", 1, False),
+        "flush.ms": ("250", 1, False),
+        "flush.messages": (LONG_MAX, 1, False),
+    }
+    assert _legacy_alter(server.address, 1, False, (2, "t", {"segment.ms": "5"}), (2, "t", {})) == [
+        ok,
+        ok,
+    ]  # the second empties the topic's settings: all defaults
+    assert _settings(admin) == DESCRIBED | {"retention.bytes": ("-1", 5, False)}
+    assert _legacy_alter(
+        server.address,
+        2,
+        False,
+        (2, "t", {"segment.ms": "1000", "flush.ms": "250", "max.message.bytes": "2048"}),
+    ) == [ok]
+    assert _settings(admin) == DESCRIBED | {
+        "retention.bytes": ("-1", 5, False),
+        "segment.ms": ("1000", 1, False),
+        "flush.ms": ("250", 1, False),
+        "flush.messages": (LONG_MAX, 1, False),
+        "max.message.bytes": ("2048", 1, False),
+    }
+    server.close()
+    with logstore.Broker.open(root, DEFAULTS, maintenance_interval_ms=None) as broker:
+        assert broker.topic_overrides("t") == {
+            "segment_ms": 1000,
+            "max_message_bytes": 2048,
+            "fsync": "interval",
+            "fsync_interval_ms": 250,
+            "fsync_interval_messages": None,
+        }

@@ -361,7 +361,7 @@ def test_a_damaged_snapshot_falls_back_to_the_log(tmp_path) -> None:
     # Its checksum right but not the shape this server writes: not understood, not trusted.
     body = b'{"partitions":[{"topic":"s","partition":0,"end":3,"last_batch":[0],"producers":[]}]}'
     snapshot.write_bytes(
-        b"logstore-serve-producer-state 1 "
+        b"logstore-serve-producer-state 2 "
         + hashlib.sha256(body).hexdigest().encode()
         + b"\n"
         + body
@@ -399,9 +399,9 @@ def _spy_on_scans(monkeypatch: Any) -> list[tuple[int, int]]:
     monkeypatch.setattr(
         producers,
         "_scan",
-        lambda log, start, end, state: (
+        lambda log, start, end, state, *rest: (
             scans.append((start, end)),
-            real_scan(log, start, end, state),
+            real_scan(log, start, end, state, *rest),
         ),
     )
     return scans

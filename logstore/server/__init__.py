@@ -65,7 +65,14 @@ def serve(
     to be answered, default 10), ``group_min_session_timeout_ms`` and
     ``group_max_session_timeout_ms`` (a JoinGroup asking for a session
     timeout outside is refused with INVALID_SESSION_TIMEOUT; Kafka's 6 s and
-    30 min by default). Security: ``tls_cert`` and ``tls_key``
+    30 min by default), ``producer_id_expiration_ms`` (Kafka's
+    ``producer.id.expiration.ms``, default one day: an idempotent producer
+    whose last batch on a partition is older is forgotten there, in memory
+    and in ``ROOT/serve-producer-state``; its next batch is then taken as a
+    new producer's, appended whatever its sequence, so a retry of a batch
+    from before the expiry is appended again, as in Kafka; a producer's time
+    is its last append, or for batches rebuilt from the log their max
+    timestamp). Security: ``tls_cert`` and ``tls_key``
     (PEM files: TLS 1.2 or later on every connection), ``tls_client_ca``
     (a CA file: client certificates required and verified against it),
     ``sasl_users`` (a users file, see ``logstore users add``: every

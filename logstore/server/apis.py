@@ -17,7 +17,11 @@ from typing import Any
 
 from . import codec
 from .codec import ErrorCode, Header, ProtocolError
-from .configapi import handle_describe_configs, handle_incremental_alter_configs
+from .configapi import (
+    handle_alter_configs,
+    handle_describe_configs,
+    handle_incremental_alter_configs,
+)
 from .fetch import handle_fetch
 from .groupapi import (
     handle_describe_groups,
@@ -76,6 +80,7 @@ APIS: dict[int, Api] = {
         Api(20, 1, 6, handle_delete_topics),
         Api(22, 0, 5, handle_init_producer_id),
         Api(32, 1, 4, handle_describe_configs),
+        Api(33, 0, 2, handle_alter_configs),
         Api(44, 0, 1, handle_incremental_alter_configs),
         Api(36, 0, 2, handle_sasl_authenticate),
     )

@@ -23,7 +23,7 @@ from .. import Broker, ConfigError, LogConfig
 from .connection import Connection, serve_connection
 from .groups import MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, Groups
 from .memory import reuse_freed_memory
-from .producers import Producers
+from .producers import EXPIRATION_MS, Producers
 from .sasl import MECHANISMS, SaslSettings, parse_mechanisms
 from .state import ServerState
 from .tls import server_context
@@ -81,6 +81,7 @@ class Server:
         tls_client_ca: str | os.PathLike[str] | None = None,
         sasl_users: str | os.PathLike[str] | None = None,
         sasl_mechanisms: str | tuple[str, ...] | list[str] = MECHANISMS,
+        producer_id_expiration_ms: int = EXPIRATION_MS,
     ) -> None:
         self.root = os.fspath(root)
         self._listen = parse_address(listen)
@@ -100,6 +101,11 @@ class Server:
                 f"{group_min_session_timeout_ms!r} and {group_max_session_timeout_ms!r}"
             )
         self._session_timeout_range = (group_min_session_timeout_ms, group_max_session_timeout_ms)
+        if type(producer_id_expiration_ms) is not int or producer_id_expiration_ms < 1:
+            raise ConfigError(
+                f"producer_id_expiration_ms must be an int >= 1, got {producer_id_expiration_ms!r}"
+            )
+        self._producer_id_expiration_ms = producer_id_expiration_ms
         # Security settings are checked here, before the root is opened or a port taken.
         if (tls_key is not None or tls_client_ca is not None) and tls_cert is None:
             raise ValueError(
@@ -141,7 +147,9 @@ class Server:
         self._stopped = asyncio.Event()
         low, high = self._session_timeout_range
         groups = Groups(broker, min_session_timeout_ms=low, max_session_timeout_ms=high)
-        producers = await asyncio.to_thread(Producers.open, broker, self.root)
+        producers = await asyncio.to_thread(
+            Producers.open, broker, self.root, expiration_ms=self._producer_id_expiration_ms
+        )
         self._state = ServerState(
             broker=broker,
             host=advertised[0],

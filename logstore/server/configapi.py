@@ -1,11 +1,16 @@
-"""DescribeConfigs and IncrementalAlterConfigs: a topic's settings, and the broker's defaults.
+"""DescribeConfigs, AlterConfigs, IncrementalAlterConfigs: topic settings, broker defaults.
 
 A TOPIC resource is described with every setting of ``configs.SETTINGS``,
 its source (the topic's own, the server's ``[topic_defaults]``, logstore's
 default) and, when asked, its synonyms and documentation; altered through
 ``Broker.alter_topic`` (validated as a whole, durable, applied to the open
 partitions) with SET, DELETE (back to the default), and APPEND/SUBTRACT on
-the list setting ``cleanup.policy``. The BROKER resource (this node, or the
+the list setting ``cleanup.policy``; or by the legacy AlterConfigs, which
+replaces the topic's settings as a whole (Kafka's semantics: those given
+become the topic's own, every other setting that has a Kafka name reverts
+to the default; a null value is one not given), with the same errors.
+Fields with no Kafka name (set through the embedded API) are left as they
+are: no client can name them. The BROKER resource (this node, or the
 cluster default ``""``) is the server's defaults, read-only: they come from
 the server's settings file. Other resource types are INVALID_REQUEST.
 """
@@ -21,7 +26,7 @@ from typing import Any
 from .. import ConfigError, InvalidTopicName, LogConfig, UnknownTopicError
 from . import configs
 from .codec import ErrorCode, Header
-from .configs import SETTINGS, BadValue, ConfigType, Source
+from .configs import SETTINGS, BadValue, ConfigType, Setting, Source
 from .state import NODE_ID, ServerState
 
 TOPIC, BROKER = 2, 4
@@ -178,10 +183,14 @@ def _describe_one(state: ServerState, request: Any, resource: Any, keys: set[str
     raise _Refused(ErrorCode.invalid_request, _unsupported(kind))
 
 
-def _alter_one(state: ServerState, request: Any, resource: Any) -> None:
+#: What one resource's configs change: (``LogConfig`` changes, fields reset to the default).
+Plan = Callable[[ServerState, Any], "tuple[dict[str, Any], set[str]]"]
+
+
+def _alter_one(state: ServerState, request: Any, resource: Any, plan: Plan) -> None:
     kind = resource.resource_type
     if kind == TOPIC:
-        _alter_topic(state, resource, bool(request.validate_only))
+        _alter_topic(state, resource, bool(request.validate_only), plan)
     elif kind == BROKER:
         raise _Refused(
             ErrorCode.invalid_request,
@@ -201,27 +210,39 @@ async def handle_describe_configs(
     return await asyncio.to_thread(_describe, state, request)
 
 
-def _plan(config: LogConfig, resource: Any) -> tuple[dict[str, Any], set[str]]:
-    """The ``LogConfig`` changes and resets of one resource's operations.
-
-    Raises:
-        _Refused: a duplicate, unknown or read-only name, an operation its type has not.
-    """
+def _no_duplicates(resource: Any) -> None:
+    """Refuse a name given twice (INVALID_REQUEST, as Kafka)."""
     names = [c.name for c in resource.configs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise _Refused(ErrorCode.invalid_request, f"duplicate config keys: {', '.join(duplicates)}")
+
+
+def _settable(name: str) -> Setting:
+    """The setting ``name``; INVALID_CONFIG when it is unknown or read-only."""
+    setting = SETTINGS.get(name)
+    if setting is None:
+        raise _Refused(ErrorCode.invalid_config, configs.unknown(name))
+    if setting.read_only:
+        raise _Refused(
+            ErrorCode.invalid_config, f"{name} is fixed here ({setting.doc}): it cannot be altered"
+        )
+    return setting
+
+
+def _incremental_plan(state: ServerState, resource: Any) -> tuple[dict[str, Any], set[str]]:
+    """The ``LogConfig`` changes and resets of one resource's operations.
+
+    Raises:
+        UnknownTopicError: no such topic.
+        _Refused: a duplicate, unknown or read-only name, an operation its type has not.
+    """
+    config = state.broker.topic(resource.resource_name).config
+    _no_duplicates(resource)
     values: dict[str, str] = {}
     reset: set[str] = set()
     for item in resource.configs:
-        setting = SETTINGS.get(item.name)
-        if setting is None:
-            raise _Refused(ErrorCode.invalid_config, configs.unknown(item.name))
-        if setting.read_only:
-            raise _Refused(
-                ErrorCode.invalid_config,
-                f"{item.name} is fixed here ({setting.doc}): it cannot be altered",
-            )
+        setting = _settable(item.name)
         try:
             op = Op(item.config_operation)
         except ValueError:
@@ -252,21 +273,48 @@ def _plan(config: LogConfig, resource: Any) -> tuple[dict[str, Any], set[str]]:
         raise _Refused(ErrorCode.invalid_config, str(exc)) from None
 
 
-def _alter_topic(state: ServerState, resource: Any, validate_only: bool) -> None:
+def _replacing_plan(state: ServerState, resource: Any) -> tuple[dict[str, Any], set[str]]:
+    """The legacy AlterConfigs' whole settings: those given, every other one reset.
+
+    The flush pair is completed from the defaults (the other one reverts too).
+
+    Raises:
+        UnknownTopicError: no such topic.
+        _Refused: a duplicate, unknown or read-only name, a bad value.
+    """
+    state.broker.topic(resource.resource_name)
+    _no_duplicates(resource)
+    for item in resource.configs:
+        _settable(item.name)
+    values = {c.name: c.value for c in resource.configs if c.value is not None}
+    try:
+        changes = configs.changes_of(values, state.broker.default_config)
+    except BadValue as exc:
+        raise _Refused(ErrorCode.invalid_config, str(exc)) from None
+    every = {field for setting in SETTINGS.values() for field in setting.fields}
+    return changes, every - set(changes)
+
+
+def _alter_topic(state: ServerState, resource: Any, validate_only: bool, plan: Plan) -> None:
     name = resource.resource_name
-    changes, reset = _plan(state.broker.topic(name).config, resource)
+    changes, reset = plan(state, resource)
     try:
         state.broker.alter_topic(name, changes, reset=reset - set(changes), dry_run=validate_only)
     except (ConfigError, TypeError, InvalidTopicName) as exc:
         raise _Refused(ErrorCode.invalid_config, str(exc)) from None
 
 
-def _alter(state: ServerState, request: Any) -> dict[str, Any]:
+def _alter(state: ServerState, request: Any, plan: Plan) -> dict[str, Any]:
     responses = []
     for resource in request.resources:
         kind, name = resource.resource_type, resource.resource_name
-        answer: dict[str, Any] = {"resource_type": kind, "resource_name": name}
-        alter = functools.partial(_alter_one, state, request, resource)
+        # Kafka's answer for a resource altered: no error, and a null message.
+        answer: dict[str, Any] = {
+            "resource_type": kind,
+            "resource_name": name,
+            "error_message": None,
+        }
+        alter = functools.partial(_alter_one, state, request, resource, plan)
         responses.append(_answered(answer, None, alter))
     return {"responses": responses}
 
@@ -274,4 +322,8 @@ def _alter(state: ServerState, request: Any) -> dict[str, Any]:
 async def handle_incremental_alter_configs(
     state: ServerState, header: Header, request: Any
 ) -> dict[str, Any]:
-    return await asyncio.to_thread(_alter, state, request)
+    return await asyncio.to_thread(_alter, state, request, _incremental_plan)
+
+
+async def handle_alter_configs(state: ServerState, header: Header, request: Any) -> dict[str, Any]:
+    return await asyncio.to_thread(_alter, state, request, _replacing_plan)

@@ -31,6 +31,20 @@ What survives a restart, and why it is safe (Kafka's design):
   before any id of the block is handed out; a restart, clean or not, starts
   above it. It never starts below ``now_ms << 8`` either, which keeps ids
   above those of a server that kept no mark, and unique if the file is lost.
+
+Expiry (Kafka's ``producer.id.expiration.ms``, one day by default): a
+producer whose last batch on a partition is older than ``expiration_ms`` is
+forgotten for that partition, so that state (and the snapshot) does not
+grow with every producer id that ever wrote. A producer's time on a
+partition is when its last batch was appended there by this server (the
+server's clock, kept in the snapshot), or, for batches found by scanning
+the log, the batch's max timestamp (as Kafka does), raised to the time the
+snapshot they follow was taken, since they were appended after it. The
+check is a comparison per producer: at the load of a partition, at each
+periodic snapshot tick (an expiry alone rewrites the snapshot), and on the
+producer's next batch. A forgotten producer is a new one, as in Kafka: its
+next batch is appended whatever its sequence and starts its state, so a
+retry of a batch appended before the expiry is appended again.
 """
 
 from __future__ import annotations
@@ -61,6 +75,8 @@ _ATTRIBUTES = struct.Struct(">h")
 _ATTRIBUTES_AT = 21
 _CRC = struct.Struct(">I")
 _CRC_AT = 17
+_MAX_TIMESTAMP = struct.Struct(">q")
+_MAX_TIMESTAMP_AT = 35
 _BASE = struct.Struct(">qi")  # base offset, batch length
 _LENGTH = struct.Struct(">i")
 _HEADER_BYTES = 61
@@ -71,10 +87,17 @@ REMEMBERED_BATCHES = 5
 ID_BLOCK = 1000
 IDS_FILE = "serve-producer-ids"
 SNAPSHOT_FILE = "serve-producer-state"
-_SNAPSHOT_MAGIC = b"logstore-serve-producer-state 1 "
+_SNAPSHOT_MAGIC = b"logstore-serve-producer-state 2 "
 _SCAN_CHUNK = 4 << 20
 #: How often the snapshot is rewritten while producers write (and once more at close).
 SNAPSHOT_INTERVAL_S = 30.0
+#: How long a producer's state on a partition outlives its last batch (Kafka's default).
+EXPIRATION_MS = 86_400_000
+
+
+def _now_ms() -> int:
+    """The clock of append times and expiry (a test replaces it)."""
+    return int(time.time() * 1000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +115,20 @@ class _ProducerState:
     epoch: int
     #: (first sequence, last sequence, first offset) of the last batches appended.
     batches: collections.deque[tuple[int, int, int]]
+    #: When its last batch was appended (ms since the epoch): what expiry compares.
+    last_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Saved:
+    """One partition's entry of the snapshot read at open."""
+
+    end: int
+    last_batch: tuple[int, int]
+    #: When the entry's state was taken: batches after ``end`` were appended later.
+    as_of_ms: int
+    #: ``[producer id, epoch, last_ms, [[first, last, offset], ...]]`` each.
+    producers: list[list[Any]]
 
 
 #: One partition's producers, by producer id.
@@ -120,21 +157,46 @@ def identities(records: bytes) -> list[BatchIdentity] | None:
 
 
 def _remember(
-    state: _PartitionState, producer_id: int, epoch: int, first: int, last: int, offset: int
+    state: _PartitionState,
+    producer_id: int,
+    epoch: int,
+    first: int,
+    last: int,
+    offset: int,
+    at_ms: int,
 ) -> None:
-    """Add one appended batch to a partition's state (a newer epoch starts afresh)."""
+    """Add one batch appended at ``at_ms`` to a partition's state (a newer epoch starts afresh)."""
     current = state.get(producer_id)
     if current is None or epoch > current.epoch:
         current = state[producer_id] = _ProducerState(
-            epoch, collections.deque(maxlen=REMEMBERED_BATCHES)
+            epoch, collections.deque(maxlen=REMEMBERED_BATCHES), at_ms
         )
     elif epoch < current.epoch:
         return  # a fenced epoch's batch: the newer epoch's state stands
     current.batches.append((first, last, offset))
+    current.last_ms = max(current.last_ms, at_ms)
 
 
-def _scan(log: Log, start: int, end: int, state: _PartitionState) -> None:
-    """Add the producer batches stored in ``[start, end)`` to ``state``, headers only."""
+def _expired(producer: _ProducerState | list[Any], now_ms: int, expiration_ms: int) -> bool:
+    """Whether a producer's last batch is ``expiration_ms`` old or more (Kafka's test)."""
+    last_ms = producer.last_ms if isinstance(producer, _ProducerState) else producer[2]
+    return bool(now_ms - last_ms >= expiration_ms)
+
+
+def _expire(state: _PartitionState, now_ms: int, expiration_ms: int) -> int:
+    """Forget a partition's expired producers; how many there were."""
+    gone = [pid for pid, p in state.items() if _expired(p, now_ms, expiration_ms)]
+    for producer_id in gone:
+        del state[producer_id]
+    return len(gone)
+
+
+def _scan(log: Log, start: int, end: int, state: _PartitionState, floor_ms: int = 0) -> None:
+    """Add the producer batches stored in ``[start, end)`` to ``state``, headers only.
+
+    A batch's time is its max timestamp, or ``floor_ms`` when that is later
+    (the batches were appended after it).
+    """
     offset = start
     while offset < end:
         data = log.read_batches(offset, _SCAN_CHUNK)
@@ -148,7 +210,9 @@ def _scan(log: Log, start: int, end: int, state: _PartitionState) -> None:
             (attributes,) = _ATTRIBUTES.unpack_from(data, position + _ATTRIBUTES_AT)
             producer_id, epoch, sequence = _PRODUCER.unpack_from(data, position + _PRODUCER_AT)
             if producer_id >= 0 and sequence >= 0 and not attributes & _CONTROL:
-                _remember(state, producer_id, epoch, sequence, sequence + delta, base)
+                (timestamp,) = _MAX_TIMESTAMP.unpack_from(data, position + _MAX_TIMESTAMP_AT)
+                at_ms = max(timestamp, floor_ms)
+                _remember(state, producer_id, epoch, sequence, sequence + delta, base, at_ms)
             offset = max(offset, base + delta + 1)
             position += 12 + length
         if offset == before:  # never: the batch holding ``offset`` ends at or after it
@@ -190,16 +254,17 @@ class Producers:
     requests never both pass the check for the same batch.
     """
 
-    def __init__(self, broker: Broker, root: str) -> None:
+    def __init__(self, broker: Broker, root: str, expiration_ms: int = EXPIRATION_MS) -> None:
         self._broker = broker
         self._root = root
+        self._expiration_ms = expiration_ms
         self._lock = threading.Lock()
         self._next_id = 0
         self._reserved = 0  # ids below this are covered by the durable high-water mark
         self._state: dict[tuple[str, int], _PartitionState] = {}
         self._locks: dict[tuple[str, int], threading.Lock] = {}
-        #: The snapshot read at open: (end offset, last batch, state) by partition.
-        self._snapshot: dict[tuple[str, int], tuple[int, list[int], list[Any]]] = {}
+        #: The snapshot read at open, by partition (until the partition is loaded).
+        self._snapshot: dict[tuple[str, int], _Saved] = {}
         self._dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -211,10 +276,14 @@ class Producers:
         root: str | os.PathLike[str],
         *,
         snapshot_interval_s: float = SNAPSHOT_INTERVAL_S,
+        expiration_ms: int = EXPIRATION_MS,
     ) -> Producers:
-        """Read the id high-water mark and the last snapshot (if any); start the snapshots."""
-        producers = cls(broker, os.fspath(root))
-        producers._next_id = max(producers._read_high_water(), int(time.time() * 1000) << 8)
+        """Read the id high-water mark and the last snapshot (if any); start the snapshots.
+
+        ``expiration_ms``: how long a producer's state on a partition outlives its last batch.
+        """
+        producers = cls(broker, os.fspath(root), expiration_ms)
+        producers._next_id = max(producers._read_high_water(), _now_ms() << 8)
         producers._reserved = producers._next_id
         producers._snapshot = producers._read_snapshot()
         producers._thread = threading.Thread(
@@ -270,7 +339,11 @@ class Producers:
         A ``str``: the error's name (``out_of_order_sequence_number``,
         ``invalid_producer_epoch``).
         """
-        state = self._state[(topic, partition)].get(batch.producer_id)
+        partition_state = self._state[(topic, partition)]
+        state = partition_state.get(batch.producer_id)
+        if state is not None and _expired(state, _now_ms(), self._expiration_ms):
+            del partition_state[batch.producer_id]  # forgotten: a new producer from here
+            state = None
         if state is None or batch.epoch > state.epoch:
             return None  # a new producer (or epoch) starts where it says
         if batch.epoch < state.epoch:
@@ -293,6 +366,7 @@ class Producers:
             batch.first_sequence,
             batch.last_sequence,
             offset,
+            _now_ms(),
         )
 
     def forget(self, topic: str) -> None:
@@ -309,28 +383,50 @@ class Producers:
         end = log.end_offset
         state: _PartitionState = {}
         start = log.start_offset
-        saved = self._snapshot.pop((topic, partition), None)
+        floor_ms = 0
+        with self._lock:  # ``expire`` may be replacing the entry
+            saved = self._snapshot.pop((topic, partition), None)
         if saved is not None:
-            saved_end, saved_last, producers = saved
             try:
-                usable = start <= saved_end <= end and _last_batch(log, saved_end) == tuple(
-                    saved_last
+                usable = (
+                    start <= saved.end <= end and _last_batch(log, saved.end) == saved.last_batch
                 )
             except LogStoreError:
                 usable = False
             if usable:
-                for producer_id, epoch, batches in producers:
+                for producer_id, epoch, last_ms, batches in saved.producers:
                     for first, last, offset in batches:
-                        _remember(state, producer_id, epoch, first, last, offset)
-                start = saved_end
+                        _remember(state, producer_id, epoch, first, last, offset, last_ms)
+                start, floor_ms = saved.end, saved.as_of_ms
             else:
                 logger.info("%s-%d: producer snapshot stale, scanning the log", topic, partition)
-        _scan(log, start, end, state)
+        _scan(log, start, end, state, floor_ms)
+        _expire(state, _now_ms(), self._expiration_ms)
         return state
+
+    def expire(self) -> int:
+        """Forget every expired producer, loaded or only in the snapshot; how many there were."""
+        now = _now_ms()
+        with self._lock:
+            loaded = list(self._state)
+            removed = 0
+            for key, saved in list(self._snapshot.items()):
+                kept = [p for p in saved.producers if not _expired(p, now, self._expiration_ms)]
+                if len(kept) < len(saved.producers):
+                    removed += len(saved.producers) - len(kept)
+                    self._snapshot[key] = dataclasses.replace(saved, producers=kept)
+        for key in loaded:
+            with self._lock:
+                lock = self._locks.setdefault(key, threading.Lock())
+            with lock:
+                state = self._state.get(key)
+                if state is not None:
+                    removed += _expire(state, now, self._expiration_ms)
+        return removed
 
     # ------------------------------------------------------------ the snapshot
 
-    def _read_snapshot(self) -> dict[tuple[str, int], tuple[int, list[int], list[Any]]]:
+    def _read_snapshot(self) -> dict[tuple[str, int], _Saved]:
         path = os.path.join(self._root, SNAPSHOT_FILE)
         try:
             with open(path, "rb") as f:
@@ -346,15 +442,26 @@ class Producers:
             logger.warning("%s damaged (checksum): producer state from the logs", path)
             return {}
         found = {}
+        now = _now_ms()
         try:
             for entry in json.loads(body)["partitions"]:
                 key = (str(entry["topic"]), int(entry["partition"]))
                 base, crc = entry["last_batch"]
                 producers = [
-                    [int(pid), int(epoch), [[int(f), int(la), int(o)] for f, la, o in batches]]
-                    for pid, epoch, batches in entry["producers"]
+                    [
+                        int(pid),
+                        int(epoch),
+                        int(last_ms),
+                        [[int(f), int(la), int(o)] for f, la, o in batches],
+                    ]
+                    for pid, epoch, last_ms, batches in entry["producers"]
                 ]
-                found[key] = (int(entry["end"]), [int(base), int(crc)], producers)
+                found[key] = _Saved(
+                    int(entry["end"]),
+                    (int(base), int(crc)),
+                    int(entry["as_of_ms"]),
+                    [p for p in producers if not _expired(p, now, self._expiration_ms)],
+                )
         except (ValueError, KeyError, TypeError) as exc:
             logger.warning("%s not understood (%s): producer state from the logs", path, exc)
             return {}
@@ -377,8 +484,10 @@ class Producers:
                 return None  # deleted meanwhile, or the broker closing
             if last_batch is None:
                 return None  # an empty log: nothing a scan would take long over
+            now = _now_ms()
+            _expire(state, now, self._expiration_ms)
             producers = [
-                [producer_id, p.epoch, [list(b) for b in p.batches]]
+                [producer_id, p.epoch, p.last_ms, [list(b) for b in p.batches]]
                 for producer_id, p in state.items()
             ]
         return {
@@ -386,18 +495,29 @@ class Producers:
             "partition": partition,
             "end": end,
             "last_batch": list(last_batch),
+            "as_of_ms": now,
             "producers": producers,
         }
 
     def write_snapshot(self) -> None:
         """Write every partition's state durably (a failure is logged: the next start scans)."""
+        now = _now_ms()
         with self._lock:
             self._dirty = False
             loaded = list(self._state)
             carried = dict(self._snapshot)
         entries = [
-            {"topic": t, "partition": p, "end": end, "last_batch": last, "producers": producers}
-            for (t, p), (end, last, producers) in carried.items()
+            {
+                "topic": t,
+                "partition": p,
+                "end": saved.end,
+                "last_batch": list(saved.last_batch),
+                "as_of_ms": saved.as_of_ms,
+                "producers": [
+                    x for x in saved.producers if not _expired(x, now, self._expiration_ms)
+                ],
+            }
+            for (t, p), saved in carried.items()
         ]
         entries += [e for e in (self._entry(t, p) for t, p in loaded) if e is not None]
         body = json.dumps({"partitions": entries}, separators=(",", ":")).encode()
@@ -409,7 +529,7 @@ class Producers:
 
     def _snapshot_forever(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            if self._dirty:
+            if self.expire() or self._dirty:
                 self.write_snapshot()
 
     def close(self) -> None:

@@ -274,6 +274,10 @@ class KafkaBroker:
             "log.dirs": str(self.log_dir),
             "metadata.log.dir": str(self.metadata_dir),
             "num.partitions": "1",
+            # The tests write records stamped in 2023: Kafka's default retention (7 days by
+            # timestamp, checked 30 s after a start and every 5 min) would delete whole
+            # segments under a test that reads them back, depending on when the check fell.
+            "log.retention.ms": "-1",
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "1",
