@@ -272,6 +272,8 @@ class BatchFile:
         max_read: int | None = None,
         check_offsets_from: int | None = None,
         contiguous: bool = False,
+        budget: int | None = None,
+        at_least_one: bool = True,
     ) -> Iterator[tuple[int, BatchHeader, bytes, int]]:
         """Yield ``(position, header, buffer, offset_in_buffer)`` of each batch in ``[start, end)``.
 
@@ -290,19 +292,35 @@ class BatchFile:
         with ``check_follows``. Raises ``CorruptLogError`` (this file, absolute
         position) at the first bad batch; a zero run that is followed by
         other bytes before ``end`` is ``invalid_length``, not ``zero_fill``.
+
+        ``budget`` (a fetch: bytes it may serve) ends the walk before the
+        first batch that would take the batches yielded past it, before that
+        batch is read: a bounded read pulls from disk only what it serves
+        (the batch straddling a chunk's end is not read again just to be
+        dropped). With ``at_least_one`` the walk's first batch is yielded
+        whatever its size.
         """
         path = self.path
         expected = check_offsets_from
         position = start
         buf = b""
         buf_start = start
+        assert budget is None or not headers_only
+        stop = None if budget is None else start + budget
+        # Whether the batch at ``position`` may pass ``stop``: the first one, if asked.
+        free = at_least_one
         if headers_only:
             chunk_bytes = HEADER_CHUNK_BYTES
         while position < end:
             rel = position - buf_start
             if rel + HEADER_SIZE > len(buf):
                 buf_start, rel = position, 0
-                buf = self.read(position, min(end - position, chunk_bytes))
+                want = min(end - position, chunk_bytes)
+                if stop is not None and not free:
+                    if stop - position < HEADER_SIZE:
+                        return  # not even a header fits: nothing more is served
+                    want = min(want, stop - position)
+                buf = self.read(position, want)
                 if not headers_only:
                     chunk_bytes = min(chunk_bytes * 2, max(chunk_bytes, CHUNK_BYTES))
             if headers_only:
@@ -311,6 +329,8 @@ class BatchFile:
                 if rel + HEADER_SIZE <= len(buf):
                     header = batch.peek_header(buf, rel)
                     size = LOG_OVERHEAD + header.batch_length
+                    if stop is not None and not free and position + size > stop:
+                        return  # past the budget: not read (a next walk starts here)
                     if rel + size > len(buf) and HEADER_SIZE <= size <= end - position:
                         if max_read is not None and size > max_read and header.magic == 2:
                             # Larger than a chunk: CRC it in pieces, never whole in memory.
@@ -335,6 +355,7 @@ class BatchFile:
                 expected = check_follows(header, expected, path, position, contiguous=contiguous)
             yield position, header, buf, rel
             position += header.size
+            free = False
 
     def _sane_header(
         self, buf: bytes, rel: int, position: int, buf_start: int, end: int

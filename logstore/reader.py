@@ -91,7 +91,7 @@ def read_batches(snapshot: Snapshot, offset: int, max_bytes: int, options: ReadO
     chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
     pieces: list[bytes | memoryview] = []
     total = 0
-    for _, _, header, buf, rel in stored_batches(snapshot, offset, options, chunk):
+    for _, _, header, buf, rel in stored_batches(snapshot, offset, options, chunk, max_bytes):
         if pieces and total + header.size > max_bytes:
             break
         pieces.append(memoryview(buf)[rel : rel + header.size])
@@ -165,7 +165,7 @@ def iter_batch_records(
 
 
 def stored_batches(
-    snapshot: Snapshot, offset: int, options: ReadOptions, chunk: int
+    snapshot: Snapshot, offset: int, options: ReadOptions, chunk: int, budget: int | None = None
 ) -> Iterator[tuple[Segment, int, BatchHeader, bytes, int]]:
     """Batches as stored, from the one holding ``offset`` to the snapshot's end.
 
@@ -176,10 +176,17 @@ def stored_batches(
     base; exactly contiguous in a log that was never compacted): a damaged
     one raises ``CorruptLogError`` rather than serve records at offsets
     they were not written at. Integer comparisons, once per batch.
+
+    ``budget`` (``read_batches``: at least one batch, then while the total
+    stays within it) lets a log that was never compacted stop reading before
+    the first batch past it (``BatchFile.iter_batches``); a compacted log's
+    batch is confirmed by its successor, so there the successor is read as
+    before and the caller stops.
     """
     verify = options.verify_crc
     contiguous = options.contiguous
     previous_next: int | None = None
+    served = 0
     for i, (seg, end, bound) in enumerate(snapshot):
         path = seg.log_path
         if i == 0:
@@ -194,15 +201,32 @@ def stored_batches(
             expected = check_segment_start(
                 previous_next, seg.base_offset, path, contiguous=contiguous
             )
-        batches = seg.iter_batches(position, end, verify_crc=verify, chunk_bytes=chunk)
         if contiguous:  # each batch is pinned by the one before it: checked, then served
+            left = None if budget is None else budget - served
+            if left is not None and left <= 0 and served:
+                return
+            batches = seg.file.iter_batches(  # Segment.iter_batches, with a budget
+                position,
+                end,
+                verify_crc=verify,
+                chunk_bytes=chunk,
+                contiguous=seg.contiguous,
+                budget=left,
+                at_least_one=served == 0,
+            )
+            reached = position
             for pos, header, buf, rel in batches:
                 expected = check_follows(
                     header, expected, path, pos, contiguous=True, end_offset=bound
                 )
+                served += header.size
+                reached = pos + header.size
                 yield seg, pos, header, buf, rel
+            if budget is not None and reached < end:
+                return  # the budget ended the walk inside this segment: nothing after it
             previous_next = expected
             continue
+        batches = seg.iter_batches(position, end, verify_crc=verify, chunk_bytes=chunk)
         # Gaps are legal here, overlaps never: a batch whose base offset moved up
         # into its successors' offsets is exposed only by the successor, so each
         # batch is held back until the next one is checked (the segment's last

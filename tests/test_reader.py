@@ -501,3 +501,42 @@ def test_a_base_offset_that_goes_back_is_reported_not_served(tmp_path: Path) -> 
         assert info.value.position == first
         with pytest.raises(CorruptLogError):
             list(log.scan())
+
+
+def test_read_batches_does_not_read_the_batch_past_its_budget(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that would go past ``max_bytes`` is not pulled from disk just to be dropped.
+
+    Batches of 40 KB, ``max_bytes`` 50 KB: the first read (64 KiB) holds the first
+    batch and the start of the second; the second is not read again in full (a
+    fetch used to pread about twice what it served); from the second batch with
+    room for two, the fourth is not read.
+    """
+    from logstore.batchfile import BatchFile
+
+    log = open_log()
+    value = bytes(range(256)) * 20  # 5,120 bytes
+    for _ in range(4):
+        log.append_many([value] * 8)
+    whole = log.read_batches(0, max_bytes=1 << 30)
+    positions = [0]
+    while positions[-1] < len(whole):
+        positions.append(positions[-1] + batch.read_header(whole, positions[-1]).size)
+    assert len(positions) == 5 and 40_000 < positions[1] < 50_000 < positions[2]
+    reads: list[tuple[int, int]] = []
+    real = BatchFile.read
+
+    def spy(self: BatchFile, position: int, size: int) -> bytes:
+        reads.append((position, size))
+        return real(self, position, size)
+
+    monkeypatch.setattr(BatchFile, "read", spy)
+    got = log.read_batches(0, max_bytes=50_000)
+    assert got == whole[: positions[1]]
+    # Reads start before the second batch (the index lookup, the first chunk): none at it.
+    assert reads and all(position < positions[1] for position, _ in reads)
+    reads.clear()
+    got = log.read_batches(8, max_bytes=2 * positions[1] + 100)
+    assert got == whole[positions[1] : positions[3]]
+    assert all(position < positions[3] for position, _ in reads)

@@ -106,7 +106,7 @@ def _refusal(api_key: int, version: int) -> dict[str, Any]:
     return {"error_code": ErrorCode.unsupported_version} if has_error else {}
 
 
-async def dispatch(state: ServerState, header: Header, frame: bytes) -> bytes | None:
+async def dispatch(state: ServerState, header: Header, frame: bytes) -> codec.Frame | None:
     """The answer frame to one request frame; ``None`` when none is due (``acks=0``).
 
     Raises:

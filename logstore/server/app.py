@@ -22,6 +22,7 @@ from types import TracebackType
 from .. import Broker, ConfigError, LogConfig
 from .connection import Connection, serve_connection
 from .groups import MAX_SESSION_TIMEOUT_MS, MIN_SESSION_TIMEOUT_MS, Groups
+from .memory import reuse_freed_memory
 from .producers import EXPIRATION_MS, Producers
 from .sasl import MECHANISMS, SaslSettings, parse_mechanisms
 from .state import ServerState
@@ -132,6 +133,7 @@ class Server:
 
     async def start(self) -> None:
         """Open the root (``LogLockedError`` if another process holds it), then listen."""
+        reuse_freed_memory()  # a fetch's MBs without a page fault per 4 KiB (see memory)
         broker = await asyncio.to_thread(Broker.open, self.root, self._config)
         try:
             self._server = await asyncio.start_server(self._accept, *self._listen)

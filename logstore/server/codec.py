@@ -32,6 +32,8 @@ from kio.static.constants import EntityType
 __all__ = [
     "API_VERSIONS_KEY",
     "ErrorCode",
+    "FETCH_KEY",
+    "Frame",
     "Header",
     "ProtocolError",
     "build",
@@ -43,6 +45,11 @@ __all__ = [
 ]
 
 API_VERSIONS_KEY = 18
+FETCH_KEY = 1
+#: A response frame: one ``bytes``, or its consecutive pieces (a Fetch's records by reference).
+Frame = bytes | list[bytes]
+#: A write at least this large is kept by reference, not copied (records; nothing else is).
+SPLICE_BYTES = 4096
 _KEY_VERSION = struct.Struct(">hhi")
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
 
@@ -257,16 +264,31 @@ def response_class(api_key: int, version: int) -> type[Any] | None:
 
 def encode_response(
     api_key: int, version: int, correlation_id: int, body: dict[str, Any] | Any
-) -> bytes:
+) -> Frame:
     """A whole response frame: size, header (v1 when flexible, v0 for ApiVersions), body.
 
     ``body`` is a dict for ``build`` or an instance of kio's response class.
+    A Fetch comes back as pieces (``SplicedFrame``): its records, MBs read
+    from the store, are sent as they are, never copied into the frame.
     """
     cls = response_class(api_key, version)
     if cls is None:
         raise ProtocolError(f"no response schema for API {api_key} v{version}")
     message = body if isinstance(body, cls) else build(cls, body)
+    if api_key == FETCH_KEY:
+        spliced = SplicedFrame()
+        _write_frame(spliced, cls, api_key, correlation_id, message)
+        return spliced.pieces()
     out = io.BytesIO()
+    _write_frame(out, cls, api_key, correlation_id, message)
+    with out.getbuffer() as frame:
+        struct.pack_into(">i", frame, 0, len(frame) - 4)
+    # No view left on the buffer: BytesIO hands its bytes over instead of copying them.
+    return out.getvalue()
+
+
+def _write_frame(out: Any, cls: type[Any], api_key: int, correlation_id: int, message: Any) -> None:
+    """The frame with a size of 0 (patched by the caller): header, then kio's body."""
     out.write(b"\0\0\0\0")
     out.write(struct.pack(">i", correlation_id))
     # ApiVersions answers with header v0 whatever its version: a client that
@@ -274,7 +296,45 @@ def encode_response(
     if cls.__flexible__ and api_key != API_VERSIONS_KEY:
         out.write(b"\0")  # the header's tagged fields: none
     entity_writer(cls)(out, message)
-    with out.getbuffer() as frame:
-        struct.pack_into(">i", frame, 0, len(frame) - 4)
-    # No view left on the buffer: BytesIO hands its bytes over instead of copying a fetch's MBs.
-    return out.getvalue()
+
+
+class SplicedFrame:
+    """A stream for kio's writers that keeps large ``bytes`` by reference.
+
+    kio writes a records field as its length prefix, then ``write(value)``
+    of the value itself: here a value of ``SPLICE_BYTES`` or more becomes a
+    piece of its own, and the small writes around it are gathered into
+    pieces between. So the bytes are exactly kio's encoding, in pieces, and
+    a fetch's records are copied once less (the socket takes them as they
+    are). Only immutable ``bytes`` are kept: nothing can change under them.
+    """
+
+    __slots__ = ("_pieces", "_size", "_small")
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+        self._small = bytearray()
+        self._size = 0
+
+    def write(self, data: bytes) -> int:
+        if type(data) is bytes and len(data) >= SPLICE_BYTES:
+            if self._small:
+                self._cut()
+            self._pieces.append(data)
+            self._size += len(data)
+        else:
+            self._small += data
+        return len(data)
+
+    def _cut(self) -> None:
+        self._size += len(self._small)
+        self._pieces.append(bytes(self._small))
+        self._small = bytearray()
+
+    def pieces(self) -> list[bytes]:
+        """The frame's pieces, its size (it starts with 4 bytes for it) filled in."""
+        if self._small or not self._pieces:
+            self._cut()
+        # The first piece is the header's (small writes come first): its 4 bytes are the size.
+        self._pieces[0] = struct.pack(">i", self._size - 4) + self._pieces[0][4:]
+        return self._pieces

@@ -105,7 +105,11 @@ async def serve_connection(
                 logger.warning("%s: %s: connection closed", peer, exc)
                 return
             if answer is not None:
-                writer.write(answer)
+                if isinstance(answer, bytes):
+                    writer.write(answer)
+                else:  # a Fetch's pieces, records by reference: a view each, so what the
+                    for piece in answer:  # socket does not take at once is not sliced first
+                        writer.write(memoryview(piece))
                 # Not one more request read while the client leaves this much unread.
                 await writer.drain()
             if close:

@@ -45,7 +45,7 @@ MECHANISMS = (PLAIN, SCRAM_SHA_256)
 #: How long a failed authentication waits before its answer (Kafka's default: 100 ms).
 FAILED_AUTHENTICATION_DELAY_S = 0.1
 
-Dispatch = Callable[[ServerState, Header, bytes], Awaitable["bytes | None"]]
+Dispatch = Callable[[ServerState, Header, bytes], Awaitable["codec.Frame | None"]]
 Exchange = PlainExchange | ScramExchange
 
 
@@ -89,7 +89,7 @@ class SaslSession:
         #: The authenticated user, once ``authenticated``.
         self.user: str | None = None
 
-    async def serve(self, state: ServerState, frame: bytes) -> tuple[bytes | None, bool]:
+    async def serve(self, state: ServerState, frame: bytes) -> tuple[codec.Frame | None, bool]:
         """The answer to a frame before authentication, and whether to close after it.
 
         Raises:
