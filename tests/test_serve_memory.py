@@ -50,3 +50,39 @@ def test_fetch_sized_buffers_are_reused_without_page_faults() -> None:
     default, tuned = map(int, done.stdout.split())
     assert default > 50 * 100  # hundreds of 4 KiB pages per round: glibc's defaults
     assert tuned < 50  # a few in all: the freed blocks are reused
+
+
+def test_an_embedded_server_leaves_the_process_malloc_alone_unless_asked(
+    tmp_path, monkeypatch
+) -> None:
+    pytest.importorskip("kio")
+    import logstore
+    from logstore.server import app
+
+    calls: list[int] = []
+    monkeypatch.setattr(app, "reuse_freed_memory", lambda: calls.append(1) or True)
+    with logstore.serve(tmp_path / "a", listen="127.0.0.1:0"):
+        pass
+    assert calls == []
+    with logstore.serve(tmp_path / "b", listen="127.0.0.1:0", keep_freed_memory=True):
+        pass
+    assert calls == [1]
+
+
+def test_the_serve_command_keeps_freed_memory_in_its_own_process(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("kio")
+    import asyncio
+
+    import logstore
+    from logstore.cli import serve as serve_command
+
+    asked: list[dict[str, object]] = []
+
+    async def fake_serve_async(root: str, **options: object) -> None:
+        asked.append(options)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(logstore, "serve_async", fake_serve_async)
+    with pytest.raises(RuntimeError, match="stop here"):
+        asyncio.run(serve_command._run(str(tmp_path), {"listen": "127.0.0.1:0"}))
+    assert asked == [{"keep_freed_memory": True, "listen": "127.0.0.1:0"}]

@@ -22,7 +22,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 async def _run(root: str, options: dict[str, Any]) -> None:
-    server = await logstore.serve_async(root, **options)
+    # This process is the server's own: freed buffers kept for reuse (logstore.server.memory).
+    server = await logstore.serve_async(root, **{"keep_freed_memory": True, **options})
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -62,7 +62,10 @@ def serve(
     default 1000), ``max_buffered_bytes`` (a connection's unsent answers
     above which its next request is not read, default 1 MiB),
     ``shutdown_grace_s`` (how long a stop waits for requests being served
-    to be answered, default 10), ``group_min_session_timeout_ms`` and
+    to be answered, default 10), ``keep_freed_memory`` (glibc keeps freed
+    buffers for reuse, so a fetch's MBs cost no page fault per 4 KiB; it
+    sets the whole process's malloc thresholds, so it is off unless asked;
+    ``logstore serve`` turns it on), ``group_min_session_timeout_ms`` and
     ``group_max_session_timeout_ms`` (a JoinGroup asking for a session
     timeout outside is refused with INVALID_SESSION_TIMEOUT; Kafka's 6 s and
     30 min by default), ``producer_id_expiration_ms`` (Kafka's

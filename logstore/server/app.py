@@ -74,6 +74,7 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        keep_freed_memory: bool = False,
         group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS,
         group_max_session_timeout_ms: int = MAX_SESSION_TIMEOUT_MS,
         tls_cert: str | os.PathLike[str] | None = None,
@@ -95,6 +96,9 @@ class Server:
         self._max_connections = max_connections
         self._max_buffered_bytes = max_buffered_bytes
         self._shutdown_grace_s = shutdown_grace_s
+        # Process-wide (glibc's malloc thresholds): the command's own process turns it on;
+        # an application embedding the server decides for itself.
+        self._keep_freed_memory = keep_freed_memory
         if not 0 <= group_min_session_timeout_ms <= group_max_session_timeout_ms:
             raise ConfigError(
                 "expected 0 <= group_min_session_timeout_ms <= group_max_session_timeout_ms, got "
@@ -133,7 +137,8 @@ class Server:
 
     async def start(self) -> None:
         """Open the root (``LogLockedError`` if another process holds it), then listen."""
-        reuse_freed_memory()  # a fetch's MBs without a page fault per 4 KiB (see memory)
+        if self._keep_freed_memory:
+            reuse_freed_memory()  # a fetch's MBs without a page fault per 4 KiB (see memory)
         broker = await asyncio.to_thread(Broker.open, self.root, self._config)
         try:
             self._server = await asyncio.start_server(self._accept, *self._listen)

@@ -10,6 +10,8 @@ threshold at 32 MiB and its trim threshold at 256 MiB (``mallopt``), so
 freed blocks are reused; the price is that the heap keeps its peak size,
 which is bounded by what the server holds at once (requests, answers not
 yet sent). Process-wide, once; a no-op where the C library is not glibc.
+Hence opt-in (``keep_freed_memory``): ``logstore serve`` sets it in its own
+process; an application that embeds the server chooses.
 """
 
 from __future__ import annotations
