@@ -301,17 +301,28 @@ def _decode_section(
     ``limit`` (when not -1) stops decoding once that many records are built.
     """
     if _C is not None:
-        return _C.decode_section(  # type: ignore[no-any-return]
-            data,
-            h.base_offset,
-            h.base_timestamp,
-            h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
-            max(-1, min(min_offset - h.base_offset, 1 << 62)),  # keep it an int64
-            h.record_count,
-            h.last_offset_delta,
-            limit,
-        )
+        skip_below = max(-1, min(min_offset - h.base_offset, 1 << 62))  # keep it an int64
+        records: list[Record] = _c_decode_section(data, h, skip_below, limit, build=True)
+        return records
     return _py_decode_section(bytes(data), h, min_offset, limit)  # bytes(bytes) is no copy
+
+
+def _c_decode_section(
+    data: bytes | memoryview, h: BatchHeader, skip_below: int, limit: int, *, build: bool
+) -> Any:
+    """The compiled ``decode_section`` on ``h``'s fields: records, or (not ``build``) a count."""
+    assert _C is not None
+    return _C.decode_section(
+        data,
+        h.base_offset,
+        h.base_timestamp,
+        h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
+        skip_below,
+        h.record_count,
+        h.last_offset_delta,
+        limit,
+        build,
+    )
 
 
 def check_section(data: bytes | memoryview, h: BatchHeader) -> int:
@@ -321,17 +332,8 @@ def check_section(data: bytes | memoryview, h: BatchHeader) -> int:
     only needs to know they are valid); the pure one decodes them.
     """
     if _C is not None:
-        return _C.decode_section(  # type: ignore[no-any-return]
-            data,
-            h.base_offset,
-            h.base_timestamp,
-            h.max_timestamp if h.attributes & TIMESTAMP_TYPE_BIT else None,
-            -1,
-            h.record_count,
-            h.last_offset_delta,
-            -1,
-            False,
-        )
+        keyless: int = _c_decode_section(data, h, -1, -1, build=False)
+        return keyless
     return sum(r.key is None for r in _py_decode_section(bytes(data), h, 0))
 
 
