@@ -6,6 +6,7 @@ replacement durable. Knows nothing of what the files contain.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -154,10 +155,15 @@ def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
         position += written
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: write a temp file, fsync, rename, fsync the directory."""
+def atomic_write(path: str, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``: write a temp file, fsync, rename, fsync the directory.
+
+    ``mode``: the new file's permissions (less the umask), set before any byte is written.
+    """
     tmp = path + ATOMIC_TMP_SUFFIX
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover's permissions would survive O_CREAT
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         write_all(fd, data, 0)
         os.fsync(fd)

@@ -230,3 +230,17 @@ def test_standalone_log_is_bounded_by_default(log_dir: Path) -> None:
         handles = log._local.segments._handles
         assert handles is not None and handles.limit == 1024  # Broker.open's default
         assert len(handles) == 100  # each sealed segment read counts (the empty active: unopened)
+
+
+def test_atomic_write_gives_the_new_file_its_mode_even_over_a_leftover(tmp_path) -> None:
+    from logstore._fs import ATOMIC_TMP_SUFFIX, atomic_write
+
+    target = str(tmp_path / "users")
+    leftover = target + ATOMIC_TMP_SUFFIX
+    with open(leftover, "wb") as f:  # a crash's leftover, readable by everyone
+        f.write(b"old")
+    os.chmod(leftover, 0o644)
+    atomic_write(target, b"secret\n", mode=0o600)
+    with open(target, "rb") as f:
+        assert (os.stat(target).st_mode & 0o777, f.read()) == (0o600, b"secret\n")
+    assert not os.path.exists(leftover)

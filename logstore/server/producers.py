@@ -63,6 +63,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import Broker, Log, LogStoreError
+from .._fs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -230,21 +231,6 @@ def _last_batch(log: Log, end: int) -> tuple[int, int] | None:
     return base, crc
 
 
-def _write_durably(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the directory."""
-    temporary = path + ".tmp"
-    with open(temporary, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    directory = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 class Producers:
     """Producer ids and the sequence state of every idempotent producer's partitions.
 
@@ -314,7 +300,7 @@ class Producers:
         with self._lock:
             if self._next_id >= self._reserved:
                 mark = self._next_id + ID_BLOCK
-                _write_durably(os.path.join(self._root, IDS_FILE), b"%d\n" % mark)
+                atomic_write(os.path.join(self._root, IDS_FILE), b"%d\n" % mark)
                 self._reserved = mark
             self._next_id += 1
             return self._next_id - 1
@@ -523,7 +509,7 @@ class Producers:
         body = json.dumps({"partitions": entries}, separators=(",", ":")).encode()
         head = _SNAPSHOT_MAGIC + hashlib.sha256(body).hexdigest().encode()
         try:
-            _write_durably(os.path.join(self._root, SNAPSHOT_FILE), head + b"\n" + body)
+            atomic_write(os.path.join(self._root, SNAPSHOT_FILE), head + b"\n" + body)
         except OSError as exc:
             logger.warning("producer snapshot not written (%s): the next start scans", exc)
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import tempfile
 
+from .._fs import atomic_write
 from ..errors import LogStoreError
 from .scram import DEFAULT_ITERATIONS, MIN_ITERATIONS, Credential
 
@@ -190,20 +190,6 @@ def _lines_without(path: str | os.PathLike[str], name: str) -> tuple[list[str], 
 
 
 def _write(path: str | os.PathLike[str], lines: list[str]) -> None:
-    """Replace the file with ``lines`` atomically, readable by its owner only."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".users-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Replace the file with ``lines`` atomically and durably, readable by its owner only."""
+    target = os.path.abspath(os.fspath(path))
+    atomic_write(target, "".join(lines).encode("utf-8"), mode=0o600)
