@@ -46,6 +46,7 @@ class ServeProcess:
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.stderr: list[str] = []
+        self.startup_log: list[str] = []
         self._drain = threading.Thread()
 
     @property
@@ -70,11 +71,17 @@ class ServeProcess:
                 text=True,
             )
             assert proc.stderr is not None
+            # Log lines may come first (a restart after SIGKILL logs what recovery cut).
+            before: list[str] = []
             line = proc.stderr.readline()
+            while line and not line.startswith("listening on "):
+                before.append(line)
+                line = proc.stderr.readline()
             match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", line)
             if match:
                 self.port = int(match.group(1))
                 self.proc = proc
+                self.startup_log = before  # what it logged before it was ready
                 self.stderr = []
                 # Drained all along: a full pipe would stall a server that logs.
                 self._drain = threading.Thread(
@@ -82,12 +89,12 @@ class ServeProcess:
                 )
                 self._drain.start()
                 return self
-            rest = proc.communicate(timeout=30)[1]
+            rest = "".join(before) + line + proc.communicate(timeout=30)[1]
             # The port of a killed server can take a moment to be free again.
-            if "address already in use" not in (line + rest).lower():
-                raise AssertionError(f"serve did not start: {line}{rest}")
+            if "address already in use" not in rest.lower():
+                raise AssertionError(f"serve did not start: {rest}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"port {self.port} stayed busy: {line}{rest}")
+                raise AssertionError(f"port {self.port} stayed busy: {rest}")
             time.sleep(0.2)
 
     def kill(self) -> None:
