@@ -340,13 +340,19 @@ def _served(root: Any) -> Iterator[str]:
         yield f"{server.address[0]}:{server.address[1]}"
 
 
-def test_a_damaged_snapshot_falls_back_to_the_log(tmp_path) -> None:
-    with _served(tmp_path) as address:
+def _one_batch_served(root: Any) -> bytes:
+    """Topic ``s`` with one idempotent batch of 3 records at offset 0, the server then closed."""
+    with _served(root) as address:
         _create(address, "s", 1)
         with RawClient(address) as raw:
             pid, epoch = raw.init_producer_id()
             batch = idempotent_batch(pid, epoch, 0, _values(3, 0))
             assert raw.produce("s", 0, batch) == (0, 0)
+    return batch
+
+
+def test_a_damaged_snapshot_falls_back_to_the_log(tmp_path) -> None:
+    batch = _one_batch_served(tmp_path)
     snapshot = tmp_path / "serve-producer-state"
     data = bytearray(snapshot.read_bytes())
     data[-5] ^= 0xFF  # a flipped bit in the body: the checksum no longer matches
@@ -372,12 +378,7 @@ def test_a_damaged_snapshot_falls_back_to_the_log(tmp_path) -> None:
 
 
 def test_a_snapshot_naming_a_batch_the_log_no_longer_holds_is_not_trusted(tmp_path) -> None:
-    with _served(tmp_path) as address:
-        _create(address, "s", 1)
-        with RawClient(address) as raw:
-            pid, epoch = raw.init_producer_id()
-            batch = idempotent_batch(pid, epoch, 0, _values(3, 0))
-            assert raw.produce("s", 0, batch) == (0, 0)
+    batch = _one_batch_served(tmp_path)
     # Deleted and created again behind the server's back, with other records.
     with logstore.Broker.open(tmp_path) as broker:
         broker.delete_topic("s")
