@@ -24,7 +24,15 @@ from .housekeeping import Housekeeping
 from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
 from .maintenance import Maintenance
-from .model import CompactionResult, Header, Message, Record, RetentionResult, SegmentInfo
+from .model import (
+    AppendItem,
+    CompactionResult,
+    Header,
+    Message,
+    Record,
+    RetentionResult,
+    SegmentInfo,
+)
 from .transactions import Isolation, Markers, check_isolation
 
 Clock = Callable[[], int]
@@ -212,15 +220,21 @@ class Log(Closing):
         """Append one record; return its offset. Durable on return with ``fsync="always"``."""
         return self.append_many((Message(value, key, tuple(headers), timestamp),)).start
 
-    def append_many(self, messages: Iterable[bytes | Message]) -> range:
-        """Append records (``bytes`` values or ``Message``s) with consecutive offsets.
+    def append_many(self, messages: Iterable[AppendItem]) -> range:
+        """Append records (``bytes`` values, ``Message``s, ``(value, key)`` pairs) in order.
+
+        Records get consecutive offsets. A pair is a plain 2-tuple of ``bytes``
+        (or ``None``): ``append_many(list(zip(values, keys)))`` appends keyed
+        records without building a ``Message`` each (no headers, the log's clock
+        for the timestamp); a list of ``bytes``, pairs and plain ``Message``s
+        goes to the compiled encoder as it is.
 
         Records go into as few batches as ``max_message_bytes`` (and
         ``segment_messages``) allow; each batch is all-or-nothing on disk. With
         ``fsync="always"`` everything is on stable storage when this returns.
 
         Raises:
-            TypeError: an item or field of the wrong type.
+            TypeError: an item or field of the wrong type (for a pair: naming its index).
             RecordTooLarge: a single record's batch exceeds ``max_message_bytes``.
             InvalidRecordError: a record without a key in a compacted log.
             OSError: the write failed; nothing of the failed batch is kept.

@@ -189,8 +189,16 @@ def test_the_table_lists_every_compiled_function_and_every_twin_exists() -> None
     for pair in _native.PAIRS:
         assert callable(_pure(pair)), pair
     if C is not None:
-        exported = {n for n in dir(C) if not n.startswith("_") and callable(getattr(C, n))}
+        exported = {
+            n
+            for n in dir(C)
+            if not n.startswith("_")
+            and callable(getattr(C, n))
+            and not isinstance(getattr(C, n), type)
+        }
         assert exported - {"configure"} == set(CASES)
+        types = {n for n in dir(C) if isinstance(getattr(C, n), type)}
+        assert types == {p.compiled for p in _native.TYPES}
 
 
 @pytest.mark.skipif(C is None, reason="the compiled codec is not built (or LOGSTORE_PURE=1)")
