@@ -67,6 +67,9 @@ TYPES: tuple[Pair, ...] = (
 )
 
 #: Every function of ``logstore._speedups`` but ``configure`` (which hands it our classes).
+#: The compiled ``encode_section`` also takes bare ``bytes`` values and ``(value, key)``
+#: pairs (what ``check_messages`` lets through as they are), which ``validator.prepare``
+#: turns into entries for its twin.
 PAIRS: tuple[Pair, ...] = (
     Pair("encode_section", "recordcodec:_py_encode_section", "recordcodec.encode_section: appends"),
     Pair(

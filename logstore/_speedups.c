@@ -842,7 +842,7 @@ murmur2(const unsigned char *data, Py_ssize_t length)
 /* route(items, partitions, round_robin_start) -> (routes, groups, next round robin) or None
  *
  * Kafka's default partitioner for a list of bytes values (no key: round-robin
- * from round_robin_start) and Messages with bytes keys: routes[i] is item i's
+ * from round_robin_start), Messages and (value, key) pairs of bytes (or None): routes[i] is item i's
  * partition, groups[p] the items of partition p in order. None when an item is
  * something else: the caller routes in Python. */
 static PyObject *
@@ -875,9 +875,16 @@ route(PyObject *self, PyObject *args)
         PyObject *m = PyList_GET_ITEM(items, i);
         PyObject *key = Py_None;
         if (!PyBytes_CheckExact(m)) {
-            if (!PyTuple_Check(m) ||
-                !(PyTuple_GET_SIZE(m) == 4 || (PyTuple_CheckExact(m) && PyTuple_GET_SIZE(m) == 2)))
-                goto other; /* a Message (or 4-tuple), or a (value, key) pair */
+            if (!PyTuple_Check(m))
+                goto other;
+            if (PyTuple_CheckExact(m) && PyTuple_GET_SIZE(m) == 2) {
+                /* a (value, key) pair: one of another value is refused by its index in Python */
+                PyObject *value = PyTuple_GET_ITEM(m, 0);
+                if (value != Py_None && !PyBytes_CheckExact(value))
+                    goto other;
+            }
+            else if (PyTuple_GET_SIZE(m) != 4)
+                goto other; /* a Message (or a 4-tuple) */
             key = PyTuple_GET_ITEM(m, 1);
         }
         Py_ssize_t p;
