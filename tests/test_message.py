@@ -203,7 +203,7 @@ def test_a_message_is_a_tuple(kind: str) -> None:
     assert type(m[1:3]) is tuple
     assert len(m) == 4
     assert m == (b"v", b"k", (), 5)
-    assert (b"v", b"k", (), 5) == m
+    assert (b"v", b"k", (), 5) == m  # noqa: SIM300 (the tuple on the left)
     assert m != (b"v", b"k", (), 6)
     assert hash(m) == hash((b"v", b"k", (), 5))
     assert {m: 1}[(b"v", b"k", (), 5)] == 1
@@ -211,7 +211,7 @@ def test_a_message_is_a_tuple(kind: str) -> None:
     assert m.count(b"v") == 1
     assert m.index(5) == 3
     assert list(m) == [b"v", b"k", (), 5]
-    assert m + (1,) == (b"v", b"k", (), 5, 1)
+    assert m + (1,) == (b"v", b"k", (), 5, 1)  # noqa: RUF005 (tuple concatenation)
     assert (m.value, m.key, m.headers, m.timestamp) == (b"v", b"k", (), 5)
     assert str(m) == repr(m)
 
