@@ -1062,7 +1062,13 @@ typedef struct {
     PyObject *names[FIELDS_MAX];    /* interned */
     PyObject *defaults[FIELDS_MAX]; /* for fields from n_required on */
     PyObject *fields;               /* _fields */
+    PyObject *free_head;            /* freed instances of the exact type, through ob_item[0] */
+    Py_ssize_t free_count;
 } FieldSpec;
+
+/* Freed instances kept for reuse, per type: a scan frees a batch's records as the next
+ * batch's are built, a user's loop frees a call's Messages as it builds the next. */
+#define FREE_MAX 2048
 
 static PyTypeObject MessageType;
 static PyTypeObject RecordCType;
@@ -1193,6 +1199,40 @@ may_be_tracked(PyObject *v)
     return PyObject_IS_GC(v) && (!PyTuple_CheckExact(v) || PyObject_GC_IsTracked(v));
 }
 
+/* An instance of the exact type with uninitialised items, untracked: from the free list
+ * when it has one (pymalloc and the collector's bookkeeping skipped). */
+static inline PyObject *
+alloc_exact(FieldSpec *spec)
+{
+    PyObject *op = spec->free_head;
+    if (op != NULL) {
+        spec->free_head = ((PyTupleObject *)op)->ob_item[0];
+        spec->free_count--;
+        _Py_NewReference(op);
+        return op;
+    }
+    return (PyObject *)PyObject_GC_NewVar(PyTupleObject, spec->type, spec->n_fields);
+}
+
+static void
+fields_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    FieldSpec *spec = type == &MessageType ? &MessageSpec : type == &RecordCType ? &RecordSpec : NULL;
+    if (spec == NULL || spec->free_count >= FREE_MAX || Py_SIZE(op) != spec->n_fields) {
+        PyTuple_Type.tp_dealloc(op); /* a subclass (through subtype_dealloc), or a full list */
+        return;
+    }
+    PyObject_GC_UnTrack(op);
+    Py_TRASHCAN_BEGIN(op, fields_dealloc)
+    for (Py_ssize_t i = 0; i < spec->n_fields; i++)
+        Py_CLEAR(((PyTupleObject *)op)->ob_item[i]);
+    ((PyTupleObject *)op)->ob_item[0] = spec->free_head;
+    spec->free_head = op;
+    spec->free_count++;
+    Py_TRASHCAN_END
+}
+
 /* A new instance of `type` holding f (NULL: the field's default), new references. */
 static PyObject *
 build_fields(PyTypeObject *type, FieldSpec *spec, PyObject **f)
@@ -1201,8 +1241,7 @@ build_fields(PyTypeObject *type, FieldSpec *spec, PyObject **f)
     int exact = type == spec->type;
     /* The exact type: allocated untracked (no zeroing: every item is set below).
      * A subclass may have a __dict__: its own allocator, and always tracked. */
-    PyObject *self = exact ? (PyObject *)PyObject_GC_NewVar(PyTupleObject, type, n)
-                           : type->tp_alloc(type, n);
+    PyObject *self = exact ? alloc_exact(spec) : type->tp_alloc(type, n);
     if (self == NULL)
         return NULL;
     int track = 0;
@@ -1437,6 +1476,7 @@ static PyTypeObject MessageType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Message(value, key=None, headers=(), timestamp=None)\n--\n\n"
               "A record to append. ``timestamp=None`` means \"now\" (the log's clock).",
+    .tp_dealloc = fields_dealloc,
     .tp_repr = fields_repr,
     .tp_methods = fields_methods,
     .tp_members = message_members,
@@ -1452,6 +1492,7 @@ static PyTypeObject RecordCType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Record(offset, timestamp, key, value, headers)\n--\n\n"
               "A record read back from a log.",
+    .tp_dealloc = fields_dealloc,
     .tp_repr = fields_repr,
     .tp_methods = fields_methods,
     .tp_members = record_members,
@@ -1464,9 +1505,8 @@ static PyObject *
 new_record(PyObject *offset, PyObject *timestamp, PyObject *key, PyObject *value,
            PyObject *headers)
 {
-    PyObject *record = RecordType == &RecordCType
-                           ? (PyObject *)PyObject_GC_NewVar(PyTupleObject, &RecordCType, 5)
-                           : RecordType->tp_alloc(RecordType, 5);
+    PyObject *record = RecordType == &RecordCType ? alloc_exact(&RecordSpec)
+                                                  : RecordType->tp_alloc(RecordType, 5);
     if (record == NULL) {
         Py_DECREF(offset);
         Py_DECREF(timestamp);
