@@ -1279,6 +1279,24 @@ fields_vectorcall(FieldSpec *spec, PyObject *type, PyObject *const *args, size_t
 static PyObject *
 message_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    /* The usual calls, Message(v), Message(v, k) and Message(v, key=k), without the
+     * general parse: a user's loop makes one per record. */
+    if (type == (PyObject *)&MessageType && (nargs == 1 || nargs == 2) &&
+        (kwnames == NULL || (nargs == 1 && PyTuple_GET_SIZE(kwnames) == 1 &&
+                             PyTuple_GET_ITEM(kwnames, 0) == MessageSpec.names[1]))) {
+        PyObject *value = args[0], *key = nargs == 2 || kwnames != NULL ? args[1] : Py_None;
+        PyObject *self = alloc_exact(&MessageSpec);
+        if (self == NULL)
+            return NULL;
+        PyTuple_SET_ITEM(self, 0, Py_NewRef(value));
+        PyTuple_SET_ITEM(self, 1, Py_NewRef(key));
+        PyTuple_SET_ITEM(self, 2, Py_NewRef(EmptyTuple));
+        PyTuple_SET_ITEM(self, 3, Py_NewRef(Py_None));
+        if (may_be_tracked(value) || may_be_tracked(key))
+            PyObject_GC_Track(self);
+        return self;
+    }
     return fields_vectorcall(&MessageSpec, type, args, nargsf, kwnames);
 }
 
