@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from . import opener, reader, validator
+from . import model, opener, reader, validator
 from ._fs import Closing, DirectoryLock, HandleCache
 from .config import LogConfig
 from .configrecord import read_config_record
@@ -24,15 +24,7 @@ from .housekeeping import Housekeeping
 from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
 from .maintenance import Maintenance
-from .model import (
-    AppendItem,
-    CompactionResult,
-    Header,
-    Message,
-    Record,
-    RetentionResult,
-    SegmentInfo,
-)
+from .model import CompactionResult, Header, Message, Record, RetentionResult, SegmentInfo
 from .transactions import Isolation, Markers, check_isolation
 
 Clock = Callable[[], int]
@@ -220,18 +212,13 @@ class Log(Closing):
         """Append one record; return its offset. Durable on return with ``fsync="always"``."""
         return self.append_many((Message(value, key, tuple(headers), timestamp),)).start
 
-    def append_many(self, messages: Iterable[AppendItem]) -> range:
-        """Append records (``bytes`` values, ``Message``s, ``(value, key)`` pairs) in order.
+    def append_many(self, messages: Iterable[model.AppendItem]) -> range:
+        """Append ``bytes`` values, ``Message``s, ``(value, key)`` pairs with consecutive offsets.
 
-        Records get consecutive offsets. A pair is a plain 2-tuple of ``bytes``
-        (or ``None``): ``append_many(list(zip(values, keys)))`` appends keyed
-        records without building a ``Message`` each (no headers, the log's clock
-        for the timestamp); a list of ``bytes``, pairs and plain ``Message``s
-        goes to the compiled encoder as it is.
-
-        Records go into as few batches as ``max_message_bytes`` (and
-        ``segment_messages``) allow; each batch is all-or-nothing on disk. With
-        ``fsync="always"`` everything is on stable storage when this returns.
+        A pair (no headers, the log's clock) needs no ``Message``. Records go into as
+        few batches as ``max_message_bytes`` (and ``segment_messages``) allow; each batch
+        is all-or-nothing on disk. With ``fsync="always"`` everything is on stable
+        storage when this returns.
 
         Raises:
             TypeError: an item or field of the wrong type (for a pair: naming its index).
