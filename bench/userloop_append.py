@@ -11,6 +11,7 @@ inside the timed loop, as a user's program would:
 - ``pairs``: ``log.append_many(list(zip(vs, ks)))``, ``(value, key)`` pairs
 - ``lmdb``: one write transaction per batch of
   ``txn.put(offset.to_bytes(8, "big"), key + value, append=True)``
+- ``build``: the ``messages`` loop's list of ``Message``s alone, no logstore call
 
 Timed: the loop only (the store is opened before and closed after). The loops
 run interleaved, ``--repeats`` rounds, each in a fresh directory; the report
@@ -76,6 +77,15 @@ def prebuilt(directory: str, values: list[bytes], keys: list[bytes], size: int) 
         log.close()
 
 
+def build(directory: str, values: list[bytes], keys: list[bytes], size: int) -> float:
+    """The ``messages`` loop without the logstore call: what building the input costs."""
+    t0 = time.perf_counter()
+    for i in range(0, len(values), size):
+        vs, ks = values[i : i + size], keys[i : i + size]
+        [Message(v, key=k) for v, k in zip(vs, ks)]
+    return time.perf_counter() - t0
+
+
 def pairs(directory: str, values: list[bytes], keys: list[bytes], size: int) -> float:
     log = logstore.Log.open(directory, LogConfig(fsync="never"))
     try:
@@ -109,6 +119,7 @@ LOOPS: dict[str, Loop] = {
     "prebuilt": prebuilt,
     "pairs": pairs,
     "lmdb": lmdb_puts,
+    "build": build,
 }
 
 

@@ -7,7 +7,8 @@
  * set; logstore/_native.py lists the pairs (PAIRS) and tests/test_native.py
  * checks them on shared inputs:
  *
- *   configure(CorruptLogError, Record)                 the classes to create
+ *   configure(CorruptLogError, Record)                 the classes to create (_native
+ *                                                      passes this module's Record)
  *   encode_section(entries, base_timestamp, start, stop, limit_bytes,
  *                  offset_deltas, now) -> (bytes, index after last, max ts)
  *                                                      recordcodec._py_encode_section
@@ -21,6 +22,11 @@
  *   number(routes, starts) -> [(partition, offset)]    partitioner._py_number
  *   wrap(records, topic, partition, type) -> [type(topic, partition, r)]
  *                                                      consumer._py_wrap
+ *
+ * and two types, listed in _native.TYPES with their NamedTuple twins (tests/test_message.py):
+ *
+ *   Message(value, key=None, headers=(), timestamp=None)   model.PyMessage
+ *   Record(offset, timestamp, key, value, headers)          model.PyRecord
  *
  * Every length read from the data is checked against the buffer before it is
  * used. The decoder checks in the Python decoder's order, so any problem raises
