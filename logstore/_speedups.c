@@ -1225,17 +1225,23 @@ fields_dealloc(PyObject *op)
 {
     PyTypeObject *type = Py_TYPE(op);
     FieldSpec *spec = type == &MessageType ? &MessageSpec : type == &RecordCType ? &RecordSpec : NULL;
-    if (spec == NULL || spec->free_count >= FREE_MAX || Py_SIZE(op) != spec->n_fields) {
-        PyTuple_Type.tp_dealloc(op); /* a subclass (through subtype_dealloc), or a full list */
+    if (spec == NULL) {
+        PyTuple_Type.tp_dealloc(op); /* a subclass, through subtype_dealloc */
         return;
     }
     PyObject_GC_UnTrack(op);
+    /* The trashcan bounds the recursion of a long chain (a Message in another's headers). */
     Py_TRASHCAN_BEGIN(op, fields_dealloc)
-    for (Py_ssize_t i = 0; i < spec->n_fields; i++)
+    for (Py_ssize_t i = 0; i < Py_SIZE(op); i++)
         Py_CLEAR(((PyTupleObject *)op)->ob_item[i]);
-    ((PyTupleObject *)op)->ob_item[0] = spec->free_head;
-    spec->free_head = op;
-    spec->free_count++;
+    if (spec->free_count < FREE_MAX && Py_SIZE(op) == spec->n_fields) {
+        ((PyTupleObject *)op)->ob_item[0] = spec->free_head;
+        spec->free_head = op;
+        spec->free_count++;
+    }
+    else {
+        Py_TYPE(op)->tp_free(op);
+    }
     Py_TRASHCAN_END
 }
 

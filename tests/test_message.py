@@ -441,3 +441,20 @@ def test_compiled_messages_of_bytes_are_left_to_reference_counting() -> None:
     assert gc.is_tracked(C.Message(b"v", headers=(("h", bytearray()),)))
     assert gc.is_tracked(C.Message(b"v", key={}))  # a dict can gain a cycle later
     assert not gc.is_tracked(C.Record(1, 2, b"k", b"v", ()))
+
+
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_a_long_chain_and_many_at_once_are_freed(kind: str) -> None:
+    """Freeing recurses through headers (bounded by CPython's trashcan), and more
+    instances than the compiled free list keeps are freed at once."""
+    M = message_type(kind)
+    m = M(b"0")
+    for i in range(100_000):
+        m = M(b"%d" % i, headers=(("h", m),))  # type: ignore[list-item]
+    del m
+    many = [M(b"v", key=b"%d" % i) for i in range(10_000)]
+    assert many[-1] == (b"v", b"9999", (), None)
+    del many
+    again = [M(b"w", key=b"%d" % i, timestamp=i) for i in range(5_000)]
+    assert [m.timestamp for m in again] == list(range(5_000))
+    assert again[17] == (b"w", b"17", (), 17)
