@@ -9,6 +9,9 @@ closing the store:
 - ``prepare`` then ``append``: the input objects built before the clock (the
   "codec only" table), so only the store's own work is timed.
 
+logstore engines also have ``append_pairs`` (``(value, key)`` tuples, where the
+build takes them: ``pairs_supported``) and ``read_batches``.
+
 Two ways to read everything back, both returning ``(records, payload_bytes)``
 so the harness can check nothing was lost: ``scan_fields`` touches every field
 the engine returns (offset, timestamp, key, value, headers for logstore; every

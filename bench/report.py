@@ -728,7 +728,9 @@ def _notes(settings: Settings, all_reset: bool) -> list[str]:
         "its handles' `result()`, the clock stops when all have. After the clock every "
         "handle's offset is checked (one thread: 0, 1, 2, ...; 8 threads: each thread's "
         "increasing, all of them exactly 0..n-1) and the log is read back: each offset holds "
-        "the record sent with that handle. Rows say `"
+        "the record sent with that handle. Sending runs as fast as the loop can (no pacing), "
+        "so a latency includes the wait behind the batches already buffered: it is the "
+        "latency at full load, not of a lone record. Rows say `"
         + producing.NOT_AVAILABLE
         + "` when `Log` has no `producer`.",
         "- Peak RSS is `ru_maxrss` of the child process for that phase (highest over repeats), "

@@ -90,7 +90,7 @@ class Sizes:
     producer_seconds: float
 
 
-QUICK = Sizes(1_000_000, 200_000, 100_000, producer_records=300_000, producer_seconds=2.0)
+QUICK = Sizes(1_000_000, 200_000, 100_000, producer_records=300_000, producer_seconds=1.0)
 FULL = Sizes(5_000_000, 1_000_000, 1_000_000, producer_records=2_000_000, producer_seconds=10.0)
 
 
