@@ -449,7 +449,9 @@ def profile_logstore(
                 directory = os.path.join(tmp, f"{name}-{key}")
                 for phase in phases:
                     task = ChildTask(name, phase, directory, plan[key], settings, profile=True)
-                    out[f"{ENGINES[name].label} {phase} ({key})"] = spawn(task)[phase].profile
+                    text = spawn(task)[phase].profile
+                    if text:  # none when the phase does not apply to this build
+                        out[f"{ENGINES[name].label} {phase} ({key})"] = text
     return out
 
 
