@@ -1,11 +1,24 @@
 """Storage engines under benchmark, behind one small interface.
 
-An engine owns one directory. ``prepare`` turns the generated batches into the
-engine's native input (untimed); ``append`` writes them all (timed, including
-opening and closing the store); ``scan`` reads every record back (timed) and
-returns ``(records, payload_bytes)`` so the harness can check nothing was lost;
-``open`` opens the store as a writer would after a clean close (timed: the
-reopen workload). ``Settings.fsync`` asks for each batch to be made durable.
+An engine owns one directory. Two ways to append, timed including opening and
+closing the store:
+
+- ``append_loop(columns)``: what a user's loop does (the headline tables): the
+  raw keys and values are sliced per batch and the engine's input objects
+  (``Message``s, row tuples, packed records) are built inside the timed loop;
+- ``prepare`` then ``append``: the input objects built before the clock (the
+  "codec only" table), so only the store's own work is timed.
+
+logstore engines also have ``append_pairs`` (``(value, key)`` tuples, where the
+build takes them: ``pairs_supported``) and ``read_batches``.
+
+Two ways to read everything back, both returning ``(records, payload_bytes)``
+so the harness can check nothing was lost: ``scan_fields`` touches every field
+the engine returns (offset, timestamp, key, value, headers for logstore; every
+column for SQLite), ``scan`` only the key and value (the "codec only" table).
+``open`` opens the store as a writer would after a clean close; ``open_last``
+opens it and reads its last record (timed: the reopen workload).
+``Settings.fsync`` asks for each batch to be made durable.
 
 Stores that keep one value per record (lmdb, diskcache, persist-queue) get
 ``pack_record(key, value)``: a 2-byte key length, the key, then the value.
@@ -22,13 +35,15 @@ import os
 import struct
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from workload import Batch
+from workload import Batch, Columns
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import lmdb
     import persistqueue
 
@@ -78,16 +93,34 @@ class Engine(ABC, Generic[P]):
 
     @abstractmethod
     def append(self, prepared: P) -> None:
-        """Open the store, append every batch, close it."""
+        """Open the store, append every prepared batch, close it."""
+
+    @abstractmethod
+    def append_loop(self, data: Columns) -> None:
+        """Open the store, append every batch building its input in the loop, close it."""
 
     @abstractmethod
     def scan(self) -> tuple[int, int]:
-        """Open the store, read every record, close it; return ``(records, payload bytes)``."""
+        """Open the store, read every record's key and value, close it.
+
+        Returns ``(records, payload bytes)``.
+        """
+
+    def scan_fields(self) -> tuple[int, int]:
+        """``scan``, touching every field the engine returns (the same unless overridden)."""
+        return self.scan()
 
     def open(self) -> Callable[[], None] | None:
         """Open the store and learn where the next record goes; return its ``close``.
 
         ``None`` means the engine has no store to open (not applicable).
+        """
+        return None
+
+    def open_last(self) -> Callable[[], None] | None:
+        """Open the store and read its last record (every field); return its ``close``.
+
+        ``None`` means the engine cannot find its last record without a scan.
         """
         return None
 
@@ -117,8 +150,11 @@ class LogstoreEngine(Engine["list[list[logstore.Message]]"]):
         return (
             f"{cls.label}: codec `{cls.speedups}` (each child checks `logstore.__speedups__`), "
             '`Log.open(dir, LogConfig(fsync="never"))` (`"always"` in the fsync workload), '
-            "`append_many` of 1 batch of `Message`s per call, `scan()` (CRC verified on read, "
-            "the default); reopen is `Log.open`"
+            "`append_many` of 1 batch per call: `[Message(v, key=k) for k, v in zip(keys, "
+            "values)]` built in the loop (codec only: built before), or `list(zip(values, keys))` "
+            "pairs; `scan()` (CRC verified on read, the default) reading `r.offset, r.timestamp, "
+            "r.key, r.value, r.headers` (codec only: `r.key, r.value`); reopen is `Log.open`, "
+            "open + last record `Log.open` + `read(end_offset - 1, max_records=1)`"
         )
 
     def _config(self) -> logstore.LogConfig:
@@ -142,6 +178,50 @@ class LogstoreEngine(Engine["list[list[logstore.Message]]"]):
         finally:
             log.close()
 
+    def append_loop(self, data: Columns) -> None:
+        import logstore
+
+        message = logstore.Message
+        log = logstore.Log.open(self.directory, self._config())
+        try:
+            append_many = log.append_many
+            for keys, values in data.batches():
+                append_many([message(v, key=k) for k, v in zip(keys, values)])
+        finally:
+            log.close()
+
+    def append_pairs(self, data: Columns) -> None:
+        """``append_loop`` with ``(value, key)`` pairs instead of ``Message``s."""
+        import logstore
+
+        log = logstore.Log.open(self.directory, self._config())
+        try:
+            # Typed for the pairs this API takes from issue 14 on; older builds refuse them.
+            append_many: Callable[[Any], range] = log.append_many
+            for keys, values in data.batches():
+                append_many(list(zip(values, keys)))
+        finally:
+            log.close()
+
+    @staticmethod
+    def pairs_supported(directory: str) -> bool:
+        """Whether this build's ``append_many`` takes ``(value, key)`` pairs: try it once.
+
+        A build that takes them but stores something else fails loudly.
+        """
+        import logstore
+
+        with logstore.Log.open(directory) as log:
+            try:
+                append_many: Callable[[Any], range] = log.append_many
+                append_many([(b"value", b"key")])
+            except TypeError:
+                return False
+            (r,) = log.read(0)
+        if (r.value, r.key) != (b"value", b"key"):
+            raise RuntimeError(f"append_many took a (value, key) pair but stored {r!r}")
+        return True
+
     def scan(self) -> tuple[int, int]:
         import logstore
 
@@ -152,10 +232,36 @@ class LogstoreEngine(Engine["list[list[logstore.Message]]"]):
                 total += len(r.key or b"") + len(r.value or b"")
         return count, total
 
+    def scan_fields(self) -> tuple[int, int]:
+        import logstore
+
+        count = total = 0
+        last = -1
+        with logstore.Log.open(self.directory, self._config()) as log:
+            for r in log.scan():
+                last = r.offset
+                _timestamp = r.timestamp
+                key = r.key
+                value = r.value
+                _headers = r.headers
+                count += 1
+                total += len(key or b"") + len(value or b"")
+        if last != count - 1:
+            raise RuntimeError(f"scan ended at offset {last} after {count} records")
+        return count, total
+
     def open(self) -> Callable[[], None]:
         import logstore
 
         return logstore.Log.open(self.directory, self._config()).close
+
+    def open_last(self) -> Callable[[], None]:
+        import logstore
+
+        log = logstore.Log.open(self.directory, self._config())
+        (r,) = log.read(log.end_offset - 1, max_records=1)
+        _fields = (r.offset, r.timestamp, r.key, r.value, r.headers)
+        return log.close
 
     def read_batches(self, max_bytes: int = 1 << 20) -> tuple[int, int]:
         """Fetch the whole log with ``read_batches``, in order; return ``(batches, bytes)``.
@@ -200,11 +306,19 @@ class LogstorePureEngine(LogstoreEngine):
 
 
 _LENGTHS = struct.Struct("<II")
+_KEY_LENGTH = struct.Struct(">H")
+_OFFSET = struct.Struct(">Q")
 
 
 def pack_record(key: bytes, value: bytes) -> bytes:
     """One record as one blob, for stores that keep a single value per record."""
-    return len(key).to_bytes(2, "big") + key + value
+    return _KEY_LENGTH.pack(len(key)) + key + value
+
+
+def split_record(blob: bytes) -> tuple[bytes, bytes]:
+    """``pack_record`` undone: ``(key, value)``."""
+    split = 2 + (blob[0] << 8 | blob[1])
+    return blob[2:split], blob[split:]
 
 
 def count_records(blobs: Iterable[bytes]) -> tuple[int, int]:
@@ -247,11 +361,18 @@ class PlainFileEngine(Engine[list[Batch]]):
         return batches
 
     def append(self, prepared: list[Batch]) -> None:
+        self._write(prepared)
+
+    def append_loop(self, data: Columns) -> None:
+        self._write(zip(keys, values) for keys, values in data.batches())
+
+    def _write(self, batches: Iterable[Iterable[tuple[bytes, bytes]]]) -> None:
+        """Pack each batch's records and write them with one ``write`` (both ways alike)."""
         pack = _LENGTHS.pack
         fsync = self.settings.fsync
         with open(self.path, "wb", buffering=0) as f:
             write, fd = f.write, f.fileno()
-            for batch in prepared:
+            for batch in batches:
                 parts: list[bytes] = []
                 extend = parts.extend
                 for key, value in batch:
@@ -309,9 +430,10 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
             f"SQLite {sqlite3.sqlite_version} (stdlib `sqlite3`): `journal_mode=WAL`, "
             f"`synchronous={settings.sqlite_synchronous}` (`FULL` in the fsync workload), table "
             "`(offset INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER)`, one transaction "
-            "per batch of `executemany` (offsets are SQLite-assigned rowids; row tuples incl. "
-            "timestamp are built before timing), then `SELECT` of all rows iterating the cursor; "
-            'reopen is `connect` + `SELECT max("offset")`'
+            "per batch of `executemany` (offsets are SQLite-assigned rowids; the row tuples incl. "
+            "timestamp built per batch in the loop, codec only: before timing), then `SELECT` of "
+            'all rows iterating the cursor (every column); reopen is `connect` + `SELECT max("offset")`, '
+            "open + last record `connect` + `SELECT` of the row with the largest offset"
         )
 
     @property
@@ -322,7 +444,10 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
         ts = int(time.time() * 1000)
         return [[(key, value, ts) for key, value in batch] for batch in batches]
 
-    def append(self, prepared: list[list[tuple[bytes, bytes, int]]]) -> None:
+    _INSERT = "INSERT INTO log (key, value, ts) VALUES (?, ?, ?)"
+
+    def _create(self) -> sqlite3.Connection:
+        """Connect, set WAL and ``synchronous``, create the table."""
         import sqlite3
 
         sync = self.settings.sqlite_synchronous
@@ -331,17 +456,35 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
         if self.settings.fsync:
             sync = "FULL"
         conn = sqlite3.connect(self.path, isolation_level=None)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise RuntimeError(f"SQLite refused WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous={sync}")
+        conn.execute(
+            'CREATE TABLE log ("offset" INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER)'
+        )
+        return conn
+
+    def append(self, prepared: list[list[tuple[bytes, bytes, int]]]) -> None:
+        conn = self._create()
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise RuntimeError(f"SQLite refused WAL mode (got {mode!r})")
-            conn.execute(f"PRAGMA synchronous={sync}")
-            conn.execute(
-                'CREATE TABLE log ("offset" INTEGER PRIMARY KEY, key BLOB, value BLOB, ts INTEGER)'
-            )
-            execute, executemany = conn.execute, conn.executemany
-            insert = "INSERT INTO log (key, value, ts) VALUES (?, ?, ?)"
+            execute, executemany, insert = conn.execute, conn.executemany, self._INSERT
             for rows in prepared:
+                execute("BEGIN")
+                executemany(insert, rows)
+                execute("COMMIT")
+        finally:
+            conn.close()
+
+    def append_loop(self, data: Columns) -> None:
+        now: Callable[[], float] = time.time
+        conn = self._create()
+        try:
+            execute, executemany, insert = conn.execute, conn.executemany, self._INSERT
+            for keys, values in data.batches():
+                ts = int(now() * 1000)
+                rows = [(k, v, ts) for k, v in zip(keys, values)]
                 execute("BEGIN")
                 executemany(insert, rows)
                 execute("COMMIT")
@@ -367,6 +510,14 @@ class SQLiteEngine(Engine["list[list[tuple[bytes, bytes, int]]]"]):
 
         conn = sqlite3.connect(self.path, isolation_level=None)
         conn.execute('SELECT max("offset") FROM log').fetchone()
+        return conn.close
+
+    def open_last(self) -> Callable[[], None]:
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        last = 'SELECT "offset", key, value, ts FROM log ORDER BY "offset" DESC LIMIT 1'
+        _offset, _key, _value, _ts = conn.execute(last).fetchone()
         return conn.close
 
 
@@ -398,13 +549,20 @@ class KafkaPythonEngine(Engine[list[Batch]]):
         return batches
 
     def append(self, prepared: list[Batch]) -> None:
+        self._write(prepared)
+
+    def append_loop(self, data: Columns) -> None:
+        self._write(zip(keys, values) for keys, values in data.batches())
+
+    def _write(self, batches: Iterable[Iterable[tuple[bytes, bytes]]]) -> None:
+        """One builder per batch, one ``append`` per record (both ways alike)."""
         from kafka.record.default_records import DefaultRecordBatchBuilder
 
         now: Callable[[], float] = time.time
         base_offset = 0
         fsync = self.settings.fsync
         with open(self.path, "wb", buffering=0) as f:
-            for batch in prepared:
+            for batch in batches:
                 builder = DefaultRecordBatchBuilder(
                     magic=2,
                     compression_type=0,
@@ -416,20 +574,40 @@ class KafkaPythonEngine(Engine[list[Batch]]):
                 )
                 ts = int(now() * 1000)
                 append = builder.append
+                count = 0
                 for delta, (key, value) in enumerate(batch):
                     if append(delta, timestamp=ts, key=key, value=value, headers=[]) is None:
                         raise RuntimeError("kafka-python builder refused a record")
+                    count += 1
                 buf = builder.build()
                 struct.pack_into(">q", buf, 0, base_offset)
-                base_offset += len(batch)
+                base_offset += count
                 f.write(buf)
                 if fsync:
                     os.fsync(f.fileno())
 
     def scan(self) -> tuple[int, int]:
+        count = total = 0
+        for batch in self._batches():
+            for record in batch:
+                count += 1
+                total += len(record.key) + len(record.value)
+        return count, total
+
+    def scan_fields(self) -> tuple[int, int]:
+        count = total = 0
+        for batch in self._batches():
+            for record in batch:
+                _offset, _timestamp = record.offset, record.timestamp
+                key, value, _headers = record.key, record.value, record.headers
+                count += 1
+                total += len(key) + len(value)
+        return count, total
+
+    def _batches(self) -> Iterator[Any]:
+        """Every stored batch as a ``DefaultRecordBatch``."""
         from kafka.record.default_records import DefaultRecordBatch
 
-        count = total = 0
         with open(self.path, "rb") as f:
             read = f.read
             while True:
@@ -442,10 +620,7 @@ class KafkaPythonEngine(Engine[list[Batch]]):
                 body = read(length)
                 if len(body) < length:
                     raise ValueError(f"truncated batch in {self.path}")
-                for record in DefaultRecordBatch(head + body):
-                    count += 1
-                    total += len(record.key) + len(record.value)
-        return count, total
+                yield DefaultRecordBatch(head + body)
 
 
 @register
@@ -465,9 +640,12 @@ class LmdbEngine(Engine[list[list[tuple[bytes, bytes]]]]):
         return (
             f"lmdb {lmdb.__version__} (LMDB {version}): `lmdb.open(dir, sync=False)` "
             "(`sync=True`, the default, in the fsync workload), one write transaction per batch "
-            "of `txn.put(offset, record, append=True)`; scan iterates `txn.cursor()` in a read "
-            "transaction and splits each value into key and value; reopen is `lmdb.open` + "
-            "`cursor.last()` for the next offset"
+            "of `txn.put(offset, record, append=True)` (the 8-byte offset and the record, a "
+            "2-byte key length + key + value, packed per record in the loop; codec only: before "
+            "timing); scan iterates `txn.cursor()` in a read transaction and splits each value "
+            "into key and value (every field: the offset key too, as bytes); reopen is "
+            "`lmdb.open` + `cursor.last()` for the next offset, open + last record the same "
+            "reading the last value and splitting it"
         )
 
     def _open(self, readonly: bool = False) -> lmdb.Environment:
@@ -501,6 +679,20 @@ class LmdbEngine(Engine[list[list[tuple[bytes, bytes]]]]):
         finally:
             env.close()
 
+    def append_loop(self, data: Columns) -> None:
+        pack_offset, pack_length = _OFFSET.pack, _KEY_LENGTH.pack
+        env = self._open()
+        try:
+            offset = 0
+            for keys, values in data.batches():
+                with env.begin(write=True) as txn:
+                    put = txn.put
+                    for k, v in zip(keys, values):
+                        put(pack_offset(offset), pack_length(len(k)) + k + v, append=True)
+                        offset += 1
+        finally:
+            env.close()
+
     def scan(self) -> tuple[int, int]:
         env = self._open(readonly=True)
         try:
@@ -509,12 +701,36 @@ class LmdbEngine(Engine[list[list[tuple[bytes, bytes]]]]):
         finally:
             env.close()
 
+    def scan_fields(self) -> tuple[int, int]:
+        count = total = 0
+        env = self._open(readonly=True)
+        try:
+            with env.begin() as txn:
+                for _offset, blob in txn.cursor():
+                    split = 2 + (blob[0] << 8 | blob[1])
+                    key, value = blob[2:split], blob[split:]
+                    count += 1
+                    total += len(key) + len(value)
+        finally:
+            env.close()
+        return count, total
+
     def open(self) -> Callable[[], None]:
         env = self._open()
         with env.begin() as txn:
             cursor = txn.cursor()
             if cursor.last():
                 int.from_bytes(cursor.key(), "big")  # the last offset; the next is one more
+        return env.close
+
+    def open_last(self) -> Callable[[], None]:
+        env = self._open()
+        with env.begin() as txn:
+            cursor = txn.cursor()
+            if not cursor.last():
+                raise RuntimeError(f"no records in {self.directory}")
+            _offset = int.from_bytes(cursor.key(), "big")
+            _key, _value = split_record(cursor.value())
         return env.close
 
 
@@ -550,9 +766,16 @@ class DiskcacheEngine(Engine[list[list[bytes]]]):
         return Deque(directory=self.directory)
 
     def append(self, prepared: list[list[bytes]]) -> None:
+        self._extend(prepared)
+
+    def append_loop(self, data: Columns) -> None:
+        pack = pack_record
+        self._extend([pack(k, v) for k, v in zip(keys, values)] for keys, values in data.batches())
+
+    def _extend(self, batches: Iterable[list[bytes]]) -> None:
         deque = self._deque()
         try:
-            for blobs in prepared:
+            for blobs in batches:
                 with deque.transact():
                     deque.extend(blobs)
         finally:
@@ -611,6 +834,12 @@ class PersistQueueEngine(Engine[list[list[bytes]]]):
         for blobs in prepared:
             for blob in blobs:
                 put(blob)
+
+    def append_loop(self, data: Columns) -> None:
+        put, pack = self._queue().put, pack_record
+        for keys, values in data.batches():
+            for k, v in zip(keys, values):
+                put(pack(k, v))
 
     def scan(self) -> tuple[int, int]:
         queue = self._queue()

@@ -7,10 +7,11 @@ from the same seed: the bytes handed to every engine are identical.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-#: One batch of ``(key, value)`` pairs, as every engine receives it.
+#: One batch of ``(key, value)`` pairs: the pre-built input of the "codec only" tables.
 Batch = list[tuple[bytes, bytes]]
 
 
@@ -63,17 +64,56 @@ class Workload:
         return cls(**data)
 
 
-def generate(workload: Workload) -> list[Batch]:
-    """The workload's records as batches of random ``(key, value)`` pairs (seeded)."""
+@dataclass(frozen=True)
+class Columns:
+    """The workload's keys and values as two flat lists: a user's data, before any engine.
+
+    The user-loop tables time engines that slice these per batch and build their
+    own input objects (``Message``s, row tuples, packed records) inside the loop.
+    """
+
+    keys: list[bytes]
+    values: list[bytes]
+    batch_size: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def batches(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """``(keys, values)`` of each batch, sliced as the caller's loop reaches it."""
+        keys, values, size = self.keys, self.values, self.batch_size
+        for start in range(0, len(keys), size):
+            yield keys[start : start + size], values[start : start + size]
+
+
+def _blocks(workload: Workload) -> Iterator[tuple[bytes, int]]:
+    """One random block per batch and its record count (seeded), made as they are used.
+
+    A block at a time keeps the generator's own peak memory small.
+    """
     rng = random.Random(workload.seed)
-    ks, vs = workload.key_size, workload.value_size
-    size = ks + vs
-    batches: list[Batch] = []
+    size = workload.record_bytes
     for start in range(0, workload.records, workload.batch_size):
         count = min(workload.batch_size, workload.records - start)
-        # One random block per batch keeps the generator's own peak memory small.
-        blob = rng.randbytes(count * size)
-        batches.append(
-            [(blob[p : p + ks], blob[p + ks : p + size]) for p in range(0, count * size, size)]
-        )
-    return batches
+        yield rng.randbytes(count * size), count
+
+
+def columns(workload: Workload) -> Columns:
+    """The same bytes as ``generate``, as flat key and value lists."""
+    ks, size = workload.key_size, workload.record_bytes
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for blob, count in _blocks(workload):
+        end = count * size
+        keys += [blob[p : p + ks] for p in range(0, end, size)]
+        values += [blob[p + ks : p + size] for p in range(0, end, size)]
+    return Columns(keys, values, workload.batch_size)
+
+
+def generate(workload: Workload) -> list[Batch]:
+    """The workload's records as batches of random ``(key, value)`` pairs (seeded)."""
+    ks, size = workload.key_size, workload.record_bytes
+    return [
+        [(blob[p : p + ks], blob[p + ks : p + size]) for p in range(0, count * size, size)]
+        for blob, count in _blocks(workload)
+    ]
