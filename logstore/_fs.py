@@ -144,8 +144,30 @@ def fsync_data(fd: int) -> None:
         os.fsync(fd)
 
 
-def write_all(fd: int, data: bytes | memoryview, position: int) -> None:
-    """``pwrite`` all of ``data`` at ``position``, looping over short writes."""
+#: What ``write_all`` writes: one buffer, or pieces written back to back (``pwritev``).
+Writable = bytes | bytearray | memoryview | tuple[bytes | memoryview, ...]
+
+
+def write_size(data: Writable) -> int:
+    """How many bytes ``write_all(fd, data, ...)`` writes."""
+    if isinstance(data, tuple):
+        return sum(memoryview(piece).nbytes for piece in data)
+    return memoryview(data).nbytes
+
+
+def write_all(fd: int, data: Writable, position: int) -> None:
+    """``pwrite`` all of ``data`` at ``position``, looping over short writes.
+
+    A tuple of pieces goes out with one ``pwritev`` (a batch's header and its
+    records, never joined into one more copy); after a short write the rest
+    is joined and written as one buffer (rare: the file system refused part).
+    """
+    if isinstance(data, tuple):
+        total = write_size(data)
+        written = os.pwritev(fd, data, position) if total else 0
+        if written == total:
+            return
+        data, position = b"".join(data)[written:], position + written
     view = memoryview(data)
     while view.nbytes:
         written = os.pwrite(fd, view, position)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import crc32c
 
 from . import batch
-from ._fs import HandleCache, fsync_data, write_all
+from ._fs import HandleCache, Writable, fsync_data, write_all
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader
 from .errors import CorruptLogError, ErrorKind
 
@@ -207,7 +207,7 @@ class BatchFile:
         with self.lock:
             return os.pread(self.fd(), size, position)
 
-    def append(self, data: bytes | memoryview, position: int) -> None:
+    def append(self, data: Writable, position: int) -> None:
         """Write ``data`` at ``position`` (the end); on failure cut back and re-raise.
 
         If the cut fails too, ``broken`` is set: garbage may follow the last

@@ -20,7 +20,14 @@ import os
 from collections.abc import Callable, Sequence
 
 from . import batch, compression, validator
-from ._fs import CLEANER_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, HandleCache
+from ._fs import (
+    CLEANER_CHECKPOINT_FILE,
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    HandleCache,
+    Writable,
+    write_size,
+)
 from .batch import BatchHeader, BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
@@ -207,12 +214,11 @@ class LocalLog:
             self._write(piece, header.record_count, last_offset, header.max_timestamp)
         self._after_append(self.end_offset - base, self.clock())
 
-    def _write(
-        self, data: bytes | memoryview, record_count: int, last_offset: int, max_ts: int
-    ) -> Segment:
+    def _write(self, data: Writable, record_count: int, last_offset: int, max_ts: int) -> Segment:
         """Write one batch into the active segment, rolling first if a limit says so."""
-        segment = self._maybe_roll(len(data), max_ts, last_offset)
-        span = BatchSpan(len(data), last_offset, max_ts)
+        size = write_size(data)
+        segment = self._maybe_roll(size, max_ts, last_offset)
+        span = BatchSpan(size, last_offset, max_ts)
         try:
             segment.append(data, (span,), record_count=record_count)
         except OSError:

@@ -23,6 +23,7 @@ from ._fs import (
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     HandleCache,
+    Writable,
     remove_files,
     segment_name,
 )
@@ -394,10 +395,8 @@ class Segment(SegmentLookups):
 
     # ------------------------------------------------------------ writing
 
-    def append(
-        self, data: bytes | memoryview, spans: Sequence[BatchSpan], *, record_count: int
-    ) -> None:
-        """Write encoded batches at the end of the ``.log`` with one ``pwrite``.
+    def append(self, data: Writable, spans: Sequence[BatchSpan], *, record_count: int) -> None:
+        """Write encoded batches at the end of the ``.log`` with one ``pwrite`` (or ``pwritev``).
 
         Index entries follow Kafka's rule per batch: before a batch, if more than
         ``index_interval_bytes`` were appended since the last entry, add one.
