@@ -101,6 +101,9 @@ class _Index:
         self.base_offset = base_offset
         self.max_entries = max_index_bytes // self.ENTRY_SIZE
         self._written = 0  # entries [0, _written) are in the file; the rest only in memory
+        #: An active segment's file after an open: preallocated at its first append only,
+        #: so an open that appends nothing leaves the file as the last close left it.
+        self.preallocate_pending = False
 
     @property
     def entries(self) -> int:
@@ -125,12 +128,19 @@ class _Index:
         finally:
             os.close(fd)
 
+    def maybe_preallocate(self) -> None:
+        """``preallocate`` if it was left for the first append (``preallocate_pending``)."""
+        if self.preallocate_pending:
+            self.preallocate_pending = False
+            self.preallocate()
+
     def trim(self) -> None:
         """Write the pending entries, cut the file to exactly its entries, fsync.
 
         Runs on roll and close. The fsync matters for retention: a sealed
         segment's largest timestamp is its time index's last entry.
         """
+        self.preallocate_pending = False
         fd = self._open()
         try:
             self._write_pending(fd)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,16 +80,15 @@ class Segment(SegmentLookups):
         self.file = BatchFile(
             os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
         )
-        self.index_path = os.path.join(directory, segment_name(base_offset, INDEX_SUFFIX) + suffix)
-        self.timeindex_path = os.path.join(
-            directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
+        self.index_path, self.timeindex_path = (
+            os.path.join(directory, segment_name(base_offset, s) + suffix)
+            for s in (INDEX_SUFFIX, TIMEINDEX_SUFFIX)
         )
         self.settings = settings
         self.index_interval_bytes = settings.index_interval_bytes
         self.max_index_bytes = settings.max_index_bytes
         self.size = 0
-        # Set by the owner when the log was never compacted: batches then follow
-        # each other with no gap, which exposes a damaged base offset.
+        # Set by the owner for a never-compacted log: no gaps, so a bad base offset shows.
         self.contiguous = False
         # A read found an index entry the log contradicts: the owner rebuilds the indexes.
         self.index_wrong = False
@@ -101,6 +100,7 @@ class Segment(SegmentLookups):
         self._max_timestamp: int | None = None
         self._offset_of_max_timestamp: int | None = None
         self._bytes_since_index_entry = 0
+        self.before_change: Callable[[], None] = lambda: None  # before a lazy index rebuild
 
     # ------------------------------------------------------------ lifecycle
 
@@ -191,12 +191,11 @@ class Segment(SegmentLookups):
         self.active = False
 
     def activate(self) -> None:
-        """Make a loaded segment the active one again (after open): reopen writable, preallocate."""
+        """Make a loaded segment active again (after open); preallocated at its first append."""
         self.close_file()
         self.active = True
         self._ensure_tail_state()
-        self.offset_index.preallocate()
-        self.time_index.preallocate()
+        self.offset_index.preallocate_pending = self.time_index.preallocate_pending = True
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
@@ -331,6 +330,7 @@ class Segment(SegmentLookups):
         assert self._offset_index is not None and self._time_index is not None
         if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
             self._time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
+        self.before_change()  # the loader's hook: the clean-shutdown marker goes first
         for idx in (self._offset_index, self._time_index):
             idx.write_all_entries()
             if self.active:
@@ -403,6 +403,8 @@ class Segment(SegmentLookups):
         If the write fails the file is cut back to its previous size and the
         ``OSError`` is raised; nothing is indexed.
         """
+        self.offset_index.maybe_preallocate()
+        self.time_index.maybe_preallocate()
         start = self.size
         self.file.append(data, start)
         if self.first_timestamp is None:

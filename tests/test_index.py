@@ -143,8 +143,11 @@ def _pure_offset_entries(data: bytes, log_size: int) -> list[tuple[int, int]] | 
     ]
     for n, entry in enumerate(entries):
         if entry == (0, 0):
-            return entries[:n] if not any(data[8 * n :]) else None
-    out = []
+            if any(data[8 * n :]):
+                return None
+            entries = entries[:n]
+            break
+    out: list[tuple[int, int]] = []
     for rel, pos in entries:
         if out and (rel <= out[-1][0] or pos <= out[-1][1]):
             return None
