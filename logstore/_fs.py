@@ -248,9 +248,18 @@ def write_checkpoint(path: str, entries: Iterable[tuple[str, int, int]]) -> None
 def read_checkpoint(path: str) -> list[tuple[str, int, int]] | None:
     """Read a Kafka offset checkpoint; ``None`` when missing or malformed (Kafka: unreadable)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except (FileNotFoundError, UnicodeDecodeError):
+        fd = os.open(path, os.O_RDONLY)  # read at every open: no io layer for a few bytes
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    try:
+        lines = b"".join(chunks).decode("utf-8").split("\n")
+    except UnicodeDecodeError:
         return None
     try:
         if lines[0].strip() != "0":
