@@ -101,9 +101,6 @@ class _Index:
         self.base_offset = base_offset
         self.max_entries = max_index_bytes // self.ENTRY_SIZE
         self._written = 0  # entries [0, _written) are in the file; the rest only in memory
-        #: An active segment's file after an open: preallocated at its first append only,
-        #: so an open that appends nothing leaves the file as the last close left it.
-        self.preallocate_pending = False
 
     @property
     def entries(self) -> int:
@@ -128,11 +125,31 @@ class _Index:
         finally:
             os.close(fd)
 
-    def maybe_preallocate(self) -> None:
-        """``preallocate`` if it was left for the first append (``preallocate_pending``)."""
-        if self.preallocate_pending:
-            self.preallocate_pending = False
-            self.preallocate()
+    def peek_last(self) -> tuple[int, int] | None | bool:
+        """The file's last entry without loading the rest: what an open needs of the tail.
+
+        ``None`` for a file with no entries, ``False`` when a peek cannot tell (a
+        zero tail, a partial entry or no file: the caller loads the whole index).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if size % self.ENTRY_SIZE:
+                return False
+            if not size:
+                return None
+            data = os.pread(fd, self.ENTRY_SIZE, size - self.ENTRY_SIZE)
+        finally:
+            os.close(fd)
+        if len(data) != self.ENTRY_SIZE or not any(data):
+            return False
+        return self._decode_entry(data)
+
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        raise NotImplementedError
 
     def trim(self) -> None:
         """Write the pending entries, cut the file to exactly its entries, fsync.
@@ -140,7 +157,6 @@ class _Index:
         Runs on roll and close. The fsync matters for retention: a sealed
         segment's largest timestamp is its time index's last entry.
         """
-        self.preallocate_pending = False
         fd = self._open()
         try:
             self._write_pending(fd)
@@ -266,6 +282,11 @@ class OffsetIndex(_Index):
         self._positions = positions[:count]
         self._written = count
 
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        """``(absolute last offset, position)`` of one entry as stored."""
+        rel, pos = _OFFSET_ENTRY.unpack(data)
+        return self.base_offset + rel, pos
+
     def append(self, last_offset: int, position: int) -> None:
         """Add an entry (written behind: see the module docstring)."""
         self._relative.append(last_offset - self.base_offset)
@@ -380,6 +401,11 @@ class TimeIndex(_Index):
             prev_ts, prev_rel = ts, rel
         self._timestamps, self._relative = timestamps, relative
         self._written = len(timestamps)
+
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        """``(timestamp, absolute offset)`` of one entry as stored."""
+        ts, rel = _TIME_ENTRY.unpack(data)
+        return ts, self.base_offset + rel
 
     def maybe_append(self, timestamp: int, offset: int) -> None:
         """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's.

@@ -101,6 +101,7 @@ class Segment(SegmentLookups):
         self._offset_of_max_timestamp: int | None = None
         self._bytes_since_index_entry = 0
         self.before_change: Callable[[], None] = lambda: None  # before a lazy index rebuild
+        self._preallocate_pending = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -183,6 +184,7 @@ class Segment(SegmentLookups):
         Mirrors Kafka's ``onBecomeInactiveSegment``: the time index gets a last
         entry holding the segment's largest timestamp, which retention reads.
         """
+        self._preallocate_pending = False
         index, tindex = self.offset_index, self.time_index
         if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
             tindex.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
@@ -195,7 +197,7 @@ class Segment(SegmentLookups):
         self.close_file()
         self.active = True
         self._ensure_tail_state()
-        self.offset_index.preallocate_pending = self.time_index.preallocate_pending = True
+        self._preallocate_pending = True  # at the first append: an open alone changes no file
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
@@ -346,12 +348,7 @@ class Segment(SegmentLookups):
         """
         if self._next_offset is not None and self._max_timestamp is not None:
             return
-        index, tindex = self.offset_index, self.time_index
-        entry = index.last_entry()
-        position, next_offset = (
-            (0, self.base_offset) if entry is None else self.walk_start(entry[0])
-        )
-        last_time = tindex.last_entry()
+        position, next_offset, last_time = self.tail_entries()
         max_ts, max_ts_offset = (-1, self.base_offset) if last_time is None else last_time
         for _, header in self.iter_headers(position, self.size):
             # Damage to a base offset is left to reads, which raise; the owner
@@ -403,8 +400,10 @@ class Segment(SegmentLookups):
         If the write fails the file is cut back to its previous size and the
         ``OSError`` is raised; nothing is indexed.
         """
-        self.offset_index.maybe_preallocate()
-        self.time_index.maybe_preallocate()
+        if self._preallocate_pending:
+            self._preallocate_pending = False
+            self.offset_index.preallocate()
+            self.time_index.preallocate()
         start = self.size
         self.file.append(data, start)
         if self.first_timestamp is None:

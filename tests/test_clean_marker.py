@@ -28,7 +28,12 @@ CONFIG = LogConfig(fsync="never", segment_bytes=4096, index_interval_bytes=256)
 def _closed_log(path: Path, records: int = 120) -> list[logstore.Record]:
     with logstore.Log.open(path, CONFIG) as log:
         for i in range(0, records, 6):
-            log.append_many([b"value-%03d-" % j * 4 for j in range(i, i + 6)])
+            log.append_many(
+                [
+                    logstore.Message(b"value-%03d-" % j * 4, timestamp=1000 + j)
+                    for j in range(i, i + 6)
+                ]
+            )
         assert len(log.segments) > 1
         return list(log.scan())
 
@@ -189,6 +194,58 @@ def test_an_untouched_open_leaves_the_active_indexes_at_their_closed_size(tmp_pa
         sizes = {s: os.path.getsize(path / f"{active:020d}{s}") for s in (".index", ".timeindex")}
         assert all(size < CONFIG.max_index_bytes for size in sizes.values())
         log.append(b"x")
-        assert os.path.getsize(path / f"{active:020d}.index") == CONFIG.max_index_bytes // 8 * 8
+        now_active = log.segments[-1].base_offset  # the same one, or a new one if it rolled
+        assert os.path.getsize(path / f"{now_active:020d}.index") == CONFIG.max_index_bytes
     for suffix in (".index", ".timeindex"):  # trimmed to their entries again by the close
         assert os.path.getsize(path / f"{active:020d}{suffix}") < CONFIG.max_index_bytes // 2
+
+
+# ---------------------------------------------------------------- the tail without the indexes
+
+
+def _active(log: logstore.Log) -> Any:
+    return log._local.segments.active
+
+
+def test_a_read_of_the_last_record_after_an_open_loads_no_index(tmp_path: Path) -> None:
+    """An open reads the last entry of each index, confirmed against the log, not the files."""
+    path = tmp_path / "log"
+    records = _closed_log(path)
+    with logstore.Log.open(path, CONFIG) as log:
+        active = _active(log)
+        assert active._offset_index is None and active._time_index is None
+        assert log.end_offset == len(records)
+        assert log.read(log.end_offset - 1, max_records=1) == records[-1:]
+        assert active._offset_index is None  # at or past the last entry: that entry answers
+        first = active.base_offset
+        assert log.read(first, max_records=2) == records[first : first + 2]
+        assert active._offset_index is not None  # below it: the whole index, checked
+        assert active.offset_index.as_list()[-1] == active._peeked
+        assert list(log.scan()) == records
+
+
+@pytest.mark.parametrize("damage", ["offset_position", "time_timestamp", "zero_tail"])
+def test_a_last_index_entry_the_log_contradicts_is_not_trusted(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "log"
+    records = _closed_log(path)
+    with logstore.Log.open(path, CONFIG) as log:
+        base = _active(log).base_offset
+    index, tindex = path / f"{base:020d}.index", path / f"{base:020d}.timeindex"
+    if damage == "offset_position":
+        data = bytearray(index.read_bytes())
+        data[-1] ^= 0x10  # the last entry points at a byte that starts no batch
+        index.write_bytes(bytes(data))
+    elif damage == "time_timestamp":
+        data = bytearray(tindex.read_bytes())
+        data[-13 + 8] ^= 0x01  # the last entry's timestamp is not its batch's largest
+        tindex.write_bytes(bytes(data))
+    else:
+        with open(index, "ab") as f:
+            f.write(bytes(16))  # a preallocated tail: only a full load can tell
+    with logstore.Log.open(path, CONFIG) as log:
+        assert log.end_offset == len(records)
+        assert log.read(log.end_offset - 1, max_records=1) == records[-1:]
+        assert list(log.scan()) == records
+        log.append(b"after")
+    with logstore.Log.open(path, CONFIG) as log:
+        assert [r.value for r in log.scan()] == [r.value for r in records] + [b"after"]
