@@ -125,7 +125,7 @@ class _Index:
         finally:
             os.close(fd)
 
-    def peek_last(self) -> tuple[int, int] | None | bool:
+    def peek_last(self) -> tuple[int, int] | bool | None:
         """The file's last entry without loading the rest: what an open needs of the tail.
 
         ``None`` for a file with no entries, ``False`` when a peek cannot tell (a
