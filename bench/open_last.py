@@ -14,7 +14,11 @@ first-call costs are outside the clock; the child then times one open + read +
 close of the big store. The engines run interleaved, ``--repeats`` times; the
 table gives the best and the spread (min..max) in milliseconds.
 
-    .venv/bin/python bench/open_last.py [--records 1000000] [--repeats 3]
+``--baseline REV`` adds ``logstore@REV`` (and its pure twin): the package as
+it was at git revision ``REV`` (installed by ``bench/baseline.py``), opening
+the same store, so a change is a ratio from one run.
+
+    .venv/bin/python bench/open_last.py [--records 1000000] [--repeats 3] [--baseline main]
 """
 
 from __future__ import annotations
@@ -148,7 +152,18 @@ def child(kind: str, warm: str, big: str) -> None:
     t0 = time.perf_counter_ns()
     key, value = last(big)
     elapsed = time.perf_counter_ns() - t0
-    print(json.dumps({"ns": elapsed, "key": (key or b"").hex(), "value_len": len(value or b"")}))
+    module = sys.modules.get("logstore")
+    where = os.path.dirname(module.__file__ or "") if module is not None else ""
+    print(
+        json.dumps(
+            {
+                "ns": elapsed,
+                "key": (key or b"").hex(),
+                "value_len": len(value or b""),
+                "from": where,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -156,6 +171,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where the stores go (a temporary directory)")
+    parser.add_argument("--baseline", default=None, help="git revision to measure beside")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "WARM", "BIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -171,14 +187,24 @@ def main() -> None:
             stores[kind] = (big, warm)
             print(f"built {kind}: {args.records:,} records in {time.perf_counter() - t0:.1f} s")
         expected = _batches(args.records, 1)[-1][-1]
-        times: dict[str, list[float]] = {e: [] for e in ENGINES}
+        engines = list(ENGINES)
+        baseline = None
+        if args.baseline:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            from baseline import install
+
+            baseline = install(args.baseline)
+            engines[2:2] = [f"logstore@{args.baseline}", f"logstore-pure@{args.baseline}"]
+        times: dict[str, list[float]] = {e: [] for e in engines}
         for _ in range(args.repeats):
-            for engine in ENGINES:
-                kind = engine.removesuffix("-pure")
+            for engine in engines:
+                kind = engine.split("@")[0].removesuffix("-pure")
                 env = dict(os.environ)
                 env.pop("LOGSTORE_PURE", None)
-                if engine.endswith("-pure"):
+                if "-pure" in engine:
                     env["LOGSTORE_PURE"] = "1"
+                if "@" in engine and baseline is not None:
+                    env["PYTHONPATH"] = baseline
                 big, warm = stores[kind]
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", kind, warm, big],
@@ -188,6 +214,12 @@ def main() -> None:
                     env=env,
                 ).stdout
                 result = json.loads(out)
+                if (
+                    "@" in engine
+                    and baseline is not None
+                    and not result["from"].startswith(baseline)
+                ):
+                    raise SystemExit(f"{engine}: imported logstore from {result['from']}")
                 if (result["key"], result["value_len"]) != (expected[0].hex(), len(expected[1])):
                     raise SystemExit(f"{engine}: wrong last record {result}")
                 times[engine].append(result["ns"] / 1e6)
@@ -195,7 +227,7 @@ def main() -> None:
             f"\nopen + last record + close, {args.records:,} records, {args.repeats} repeats (ms)"
         )
         print(f"{'engine':<15} {'best':>8} {'spread':>17} {'vs lmdb':>8} {'vs SQLite':>9}")
-        for engine in ENGINES:
+        for engine in engines:
             ts = times[engine]
             best = min(ts)
             print(
