@@ -258,7 +258,8 @@ def read_checkpoint(path: str) -> list[tuple[str, int, int]] | None:
     finally:
         os.close(fd)
     try:
-        lines = b"".join(chunks).decode("utf-8").split("\n")
+        text = b"".join(chunks).decode("utf-8")
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as text mode
     except UnicodeDecodeError:
         return None
     try:
