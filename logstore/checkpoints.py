@@ -12,6 +12,7 @@ Knows directories and file names, not segments, records or the ``Log``.
 from __future__ import annotations
 
 import os
+import threading
 
 from ._fs import (
     CLEAN_SHUTDOWN_FILE,
@@ -100,6 +101,38 @@ def take_clean_shutdown(directory: str, *, dry_run: bool = False) -> bool:
         os.unlink(marker)
         fsync_dir(directory)
     return clean
+
+
+def has_clean_shutdown(directory: str) -> bool:
+    """Whether the clean-shutdown marker is there (nothing is changed)."""
+    return os.path.exists(os.path.join(directory, CLEAN_SHUTDOWN_FILE))
+
+
+class CleanMarker:
+    """A clean-shutdown marker an open left in place: dropped before the first change.
+
+    FORMAT.md 10.3: the marker is deleted, with a directory fsync, before the
+    first change to the directory. An open that changes nothing (no leftovers
+    to resolve, no index to rebuild) keeps it, so a crash while the log is
+    open but untouched still finds the files as the last close left them,
+    and a close with nothing changed has nothing to write. Whoever is about
+    to change a file calls ``drop`` first; it deletes the marker (durably)
+    once, and ``kept`` says whether it is still there.
+    """
+
+    def __init__(self, directory: str, *, kept: bool) -> None:
+        self.directory = directory
+        self.kept = kept
+        self._lock = threading.Lock()  # lazily loaded indexes may be rebuilt by two readers
+
+    def drop(self) -> None:
+        """Delete the marker (durably) if it is still there: the directory is about to change."""
+        if not self.kept:
+            return
+        with self._lock:
+            if self.kept:
+                take_clean_shutdown(self.directory)
+                self.kept = False
 
 
 def write_clean_shutdown(directory: str) -> None:

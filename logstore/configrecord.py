@@ -8,6 +8,7 @@ file's JSON shape; knows nothing of segments, recovery or the ``Log``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -23,21 +24,43 @@ def write_config_record(directory: str, config: LogConfig) -> None:
     that opened the log, not to the log). ``atomic_write`` makes the file and its
     directory entry durable; an unchanged config writes nothing.
     """
+    data = _record(config)
+    path = os.path.join(directory, CONFIG_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    else:
+        try:
+            same = os.read(fd, len(data) + 1) == data  # every open does this: no io layer
+        finally:
+            os.close(fd)
+        if same:
+            return
+    atomic_write(path, data)
+
+
+def _record(config: LogConfig) -> bytes:
+    """The file's bytes for ``config``: made once per config (a frozen value) when hashable."""
+    try:
+        return _cached_record(config)
+    except TypeError:  # an unhashable archive hook
+        return _encode(config)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_record(config: LogConfig) -> bytes:
+    return _encode(config)
+
+
+def _encode(config: LogConfig) -> bytes:
     fields = {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(LogConfig)
         if f.name != "archive"
         and isinstance(getattr(config, f.name), (int, float, str, type(None)))
     }
-    data = json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
-    path = os.path.join(directory, CONFIG_FILE)
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return
-    except FileNotFoundError:
-        pass
-    atomic_write(path, data)
+    return json.dumps({"version": 1, "config": fields}, indent=1, sort_keys=True).encode()
 
 
 def read_config_record(directory: str) -> LogConfig | None:

@@ -40,6 +40,57 @@ def _read_file(path: str) -> bytes:
         return b""
 
 
+def _entries_before_padding(data: bytes, entry_size: int) -> int | None:
+    """Entries before the first all-zero one, if only zeros follow it; ``None`` if not.
+
+    ``None`` sends the caller to its entry-by-entry check, which names the fault.
+    """
+    zero = bytes(entry_size)
+    at = data.find(zero)
+    while at != -1 and at % entry_size:  # zeros across two entries: not an entry
+        at = data.find(zero, at + 1)
+    if at == -1:
+        return len(data) // entry_size
+    if data.count(0, at) != len(data) - at:
+        return None
+    return at // entry_size
+
+
+def _increasing(relative: array[int], positions: array[int], count: int, log_size: int) -> bool:
+    """The offset index's sanity, for ``count`` entries: both columns rising, inside the log."""
+    if not count:
+        return True
+    return (
+        relative[0] >= 0
+        and positions[0] >= 0
+        and positions[count - 1] < log_size
+        and _rising(relative[:count].tolist())
+        and _rising(positions[:count].tolist())
+    )
+
+
+def _rising(values: list[int]) -> bool:
+    """Strictly increasing: sorted, and no value twice (C-level passes, no Python loop)."""
+    return values == sorted(values) and len(set(values)) == len(values)
+
+
+def _time_columns(data: bytes) -> tuple[array[int], array[int]]:
+    """The two columns of time-index entries (int64 timestamp, int32 offset, big-endian).
+
+    Sliced as int32 words, without a Python loop: a timestamp is its two
+    words in the machine's order, reinterpreted as one int64.
+    """
+    words = array("i", data)
+    if sys.byteorder == "little":
+        words.byteswap()
+    pairs = array("i", bytes(len(words) // 3 * 8))
+    high, low = words[0::3], words[1::3]
+    pairs[0::2], pairs[1::2] = (low, high) if sys.byteorder == "little" else (high, low)
+    stamps = array("q")
+    stamps.frombytes(pairs.tobytes())
+    return stamps, words[2::3]
+
+
 class _Index:
     """What both indexes share: a fixed-width entry file, preallocation and trimming."""
 
@@ -73,6 +124,32 @@ class _Index:
             os.ftruncate(fd, max(self.max_entries, self.entries) * self.ENTRY_SIZE)
         finally:
             os.close(fd)
+
+    def peek_last(self) -> tuple[int, int] | bool | None:
+        """The file's last entry without loading the rest: what an open needs of the tail.
+
+        ``None`` for a file with no entries, ``False`` when a peek cannot tell (a
+        zero tail, a partial entry or no file: the caller loads the whole index).
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if size % self.ENTRY_SIZE:
+                return False
+            if not size:
+                return None
+            data = os.pread(fd, self.ENTRY_SIZE, size - self.ENTRY_SIZE)
+        finally:
+            os.close(fd)
+        if len(data) != self.ENTRY_SIZE or not any(data):
+            return False
+        return self._decode_entry(data)
+
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        raise NotImplementedError
 
     def trim(self) -> None:
         """Write the pending entries, cut the file to exactly its entries, fsync.
@@ -144,8 +221,8 @@ class OffsetIndex(_Index):
 
     def __init__(self, path: str, base_offset: int, *, max_index_bytes: int) -> None:
         super().__init__(path, base_offset, max_index_bytes=max_index_bytes)
-        self._relative = array("q")
-        self._positions = array("q")
+        self._relative = array("i")
+        self._positions = array("i")
 
     @property
     def entries(self) -> int:
@@ -169,6 +246,14 @@ class OffsetIndex(_Index):
         if sys.byteorder == "little":
             ints.byteswap()
         relative, positions = ints[0::2], ints[1::2]
+        count = _entries_before_padding(data, self.ENTRY_SIZE)
+        if count is not None and _increasing(relative, positions, count, log_size):
+            # The common case, checked in C-level passes; the loops below find
+            # (and name) the first bad entry when there is one.
+            self._relative = relative[:count]
+            self._positions = positions[:count]
+            self._written = count
+            return
         count = len(relative)
         # The first batch of a segment never gets an entry, so (0, 0) is padding.
         for i in range(count):
@@ -193,9 +278,14 @@ class OffsetIndex(_Index):
                     kind=ErrorKind.INVALID_INDEX,
                 )
             prev_rel, prev_pos = rel, pos
-        self._relative = array("q", relative[:count])
-        self._positions = array("q", positions[:count])
+        self._relative = relative[:count]
+        self._positions = positions[:count]
         self._written = count
+
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        """``(absolute last offset, position)`` of one entry as stored."""
+        rel, pos = _OFFSET_ENTRY.unpack(data)
+        return self.base_offset + rel, pos
 
     def append(self, last_offset: int, position: int) -> None:
         """Add an entry (written behind: see the module docstring)."""
@@ -203,8 +293,8 @@ class OffsetIndex(_Index):
         self._positions.append(position)
 
     def clear(self) -> None:
-        self._relative = array("q")
-        self._positions = array("q")
+        self._relative = array("i")
+        self._positions = array("i")
         self._written = 0  # the next write rewrites the file from its start
 
     def lookup(self, offset: int) -> tuple[int, int]:
@@ -250,7 +340,7 @@ class TimeIndex(_Index):
     def __init__(self, path: str, base_offset: int, *, max_index_bytes: int) -> None:
         super().__init__(path, base_offset, max_index_bytes=max_index_bytes)
         self._timestamps = array("q")
-        self._relative = array("q")
+        self._relative = array("i")
 
     @property
     def entries(self) -> int:
@@ -274,7 +364,20 @@ class TimeIndex(_Index):
                 self.path,
                 kind=ErrorKind.INVALID_INDEX,
             )
-        timestamps, relative = array("q"), array("q")
+        count = _entries_before_padding(data, self.ENTRY_SIZE)
+        if count is not None:
+            stamps, offsets = _time_columns(data[: count * self.ENTRY_SIZE])
+            if not count or (
+                offsets[0] >= 0
+                and stamps[0] > -(1 << 63)
+                and (next_relative_offset is None or offsets[-1] < next_relative_offset)
+                and _rising(stamps.tolist())
+                and (listed := offsets.tolist()) == sorted(listed)
+            ):
+                self._timestamps, self._relative = stamps, offsets
+                self._written = count
+                return
+        timestamps, relative = array("q"), array("i")
         prev_ts, prev_rel = -(1 << 63), -1
         for i, (ts, rel) in enumerate(_TIME_ENTRY.iter_unpack(data)):
             if ts == 0 and rel == 0:  # padding (a real (0, base) entry is only advisory)
@@ -299,6 +402,11 @@ class TimeIndex(_Index):
         self._timestamps, self._relative = timestamps, relative
         self._written = len(timestamps)
 
+    def _decode_entry(self, data: bytes) -> tuple[int, int]:
+        """``(timestamp, absolute offset)`` of one entry as stored."""
+        ts, rel = _TIME_ENTRY.unpack(data)
+        return ts, self.base_offset + rel
+
     def maybe_append(self, timestamp: int, offset: int) -> None:
         """Add ``(timestamp, offset)`` if ``timestamp`` exceeds the last entry's.
 
@@ -312,7 +420,7 @@ class TimeIndex(_Index):
 
     def clear(self) -> None:
         self._timestamps = array("q")
-        self._relative = array("q")
+        self._relative = array("i")
         self._written = 0  # the next write rewrites the file from its start
 
     def lookup(self, timestamp: int) -> int:

@@ -35,6 +35,8 @@ from ._fs import (
 )
 from .batchfile import CHUNK_BYTES
 from .checkpoints import (
+    CleanMarker,
+    has_clean_shutdown,
     never_compacted,
     read_offset_checkpoint,
     take_clean_shutdown,
@@ -93,6 +95,8 @@ class LoadResult:
     cleaner_offset: int = 0
     #: The log was never compacted: its offsets have no gaps (``never_compacted``).
     contiguous: bool = False
+    #: The clean-shutdown marker, if the open left it in place (it changed nothing).
+    marker: CleanMarker | None = None
 
 
 def load(
@@ -112,9 +116,15 @@ def load(
     reports damage there, which only ``force`` cuts.
     """
     names = sorted(os.listdir(directory))
-    clean = take_clean_shutdown(directory, dry_run=dry_run)
+    clean = has_clean_shutdown(directory)
+    # A clean open with nothing to resolve or rebuild keeps the marker until the
+    # log's first change (``CleanMarker``); any other takes it now, before changing a file.
+    keep = clean and not dry_run and not assume_unclean and _nothing_to_change(names)
+    if clean and not dry_run and not keep:
+        take_clean_shutdown(directory)
     actions: list[RecoveryAction] = []
-    took_marker = clean and not dry_run  # restored if recovery refuses to cut
+    took_marker = clean and not dry_run and not keep  # restored if recovery refuses to cut
+    marker = CleanMarker(directory, kept=True) if keep else None
     names = _resolve_leftovers(directory, names, config, actions, dry_run=dry_run)
     if dry_run:  # leftovers were not renamed: look only at files that exist as named
         names = [n for n in names if os.path.exists(os.path.join(directory, n))]
@@ -135,6 +145,9 @@ def load(
 
     settings = SegmentSettings.of(config)
     segments = [Segment.open_existing(directory, base, settings=settings) for base in bases]
+    if marker is not None:
+        for seg in segments:  # a lazily found bad index is rewritten: the marker goes first
+            seg.before_change = marker.drop
     checkpoint_start = read_offset_checkpoint(directory, LOG_START_FILE)
     checkpoint_recovery = read_offset_checkpoint(directory, RECOVERY_POINT_FILE)
     recovery_point = checkpoint_recovery or 0
@@ -194,6 +207,26 @@ def load(
         actions,
         cleaner_offset or start_offset,
         contiguous=contiguous,
+        marker=marker,
+    )
+
+
+def _nothing_to_change(names: list[str]) -> bool:
+    """Whether a clean open of a directory listing ``names`` will leave every file as it is.
+
+    No leftover of a deletion, compaction or swap to resolve, at least one
+    segment, and every ``.log`` with both its indexes and every index with
+    its ``.log`` (anything else is deleted or rebuilt at open).
+    """
+    if any(n.endswith((DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX)) for n in names):
+        return False
+    files: dict[int, set[str]] = {}
+    for n in names:
+        base = parse_base_offset(n)
+        if base is not None and n.endswith(SEGMENT_SUFFIXES):
+            files.setdefault(base, set()).add(n[n.rindex(".") :])
+    return bool(files) and all(
+        len(suffixes) == len(SEGMENT_SUFFIXES) for suffixes in files.values()
     )
 
 

@@ -20,7 +20,14 @@ import os
 from collections.abc import Callable, Sequence
 
 from . import batch, compression, validator
-from ._fs import CLEANER_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_POINT_FILE, HandleCache
+from ._fs import (
+    CLEANER_CHECKPOINT_FILE,
+    LOG_START_FILE,
+    RECOVERY_POINT_FILE,
+    HandleCache,
+    Writable,
+    write_size,
+)
 from .batch import BatchHeader, BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
@@ -68,6 +75,8 @@ class LocalLog:
             handles=handles,
             contiguous=self.contiguous,
         )
+        #: The clean-shutdown marker while the open has changed nothing (``CleanMarker``).
+        self.marker = loaded.marker
         self.start_offset = loaded.start_offset
         self.end_offset = self.segments.active.next_offset
         if self.end_offset < self.start_offset:
@@ -78,6 +87,7 @@ class LocalLog:
                 path,
                 self.start_offset,
             )
+            self.changing()
             self.segments.reset(self.start_offset)
             self.end_offset = self.start_offset
         self.flushed_offset = min(max(loaded.recovery_point, self.start_offset), self.end_offset)
@@ -93,6 +103,11 @@ class LocalLog:
         self._last_flush_ms = clock()
         self._topic_partition = partition_name(path)
 
+    def changing(self) -> None:
+        """About to change a file of the partition: the clean-shutdown marker goes first."""
+        if self.marker is not None:
+            self.marker.drop()
+
     def check_open(self) -> None:
         if self.closed:
             raise LogClosedError(f"log {self.path} is closed")
@@ -107,6 +122,7 @@ class LocalLog:
 
     def checkpoint(self, name: str, offset: int) -> None:
         """Write one of the partition's offset checkpoints (Kafka's file, one entry)."""
+        self.changing()
         write_offset_checkpoint(self.path, name, offset, topic_partition=self._topic_partition)
 
     def snapshot(self, offset: int) -> list[tuple[Segment, int, int]]:
@@ -207,12 +223,12 @@ class LocalLog:
             self._write(piece, header.record_count, last_offset, header.max_timestamp)
         self._after_append(self.end_offset - base, self.clock())
 
-    def _write(
-        self, data: bytes | memoryview, record_count: int, last_offset: int, max_ts: int
-    ) -> Segment:
+    def _write(self, data: Writable, record_count: int, last_offset: int, max_ts: int) -> Segment:
         """Write one batch into the active segment, rolling first if a limit says so."""
-        segment = self._maybe_roll(len(data), max_ts, last_offset)
-        span = BatchSpan(len(data), last_offset, max_ts)
+        self.changing()
+        size = write_size(data)
+        segment = self._maybe_roll(size, max_ts, last_offset)
+        span = BatchSpan(size, last_offset, max_ts)
         try:
             segment.append(data, (span,), record_count=record_count)
         except OSError:
@@ -237,6 +253,7 @@ class LocalLog:
 
     def roll(self) -> Segment:
         """Roll (``Segments.roll``); the recovery point passes the sealed segment."""
+        self.changing()
         self.rolls += 1
         new = self.segments.roll(self.end_offset)
         if self.config.fsync != "never":
@@ -288,6 +305,7 @@ class LocalLog:
                 f"{self.path}: cannot truncate to {offset}, "
                 f"below the start offset {self.start_offset}"
             )
+        self.changing()
         # 0. Lower the recovery point to the base of the segment that will be cut,
         #    durably, before any byte changes: a crash part-way leaves a rewritten
         #    batch, or the old batch's remains, above it, which the next open
@@ -322,6 +340,7 @@ class LocalLog:
             )
         if offset <= self.start_offset:
             return
+        self.changing()
         self.start_offset = offset
         self.checkpoint(LOG_START_FILE, self.start_offset)
         segs = list(self.segments)
@@ -331,6 +350,7 @@ class LocalLog:
 
     def remove_oldest(self, doomed: Sequence[Segment], start_offset: int) -> None:
         """Delete ``doomed`` (a prefix of the log), then checkpoint the new ``start_offset``."""
+        self.changing()
         self.segments.remove(doomed)
         if start_offset > self.start_offset:
             self.start_offset = start_offset
@@ -349,6 +369,7 @@ class LocalLog:
 
     def replace(self, inputs: Sequence[Segment], outputs: Sequence[Segment], end: int) -> None:
         """Swap a compaction round's ``.cleaned`` outputs in; the cleaner offset becomes ``end``."""
+        self.changing()
         if not os.path.exists(os.path.join(self.path, CLEANER_CHECKPOINT_FILE)):
             # Before the first swap leaves gaps in the offsets, say so durably:
             # the checkpoint marks the log as compacted for every later open.
@@ -361,13 +382,22 @@ class LocalLog:
         """Rebuild the indexes of ``seg`` if it is still ours; the error that prevented it."""
         if self.closed or not self.segments.holds(seg):
             return None
+        self.changing()
         return seg.repair_indexes(end_offset=self.segments.bound(seg, self.end_offset))
 
     # ------------------------------------------------------------ closing
 
     def close(self) -> None:
-        """Flush, seal every segment, write the checkpoints, and the clean-shutdown marker last."""
+        """Flush, seal every segment, write the checkpoints, and the clean-shutdown marker last.
+
+        A log whose open kept the marker and that changed nothing since
+        (``CleanMarker``) is as the last close left it: its files are closed
+        and nothing is written.
+        """
         self.closed = True
+        if self.marker is not None and self.marker.kept:
+            self.close_files()
+            return
         self.flush()
         for seg in self.segments:
             seg.close()  # the active one is sealed: indexes written and fsynced
@@ -376,7 +406,8 @@ class LocalLog:
         write_clean_shutdown(self.path)
 
     def close_files(self) -> None:
-        """Close without the clean-shutdown marker (after a write that could not be undone)."""
+        """Close the files, writing nothing: after a write that could not be undone (no
+        marker then), or when nothing changed since a clean open (its marker stays)."""
         self.closed = True
         for seg in self.segments:
             seg.close_file()

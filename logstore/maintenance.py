@@ -6,7 +6,10 @@ one unless the caller passes a shared one (``Log.open(..., maintenance=...)``).
 A task is a callable, either periodic (``every``: the maintenance pass, the
 interval fsync) or once, as soon as the thread is free (``soon``: the
 retention and compaction a roll made due). The thread starts with the first
-task, so a log with nothing that can become due never has one. Periods run
+task, so a log with nothing that can become due never has one; when that task
+is periodic and a second or more away, the thread starts when it is first
+due (a process-wide ``_Starter`` waits for that), so an open that is closed
+again before then starts and joins no thread. Periods run
 on the monotonic clock (a test's fake clock does not move by itself). Tasks
 run outside every partition lock; a task takes the locks it needs, so a slow
 archive script stalls only the maintenance thread, never an append.
@@ -23,6 +26,49 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+
+#: A first periodic task due this far away or more starts its thread when due, not now.
+DEFER_START_S = 1.0
+
+
+class _Starter:
+    """One daemon thread per process that starts ``Maintenance`` threads when first due.
+
+    Starting a thread waits for it to be scheduled (on a busy machine, up to
+    milliseconds); an open whose first task is a minute away need not wait.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pending: list[tuple[float, Maintenance]] = []
+        self._thread: threading.Thread | None = None
+
+    def start_at(self, due: float, maintenance: Maintenance) -> None:
+        with self._changed:
+            self._pending.append((due, maintenance))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="logstore-starter", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [p for p in self._pending if p[0] <= now]
+                if not due:
+                    wake = min((p[0] for p in self._pending), default=None)
+                    self._changed.wait(None if wake is None else wake - now)
+                    continue
+                self._pending = [p for p in self._pending if p[0] > now]
+            for _, maintenance in due:
+                maintenance.start_thread()
+
+
+_STARTER = _Starter()
 
 
 @dataclass
@@ -43,6 +89,7 @@ class Maintenance:
         self._stopped = False
         self._running: _Task | None = None
         self._thread: threading.Thread | None = None
+        self._start_due: float | None = None  # when the ``_Starter`` starts the thread
 
     def every(self, period_ms: int, task: Callable[[], None], *, owner: object) -> None:
         """Run ``task`` every ``period_ms`` (at least 1 ms), first one period from now.
@@ -72,9 +119,22 @@ class Maintenance:
             return
         self._tasks.append(task)
         if self._thread is None:
+            if task.period_s is not None and task.due - time.monotonic() >= DEFER_START_S:
+                if self._start_due is None or task.due < self._start_due:
+                    self._start_due = task.due
+                    _STARTER.start_at(task.due, self)
+                return
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
         self._changed.notify_all()
+
+    def start_thread(self) -> None:
+        """Start the thread now if tasks wait for it (``_Starter``, when the first is due)."""
+        with self._changed:
+            if self._thread is None and not self._stopped and self._tasks:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            self._start_due = None
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no one-off task waits or any task runs; false if ``timeout`` passed first.

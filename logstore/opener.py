@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 
 from ._dirkind import refuse_other_kind
 from ._fs import DirectoryLock, make_dirs
+from .checkpoints import has_clean_shutdown
 from .config import LogConfig
 from .configrecord import write_config_record
 from .errors import ConfigError, WrongTypeError
@@ -58,7 +59,10 @@ def open_dir(
     """
     directory = os.fspath(path)
     refuse_other_kind(directory, "log")
-    make_dirs(directory)  # durable: fsyncs each new entry's parent
+    if not has_clean_shutdown(directory):
+        # Durable: fsyncs each new entry's parent. A directory holding a clean-shutdown
+        # marker was made durable by the open (or recover) that preceded that close.
+        make_dirs(directory)
     lock = DirectoryLock(directory)
     try:
         loaded = load(directory, config)
@@ -102,6 +106,7 @@ def recover(
     if not os.path.isdir(directory):
         raise FileNotFoundError(2, "no such log directory", directory)
     refuse_other_kind(directory, "log")
+    make_dirs(directory)  # its entry in the parent made durable: the close below leaves a marker
     lock = DirectoryLock(directory)
     try:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from ._fs import (
     LOG_SUFFIX,
     TIMEINDEX_SUFFIX,
     HandleCache,
+    Writable,
     remove_files,
     segment_name,
 )
@@ -79,16 +80,15 @@ class Segment(SegmentLookups):
         self.file = BatchFile(
             os.path.join(directory, segment_name(base_offset, LOG_SUFFIX) + suffix)
         )
-        self.index_path = os.path.join(directory, segment_name(base_offset, INDEX_SUFFIX) + suffix)
-        self.timeindex_path = os.path.join(
-            directory, segment_name(base_offset, TIMEINDEX_SUFFIX) + suffix
+        self.index_path, self.timeindex_path = (
+            os.path.join(directory, segment_name(base_offset, s) + suffix)
+            for s in (INDEX_SUFFIX, TIMEINDEX_SUFFIX)
         )
         self.settings = settings
         self.index_interval_bytes = settings.index_interval_bytes
         self.max_index_bytes = settings.max_index_bytes
         self.size = 0
-        # Set by the owner when the log was never compacted: batches then follow
-        # each other with no gap, which exposes a damaged base offset.
+        # Set by the owner for a never-compacted log: no gaps, so a bad base offset shows.
         self.contiguous = False
         # A read found an index entry the log contradicts: the owner rebuilds the indexes.
         self.index_wrong = False
@@ -100,6 +100,8 @@ class Segment(SegmentLookups):
         self._max_timestamp: int | None = None
         self._offset_of_max_timestamp: int | None = None
         self._bytes_since_index_entry = 0
+        self.before_change: Callable[[], None] = lambda: None  # before a lazy index rebuild
+        self._preallocate_pending = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -182,6 +184,7 @@ class Segment(SegmentLookups):
         Mirrors Kafka's ``onBecomeInactiveSegment``: the time index gets a last
         entry holding the segment's largest timestamp, which retention reads.
         """
+        self._preallocate_pending = False
         index, tindex = self.offset_index, self.time_index
         if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
             tindex.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
@@ -190,12 +193,11 @@ class Segment(SegmentLookups):
         self.active = False
 
     def activate(self) -> None:
-        """Make a loaded segment the active one again (after open): reopen writable, preallocate."""
+        """Make a loaded segment active again (after open); preallocated at its first append."""
         self.close_file()
         self.active = True
         self._ensure_tail_state()
-        self.offset_index.preallocate()
-        self.time_index.preallocate()
+        self._preallocate_pending = True  # at the first append: an open alone changes no file
 
     def flush(self) -> None:
         """fsync the ``.log`` data."""
@@ -330,6 +332,7 @@ class Segment(SegmentLookups):
         assert self._offset_index is not None and self._time_index is not None
         if self._max_timestamp is not None and self._offset_of_max_timestamp is not None:
             self._time_index.maybe_append(self._max_timestamp, self._offset_of_max_timestamp)
+        self.before_change()  # the loader's hook: the clean-shutdown marker goes first
         for idx in (self._offset_index, self._time_index):
             idx.write_all_entries()
             if self.active:
@@ -345,12 +348,7 @@ class Segment(SegmentLookups):
         """
         if self._next_offset is not None and self._max_timestamp is not None:
             return
-        index, tindex = self.offset_index, self.time_index
-        entry = index.last_entry()
-        position, next_offset = (
-            (0, self.base_offset) if entry is None else self.walk_start(entry[0])
-        )
-        last_time = tindex.last_entry()
+        position, next_offset, last_time = self.tail_entries()
         max_ts, max_ts_offset = (-1, self.base_offset) if last_time is None else last_time
         for _, header in self.iter_headers(position, self.size):
             # Damage to a base offset is left to reads, which raise; the owner
@@ -394,16 +392,18 @@ class Segment(SegmentLookups):
 
     # ------------------------------------------------------------ writing
 
-    def append(
-        self, data: bytes | memoryview, spans: Sequence[BatchSpan], *, record_count: int
-    ) -> None:
-        """Write encoded batches at the end of the ``.log`` with one ``pwrite``.
+    def append(self, data: Writable, spans: Sequence[BatchSpan], *, record_count: int) -> None:
+        """Write encoded batches at the end of the ``.log`` with one ``pwrite`` (or ``pwritev``).
 
         Index entries follow Kafka's rule per batch: before a batch, if more than
         ``index_interval_bytes`` were appended since the last entry, add one.
         If the write fails the file is cut back to its previous size and the
         ``OSError`` is raised; nothing is indexed.
         """
+        if self._preallocate_pending:
+            self._preallocate_pending = False
+            self.offset_index.preallocate()
+            self.time_index.preallocate()
         start = self.size
         self.file.append(data, start)
         if self.first_timestamp is None:

@@ -35,6 +35,11 @@ class SegmentLookups:
     contiguous: bool
     #: Set when an index entry proved wrong: the owner rebuilds the indexes.
     index_wrong: bool
+    max_index_bytes: int
+    _offset_index: OffsetIndex | None  # None until loaded (``offset_index`` loads it)
+    #: The last offset-index entry as peeked and confirmed by ``tail_entries`` (not loaded).
+    _peeked: tuple[int, int] | None = None
+    _peeked_valid = False
 
     @property
     def offset_index(self) -> OffsetIndex:
@@ -63,6 +68,71 @@ class SegmentLookups:
         ):
             yield position, header
 
+    def index_lookup(self, offset: int) -> tuple[int, int]:
+        """``offset_index.lookup``, from the peeked last entry while the index is not loaded.
+
+        At or past the last entry the answer is that entry, so a read of the
+        tail after an open (the last record) loads no index.
+        """
+        if self._offset_index is None and self._peeked_valid:
+            if self._peeked is None:
+                return self.base_offset, 0
+            if offset >= self._peeked[0]:
+                return self._peeked
+        return self.offset_index.lookup(offset)
+
+    def tail_entries(self) -> tuple[int, int, tuple[int, int] | None]:
+        """``(position, lowest base offset)`` to walk the tail from, and the last time entry.
+
+        What an open needs of the indexes. When they are not loaded yet, only
+        their last entries are read and confirmed against the log (the offset
+        entry's batch ends at its offset; the time entry's batch has that
+        timestamp as its largest); the whole indexes load, and are checked, on
+        first use. Anything a peek cannot confirm loads them now.
+        """
+        if self._offset_index is None:
+            peeked = self._peek_tail()
+            if peeked is not None:
+                return peeked
+        entry = self.offset_index.last_entry()
+        position, next_offset = (
+            (0, self.base_offset) if entry is None else self.walk_start(entry[0])
+        )
+        return position, next_offset, self.time_index.last_entry()
+
+    def _peek_tail(self) -> tuple[int, int, tuple[int, int] | None] | None:
+        limit = self.max_index_bytes
+        entry = OffsetIndex(self.index_path, self.base_offset, max_index_bytes=limit).peek_last()
+        last_time = TimeIndex(
+            self.timeindex_path, self.base_offset, max_index_bytes=limit
+        ).peek_last()
+        if entry is False or last_time is False:
+            return None
+        position, next_offset = 0, self.base_offset
+        if entry is not None:
+            assert not isinstance(entry, bool)
+            header = self.read_header_at(entry[1])
+            if header is None or header.last_offset != entry[0]:
+                return None  # the full load finds the index wrong and rebuilds it
+            position, next_offset = entry[1], header.base_offset
+        if last_time is not None:
+            assert not isinstance(last_time, bool)
+            timestamp, offset = last_time
+            if entry is not None and offset < entry[0]:
+                return None  # its batch lies before the offset entry's: confirmed by a full load
+            holds = False
+            try:
+                for _, header in self.iter_headers(position, self.size):
+                    if header.last_offset >= offset:
+                        holds = header.last_offset == offset and header.max_timestamp == timestamp
+                        break
+            except CorruptLogError:
+                return None  # the tail walk after the full load reports it
+            if not holds:
+                return None
+        self._peeked, self._peeked_valid = entry, True
+        return position, next_offset, last_time
+
     def walk_start(self, offset: int) -> tuple[int, int]:
         """``(position, lowest base offset)`` to walk from toward ``offset``, from the offset index.
 
@@ -73,7 +143,7 @@ class SegmentLookups:
         is not used: the walk starts at byte 0, a warning names the index file
         and ``index_wrong`` asks the owner to rebuild the indexes.
         """
-        entry_offset, position = self.offset_index.lookup(offset)
+        entry_offset, position = self.index_lookup(offset)
         if not position:
             return 0, self.base_offset
         header = self.read_header_at(position)
@@ -99,7 +169,7 @@ class SegmentLookups:
         (``check_follows``, with ``end_offset`` the next segment's base offset),
         so a damaged base offset raises ``CorruptLogError`` instead of moving records.
         """
-        entry_offset, position = self.offset_index.lookup(offset)
+        entry_offset, position = self.index_lookup(offset)
         path, contiguous = self.log_path, self.contiguous
         headers = self.iter_headers(position, end)
         expected = self.base_offset

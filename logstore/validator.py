@@ -26,8 +26,9 @@ from .model import AppendItem, Header, Message
 MAX_TIMESTAMP = 1 << 62
 #: Fixed bytes a batch adds to its records (the 61-byte header).
 _BATCH_OVERHEAD = batch.HEADER_SIZE
-#: ``(finished batch, record count, max timestamp)``: one planned write.
-Planned = tuple[bytes, int, int]
+#: ``((header, body), record count, max timestamp)``: one planned write. The batch
+#: is ``header + body``, written with one ``pwritev`` and never joined.
+Planned = tuple[tuple[bytes, bytes], int, int]
 
 
 def check_int(name: str, value: object) -> None:
@@ -183,7 +184,7 @@ def plan(
     base_offset: int,
     active_records: int,
 ) -> list[Planned]:
-    """Encode ``entries[start:]`` into finished batches: ``(bytes, record count, max timestamp)``.
+    """Encode ``entries[start:]`` into finished batches: ``((header, body), count, max timestamp)``.
 
     ``base_offset`` is the offset the first goes to, ``active_records`` the
     records already in the active segment. A batch holds as many records as fit
@@ -210,7 +211,7 @@ def plan(
             section, j, max_ts = batch.encode_section(
                 entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now
             )
-            data = batch.build_batch(
+            parts = batch.build_batch_parts(
                 section,
                 base_offset=base_offset,
                 record_count=j - i,
@@ -220,19 +221,20 @@ def plan(
                 attributes=codec,
                 compression_level=config.compression_level,
             )
-            if len(data) <= allowed:
+            size = len(parts[0]) + len(parts[1])
+            if size <= allowed:
                 break
             if j - i == 1:
                 raise RecordTooLarge(
-                    f"a record's batch is {len(data)} bytes, over "
+                    f"a record's batch is {size} bytes, over "
                     + (
                         f"max_message_bytes {config.max_message_bytes}"
-                        if len(data) > config.max_message_bytes
+                        if size > config.max_message_bytes
                         else f"segment_bytes {config.segment_bytes}"
                     )
                 )
             stop = i + (j - i) // 2  # compression made it larger than estimated
-        out.append((data, j - i, max_ts))
+        out.append((parts, j - i, max_ts))
         used = used + (j - i) if used < (per_segment or 0) else j - i
         base_offset += j - i
         i = j

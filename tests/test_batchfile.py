@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,86 @@ def test_headers_only_walk_reports_a_batch_past_the_end(tmp_path: Path) -> None:
     )
     assert exc.value.kind == "truncated"
     seg.close_file()
+
+
+# ---------------------------------------------------------------- appends: pieces and writeback
+
+
+def test_a_batch_written_as_header_and_records_is_the_joined_batch(tmp_path: Path) -> None:
+    """``build_batch_parts`` + one ``pwritev`` store exactly the bytes ``build_batch`` makes."""
+    section = batch.encode_records(
+        [(b"v%d" % i * 50, b"k", (), 1_000 + i) for i in range(40)], 1_000
+    )
+    fields = dict(
+        base_offset=7,
+        record_count=40,
+        last_offset_delta=39,
+        base_timestamp=1_000,
+        max_timestamp=1_039,
+    )
+    header, body = batch.build_batch_parts(section, **fields)  # type: ignore[arg-type]
+    assert len(header) == batch.HEADER_SIZE and body is section  # the records are not copied
+    whole = batch.build_batch(section, **fields)  # type: ignore[arg-type]
+    assert header + body == whole
+    file = BatchFile.create(str(tmp_path / "00000000000000000000.log"))
+    file.append((header, body), 0)
+    file.append(whole, len(whole))
+    file.close()
+    assert (tmp_path / "00000000000000000000.log").read_bytes() == whole + whole
+
+
+def test_a_short_pwritev_writes_the_rest_from_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logstore import _fs
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[bytes], position: int) -> int:
+        return real(fd, [bytes(buffers[0])[:3]], position)  # a file system taking 3 bytes only
+
+    monkeypatch.setattr(_fs.os, "pwritev", short)
+    try:
+        _fs.write_all(fd, (b"header", b"records"), 10)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == bytes(10) + b"headerrecords"
+
+
+def test_appended_bytes_are_handed_to_writeback_once_enough_gathered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every appended byte is handed over exactly once, in ranges of ``WRITEBACK_BYTES`` or more."""
+    from logstore import batchfile
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(batchfile, "WRITEBACK_BYTES", 100)
+    monkeypatch.setattr(
+        batchfile, "start_writeback", lambda fd, pos, size: calls.append((pos, size))
+    )
+    file = BatchFile.create(str(tmp_path / "00000000000000000000.log"))
+    position = 0
+    for size in (60, 30, 20, 250, 10):
+        file.append(b"x" * size, position)
+        position += size
+    file.truncate(300)  # cut back below what was handed over: counting restarts at the cut
+    file.append(b"y" * 120, 300)
+    file.close()
+    assert calls == [(0, 110), (110, 250), (300, 120)]
+    assert (tmp_path / "00000000000000000000.log").read_bytes() == b"x" * 300 + b"y" * 120
+
+
+def test_start_writeback_changes_no_byte(tmp_path: Path) -> None:
+    from logstore import _fs
+
+    path = tmp_path / "f"
+    path.write_bytes(b"abc" * 1000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _fs.start_writeback(fd, 0, 3000)
+        _fs.start_writeback(fd, 1000, 10_000)  # past the end: still only a hint
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"abc" * 1000

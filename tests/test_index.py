@@ -130,3 +130,96 @@ def test_a_rewritten_index_is_fsynced(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "00000000000000000000.index").read_bytes() == (5).to_bytes(4, "big") + (
         100
     ).to_bytes(4, "big")
+
+
+def _pure_offset_entries(data: bytes, log_size: int) -> list[tuple[int, int]] | None:
+    """The offset index's rule, entry by entry: ``None`` where the file is not sane."""
+    entries = [
+        (
+            int.from_bytes(data[i : i + 4], "big", signed=True),
+            int.from_bytes(data[i + 4 : i + 8], "big", signed=True),
+        )
+        for i in range(0, len(data), 8)
+    ]
+    for n, entry in enumerate(entries):
+        if entry == (0, 0):
+            if any(data[8 * n :]):
+                return None
+            entries = entries[:n]
+            break
+    out: list[tuple[int, int]] = []
+    for rel, pos in entries:
+        if out and (rel <= out[-1][0] or pos <= out[-1][1]):
+            return None
+        if rel < 0 or pos < 0 or pos >= log_size:
+            return None
+        out.append((rel, pos))
+    return out
+
+
+@given(
+    entries=st.lists(st.tuples(st.integers(-3, 60), st.integers(-3, 60)), max_size=12),
+    padding=st.integers(0, 3),
+    tail=st.sampled_from([b"", b"\x00" * 4 + b"\x00\x00\x00\x01"]),
+)
+def test_offset_index_load_takes_exactly_the_sane_files(
+    tmp_path_factory: pytest.TempPathFactory,
+    entries: list[tuple[int, int]],
+    padding: int,
+    tail: bytes,
+) -> None:
+    """The column-wise check at load accepts and refuses what the entry-by-entry rule does."""
+    data = b"".join(
+        r.to_bytes(4, "big", signed=True) + p.to_bytes(4, "big", signed=True) for r, p in entries
+    )
+    data += bytes(8 * padding) + tail
+    path = tmp_path_factory.mktemp("idx") / "0.index"
+    path.write_bytes(data)
+    index = OffsetIndex(str(path), 100, max_index_bytes=1 << 16)
+    expected = _pure_offset_entries(data, 50)
+    if expected is None:
+        with pytest.raises(logstore.CorruptLogError):
+            index.load(50)
+    else:
+        index.load(50)
+        assert index.as_list() == [(100 + r, p) for r, p in expected]
+
+
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from([-(1 << 63), -5, 0, 1, 1 << 31, (1 << 32) + 7, 1 << 40, (1 << 62) + 3]),
+            st.integers(-2, 9),
+        ),
+        max_size=8,
+    ),
+    padding=st.integers(0, 2),
+)
+def test_time_index_load_takes_exactly_the_sane_files(
+    tmp_path_factory: pytest.TempPathFactory, entries: list[tuple[int, int]], padding: int
+) -> None:
+    """Timestamps past 32 bits come back whole; order and bounds as the entry-by-entry rule says."""
+    data = b"".join(
+        t.to_bytes(8, "big", signed=True) + r.to_bytes(4, "big", signed=True) for t, r in entries
+    )
+    data += bytes(12 * padding)
+    path = tmp_path_factory.mktemp("tidx") / "0.timeindex"
+    path.write_bytes(data)
+    index = TimeIndex(str(path), 100, max_index_bytes=1 << 16)
+    kept = []
+    sane = True
+    for n, (ts, rel) in enumerate(entries):
+        if (ts, rel) == (0, 0):
+            sane = not any(data[12 * n :])
+            break
+        prev = kept[-1] if kept else (-(1 << 63), -1)
+        if ts <= prev[0] or rel < prev[1] or rel < 0 or rel >= 8:
+            sane = False
+            break
+        kept.append((ts, rel))
+    if not sane:
+        with pytest.raises(logstore.CorruptLogError):
+            index.load(8)
+    else:
+        index.load(8)
+        assert index.as_list() == [(t, 100 + r) for t, r in kept]

@@ -63,6 +63,7 @@ ALLOWED: dict[str, set[str]] = {
         "local",
         "segments",
         "loader",
+        "checkpoints",
         "configrecord",
         "_dirkind",
         "_fs",

@@ -19,6 +19,7 @@ from logstore import CorruptLogError, LogConfig, Message, Record, batch
 from logstore import batchfile as batchfile_module
 from logstore import index as index_module
 from logstore import segment as segment_module
+from logstore._fs import Writable
 
 from .conftest import FakeClock, OpenLog
 from .helpers import COMPACT, SEGMENT_0, _batch_ends, _producer_batches, names_for, segment_files
@@ -238,10 +239,11 @@ class _DiskFull:
         self.fail_on = fail_on
         self.real = batchfile_module.write_all
 
-    def __call__(self, fd: int, data: bytes | memoryview, position: int) -> None:
+    def __call__(self, fd: int, data: Writable, position: int) -> None:
         self.calls += 1
         if self.calls == self.fail_on:
-            self.real(fd, bytes(data)[: len(data) // 2], position)  # a torn write
+            whole = b"".join(data) if isinstance(data, tuple) else bytes(data)
+            self.real(fd, whole[: len(whole) // 2], position)  # a torn write
             raise OSError(errno.ENOSPC, "No space left on device")
         self.real(fd, data, position)
 

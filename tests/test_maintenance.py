@@ -213,7 +213,18 @@ def test_maintenance_thread_can_be_turned_off(
         assert len(log.apply_retention().removed) == 1
 
 
-def test_maintenance_thread_is_on_by_default_and_stops_on_close(log_dir: Path) -> None:
+def test_maintenance_thread_is_on_by_default_and_stops_on_close(
+    log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic pass is scheduled by default; its thread starts when it is first due."""
+    log = logstore.Log.open(log_dir, LogConfig(fsync="never"))
+    assert log._housekeeping.maintenance._tasks  # the pass, a minute away
+    assert _maintenance_threads(log_dir) == []  # started when first due, not by the open
+    log.close()
+    assert not log._housekeeping.maintenance._tasks
+    from logstore import maintenance as maintenance_module
+
+    monkeypatch.setattr(maintenance_module, "DEFER_START_S", 3600.0)  # no deferral: at once
     log = logstore.Log.open(log_dir, LogConfig(fsync="never"))
     (worker,) = _maintenance_threads(log_dir)
     log.close()
@@ -238,7 +249,12 @@ def test_one_thread_does_interval_fsyncs_and_maintenance(log_dir: Path) -> None:
     assert _maintenance_threads(log_dir) == []
 
 
-def test_broker_partitions_have_no_thread_of_their_own(tmp_path: Path) -> None:
+def test_broker_partitions_have_no_thread_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logstore import maintenance as maintenance_module
+
+    monkeypatch.setattr(maintenance_module, "DEFER_START_S", 3600.0)  # threads start at once
     with logstore.Broker.open(tmp_path / "root", LogConfig(fsync="never")) as broker:
         broker.create_topic("t", partitions=2)
         names = {t.name for t in threading.enumerate()}
@@ -268,3 +284,51 @@ def test_maintenance_thread_retries_after_the_archive_hook_fails(
         "retention kept a segment" in r.getMessage() and "bucket unavailable" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_a_periodic_task_a_while_away_starts_its_thread_when_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No thread is started (or joined) for a task not yet due; it still runs when due."""
+    from logstore import maintenance as maintenance_module
+
+    monkeypatch.setattr(maintenance_module, "DEFER_START_S", 0.05)
+    ran = threading.Event()
+    maintenance = Maintenance("logstore-maintenance-deferred")
+    try:
+        maintenance.every(100, ran.set, owner=maintenance)
+        assert maintenance.threads == 0  # the process-wide starter starts it when due
+        assert ran.wait(30)
+        assert maintenance.threads == 1
+    finally:
+        maintenance.close()
+    assert maintenance.threads == 0
+
+
+def test_a_deferred_start_is_brought_forward_by_an_earlier_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from logstore import maintenance as maintenance_module
+
+    monkeypatch.setattr(maintenance_module, "DEFER_START_S", 0.05)
+    ran: list[str] = []
+    done = threading.Event()
+    maintenance = Maintenance("logstore-maintenance-forward")
+    try:
+        maintenance.every(3_600_000, lambda: ran.append("hourly"), owner=maintenance)
+        maintenance.every(100, lambda: (ran.append("soon"), done.set()), owner=maintenance)
+        assert done.wait(30)  # not held back to the hourly task's start
+        maintenance.soon(lambda: ran.append("once"), owner=maintenance)
+        assert maintenance.wait_idle(30)
+    finally:
+        maintenance.close()
+    assert "hourly" not in ran and "once" in ran
+
+
+def test_a_log_opened_and_closed_before_its_first_pass_starts_no_thread(log_dir: Path) -> None:
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as log:  # a pass a minute away
+        log.append(b"x")
+        assert _threads(f"logstore-maintenance-{log_dir}") == []
+        assert log._housekeeping.maintenance.threads == 0
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as log:
+        assert [r.value for r in log.scan()] == [b"x"]

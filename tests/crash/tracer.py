@@ -8,7 +8,7 @@ so the Broker's thread pool cannot reorder them):
 
     ("open", path, flags, fd, existed, is_dir)
     ("close", fd)
-    ("write", fd, position, data)          os.write at the fd's offset, os.pwrite
+    ("write", fd, position, data)          os.write at the fd's offset, os.pwrite, os.pwritev
     ("ftruncate", fd, size) / ("truncate", path, size)
     ("fsync", fd)                          os.fsync and os.fdatasync
     ("rename", src, dst) / ("unlink", path) / ("mkdir", path) / ("rmdir", path)
@@ -58,6 +58,7 @@ def _install() -> None:
             "close",
             "write",
             "pwrite",
+            "pwritev",
             "ftruncate",
             "truncate",
             "fsync",
@@ -103,6 +104,14 @@ def _install() -> None:
             n: int = real["pwrite"](fd, data, position)
             if fd in _fds:
                 _events.append(("write", fd, position, bytes(memoryview(data)[:n])))
+            return n
+
+    def traced_pwritev(fd: int, buffers: Any, position: int) -> int:
+        with _lock:
+            n: int = real["pwritev"](fd, buffers, position)
+            if fd in _fds:
+                data = b"".join(bytes(memoryview(b)) for b in buffers)
+                _events.append(("write", fd, position, data[:n]))
             return n
 
     def traced_ftruncate(fd: int, size: int) -> None:
@@ -163,6 +172,7 @@ def _install() -> None:
     os.close = traced_close
     os.write = traced_write
     os.pwrite = traced_pwrite
+    os.pwritev = traced_pwritev
     os.ftruncate = traced_ftruncate
     os.truncate = traced_truncate
     os.fsync = traced_fsync("fsync")
@@ -175,7 +185,6 @@ def _install() -> None:
     os.rmdir = traced_path_op("rmdir", "rmdir")
     for name in (
         "writev",
-        "pwritev",
         "link",
         "symlink",
         "posix_fallocate",

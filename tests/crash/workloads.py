@@ -130,6 +130,29 @@ def appends_interval(root: str, mark: Mark) -> None:
     appends(root, mark, fsync="interval")
 
 
+def reopen_untouched(root: str, mark: Mark) -> None:
+    """Opens that change nothing between ones that append (``fsync="never"``).
+
+    An open that only reads keeps the clean-shutdown marker and its close
+    writes nothing; the first append after such an open deletes the marker
+    before its write. Every crash state in between must recover.
+    """
+    d, clock = Driver(mark), Clock()
+    config = CONFIGS["reopen_untouched"]
+    log = _open_log(root, config, clock)
+    _appends(d, log, 0, 6)
+    d.close(log)
+    for _ in range(2):
+        log = _open_log(root, config, clock)
+        assert log.read(log.end_offset - 1, max_records=1)
+        d.close(log)
+    log = _open_log(root, config, clock)
+    _appends(d, log, 6, 4)
+    d.close(log)
+    log = _open_log(root, config, clock)
+    d.close(log)
+
+
 def retention(root: str, mark: Mark) -> None:
     """Size and count retention applied between appends, and ``delete_before``."""
     d, clock = Driver(mark), Clock()
@@ -292,6 +315,7 @@ WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
     "appends_never": appends_never,
     "appends_interval": appends_interval,
     "retention": retention,
+    "reopen_untouched": reopen_untouched,
     "truncate": truncate,
     "compaction": compaction,
     "broker": broker,
@@ -314,6 +338,7 @@ CONFIGS: dict[str, LogConfig] = {
         index_interval_bytes=512,
     ),
     "retention": LogConfig(fsync="always", segment_bytes=1536, index_interval_bytes=512),
+    "reopen_untouched": LogConfig(fsync="never", segment_bytes=2048, index_interval_bytes=512),
     "truncate": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
     "compaction": COMPACTED,
     "broker": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
@@ -328,6 +353,7 @@ CORRECT = (
     "appends_interval",
     "appends_never",
     "retention",
+    "reopen_untouched",
     "truncate",
     "compaction",
     "broker",
