@@ -206,6 +206,13 @@ class Run:
             self._offsets = [[h.result(timeout=RESULT_TIMEOUT_S) for h in self._handles]]
             latencies = self._latencies()
         self._producer.close()
+        try:
+            return self._check_stored(latencies)
+        finally:
+            self._log.close()
+
+    def _check_stored(self, latencies: list[float]) -> Sent:
+        """Every handle's offset holds the record sent with it (the log still open)."""
         log = self._log
         expected: dict[int, tuple[bytes, bytes]] = {}
         keys, values = self.data.keys, self.data.values
@@ -223,7 +230,6 @@ class Run:
         for r in log.scan():
             if (r.key, r.value) != expected[r.offset]:
                 raise RuntimeError(f"offset {r.offset} does not hold the record sent there")
-        log.close()
         return Sent(total, latencies)
 
 
