@@ -25,6 +25,7 @@ from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
 from .maintenance import Maintenance
 from .model import CompactionResult, Header, Message, Record, RetentionResult, SegmentInfo
+from .producer import Producing
 from .transactions import Isolation, Markers, check_isolation
 
 Clock = Callable[[], int]
@@ -37,11 +38,12 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Log(Closing):
+class Log(Closing, Producing):
     """An append-only, segmented partition log in Kafka's on-disk format.
 
     Safe to use from several threads. One process at a time may open a
-    directory (``LogLockedError`` otherwise). Use ``Log.open``.
+    directory (``LogLockedError`` otherwise). Use ``Log.open``; ``producer``
+    (``Producing``) batches records sent from many threads.
     """
 
     def __init__(
@@ -467,7 +469,9 @@ class Log(Closing):
         progress is waited for (outside the lock, which it needs to finish):
         its own thread is stopped and joined, a shared one keeps running. The
         marker is written last, so a crash during close counts as unclean.
+        Open producers are closed first: every record they were sent is written.
         """
+        self._close_producers()
         self._housekeeping.stop(timeout=60)  # bounded: a hung archive hook must not hang close
         with self._lock:
             if self._closed:
