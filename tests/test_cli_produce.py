@@ -182,3 +182,40 @@ def test_a_compacted_topic_needs_a_key(tmp_path: Path) -> None:
         b"logstore: wrote 1 line; line 2: no field 1: b''\n",
     )
     assert all_values(tmp_path, "keys") == {0: [b"k1 a"]}
+
+
+def test_batches_are_per_partition_and_a_refused_line_is_counted_exactly(tmp_path: Path) -> None:
+    lines = access_lines(40)
+    argv = produce_argv(tmp_path, "access", "--partitions", "2", "--key-field", "user")
+    done = subprocess.run(
+        [*argv, "--batch", "5", "--linger-ms", "600000"],
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert (done.returncode, done.stderr) == (0, b"wrote 40 lines to access\n")
+    with logstore.Broker.open(tmp_path, CONFIG, maintenance_interval_ms=None) as broker:
+        for p in range(2):
+            log = broker.topic("access").partition(p)
+            data = log.read_batches(0, max_bytes=1 << 20)
+            counts, pos = [], 0
+            while pos < len(data):  # each stored batch's record count, from its header
+                counts.append(int.from_bytes(data[pos + 57 : pos + 61], "big"))
+                pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "big")
+            assert max(counts) <= 5 and sum(counts) == log.end_offset
+    # A line over max_message_bytes (1 MiB) is refused at once; every line before it is stored.
+    huge = b'{"user": "u1", "pad": "' + b"x" * (1 << 20) + b'"}'
+    done = subprocess.run(
+        produce_argv(tmp_path, "big", "--partitions", "1", "--key-field", "user"),
+        input=b"\n".join([*access_lines(3), huge, *access_lines(2, 3)]) + b"\n",
+        capture_output=True,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        b"logstore: wrote 3 lines; 1 of 4 lines read were not written: "
+    ), done.stderr
+    assert b"over max_message_bytes 1048576" in done.stderr
+    assert all_values(tmp_path, "big") == {0: access_lines(3)}

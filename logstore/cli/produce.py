@@ -109,7 +109,7 @@ class _LineWriter:
         try:
             self.pending.append(self._producer.send(line, key=key))
         except (logstore.LogStoreError, OSError) as exc:  # refused at once (too large)
-            self._fail(exc, refused=1)
+            self._fail(exc)
         self.count(wait=False)
 
     def count(self, *, wait: bool) -> None:
@@ -120,19 +120,18 @@ class _LineWriter:
         while pending and pending[0].done():
             error = pending.popleft().exception()
             if error is not None:
-                self._fail(error, refused=1)
+                self._fail(error)
             self.written += 1
 
-    def _fail(self, error: BaseException, *, refused: int) -> NoReturn:
-        """Stop: close the producer, count what of the rest was stored, say so exactly."""
+    def _fail(self, error: BaseException) -> NoReturn:
+        """Stop: close the producer (writing what it holds), count what was stored, say so."""
         self._producer.close()
         outcomes = [handle.exception() for handle in self.pending]
-        stored = outcomes.count(None)
-        self.written += stored
-        lost = refused + len(outcomes) - stored
+        self.written += outcomes.count(None)
+        sent = self.lines - self.skipped
         raise click.ClickException(
-            f"wrote {_lines(self.written)}; {lost:,} of the last "
-            f"{_lines(refused + len(outcomes))} read were not written: {common.describe(error)}"
+            f"wrote {_lines(self.written)}; {sent - self.written:,} of {_lines(sent)} read "
+            f"were not written: {common.describe(error)}"
         ) from None
 
     def finish(self) -> None:
