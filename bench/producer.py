@@ -23,6 +23,7 @@ runs as it comes. Runnable alone: ``python bench/producer.py [--quick]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shutil
 import statistics
 import sys
@@ -105,7 +106,7 @@ def threads_8(tmp: Path, n: int, threads: int = 8) -> dict[str, float]:
         every: list[int] = []
         for t in range(threads):
             offsets = [h.result() for h in handles[t]]
-            assert all(a < b for a, b in zip(offsets, offsets[1:])), "a thread's order broke"
+            assert all(a < b for a, b in itertools.pairwise(offsets)), "a thread's order broke"
             assert [stored[o] for o in offsets] == keys[t], "a handle's offset holds another"
             every += offsets
         assert sorted(every) == list(range(per * threads)), "offsets are not 0..N-1"
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 shutil.rmtree(tmp)
     print(f"producer, fsync=always, codec {logstore.__speedups__}, {args.repeats} repeats:")
-    print(f"| row | records/s (median, min-max) | p50 ms | p99 ms |\n|---|--:|--:|--:|")
+    print("| row | records/s (median, min-max) | p50 ms | p99 ms |\n|---|--:|--:|--:|")
     for name, runs in results.items():
         rate = sorted(r["records/s"] for r in runs)
         cells = [f"{statistics.median(rate):,.0f} ({rate[0]:,.0f}-{rate[-1]:,.0f})"]
