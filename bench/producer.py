@@ -16,7 +16,9 @@ turn, so a slow moment of the shared machine hits them alike):
   is checked: each thread's offsets increase, together they are exactly
   ``0..N-1``, and the record stored at each offset has the key that thread sent;
 - **append_many, 1,000 per call**: the same records built into ``Message``
-  lists per call by one thread and appended directly, for comparison.
+  lists per call by one thread and appended directly, for comparison;
+- **append_many, 1,000 pre-built**: one list appended again and again: the
+  writer thread's ceiling (one batch, one write and one fsync per call).
 
 Keys are built before the clock starts (they tell the records apart for the
 check); values are one 100-byte string per thread. The garbage collector
@@ -133,6 +135,18 @@ def append_many(tmp: Path, n: int) -> dict[str, float]:
     return {"records/s": n / seconds}
 
 
+def append_prebuilt(tmp: Path, n: int) -> dict[str, float]:
+    """The writer's ceiling: ``append_many`` of one pre-built list of 1,000, again and again."""
+    keys, value = _keys(1000), b"v" * 100
+    messages = [logstore.Message(value, key) for key in keys]
+    with _log(tmp, "append-prebuilt") as log:
+        start = time.perf_counter()
+        for _ in range(0, n, 1000):
+            log.append_many(messages)
+        seconds = time.perf_counter() - start
+    return {"records/s": n / seconds}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -156,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows["linger 5 ms, 8 threads, flat out"] = lambda tmp: threads_8(tmp, args.threaded_records)
     rows["append_many, 1,000 per call"] = lambda tmp: append_many(tmp, args.records)
+    rows["append_many, 1,000 pre-built"] = lambda tmp: append_prebuilt(tmp, args.records)
     results: dict[str, list[dict[str, float]]] = {name: [] for name in rows}
     WORK.mkdir(exist_ok=True)
     for _ in range(args.repeats):
