@@ -120,6 +120,9 @@ class _Lane:
             base = self.core._append(self.partition, records).start
         except Exception as exc:  # OSError, RecordTooLarge, LogClosedError...: this batch only
             base, error = -1, exc
+        except BaseException as exc:  # the writer dies (_run says so): its batch fails first
+            batch.settle(-1, exc)
+            raise
         del records, sealed
         with self.core._lock:
             self.core._acc.release(size)  # first: a callback may send, and must find room

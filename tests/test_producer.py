@@ -463,3 +463,26 @@ def test_every_offset_resolved_before_a_sigkill_is_stored(tmp_path: Path) -> Non
         stored = {r.offset: r.value for r in log.read(0, max_records=len(acked) + 10_000)}
     for i, offset in acked:
         assert stored[offset] == b"value-%d" % i
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_that_dies_fails_every_waiting_record_and_closes_the_producer(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log()
+
+    def die(n: int) -> None:
+        if n == 2:
+            raise SystemExit("gone")  # not an Exception: the writer thread ends
+
+    wrap_append(log, monkeypatch, die)
+    producer = log.producer(linger_ms=LONG, batch_records=5)
+    handles = [producer.send(b"%d" % i) for i in range(5)]  # batch 1: written
+    assert handles[4].result(timeout=WAIT) == 4
+    more = [producer.send(b"%d" % i) for i in range(5, 13)]  # batch 2 dies, 3 waits
+    for h in more:
+        assert isinstance(h.exception(timeout=WAIT), SystemExit)
+    with pytest.raises(ProducerClosedError):
+        producer.send(b"after")
+    producer.close()
+    assert values(log) == [b"%d" % i for i in range(5)]
