@@ -486,3 +486,34 @@ def test_a_writer_that_dies_fails_every_waiting_record_and_closes_the_producer(
         producer.send(b"after")
     producer.close()
     assert values(log) == [b"%d" % i for i in range(5)]
+
+
+def test_threads_sending_to_a_topic_keep_each_keys_order(tmp_path: Path) -> None:
+    threads, per_thread = 4, 1500
+    with logstore.Broker.open(tmp_path, LogConfig(fsync="never")) as broker:
+        broker.create_topic("t", 3)
+        sent: list[list[logstore.SendHandle[tuple[int, int]]]] = [[] for _ in range(threads)]
+        with broker.producer("t", linger_ms=1, batch_records=100) as producer:
+
+            def run(t: int) -> None:
+                sent[t] = [
+                    producer.send(b"%d-%d" % (t, i), key=b"key-%d-%d" % (t, i % 5))
+                    for i in range(per_thread)
+                ]
+
+            workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(WAIT)
+        topic = broker.topic("t")
+        stored = {p: [r.value for r in topic.partition(p).scan()] for p in range(3)}
+        assert sum(map(len, stored.values())) == threads * per_thread
+        for t, handles in enumerate(sent):
+            for k in range(5):  # one key: one partition, offsets in send order
+                mine = [h.result() for h in handles[k::5]]
+                assert len({p for p, _ in mine}) == 1
+                assert [o for _, o in mine] == sorted(o for _, o in mine)
+            for i, h in enumerate(handles):
+                p, o = h.result()
+                assert stored[p][o] == b"%d-%d" % (t, i)
