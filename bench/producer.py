@@ -149,6 +149,28 @@ def append_prebuilt(tmp: Path, n: int) -> dict[str, float]:
     return {"records/s": n / seconds}
 
 
+def send_cost(tmp: Path, n: int = 200_000) -> dict[str, float]:
+    """ns per ``send`` that only buffers (no write meanwhile), beside a ``Message`` and a tuple."""
+    keys, value = _keys(n), b"v" * 100
+    config = logstore.LogConfig(fsync="never", max_message_bytes=64 << 20)
+    with logstore.Log.open(tmp / "cost", config) as log:  # one batch: the writer stays idle
+        producer = log.producer(
+            linger_ms=600_000, batch_records=n, batch_bytes=64 << 20, max_buffered_bytes=1 << 40
+        )
+        send, message = producer.send, logstore.Message
+        timings = {}
+        for name, run in (
+            ("send", lambda: [send(value, key=k) for k in keys]),
+            ("Message", lambda: [message(value, k) for k in keys]),
+            ("tuple", lambda: [(value, k) for k in keys]),
+        ):
+            start = time.perf_counter()
+            run()
+            timings[name] = (time.perf_counter() - start) / n * 1e9
+        producer.close()
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -194,6 +216,20 @@ def main(argv: list[str] | None = None) -> int:
             got = [r[stat] for r in runs if stat in r]
             cells.append(f"{statistics.median(got):.2f}" if got else "")
         print(f"| {name} | " + " | ".join(cells) + " |")
+    costs = []
+    for _ in range(args.repeats):
+        tmp = Path(tempfile.mkdtemp(dir=WORK))
+        try:
+            costs.append(send_cost(tmp))
+        finally:
+            shutil.rmtree(tmp)
+    print(
+        "ns per record, building a list of 200,000 (median of the repeats): "
+        + ", ".join(
+            f"{name} {statistics.median(c[name] for c in costs):.0f}"
+            for name in ("send", "Message", "tuple")
+        )
+    )
     best = statistics.median(r["records/s"] for r in results["linger 5 ms, 8 threads, flat out"])
     print(f"8 threads: {best / TARGET:.2f}x the target of {TARGET:,} records/s")
     return 0
