@@ -342,7 +342,9 @@ class Producer(_Core[int]):
     Use ``Log.producer``. Thread safe: many threads may ``send``; the records
     of one thread keep their order. ``close`` (or the ``with`` block's end)
     flushes; closing the log closes its open producers first, so every
-    record sent is written or failed, never left waiting.
+    record sent is written or failed, never left waiting. The writer is a
+    daemon thread: at interpreter exit, records sent to a producer nobody
+    flushed or closed are lost, as in a crash.
     """
 
     def __init__(self, log: _ProducerLog, **options: int) -> None:
