@@ -9,7 +9,7 @@ atomic, so a ``send`` that needs nothing else (not the first record of a
 batch, not the one that fills it, room in the buffer, plain types) takes no
 lock of the producer's: the compiled twin in ``_speedups`` runs it under the
 GIL alone. Anything else goes to the producer's ``slow`` path, which checks,
-waits for room and wakes the writer. Knows nothing of logs or threads.
+waits for room and wakes the writer. Knows nothing of logs or of the writer.
 """
 
 from __future__ import annotations
