@@ -219,3 +219,38 @@ def test_batches_are_per_partition_and_a_refused_line_is_counted_exactly(tmp_pat
     ), done.stderr
     assert b"over max_message_bytes 1048576" in done.stderr
     assert all_values(tmp_path, "big") == {0: access_lines(3)}
+
+
+def test_a_failed_write_ends_the_run_with_the_exact_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from logstore import cli
+
+    real = logstore.Log.append_many
+    calls = [0]
+
+    def append_many(self: logstore.Log, messages: object) -> range:
+        if self.path.endswith("t-0"):
+            calls[0] += 1
+            if calls[0] == 2:  # the second batch: nothing of it is written
+                raise OSError(28, "No space left on device", self.path)
+        return real(self, messages)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logstore.Log, "append_many", append_many)
+    lines = [b"line-%d" % i for i in range(9)]
+    result = CliRunner().invoke(
+        cli.cli,
+        ["produce", str(tmp_path), "t", "--partitions", "1", "--batch", "3"],
+        input=b"\n".join(lines) + b"\n",
+    )
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    stored = all_values(tmp_path, "t")[0]
+    assert stored[:3] == lines[:3] and lines[3] not in stored  # batch 2 failed whole
+    # Every line is accounted for: what it says it wrote is what is stored.
+    assert f" wrote {len(stored)} lines; " in result.output, result.output
+    read = int(result.output.split(" of ")[1].split(" lines read")[0])
+    assert f"; {read - len(stored)} of {read} lines read were not written: " in result.output
+    assert result.output.rstrip().endswith("t-0: No space left on device")
