@@ -67,15 +67,22 @@ class _Batch:
             except Exception:  # a caller's callback: as concurrent.futures does, log and go on
                 logger.exception("producer: a done callback raised")
 
+    def settle_as(self, result: range | BaseException) -> None:
+        """``settle`` with a write's result: the batch's offsets, or its error."""
+        if isinstance(result, range):
+            self.settle(result.start, None)
+        else:
+            self.settle(-1, result)
+
 
 class SendHandle(tuple, Generic[T]):  # type: ignore[type-arg]
     """The pending result of one ``send``: its offset (``Log``) or ``(partition, offset)``.
 
     Future-like and cheap (the compiled ``send`` builds it in one allocation):
     ``result``, ``exception``, ``done``, ``add_done_callback``. A handle
-    resolves when its batch's ``append_many`` returned (with ``fsync="always"``:
-    on stable storage) or failed (every handle of the batch gets that same
-    error). It is a ``(batch, index)`` pair underneath: compare handles by
+    resolves once its batch was written and the flush covering it returned
+    (with ``fsync="always"``: on stable storage), or failed (every handle of
+    the batch gets that same error). It is a ``(batch, index)`` pair underneath: compare handles by
     their results, not by ``==``.
     """
 

@@ -19,7 +19,7 @@ from . import opener, reader, validator
 from ._fs import Closing, DirectoryLock, HandleCache
 from .config import LogConfig
 from .configrecord import read_config_record
-from .errors import InvalidRecordError, LogStoreError, RecordTooLarge
+from .errors import InvalidRecordError, RecordTooLarge
 from .housekeeping import Housekeeping
 from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
@@ -232,7 +232,14 @@ class Log(Closing, Producing):
             entries = validator.prepare(messages, compacted=self._config.compacted)
             return self._append(lambda local: local.append_entries(entries, now))
         except (RecordTooLarge, InvalidRecordError) as exc:
-            raise self._named(exc) from None
+            raise self._local.named(exc) from None
+
+    def _append_groups(self, groups: list[list[bytes | Message]]) -> list[range | Exception]:
+        """Group commit for a producer's writer: ``LocalLog.append_groups`` under the lock."""
+        prepared = validator.prepare_each(groups, compacted=self._config.compacted)
+        now, results = self._local.clock(), list[range | Exception]()
+        self._append(lambda local: results.extend(local.append_groups(prepared, now)))
+        return results
 
     def _append(self, write: Callable[[LocalLog], None]) -> range:
         """Run ``write`` under the lock; hand a roll it made to housekeeping once unlocked."""
@@ -245,10 +252,6 @@ class Log(Closing, Producing):
         if local.rolls != rolls:
             self._housekeeping.rolled()
         return range(base, end)
-
-    def _named(self, exc: RecordTooLarge | InvalidRecordError) -> LogStoreError:
-        """The same refusal, naming this log (the validator knows no paths)."""
-        return type(exc)(f"{self._path}: {exc}")
 
     def append_batches(self, buf: bytes | bytearray | memoryview) -> range:
         """Append already-encoded v2 batches, assigning offsets; return the offsets used.
@@ -266,7 +269,7 @@ class Log(Closing, Producing):
         try:
             headers = validator.check_batches(data, self._config)
         except (RecordTooLarge, InvalidRecordError) as exc:
-            raise self._named(exc) from None
+            raise self._local.named(exc) from None
         return self._append(lambda local: local.append_stored(data, headers))
 
     def roll(self) -> None:

@@ -1,19 +1,12 @@
 """Batching producers: ``Log.producer`` and ``Broker.producer`` (Kafka's linger and batch size).
 
-``send`` returns a ``SendHandle`` at once; a writer thread per partition
-appends each batch with one ``append_many`` call, so a batch's records get
-consecutive offsets in the order they were sent, and resolves its handles
-only after that call returned: with ``fsync="always"`` the records are then
-on stable storage, with ``"interval"``/``"never"`` written to the file (a
-killed process keeps them, a power loss may not, until the log's next
-fsync). A batch is written when it holds ``batch_records`` records, when the
-next record would take it over ``batch_bytes``, ``linger_ms`` after its
-first record, or at ``flush``/``close``. Sent but unresolved records live in
-memory only: a crash loses them, and nothing unwritten is reported written.
-
-Owns the threads, the waits and the checks of ``send``'s slow path; the
-buffer and the handles are ``accumulator``'s. Knows a log only by its
-public ``append_many``, ``config`` and ``path``, a topic by its routing.
+A writer thread per partition writes the sealed batches, each its own
+record batch, offsets in send order; those that queued while it was busy go
+under one fsync (group commit), and their handles resolve only after it
+(semantics: ``Producing.producer``). Owns the threads, the waits and the
+checks of ``send``'s slow path; the buffer and the handles are
+``accumulator``'s. Knows a log by its ``_append_groups``, ``config`` and
+``path``, a topic by its routing.
 """
 
 from __future__ import annotations
@@ -43,14 +36,16 @@ logger = logging.getLogger("logstore")
 
 T = TypeVar("T")
 Sealed = tuple[_Batch, list[Any], int]
-#: ``append(partition, records) -> offsets``: one ``append_many`` of one batch.
-Append = Callable[[int, list[Any]], range]
+#: ``append(partition, batches) -> offsets or error per batch``: ``Log._append_groups``.
+Append = Callable[[int, list[list[Any]]], list["range | Exception"]]
 
 LINGER_MS = 5  # Kafka's linger.ms default since 3.9
 BATCH_RECORDS = 1000
 BATCH_BYTES = 1 << 20
 MAX_BUFFERED_BYTES = 32 << 20  # Kafka's buffer.memory
 MAX_BLOCK_MS = 60_000  # Kafka's max.block.ms
+#: Ready batches written under one fsync, at most: bounds the first one's wait.
+MAX_GROUP_BYTES = 4 << 20
 
 
 def _option(name: str, value: object, minimum: int) -> int:
@@ -85,13 +80,19 @@ class _Lane:
             )
             self.thread.start()
 
-    def _next(self) -> Sealed | None:
-        """Wait for a batch to write: a sealed one, or the open one once its linger is up."""
+    def _next(self) -> list[Sealed] | None:
+        """Wait for batches to write: all sealed ones (to ``max_group_bytes``), or the open
+        one once its linger is up."""
         core, acc = self.core, self.core._acc
         with core._lock:
             while True:
                 if self.ready:
-                    return self.ready.popleft()
+                    group = [self.ready.popleft()]
+                    size, most = group[0][2], core.max_group_bytes
+                    while self.ready and size + self.ready[0][2] <= most:
+                        group.append(self.ready.popleft())
+                        size += group[-1][2]
+                    return group
                 if acc.count(self.partition):
                     due = acc.batch(self.partition).created + core._linger_s
                     now = time.monotonic()
@@ -106,28 +107,32 @@ class _Lane:
 
     def _run(self) -> None:
         try:
-            while (sealed := self._next()) is not None:
-                self._write(sealed)
+            while (group := self._next()) is not None:
+                self._write(group)
         except BaseException as exc:  # a bug: no handle may wait for a writer that is gone
             logger.exception("%s: producer writer stopped", self.name)
             self.core._abort(exc)
             raise
 
-    def _write(self, sealed: Sealed) -> None:
-        batch, records, size = sealed
-        error: Exception | None = None
+    def _write(self, group: list[Sealed]) -> None:
+        """Write ``group``'s batches with one fsync; resolve each handle only after it."""
+        batches = [batch for batch, _, _ in group]
+        size = sum(s for _, _, s in group)
+        results: list[range | Exception]
         try:
-            base = self.core._append(self.partition, records).start
-        except Exception as exc:  # OSError, RecordTooLarge, LogClosedError...: this batch only
-            base, error = -1, exc
-        except BaseException as exc:  # the writer dies (_run says so): its batch fails first
-            batch.settle(-1, exc)
+            results = self.core._append(self.partition, [records for _, records, _ in group])
+        except Exception as exc:  # LogClosedError, an OSError of the fsync...: the whole group
+            results = [exc] * len(batches)
+        except BaseException as exc:  # the writer dies (_run says so): its batches fail first
+            for batch in batches:
+                batch.settle(-1, exc)
             raise
-        del records, sealed
+        del group
         with self.core._lock:
             self.core._acc.release(size)  # first: a callback may send, and must find room
             self.core._space.notify_all()
-        batch.settle(base, error)
+        for batch, result in zip(batches, results, strict=True):
+            batch.settle_as(result)
 
 
 class _Core(Closing, Generic[T]):
@@ -145,8 +150,10 @@ class _Core(Closing, Generic[T]):
         batch_bytes: int,
         max_buffered_bytes: int,
         max_block_ms: int,
+        max_group_bytes: int,
     ) -> None:
         self.linger_ms = _option("linger_ms", linger_ms, 0)
+        self.max_group_bytes = _option("max_group_bytes", max_group_bytes, 0)
         self.batch_records = _option("batch_records", batch_records, 1)
         batch_bytes = _option("batch_bytes", batch_bytes, BATCH_OVERHEAD + RECORD_OVERHEAD)
         self.max_buffered_bytes = _option("max_buffered_bytes", max_buffered_bytes, 1)
@@ -351,7 +358,7 @@ class Producer(_Core[int]):
         super().__init__(
             [log.path],
             log.config,
-            lambda _, records: log.append_many(records),
+            lambda _, groups: log._append_groups(groups),
             topic=False,
             **options,
         )
@@ -430,7 +437,7 @@ class _ProducerLog(Protocol):
     @property
     def config(self) -> LogConfig: ...
 
-    def append_many(self, messages: Any) -> range: ...
+    def _append_groups(self, groups: list[list[Any]]) -> list[range | Exception]: ...
 
     def _check_open(self) -> None: ...
 
@@ -474,11 +481,11 @@ class Producing(_Producers):
         batch_bytes: int = BATCH_BYTES,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         max_block_ms: int = MAX_BLOCK_MS,
+        max_group_bytes: int = MAX_GROUP_BYTES,
     ) -> Producer:
         """A batching producer into this log: ``send`` returns a ``SendHandle`` at once.
 
-        A batch is written (one ``append_many``) when it holds
-        ``batch_records`` records, when the next record would take it over
+        A batch is sealed for writing when it holds ``batch_records`` records, when the next record would take it over
         ``batch_bytes`` (estimated: key, value and header bytes plus 10 per
         record, plus 61 per batch; cut, with a warning, to what one batch of
         the log may be: ``max_message_bytes``), ``linger_ms`` after its first
@@ -486,13 +493,16 @@ class Producing(_Producers):
         ``send`` blocks while ``max_buffered_bytes`` are unwritten, at most
         ``max_block_ms``, then raises ``BufferFullError``.
 
-        A handle resolves after its batch's ``append_many`` returned: with
-        ``fsync="always"`` on stable storage; with ``"interval"``/``"never"``
-        in the file (a killed process keeps it; a power loss only after the
-        log's next fsync). A failed write fails every handle of its batch with
-        its error; later batches go on. Sent but unresolved records are in
-        memory only: a crash loses them. Closing the log closes (flushes) its
-        open producers first.
+        Group commit: the writer takes the batches sealed while its last write
+        ran, up to ``max_group_bytes`` (0: one per write), writes each as its
+        own batch under one hold of the log's lock, then fsyncs once (per
+        ``fsync``); handles resolve only after that: with ``fsync="always"`` on
+        stable storage, else in the file (a killed process keeps it; a power
+        loss only after the log's next fsync). A failed write fails its batch
+        and the group's later ones (not tried) with its error; the earlier ones
+        are fsynced and resolved (or fail with that fsync's error); later groups
+        go on. Sent but unresolved records are in memory only: a crash loses
+        them. Closing the log closes (flushes) its open producers first.
 
         Raises:
             ConfigError: an option is out of range.
@@ -506,6 +516,7 @@ class Producing(_Producers):
             batch_bytes=batch_bytes,
             max_buffered_bytes=max_buffered_bytes,
             max_block_ms=max_block_ms,
+            max_group_bytes=max_group_bytes,
         )
         self._track(producer)  # type: ignore[attr-defined]
         return producer
@@ -528,17 +539,17 @@ class _ProducerBroker(Protocol):
 def _topic_append(broker: _ProducerBroker, name: str) -> Append:
     """One batch into partition ``p`` of the topic's current logs (``alter_topic`` reopens them)."""
 
-    def append(p: int, records: list[Any]) -> range:
+    def append(p: int, groups: list[list[Any]]) -> list[range | Exception]:
         log = broker.topic(name).partition(p)
         try:
-            offsets: range = log.append_many(records)
+            results: list[range | Exception] = log._append_groups(groups)
         except LogClosedError:  # reopened meanwhile: nothing was written, write to the new one
             fresh = broker.topic(name).partition(p)
             if fresh is log:
                 raise
-            offsets = fresh.append_many(records)
+            results = fresh._append_groups(groups)
         broker._notify()  # wake consumers waiting for data, as produce_many does
-        return offsets
+        return results
 
     return append
 
@@ -555,6 +566,7 @@ class TopicProducing(_Producers):
         batch_bytes: int = BATCH_BYTES,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
         max_block_ms: int = MAX_BLOCK_MS,
+        max_group_bytes: int = MAX_GROUP_BYTES,
     ) -> TopicProducer:
         """A batching producer into ``topic``: ``send`` returns a ``SendHandle`` at once.
 
@@ -581,6 +593,7 @@ class TopicProducing(_Producers):
             batch_bytes=batch_bytes,
             max_buffered_bytes=max_buffered_bytes,
             max_block_ms=max_block_ms,
+            max_group_bytes=max_group_bytes,
         )
         self._track(producer)  # type: ignore[attr-defined]
         return producer

@@ -9,6 +9,7 @@ holds the broker root, the test reads the partition's segment files directly
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -227,18 +228,19 @@ def test_a_failed_write_ends_the_run_with_the_exact_count(
     from click.testing import CliRunner
 
     from logstore import cli
+    from logstore.segment import Segment
 
-    real = logstore.Log.append_many
+    real = Segment.append
     calls = [0]
 
-    def append_many(self: logstore.Log, messages: object) -> range:
-        if self.path.endswith("t-0"):
+    def append(seg: Segment, data: object, spans: object, *, record_count: int) -> None:
+        if os.path.basename(os.path.dirname(seg.log_path)) == "t-0":
             calls[0] += 1
             if calls[0] == 2:  # the second batch: nothing of it is written
-                raise OSError(28, "No space left on device", self.path)
-        return real(self, messages)  # type: ignore[arg-type]
+                raise OSError(28, "No space left on device", os.path.dirname(seg.log_path))
+        real(seg, data, spans, record_count=record_count)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(logstore.Log, "append_many", append_many)
+    monkeypatch.setattr(Segment, "append", append)
     lines = [b"line-%d" % i for i in range(9)]
     result = CliRunner().invoke(
         cli.cli,

@@ -3,12 +3,13 @@
 Batches are counted in the files: ``read_batches`` returns the stored batches,
 whose headers give each one's record count. Waits end on handles and events
 (generous timeouts as a safety net), never on sleeps; slow or failing writes
-come from a wrapped ``append_many``.
+come from a wrapped ``Segment.append`` (one call per stored batch).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from logstore import (
     RecordTooLarge,
     WrongTypeError,
 )
+from logstore.segment import Segment
 
 from .conftest import REPO, OpenLog, child_env
 
@@ -52,19 +54,23 @@ def values(log: logstore.Log) -> list[bytes | None]:
     return [r.value for r in log.scan()]
 
 
-def wrap_append(
+def wrap_write(
     log: logstore.Log, monkeypatch: pytest.MonkeyPatch, before: Callable[[int], None]
 ) -> None:
-    """Call ``before(n)`` ahead of the n-th ``append_many`` (from 1) of ``log``."""
-    real = log.append_many
+    """Call ``before(n)`` ahead of the n-th batch written (from 1) into ``log``'s segments.
+
+    The producer's writer holds the log's lock there, between two batches of a group.
+    """
+    real = Segment.append
     calls = [0]
 
-    def append_many(messages: Any) -> range:
-        calls[0] += 1
-        before(calls[0])
-        return real(messages)
+    def append(seg: Segment, data: Any, spans: Any, *, record_count: int) -> None:
+        if seg.log_path.startswith(log.path + os.sep):
+            calls[0] += 1
+            before(calls[0])
+        real(seg, data, spans, record_count=record_count)
 
-    monkeypatch.setattr(log, "append_many", append_many)
+    monkeypatch.setattr(Segment, "append", append)
 
 
 def test_every_handle_resolves_to_its_offset_in_send_order(open_log: OpenLog) -> None:
@@ -252,11 +258,11 @@ def test_a_full_buffer_blocks_send_then_raises_buffer_full(
             writing.set()
             assert release.wait(WAIT)
 
-    wrap_append(log, monkeypatch, block_first)
+    wrap_write(log, monkeypatch, block_first)
     # 110 bytes a record; 5 records fill the 550-byte buffer.
     producer = log.producer(linger_ms=0, max_buffered_bytes=550, max_block_ms=0)
     first = producer.send(b"a" * 100)
-    assert writing.wait(WAIT)  # the writer is inside the first append_many, held there
+    assert writing.wait(WAIT)  # the writer is inside the first write, held there
     held = [producer.send(b"a" * 100) for _ in range(4)]
     assert producer.buffered_bytes == 550
     with pytest.raises(BufferFullError, match="max_buffered_bytes 550") as refused:
@@ -343,8 +349,9 @@ def test_a_failed_write_fails_every_handle_of_its_batch_and_later_batches_go_on(
         if n == 2:
             raise error
 
-    wrap_append(log, monkeypatch, fail_second)
-    producer = log.producer(linger_ms=LONG, batch_records=10)
+    wrap_write(log, monkeypatch, fail_second)
+    # One batch per write, whatever queued: the group case is the test below.
+    producer = log.producer(linger_ms=LONG, batch_records=10, max_group_bytes=0)
     handles = [producer.send(b"%d" % i) for i in range(30)]
     producer.close()
     assert [h.result() for h in handles[:10]] == list(range(10))
@@ -475,7 +482,7 @@ def test_a_writer_that_dies_fails_every_waiting_record_and_closes_the_producer(
         if n == 2:
             raise SystemExit("gone")  # not an Exception: the writer thread ends
 
-    wrap_append(log, monkeypatch, die)
+    wrap_write(log, monkeypatch, die)
     producer = log.producer(linger_ms=LONG, batch_records=5)
     handles = [producer.send(b"%d" % i) for i in range(5)]  # batch 1: written
     assert handles[4].result(timeout=WAIT) == 4
