@@ -30,6 +30,7 @@ from logstore import (
     RecordTooLarge,
     WrongTypeError,
 )
+from logstore.local import LocalLog
 from logstore.segment import Segment
 
 from .conftest import REPO, OpenLog, child_env
@@ -364,6 +365,134 @@ def test_a_failed_write_fails_every_handle_of_its_batch_and_later_batches_go_on(
     assert values(log) == [b"%d" % i for i in [*range(10), *range(20, 30)]]
 
 
+def count_flushes(log: logstore.Log, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The log's end offset at each fsync of ``log`` (``LocalLog.flush``), appended as they run."""
+    real, ends = LocalLog.flush, []
+
+    def flush(local: LocalLog) -> None:
+        real(local)
+        if local is log._local:
+            ends.append(local.end_offset)
+
+    monkeypatch.setattr(LocalLog, "flush", flush)
+    return ends
+
+
+def held_first_write(
+    log: logstore.Log, monkeypatch: pytest.MonkeyPatch, fail: dict[int, OSError] | None = None
+) -> tuple[threading.Event, threading.Event]:
+    """``(writing, release)``: the first batch write waits for ``release``; the n-th raises
+    ``fail[n]`` before a byte is written. Batches sealed meanwhile queue: the next group."""
+    writing, release = threading.Event(), threading.Event()
+
+    def before(n: int) -> None:
+        if n == 1:
+            writing.set()
+            assert release.wait(WAIT)
+        if fail and n in fail:
+            raise fail[n]
+
+    wrap_write(log, monkeypatch, before)
+    return writing, release
+
+
+def flushed_when_resolved(log: logstore.Log, handles: list[logstore.SendHandle[int]]) -> list[int]:
+    """``log.flushed_offset`` as each handle's done callback saw it, in resolution order."""
+    seen: list[int] = []
+    for h in handles:
+        h.add_done_callback(lambda _: seen.append(log.flushed_offset))
+    return seen
+
+
+def test_batches_queued_behind_a_write_go_under_one_fsync_each_its_own_batch(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always")
+    flushes = count_flushes(log, monkeypatch)
+    writing, release = held_first_write(log, monkeypatch)
+    producer = log.producer(linger_ms=LONG, batch_records=10)
+    handles = [producer.send(b"%d" % i) for i in range(10)]
+    assert writing.wait(WAIT)  # batch 1 is being written; 2, 3 and 4 queue behind it
+    handles += [producer.send(b"%d" % i, key=b"k") for i in range(10, 40)]
+    seen = flushed_when_resolved(log, handles[10::10])
+    release.set()
+    assert [h.result(timeout=WAIT) for h in handles] == list(range(40))
+    assert batch_counts(log) == [10, 10, 10, 10]  # each its own batch
+    assert flushes == [10, 40]  # batch 1, then one fsync for batches 2 to 4
+    assert seen == [40, 40, 40]  # each resolved after that fsync
+    assert values(log) == [b"%d" % i for i in range(40)]
+    producer.close()
+
+
+def test_max_group_bytes_bounds_a_group(open_log: OpenLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = open_log(fsync="always")
+    flushes = count_flushes(log, monkeypatch)
+    writing, release = held_first_write(log, monkeypatch)
+    # 110 bytes a record, 1,100 a batch of 10: two batches make a group of 2,200.
+    producer = log.producer(linger_ms=LONG, batch_records=10, max_group_bytes=2200)
+    handles = [producer.send(b"g" * 100) for _ in range(10)]
+    assert writing.wait(WAIT)
+    handles += [producer.send(b"g" * 100) for _ in range(50)]  # batches 2 to 6
+    release.set()
+    assert [h.result(timeout=WAIT) for h in handles] == list(range(60))
+    assert flushes == [10, 30, 50, 60]  # groups: 1 | 2 3 | 4 5 | 6
+    producer.close()
+
+
+def test_a_write_failing_inside_a_group_fails_it_and_the_rest_the_batches_before_are_fsynced(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always")
+    flushes = count_flushes(log, monkeypatch)
+    error = OSError(5, "Input/output error")
+    writing, release = held_first_write(log, monkeypatch, fail={3: error})
+    producer = log.producer(linger_ms=LONG, batch_records=10)
+    handles = [producer.send(b"%d" % i) for i in range(10)]
+    assert writing.wait(WAIT)
+    handles += [producer.send(b"%d" % i) for i in range(10, 40)]  # group: batches 2, 3, 4
+    seen = flushed_when_resolved(log, handles[10:11])
+    release.set()
+    assert [h.result(timeout=WAIT) for h in handles[:20]] == list(range(20))
+    assert seen == [20]  # batch 2 resolved once fsynced, after batch 3's write failed
+    assert all(h.exception(timeout=WAIT) is error for h in handles[20:])  # 3 failed, 4 not tried
+    assert flushes == [10, 20]
+    later = [producer.send(b"%d" % i) for i in range(40, 50)]
+    producer.close()
+    assert [h.result() for h in later] == list(range(20, 30))  # later groups go on
+    assert values(log) == [b"%d" % i for i in [*range(20), *range(40, 50)]]
+
+
+def test_a_failed_fsync_fails_every_batch_of_its_group(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always")
+    writing, release = held_first_write(log, monkeypatch)
+    error = OSError(5, "Input/output error")
+    real, calls = LocalLog.flush, [0]
+
+    def flush(local: LocalLog) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise error
+        real(local)
+
+    monkeypatch.setattr(LocalLog, "flush", flush)
+    producer = log.producer(linger_ms=LONG, batch_records=10)
+    handles = [producer.send(b"%d" % i) for i in range(10)]
+    assert writing.wait(WAIT)
+    handles += [producer.send(b"%d" % i) for i in range(10, 30)]  # group: batches 2 and 3
+    release.set()
+    assert [h.result(timeout=WAIT) for h in handles[:10]] == list(range(10))
+    # Written but not known durable: failed, never reported written. (A failed fsync
+    # says nothing of what reached the disk: the bytes stay in the file.)
+    assert all(h.exception(timeout=WAIT) is error for h in handles[10:])
+    assert log.flushed_offset == 10
+    later = [producer.send(b"%d" % i) for i in range(30, 40)]
+    producer.close()
+    assert [h.result() for h in later] == list(range(30, 40))
+    assert log.flushed_offset == 40
+
+
 def test_done_callbacks_run_once_the_batch_resolves(open_log: OpenLog) -> None:
     log = open_log()
     producer = log.producer(linger_ms=LONG)
@@ -389,6 +518,7 @@ def test_options_are_checked(open_log: OpenLog) -> None:
         {"batch_bytes": 10},
         {"max_buffered_bytes": 0},
         {"max_block_ms": -1},
+        {"max_group_bytes": -1},
         {"linger_ms": 1.5},
     ):
         with pytest.raises(logstore.ConfigError, match=next(iter(bad))):
