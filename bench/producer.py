@@ -9,8 +9,8 @@ turn, so a slow moment of the shared machine hits them alike):
   here is mostly the wait in the full buffer (``max_buffered_bytes``);
 - **linger 0 / 5 / 50 ms, paced**: the same at ``--rate`` records/s (a
   burst each millisecond), under what the writer can take: latency from
-  ``send`` to the handle's done callback (which runs right after the batch's
-  ``append_many`` returned, so after its fsync), sampled on every 100th record;
+  ``send`` to the handle's done callback (which runs right after the fsync
+  covering its batch returned), sampled on every 100th record;
 - **8 threads, linger 5 ms** (the target: at least 1,000,000 records/s):
   eight threads send ``--threaded-records`` in all; afterwards every handle
   is checked: each thread's offsets increase, together they are exactly

@@ -123,8 +123,9 @@ class SendHandle(tuple, Generic[T]):  # type: ignore[type-arg]
     def add_done_callback(self, fn: Callable[[SendHandle[T]], object]) -> None:
         """Call ``fn(handle)`` once the record is written or failed.
 
-        Called in the producer's writer thread (right after the batch's write
-        returned), or at once in this thread if already done. An exception it
+        Called in the producer's writer thread (right after the write of the
+        batch's group and its fsync returned), or at once in this thread if
+        already done. An exception it
         raises is logged and ignored.
         """
         batch: _Batch = self[0]
