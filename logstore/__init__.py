@@ -10,11 +10,13 @@ import logging as _logging
 from . import batch as _batch
 from . import diagnostics, mirror
 from ._native import PureCodecWarning
+from .accumulator import SendHandle
 from .broker import Broker
 from .config import CleanupPolicy, CompressionCodec, FsyncMode, LogConfig, RecoveryMode
 from .consumer import Consumer
 from .errors import (
     ArchiveError,
+    BufferFullError,
     CodecUnavailableError,
     ConfigError,
     CorruptLogError,
@@ -28,6 +30,7 @@ from .errors import (
     NotALogError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
+    ProducerClosedError,
     RecordTooLarge,
     TopicExistsError,
     UnknownPartitionError,
@@ -46,6 +49,7 @@ from .model import (
     RetentionRule,
     SegmentInfo,
 )
+from .producer import Producer, TopicProducer
 from .server import ServeUnavailableError, load_serve_settings, serve, serve_async
 from .topic import Topic
 
@@ -61,6 +65,7 @@ __speedups__ = _batch.IMPLEMENTATION
 __all__ = [
     "ArchiveError",
     "Broker",
+    "BufferFullError",
     "CleanupPolicy",
     "CodecUnavailableError",
     "CompactionResult",
@@ -84,6 +89,8 @@ __all__ = [
     "NotALogError",
     "OffsetOutOfRange",
     "PartitionNotAssignedError",
+    "Producer",
+    "ProducerClosedError",
     "PureCodecWarning",
     "Record",
     "RecordTooLarge",
@@ -92,8 +99,10 @@ __all__ = [
     "RetentionResult",
     "RetentionRule",
     "SegmentInfo",
+    "SendHandle",
     "ServeUnavailableError",
     "Topic",
+    "TopicProducer",
     "TopicExistsError",
     "UnknownPartitionError",
     "UnknownTopicError",

@@ -22,6 +22,9 @@
  *   number(routes, starts) -> [(partition, offset)]    partitioner._py_number
  *   wrap(records, topic, partition, type) -> [type(topic, partition, r)]
  *                                                      consumer._py_wrap
+ *   accumulator(batches, batch_records, batch_budget, max_buffered_bytes,
+ *               require_key, Message, SendHandle, slow) -> Accumulator
+ *                                                      accumulator._PyAccumulator
  *
  * and two types, listed in _native.TYPES with their NamedTuple twins (tests/test_message.py):
  *
@@ -1599,6 +1602,436 @@ fail:
     return -1;
 }
 
+/* ------------------------------------------------------------------ producer buffer */
+
+/* accumulator(batches, batch_records, batch_budget, max_buffered_bytes, require_key,
+ *             Message, SendHandle, slow) -> Accumulator        accumulator._PyAccumulator
+ *
+ * A producer's buffer: each partition's open batch (its _Batch, its records,
+ * their estimated bytes) and the bytes buffered. Every method runs under the
+ * GIL without calling Python code between its checks and its changes (what
+ * may run a finalizer, an allocation of a tracked object, comes first), so
+ * each is atomic and `send` needs no lock. `send` takes the fast path only
+ * when its twin's does (plain bytes, not a batch's first record nor the one
+ * that fills it, room in the batch and the buffer); else it returns
+ * slow(partition, value, key, headers, timestamp). */
+
+#define RECORD_OVERHEAD 10 /* accumulator.RECORD_OVERHEAD */
+
+typedef struct {
+    PyObject *batch;   /* the open batch's _Batch */
+    PyObject *records; /* its records (bytes values or Messages), a list */
+    Py_ssize_t size;   /* their estimated bytes */
+} AccLane;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n_lanes;
+    AccLane *lanes;
+    Py_ssize_t batch_records, budget, max_buffered, buffered;
+    int require_key, closed, plain_message;
+    PyTypeObject *message_type;
+    PyTypeObject *handle_type;
+    PyObject *slow;
+} Accumulator;
+
+static PyTypeObject *AccumulatorType = NULL;
+static PyObject *StrKey = NULL, *StrHeaders = NULL, *StrTimestamp = NULL;
+
+static int
+acc_traverse(Accumulator *a, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < a->n_lanes; i++) {
+        Py_VISIT(a->lanes[i].batch);
+        Py_VISIT(a->lanes[i].records);
+    }
+    Py_VISIT(a->message_type);
+    Py_VISIT(a->handle_type);
+    Py_VISIT(a->slow);
+    Py_VISIT(Py_TYPE(a));
+    return 0;
+}
+
+static int
+acc_clear(Accumulator *a)
+{
+    for (Py_ssize_t i = 0; i < a->n_lanes; i++) {
+        Py_CLEAR(a->lanes[i].batch);
+        Py_CLEAR(a->lanes[i].records);
+    }
+    Py_CLEAR(a->message_type);
+    Py_CLEAR(a->handle_type);
+    Py_CLEAR(a->slow);
+    return 0;
+}
+
+static void
+acc_dealloc(Accumulator *a)
+{
+    PyTypeObject *type = Py_TYPE(a);
+    PyObject_GC_UnTrack(a);
+    acc_clear(a);
+    PyMem_Free(a->lanes);
+    PyObject_GC_Del(a);
+    Py_DECREF(type);
+}
+
+static AccLane *
+acc_lane(Accumulator *a, PyObject *partition)
+{
+    Py_ssize_t p = PyLong_AsSsize_t(partition);
+    if (p == -1 && PyErr_Occurred())
+        return NULL;
+    if (p < 0 || p >= a->n_lanes) {
+        PyErr_Format(PyExc_IndexError, "no partition %zd in the accumulator", p);
+        return NULL;
+    }
+    return &a->lanes[p];
+}
+
+/* A new handle (batch, index), untracked: its batch holds no reference back to it. */
+static PyObject *
+acc_handle(Accumulator *a, PyObject *handle, AccLane *lane, Py_ssize_t index)
+{
+    PyObject *number = PyLong_FromSsize_t(index); /* an int: not tracked, runs no finalizer */
+    if (number == NULL) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(handle, 0, Py_NewRef(lane->batch));
+    PyTuple_SET_ITEM(handle, 1, number);
+    PyObject_GC_UnTrack(handle);
+    return handle;
+}
+
+static int
+acc_fits(Accumulator *a, AccLane *lane, Py_ssize_t size)
+{
+    Py_ssize_t count = PyList_GET_SIZE(lane->records);
+    return !a->closed && count > 0 && count < a->batch_records - 1 &&
+           lane->size + size <= a->budget && a->buffered + size <= a->max_buffered;
+}
+
+static PyObject *
+acc_send_lane(Accumulator *a, PyObject *partition, AccLane *lane, PyObject *value, PyObject *key,
+              PyObject *headers, PyObject *timestamp)
+{
+    if ((value == Py_None || PyBytes_CheckExact(value)) &&
+        (PyBytes_CheckExact(key) || (key == Py_None && !a->require_key)) && timestamp == Py_None &&
+        PyTuple_CheckExact(headers) && PyTuple_GET_SIZE(headers) == 0) {
+        Py_ssize_t size = RECORD_OVERHEAD + (value == Py_None ? 0 : PyBytes_GET_SIZE(value)) +
+                          (key == Py_None ? 0 : PyBytes_GET_SIZE(key));
+        if (acc_fits(a, lane, size)) {
+            PyObject *record;
+            if (key == Py_None) {
+                record = Py_NewRef(value);
+            }
+            else if (a->plain_message) {
+                record = a->message_type->tp_alloc(a->message_type, 4);
+                if (record == NULL)
+                    return NULL;
+                PyTuple_SET_ITEM(record, 0, Py_NewRef(value));
+                PyTuple_SET_ITEM(record, 1, Py_NewRef(key));
+                PyTuple_SET_ITEM(record, 2, Py_NewRef(EmptyTuple));
+                PyTuple_SET_ITEM(record, 3, Py_NewRef(Py_None));
+                PyObject_GC_UnTrack(record); /* bytes, None and (): no cycle */
+            }
+            else {
+                PyObject *fields[2] = {value, key};
+                record = PyObject_Vectorcall((PyObject *)a->message_type, fields, 2, NULL);
+                if (record == NULL)
+                    return NULL;
+            }
+            PyObject *handle = a->handle_type->tp_alloc(a->handle_type, 2);
+            if (handle == NULL) {
+                Py_DECREF(record);
+                return NULL;
+            }
+            /* The allocations may have run other threads: look again before changing. */
+            if (acc_fits(a, lane, size)) {
+                Py_ssize_t index = PyList_GET_SIZE(lane->records);
+                if (PyList_Append(lane->records, record) < 0) {
+                    Py_DECREF(record);
+                    Py_DECREF(handle);
+                    return NULL;
+                }
+                Py_DECREF(record);
+                lane->size += size;
+                a->buffered += size;
+                return acc_handle(a, handle, lane, index);
+            }
+            Py_DECREF(record);
+            Py_DECREF(handle);
+        }
+    }
+    PyObject *call[5] = {partition, value, key, headers, timestamp};
+    return PyObject_Vectorcall(a->slow, call, 5, NULL);
+}
+
+static PyObject *
+acc_send(Accumulator *a, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "send() takes 1 positional argument but %zd were given",
+                     nargs);
+        return NULL;
+    }
+    PyObject *key = Py_None, *headers = EmptyTuple, *timestamp = Py_None;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *given = args[nargs + i];
+        if (name == StrKey || PyUnicode_Compare(name, StrKey) == 0)
+            key = given;
+        else if (name == StrHeaders || PyUnicode_Compare(name, StrHeaders) == 0)
+            headers = given;
+        else if (name == StrTimestamp || PyUnicode_Compare(name, StrTimestamp) == 0)
+            timestamp = given;
+        else {
+            PyErr_Format(PyExc_TypeError, "send() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+    }
+    static PyObject *zero = NULL;
+    if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
+        return NULL;
+    return acc_send_lane(a, zero, &a->lanes[0], args[0], key, headers, timestamp);
+}
+
+static PyObject *
+acc_send_to(Accumulator *a, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "send_to(partition, value, key, headers, timestamp) takes 5 arguments");
+        return NULL;
+    }
+    AccLane *lane = acc_lane(a, args[0]);
+    if (lane == NULL)
+        return NULL;
+    return acc_send_lane(a, args[0], lane, args[1], args[2], args[3], args[4]);
+}
+
+static PyObject *
+acc_push(Accumulator *a, PyObject *args)
+{
+    PyObject *partition, *record;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "OOn", &partition, &record, &size))
+        return NULL;
+    AccLane *lane = acc_lane(a, partition);
+    if (lane == NULL)
+        return NULL;
+    PyObject *handle = a->handle_type->tp_alloc(a->handle_type, 2);
+    if (handle == NULL)
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(lane->records);
+    if (count >= a->batch_records || (count && lane->size + size > a->budget) ||
+        a->buffered + size > a->max_buffered) {
+        Py_DECREF(handle);
+        Py_RETURN_NONE;
+    }
+    if (PyList_Append(lane->records, record) < 0) {
+        Py_DECREF(handle);
+        return NULL;
+    }
+    lane->size += size;
+    a->buffered += size;
+    return acc_handle(a, handle, lane, count);
+}
+
+static PyObject *
+acc_seal(Accumulator *a, PyObject *args)
+{
+    PyObject *partition, *batch;
+    if (!PyArg_ParseTuple(args, "OO", &partition, &batch))
+        return NULL;
+    AccLane *lane = acc_lane(a, partition);
+    if (lane == NULL)
+        return NULL;
+    PyObject *records = PyList_New(0), *size = PyLong_FromSsize_t(lane->size);
+    PyObject *sealed = PyTuple_New(3);
+    if (records == NULL || size == NULL || sealed == NULL) {
+        Py_XDECREF(records);
+        Py_XDECREF(size);
+        Py_XDECREF(sealed);
+        return NULL;
+    }
+    if (PyList_GET_SIZE(lane->records) == 0) {
+        Py_DECREF(records);
+        Py_DECREF(size);
+        Py_DECREF(sealed);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(size); /* the allocations may have run other threads: take the size now */
+    size = PyLong_FromSsize_t(lane->size);
+    if (size == NULL) {
+        Py_DECREF(records);
+        Py_DECREF(sealed);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(sealed, 0, lane->batch); /* the lane's references move into the tuple */
+    PyTuple_SET_ITEM(sealed, 1, lane->records);
+    PyTuple_SET_ITEM(sealed, 2, size);
+    lane->batch = Py_NewRef(batch);
+    lane->records = records;
+    lane->size = 0;
+    return sealed;
+}
+
+static PyObject *
+acc_release(Accumulator *a, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    a->buffered -= size;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+acc_close(Accumulator *a, PyObject *unused)
+{
+    a->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+acc_count(Accumulator *a, PyObject *partition)
+{
+    AccLane *lane = acc_lane(a, partition);
+    return lane == NULL ? NULL : PyLong_FromSsize_t(PyList_GET_SIZE(lane->records));
+}
+
+static PyObject *
+acc_batch(Accumulator *a, PyObject *partition)
+{
+    AccLane *lane = acc_lane(a, partition);
+    return lane == NULL ? NULL : Py_NewRef(lane->batch);
+}
+
+static PyObject *
+acc_get_buffered(Accumulator *a, void *closure)
+{
+    return PyLong_FromSsize_t(a->buffered);
+}
+
+static PyObject *
+acc_get_closed(Accumulator *a, void *closure)
+{
+    return PyBool_FromLong(a->closed);
+}
+
+static PyMethodDef acc_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))acc_send, METH_FASTCALL | METH_KEYWORDS,
+     "send(value, *, key=None, headers=(), timestamp=None) -> SendHandle"},
+    {"send_to", (PyCFunction)(void (*)(void))acc_send_to, METH_FASTCALL,
+     "send_to(partition, value, key, headers, timestamp) -> SendHandle"},
+    {"push", (PyCFunction)acc_push, METH_VARARGS,
+     "push(partition, record, size) -> SendHandle, or None without room"},
+    {"seal", (PyCFunction)acc_seal, METH_VARARGS,
+     "seal(partition, new_batch) -> (batch, records, size), or None if empty"},
+    {"release", (PyCFunction)acc_release, METH_O, "release(size): bytes no longer buffered"},
+    {"close", (PyCFunction)acc_close, METH_NOARGS, "close(): every later send goes slow"},
+    {"count", (PyCFunction)acc_count, METH_O, "count(partition) -> records in its open batch"},
+    {"batch", (PyCFunction)acc_batch, METH_O, "batch(partition) -> its open _Batch"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef acc_getset[] = {
+    {"buffered", (getter)acc_get_buffered, NULL, "bytes buffered", NULL},
+    {"closed", (getter)acc_get_closed, NULL, "whether close() was called", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot acc_slots[] = {
+    {Py_tp_dealloc, acc_dealloc},
+    {Py_tp_traverse, acc_traverse},
+    {Py_tp_clear, acc_clear},
+    {Py_tp_methods, acc_methods},
+    {Py_tp_getset, acc_getset},
+    {Py_tp_doc, "A producer's buffer: each partition's open batch and the bytes buffered."},
+    {0, NULL},
+};
+
+static PyType_Spec acc_spec = {
+    "logstore._speedups.Accumulator", sizeof(Accumulator), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION, acc_slots,
+};
+
+static PyObject *
+accumulator(PyObject *self, PyObject *args)
+{
+    PyObject *batches, *slow;
+    Py_ssize_t batch_records, budget, max_buffered;
+    int require_key;
+    PyTypeObject *message_type, *handle_type;
+    if (!PyArg_ParseTuple(args, "O!nnnpO!O!O", &PyList_Type, &batches, &batch_records, &budget,
+                          &max_buffered, &require_key, &PyType_Type, &message_type, &PyType_Type,
+                          &handle_type, &slow))
+        return NULL;
+    if (!PyType_IsSubtype(handle_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the handle type must be a tuple subclass");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(batches);
+    if (n < 1) {
+        PyErr_SetString(PyExc_ValueError, "an accumulator needs at least one partition");
+        return NULL;
+    }
+    if (AccumulatorType == NULL) {
+        StrKey = PyUnicode_InternFromString("key");
+        StrHeaders = PyUnicode_InternFromString("headers");
+        StrTimestamp = PyUnicode_InternFromString("timestamp");
+        if (StrKey == NULL || StrHeaders == NULL || StrTimestamp == NULL)
+            return NULL;
+        AccumulatorType = (PyTypeObject *)PyType_FromSpec(&acc_spec);
+        if (AccumulatorType == NULL)
+            return NULL;
+    }
+    AccLane *lanes = PyMem_Calloc((size_t)n, sizeof(AccLane));
+    if (lanes == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        lanes[i].records = PyList_New(0);
+        if (lanes[i].records == NULL) {
+            for (Py_ssize_t j = 0; j <= i; j++) {
+                Py_XDECREF(lanes[j].records);
+                Py_XDECREF(lanes[j].batch);
+            }
+            PyMem_Free(lanes);
+            return NULL;
+        }
+        lanes[i].batch = Py_NewRef(PyList_GET_ITEM(batches, i));
+    }
+    Accumulator *a = PyObject_GC_New(Accumulator, AccumulatorType);
+    if (a == NULL) {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            Py_DECREF(lanes[j].records);
+            Py_DECREF(lanes[j].batch);
+        }
+        PyMem_Free(lanes);
+        return NULL;
+    }
+    a->n_lanes = n;
+    a->lanes = lanes;
+    a->batch_records = batch_records;
+    a->budget = budget;
+    a->max_buffered = max_buffered;
+    a->buffered = 0;
+    a->require_key = require_key;
+    a->closed = 0;
+    /* A NamedTuple (no fields beyond the tuple's) is built in place; any other type is called. */
+    a->plain_message = PyType_IsSubtype(message_type, &PyTuple_Type) &&
+                       message_type->tp_basicsize == PyTuple_Type.tp_basicsize &&
+                       message_type->tp_itemsize == PyTuple_Type.tp_itemsize &&
+                       message_type->tp_dictoffset == 0;
+    a->message_type = (PyTypeObject *)Py_NewRef(message_type);
+    a->handle_type = (PyTypeObject *)Py_NewRef(handle_type);
+    a->slow = Py_NewRef(slow);
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyObject *
@@ -1631,6 +2064,9 @@ static PyMethodDef methods[] = {
      "decode_section(data, base_offset, base_timestamp, fixed_timestamp, skip_below,"
      " record_count, last_offset_delta[, limit[, build]]) -> list of Record (at most limit);"
      " build false: every record checked, none built, the number without a key"},
+    {"accumulator", accumulator, METH_VARARGS,
+     "accumulator(batches, batch_records, batch_budget, max_buffered_bytes, require_key,"
+     " Message, SendHandle, slow) -> a producer's buffer (accumulator._PyAccumulator)"},
     {NULL, NULL, 0, NULL},
 };
 

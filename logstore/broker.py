@@ -38,12 +38,13 @@ from .log import Clock, Log, wall_clock_ms
 from .maintenance import Maintenance
 from .model import AppendItem, Header, Message, OffsetAndMetadata
 from .partitioner import number
+from .producer import TopicProducing
 from .topic import Topic, check_topic_name, pair_key
 
 logger = logging.getLogger(__name__)
 
 
-class Broker(Closing):
+class Broker(Closing, TopicProducing):
     """Topics of partitioned logs under one root directory, with consumer groups.
 
     Use ``Broker.open``. Safe to use from several threads; one process per root.
@@ -568,7 +569,9 @@ class Broker(Closing):
     # ------------------------------------------------------------ closing
 
     def close(self) -> None:
-        """Stop maintenance, close every consumer and partition; idempotent."""
+        """Close the open producers (flushing them), stop maintenance, close every
+        consumer and partition; idempotent."""
+        self._close_producers()
         with self._lock:
             if self._closed:
                 return

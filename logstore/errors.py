@@ -195,3 +195,15 @@ class MirrorError(LogStoreError):
     installed; the message says which, in one line. Nothing past the failure was committed, so the next
     run resumes where this one stopped.
     """
+
+
+class ProducerClosedError(LogStoreError, ValueError):
+    """A producer was closed: ``send`` refuses records, and records it could not
+    write before a ``close`` timeout (or its log's close) fail with this."""
+
+
+class BufferFullError(LogStoreError):
+    """A producer's ``send`` waited ``max_block_ms`` for room under ``max_buffered_bytes``.
+
+    The records buffered before it are unaffected; the refused one was not sent.
+    """

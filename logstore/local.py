@@ -31,7 +31,13 @@ from ._fs import (
 from .batch import BatchHeader, BatchSpan, Entry
 from .checkpoints import partition_name, write_clean_shutdown, write_offset_checkpoint
 from .config import LogConfig
-from .errors import CorruptLogError, LogClosedError, OffsetOutOfRange
+from .errors import (
+    CorruptLogError,
+    InvalidRecordError,
+    LogClosedError,
+    OffsetOutOfRange,
+    RecordTooLarge,
+)
 from .loader import LoadResult
 from .model import SegmentInfo
 from .segment import Segment, SegmentSettings
@@ -180,9 +186,69 @@ class LocalLog:
             RecordTooLarge: a single record's batch is too large (``validator.plan``).
             OSError: a write failed; the batches before it stay.
         """
+        base = self.end_offset
+        self._write_entries(entries, now)
+        if self.end_offset != base:
+            self._after_append(self.end_offset - base, now)
+
+    def append_groups(
+        self, groups: Sequence[list[Entry] | Exception], now: int
+    ) -> list[range | Exception]:
+        """Group commit: write each group as its own batches, in order, then flush once.
+
+        The producer's writer hands over the batches that queued while it was
+        busy; one fsync (per ``fsync``) covers them all. A result per group:
+        its offsets, or the error that failed it. A group that is already an
+        error, or that ``validator.plan`` refuses (``RecordTooLarge``), gets
+        that error, naming the log, and nothing of it is written; the others go on. A failed
+        write stops the rest: the groups written before it are flushed and
+        kept (on stable storage with ``fsync="always"``), the failed one and
+        every later one get its ``OSError``. If that flush fails, or the log
+        had to be abandoned, every group gets an error: a group is reported
+        written only once the flush that ``fsync`` asks for covered it.
+        """
+        base = self.end_offset
+        results: list[range | Exception] = []
+        failed: OSError | None = None
+        for entries in groups:
+            if failed is not None:
+                results.append(failed)
+                continue
+            if isinstance(entries, Exception):
+                results.append(self.named(entries))
+                continue
+            start = self.end_offset
+            try:
+                self._write_entries(entries, now)
+            except RecordTooLarge as exc:  # planned before any of its batches was written
+                results.append(self.named(exc))
+                continue
+            except OSError as exc:  # batches of this group before the failed one stay, unreported
+                failed = exc
+                results.append(exc)
+                continue
+            results.append(range(start, self.end_offset))
+        if self.end_offset == base:
+            return results
+        try:
+            if failed is not None and self.closed:  # abandoned: the files could not be cut back
+                raise failed
+            self._after_append(self.end_offset - base, now)
+        except OSError as exc:
+            return [r if isinstance(r, Exception) else exc for r in results]
+        return results
+
+    def named(self, exc: Exception) -> Exception:
+        """A refusal (``RecordTooLarge``, ``InvalidRecordError``) naming this log (the
+        validator knows no paths); any other error as it is."""
+        if isinstance(exc, (RecordTooLarge, InvalidRecordError)):
+            return type(exc)(f"{self.path}: {exc}")
+        return exc
+
+    def _write_entries(self, entries: list[Entry], now: int) -> None:
+        """``append_entries`` without the flush."""
         if not entries:
             return
-        base = self.end_offset
         plan = self._plan(entries, now, 0)
         replan = self.config.segment_messages is not None
         done = 0
@@ -195,7 +261,6 @@ class LocalLog:
             done += count
             if replan and segment is not before:
                 plan[k + 1 :] = self._plan(entries, now, done)
-        self._after_append(self.end_offset - base, now)
 
     def _plan(self, entries: list[Entry], now: int, start: int) -> list[Planned]:
         """``validator.plan`` of ``entries[start:]`` from the end and the active segment."""

@@ -19,12 +19,13 @@ from . import model, opener, reader, validator
 from ._fs import Closing, DirectoryLock, HandleCache
 from .config import LogConfig
 from .configrecord import read_config_record
-from .errors import InvalidRecordError, LogStoreError, RecordTooLarge
+from .errors import InvalidRecordError, RecordTooLarge
 from .housekeeping import Housekeeping
 from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
 from .maintenance import Maintenance
 from .model import CompactionResult, Header, Message, Record, RetentionResult, SegmentInfo
+from .producer import Producing
 from .transactions import Isolation, Markers, check_isolation
 
 Clock = Callable[[], int]
@@ -37,11 +38,12 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Log(Closing):
+class Log(Closing, Producing):
     """An append-only, segmented partition log in Kafka's on-disk format.
 
     Safe to use from several threads. One process at a time may open a
-    directory (``LogLockedError`` otherwise). Use ``Log.open``.
+    directory (``LogLockedError`` otherwise). Use ``Log.open``; ``producer``
+    (``Producing``) batches records sent from many threads.
     """
 
     def __init__(
@@ -231,7 +233,14 @@ class Log(Closing):
             entries = validator.prepare(messages, compacted=self._config.compacted)
             return self._append(lambda local: local.append_entries(entries, now))
         except (RecordTooLarge, InvalidRecordError) as exc:
-            raise self._named(exc) from None
+            raise self._local.named(exc) from None
+
+    def _append_groups(self, groups: list[list[bytes | Message]]) -> list[range | Exception]:
+        """Group commit for a producer's writer: ``LocalLog.append_groups`` under the lock."""
+        prepared = validator.prepare_each(groups, compacted=self._config.compacted)
+        now, results = self._local.clock(), list[range | Exception]()
+        self._append(lambda local: results.extend(local.append_groups(prepared, now)))
+        return results
 
     def _append(self, write: Callable[[LocalLog], None]) -> range:
         """Run ``write`` under the lock; hand a roll it made to housekeeping once unlocked."""
@@ -244,10 +253,6 @@ class Log(Closing):
         if local.rolls != rolls:
             self._housekeeping.rolled()
         return range(base, end)
-
-    def _named(self, exc: RecordTooLarge | InvalidRecordError) -> LogStoreError:
-        """The same refusal, naming this log (the validator knows no paths)."""
-        return type(exc)(f"{self._path}: {exc}")
 
     def append_batches(self, buf: bytes | bytearray | memoryview) -> range:
         """Append already-encoded v2 batches, assigning offsets; return the offsets used.
@@ -265,7 +270,7 @@ class Log(Closing):
         try:
             headers = validator.check_batches(data, self._config)
         except (RecordTooLarge, InvalidRecordError) as exc:
-            raise self._named(exc) from None
+            raise self._local.named(exc) from None
         return self._append(lambda local: local.append_stored(data, headers))
 
     def roll(self) -> None:
@@ -468,7 +473,9 @@ class Log(Closing):
         progress is waited for (outside the lock, which it needs to finish):
         its own thread is stopped and joined, a shared one keeps running. The
         marker is written last, so a crash during close counts as unclean.
+        Open producers are closed first: every record they were sent is written.
         """
+        self._close_producers()
         self._housekeeping.stop(timeout=60)  # bounded: a hung archive hook must not hang close
         with self._lock:
             if self._closed:

@@ -80,6 +80,19 @@ def check_timestamp(ts: object) -> int:
     return ts
 
 
+def prepare_each(
+    groups: Iterable[Iterable[AppendItem]], *, compacted: bool
+) -> list[list[Entry] | Exception]:
+    """``prepare`` of each group; a group it refuses is its error, and the others go on."""
+    out: list[list[Entry] | Exception] = []
+    for messages in groups:
+        try:
+            out.append(prepare(messages, compacted=compacted))
+        except (TypeError, InvalidRecordError) as exc:
+            out.append(exc)
+    return out
+
+
 def prepare(messages: Iterable[AppendItem], *, compacted: bool) -> list[Entry]:
     """Validate input (outside the lock); entries are ``(value, key, headers, ts)``.
 

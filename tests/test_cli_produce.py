@@ -9,6 +9,7 @@ holds the broker root, the test reads the partition's segment files directly
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -182,3 +183,76 @@ def test_a_compacted_topic_needs_a_key(tmp_path: Path) -> None:
         b"logstore: wrote 1 line; line 2: no field 1: b''\n",
     )
     assert all_values(tmp_path, "keys") == {0: [b"k1 a"]}
+
+
+def test_batches_are_per_partition_and_a_refused_line_is_counted_exactly(tmp_path: Path) -> None:
+    lines = access_lines(40)
+    argv = produce_argv(tmp_path, "access", "--partitions", "2", "--key-field", "user")
+    done = subprocess.run(
+        [*argv, "--batch", "5", "--linger-ms", "600000"],
+        input=b"\n".join(lines) + b"\n",
+        capture_output=True,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert (done.returncode, done.stderr) == (0, b"wrote 40 lines to access\n")
+    with logstore.Broker.open(tmp_path, CONFIG, maintenance_interval_ms=None) as broker:
+        for p in range(2):
+            log = broker.topic("access").partition(p)
+            data = log.read_batches(0, max_bytes=1 << 20)
+            counts, pos = [], 0
+            while pos < len(data):  # each stored batch's record count, from its header
+                counts.append(int.from_bytes(data[pos + 57 : pos + 61], "big"))
+                pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "big")
+            assert max(counts) <= 5 and sum(counts) == log.end_offset
+    # A line over max_message_bytes (1 MiB) is refused at once; every line before it is stored.
+    huge = b'{"user": "u1", "pad": "' + b"x" * (1 << 20) + b'"}'
+    done = subprocess.run(
+        produce_argv(tmp_path, "big", "--partitions", "1", "--key-field", "user"),
+        input=b"\n".join([*access_lines(3), huge, *access_lines(2, 3)]) + b"\n",
+        capture_output=True,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(
+        b"logstore: wrote 3 lines; 1 of 4 lines read were not written: "
+    ), done.stderr
+    assert b"over max_message_bytes 1048576" in done.stderr
+    assert all_values(tmp_path, "big") == {0: access_lines(3)}
+
+
+def test_a_failed_write_ends_the_run_with_the_exact_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from logstore import cli
+    from logstore.segment import Segment
+
+    real = Segment.append
+    calls = [0]
+
+    def append(seg: Segment, data: object, spans: object, *, record_count: int) -> None:
+        if os.path.basename(os.path.dirname(seg.log_path)) == "t-0":
+            calls[0] += 1
+            if calls[0] == 2:  # the second batch: nothing of it is written
+                raise OSError(28, "No space left on device", os.path.dirname(seg.log_path))
+        real(seg, data, spans, record_count=record_count)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Segment, "append", append)
+    lines = [b"line-%d" % i for i in range(9)]
+    result = CliRunner().invoke(
+        cli.cli,
+        ["produce", str(tmp_path), "t", "--partitions", "1", "--batch", "3"],
+        input=b"\n".join(lines) + b"\n",
+    )
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    stored = all_values(tmp_path, "t")[0]
+    assert stored[:3] == lines[:3] and lines[3] not in stored  # batch 2 failed whole
+    # Every line is accounted for: what it says it wrote is what is stored.
+    assert f" wrote {len(stored)} lines; " in result.output, result.output
+    read = int(result.output.split(" of ")[1].split(" lines read")[0])
+    assert f"; {read - len(stored)} of {read} lines read were not written: " in result.output
+    assert result.output.rstrip().endswith("t-0: No space left on device")

@@ -87,7 +87,10 @@ ALLOWED: dict[str, set[str]] = {
     "transactions": {"batch", "segment", "errors"},
     "reader": {"batch", "batchfile", "segment", "transactions", "model", "errors"},
     "housekeeping": {"cleaner", "retention", "local", "maintenance", "segment", "model", "errors"},
+    "accumulator": {"_native", "model"},
+    "producer": {"accumulator", "validator", "compression", "_fs", "config", "model", "errors"},
     "log": {
+        "producer",
         "configrecord",
         "housekeeping",
         "maintenance",
@@ -107,6 +110,7 @@ ALLOWED: dict[str, set[str]] = {
     "_offsets": set(),
     "consumer": {"log", "_fs", "model", "errors", "_offsets", "_native"},
     "broker": {
+        "producer",
         "maintenance",
         "log",
         "consumer",

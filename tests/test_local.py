@@ -20,6 +20,7 @@ from logstore import batchfile as batchfile_module
 from logstore import index as index_module
 from logstore import segment as segment_module
 from logstore._fs import Writable
+from logstore.local import LocalLog
 
 from .conftest import FakeClock, OpenLog
 from .helpers import COMPACT, SEGMENT_0, _batch_ends, _producer_batches, names_for, segment_files
@@ -289,6 +290,81 @@ def test_a_write_that_cannot_be_undone_closes_the_log(
     assert not (log_dir / ".kafka_cleanshutdown").exists()
     with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:  # recovery cuts it
         assert [r.value for r in reopened.scan()] == [b"kept"]
+
+
+# ---------------------------------------------------------------- group commit
+def _count_flushes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    real, ends = LocalLog.flush, []
+
+    def flush(local: LocalLog) -> None:
+        real(local)
+        ends.append(local.end_offset)
+
+    monkeypatch.setattr(LocalLog, "flush", flush)
+    return ends
+
+
+def test_append_groups_writes_each_group_as_its_batches_under_one_flush(
+    open_log: OpenLog, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always", max_message_bytes=300, segment_bytes=400)
+    log.append(b"first")
+    flushes = _count_flushes(monkeypatch)
+    results = log._append_groups(
+        [
+            [b"a", b"b"],
+            [b"x" * 400],  # refused: over max_message_bytes, nothing of it written
+            [Message(b"c", key=b"k")],
+            ["not bytes"],  # type: ignore[list-item]
+            [b"y" * 100] * 3,  # two batches (max_message_bytes), across a roll (segment_bytes)
+        ]
+    )
+    assert results[0] == range(1, 3) and results[2] == range(3, 4) and results[4] == range(4, 7)
+    assert isinstance(results[1], logstore.RecordTooLarge)
+    assert str(results[1]).startswith(f"{log_dir}: ")  # named as append_many names it
+    assert isinstance(results[3], TypeError)
+    assert flushes == [7]  # one flush for all of them
+    assert log.flushed_offset == 7
+    # Records per segment: the 2 batches of group 5 each roll (segment_bytes 400).
+    assert [s.records for s in log.segments] == [4, 2, 1]
+    assert [r.value for r in log.scan()] == [b"first", b"a", b"b", b"c", *[b"y" * 100] * 3]
+
+
+def test_append_groups_a_failed_write_keeps_the_groups_before_it_flushed(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always")
+    flushes = _count_flushes(monkeypatch)
+    monkeypatch.setattr(batchfile_module, "write_all", _DiskFull(fail_on=2))
+    results = log._append_groups([[b"a"], [b"torn"], [b"not tried"]])
+    assert results[0] == range(0, 1)
+    assert all(isinstance(r, OSError) and r.errno == errno.ENOSPC for r in results[1:])
+    assert results[1] is results[2]
+    assert flushes == [1]  # the written group was flushed before it was reported
+    assert log.flushed_offset == 1
+    assert [r.value for r in log.scan()] == [b"a"]  # the torn write was cut back
+
+
+def test_append_groups_a_write_that_cannot_be_undone_fails_every_group(
+    open_log: OpenLog, log_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(fsync="always")
+    log.append(b"kept")
+    monkeypatch.setattr(batchfile_module, "write_all", _DiskFull(fail_on=2))
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(segment_module.os, "ftruncate", no_truncate)
+    results = log._append_groups([[b"written"], [b"torn"], [b"not tried"]])
+    monkeypatch.undo()
+    # The log was abandoned before it could fsync group 1: nothing is reported written.
+    assert all(isinstance(r, OSError) and r.errno == errno.ENOSPC for r in results)
+    with pytest.raises(logstore.LogClosedError):
+        log._append_groups([[b"more"]])
+    with logstore.Log.open(log_dir, LogConfig(fsync="never")) as reopened:  # recovery cuts it
+        # Failed is not "not stored": group 1's bytes were written (not known durable).
+        assert [r.value for r in reopened.scan()] == [b"kept", b"written"]
 
 
 def test_a_truncate_that_fails_halfway_closes_the_log(

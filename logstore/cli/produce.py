@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import signal
 import sys
-import time
+from typing import NoReturn
 
 import click
 
@@ -13,6 +14,11 @@ import logstore
 
 from . import common
 from .lines import stdin_lines
+
+#: ``max_block_ms`` of the producer: a full buffer waits for the disk, however slow.
+_FOREVER_MS = 365 * 24 * 3600 * 1000
+#: The longest the read loop sleeps without looking at the handles.
+_MIN_WAKE_S = 0.1
 
 
 class _BadLine(Exception):
@@ -51,7 +57,11 @@ def _lines(n: int, noun: str = "line") -> str:
 
 
 class _LineWriter:
-    """Turns lines into records and writes them in batches, counting exactly what is stored."""
+    """Turns lines into records and sends them through a producer, counting exactly what is stored.
+
+    Each line's handle is kept until it resolves; the first that failed ends
+    the run, after the producer is closed and every other line's fate is known.
+    """
 
     def __init__(
         self,
@@ -61,24 +71,26 @@ class _LineWriter:
         key_field: str | None,
         key: str | None,
         skip_bad: bool,
+        batch: int,
+        linger_ms: int,
     ) -> None:
-        self._broker = broker
         self._topic = topic
-        self._logs = [
-            broker.topic(topic).partition(p) for p in range(broker.topic(topic).partitions)
-        ]
         self._compacted = broker.topic(topic).config.compacted
         self._key_field = key_field
         self._key = key
         self._skip_bad = skip_bad
-        self.pending: list[logstore.Message] = []
+        # Blocks (a pipe's back-pressure) rather than failing while the disk is slow.
+        self._producer = broker.producer(
+            topic, linger_ms=linger_ms, batch_records=batch, max_block_ms=_FOREVER_MS
+        )
+        self.pending: collections.deque[logstore.SendHandle[tuple[int, int]]] = collections.deque()
         self.lines = 0  # lines read
         self.written = 0  # lines stored
         self.skipped = 0
         self.first_bad: str | None = None
 
     def add(self, line: bytes) -> None:
-        """Queue one line; a bad line is skipped, or ends the run after what came before it."""
+        """Send one line; a bad line is skipped, or ends the run after what came before it."""
         self.lines += 1
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -92,26 +104,41 @@ class _LineWriter:
                 self.skipped += 1
                 self.first_bad = self.first_bad or where
                 return
-            self.flush()
+            self.finish()
             raise click.ClickException(f"wrote {_lines(self.written)}; {where}") from None
-        self.pending.append(logstore.Message(line, key=key))
-
-    def flush(self) -> None:
-        """Write the pending lines; on failure say exactly how many of them were stored."""
-        if not self.pending:
-            return
-        ends = [log.end_offset for log in self._logs]
         try:
-            self._broker.produce_many(self._topic, self.pending)
-        except (logstore.LogStoreError, OSError) as exc:
-            stored = sum(log.end_offset - end for log, end in zip(self._logs, ends))
-            self.written += stored
-            raise click.ClickException(
-                f"wrote {_lines(self.written)}; {len(self.pending) - stored:,} of the last "
-                f"{_lines(len(self.pending))} read were not written: {common.describe(exc)}"
-            ) from None
-        self.written += len(self.pending)
-        self.pending = []
+            self.pending.append(self._producer.send(line, key=key))
+        except (logstore.LogStoreError, OSError) as exc:  # refused at once (too large)
+            self._fail(exc)
+        self.count(wait=False)
+
+    def count(self, *, wait: bool) -> None:
+        """Count the lines resolved so far (all of them, if ``wait``); stop at a failure."""
+        if wait:
+            self._producer.flush()
+        pending = self.pending
+        while pending and pending[0].done():
+            error = pending.popleft().exception()
+            if error is not None:
+                self._fail(error)
+            self.written += 1
+
+    def _fail(self, error: BaseException) -> NoReturn:
+        """Stop: close the producer (writing what it holds), count what was stored, say so."""
+        self._producer.close()
+        outcomes = [handle.exception() for handle in self.pending]
+        self.written += outcomes.count(None)
+        sent = self.lines - self.skipped
+        raise click.ClickException(
+            f"wrote {_lines(self.written)}; {sent - self.written:,} of {_lines(sent)} read "
+            f"were not written: {common.describe(error)}"
+        ) from None
+
+    def finish(self) -> None:
+        """Write every line sent and count them all."""
+        self.count(wait=True)
+        self._producer.close()
+        self.count(wait=False)
 
     def summary(self) -> str:
         text = f"wrote {_lines(self.written)} to {self._topic}"
@@ -133,7 +160,11 @@ class _LineWriter:
     help="Create the topic with N partitions if missing.",
 )
 @click.option(
-    "--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Lines per batch."
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Lines per batch (of one partition).",
 )
 @click.option(
     "--linger-ms",
@@ -162,8 +193,8 @@ def produce(
 ) -> None:
     """Append one record per stdin line to TOPIC under ROOT, routed by key.
 
-    Lines are written in batches of --batch lines, and at least every
-    --linger-ms, so a slow stream (tail -f) is stored as it comes. A line
+    Lines are written in batches of --batch lines per partition, and at
+    least every --linger-ms, so a slow stream (tail -f) is stored as it comes. A line
     that cannot become a record stops the run (exit 1) after every line
     before it is written, or with --skip-bad is counted and skipped. SIGINT
     and SIGTERM write every complete line already read, close the log
@@ -171,7 +202,6 @@ def produce(
     """
     if key is not None and key_field is not None:
         raise click.UsageError("use --key or --key-field, not both")
-    linger_s = linger_ms / 1000
     with logstore.Broker.open(root, maintenance_interval_ms=None) as broker:
         if topic not in broker.topics(include_internal=True):
             if partitions is None:
@@ -181,25 +211,24 @@ def produce(
             broker.create_topic(topic, partitions)
         if broker.topic(topic).config.compacted and key is None and key_field is None:
             raise click.UsageError(f"topic {topic} is compacted: give --key or --key-field")
-        writer = _LineWriter(broker, topic, key_field=key_field, key=key, skip_bad=skip_bad)
+        writer = _LineWriter(
+            broker,
+            topic,
+            key_field=key_field,
+            key=key,
+            skip_bad=skip_bad,
+            batch=batch,
+            linger_ms=linger_ms,
+        )
         source = stdin_lines()
         try:
-            deadline: float | None = None  # when the oldest pending line must be written
+            # The producer writes a partial batch once its linger is up; this loop
+            # only reads, and wakes now and then to notice a failed write.
             while not source.eof and source.stopped_by is None:
-                wait = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                for line in source.read(wait):
+                for line in source.read(max(linger_ms / 1000, _MIN_WAKE_S)):
                     writer.add(line)
-                    if len(writer.pending) >= batch:
-                        writer.flush()
-                        deadline = None
-                if not writer.pending:
-                    deadline = None
-                elif deadline is None:
-                    deadline = time.monotonic() + linger_s
-                if deadline is not None and time.monotonic() >= deadline:
-                    writer.flush()
-                    deadline = None
-            writer.flush()
+                writer.count(wait=False)
+            writer.finish()
         finally:
             source.close()
     if source.stopped_by is None:

@@ -12,8 +12,10 @@ exercises every missing level.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -268,6 +270,72 @@ def broker(root: str, mark: Mark) -> None:
     b.close()
 
 
+def producer(root: str, mark: Mark) -> None:
+    """A producer's group commit, with a write failing inside a group.
+
+    Batches of 3 records (small, so ``batch_records`` alone seals them). The
+    first write is held until batches 2, 3 and 4 queue behind it, so the
+    second group is those three, under one fsync; the write of batch 3 fails
+    (``EIO``, before a byte is written): batch 2 stays, is fsynced and
+    resolved, batches 3 and 4 fail. Then 30 records more, grouped as they
+    come, across rolls. Each record is one operation: begun at its ``send``
+    (at the offset it will get: a failed batch's records at the offsets the
+    next ones take), acknowledged in its handle's done callback.
+    """
+    from logstore.segment import Segment
+
+    d, clock = Driver(mark), Clock()
+    log = _open_log(root, CONFIGS["producer"], clock)
+    writing, release = threading.Event(), threading.Event()
+    writes = itertools.count(1)
+    real = Segment.append
+
+    def append(seg: Segment, data: Any, spans: Any, *, record_count: int) -> None:
+        n = next(writes)
+        if n == 1:
+            writing.set()
+            assert release.wait(60)
+        if n == 3:
+            raise OSError(errno.EIO, "injected write failure", seg.log_path)
+        real(seg, data, spans, record_count=record_count)
+
+    Segment.append = append  # type: ignore[method-assign]
+    prod = log.producer(linger_ms=600_000, batch_records=3)
+    handles: list[logstore.SendHandle[int]] = []
+
+    def send(i: int) -> None:
+        # Batches 3 and 4 (records 6 to 11) fail: records 12 on take their offsets.
+        key, value, offset = b"k%d" % i, (b"value-%d-" % i) * (1 + i % 4), i if i < 12 else i - 6
+        op = next(d.ids)
+        mark("begin", id=op, op="append", log=LOG_DIR, records=[(offset, key, value)])
+        handle = prod.send(value, key=key)
+        handle.add_done_callback(
+            lambda h, op=op: (
+                h.exception() is None
+                and mark(
+                    "end", id=op, log=LOG_DIR, start=log.start_offset, flushed=log.flushed_offset
+                )
+            )
+        )
+        handles.append(handle)
+
+    for i in range(3):
+        send(i)
+    assert writing.wait(60)  # the writer holds batch 1; 2, 3, 4 queue behind it
+    for i in range(3, 12):
+        send(i)
+    release.set()
+    for h in handles[6:]:
+        assert isinstance(h.exception(timeout=60), OSError)
+    for i in range(12, 42):
+        send(i)
+    prod.close()
+    got = [h.result() for h in (*handles[:6], *handles[12:])]
+    assert got == list(range(36)), got
+    assert log.end_offset == 36
+    d.close(log)
+
+
 def unsynced_file(root: str, mark: Mark) -> None:
     """Deliberately broken: a file acknowledged without fsyncing its directory.
 
@@ -323,6 +391,7 @@ WORKLOADS: dict[str, Callable[[str, Mark], None]] = {
     "unsynced_log_dirs": unsynced_log_dirs,
     "new_log": new_log,
     "new_topic": new_topic,
+    "producer": producer,
 }
 #: The config each workload's logs are recovered with (the one they were written with,
 #: less retention limits, which only ``apply_retention`` applies).
@@ -345,6 +414,7 @@ CONFIGS: dict[str, LogConfig] = {
     "unsynced_file": LogConfig(),
     "unsynced_log_dirs": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
     "new_log": LogConfig(fsync="always"),
+    "producer": LogConfig(fsync="always", segment_bytes=1024, index_interval_bytes=256),
     "new_topic": LogConfig(fsync="always", segment_bytes=2048, index_interval_bytes=512),
 }
 #: The workloads whose crash states must all pass (the broken ones must not).
@@ -357,4 +427,5 @@ CORRECT = (
     "truncate",
     "compaction",
     "broker",
+    "producer",
 )
