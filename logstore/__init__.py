@@ -34,6 +34,7 @@ from .errors import (
     UnknownTopicError,
     WrongTypeError,
 )
+from .fileranges import FileRanges
 from .loader import RecoveryActionKind
 from .log import Log
 from .model import (
@@ -59,6 +60,7 @@ __version__ = "0.1.0"
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
+    "FileRanges",
     "ArchiveError",
     "Broker",
     "CleanupPolicy",

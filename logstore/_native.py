@@ -70,4 +70,5 @@ PAIRS: tuple[Pair, ...] = (
     Pair("route", "partitioner:_py_route", "partitioner.route_many: Broker.append_many"),
     Pair("number", "partitioner:_py_number", "partitioner.number: Broker.append_many"),
     Pair("wrap", "consumer:_py_wrap", "consumer.wrap: Consumer.poll"),
+    Pair("read_stored", "batchfile:_py_read_stored", "BatchFile.read_stored: Log.read_batches"),
 )

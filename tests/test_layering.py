@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "_dirkind": {"checkpoints", "_fs", "errors"},
     "checkpoints": {"_fs", "errors"},
     "configrecord": {"config", "_fs", "errors"},
-    "batchfile": {"batch", "_fs", "errors"},
+    "batchfile": {"batch", "_fs", "errors", "_native"},
     "segmentscan": {"batchfile", "index", "errors", "_varint"},
     "segmentlookup": {"batchfile", "batch", "index", "errors"},
     "segment": {
@@ -84,7 +84,8 @@ ALLOWED: dict[str, set[str]] = {
     "retention": {"local", "segment", "model", "config", "errors"},
     "validator": {"batch", "config", "model", "errors"},
     "transactions": {"batch", "segment", "errors"},
-    "reader": {"batch", "batchfile", "segment", "transactions", "model", "errors"},
+    "fileranges": set(),
+    "reader": {"batch", "batchfile", "fileranges", "segment", "transactions", "model", "errors"},
     "housekeeping": {"cleaner", "retention", "local", "maintenance", "segment", "model", "errors"},
     "log": {
         "configrecord",
@@ -94,6 +95,7 @@ ALLOWED: dict[str, set[str]] = {
         "opener",
         "validator",
         "reader",
+        "fileranges",
         "transactions",
         "loader",
         "_fs",
