@@ -393,34 +393,20 @@ class Log(Closing):
             OffsetOutOfRange: ``offset`` is below ``start_offset`` or above ``end_offset``.
             CorruptLogError: a batch on the way failed its checks.
         """
-        validator.check_int("offset", offset)
-        validator.check_limit("max_bytes", max_bytes, optional=False)
-        with self._lock:
-            self._check_open()
-            snapshot = self._local.read_snapshot(offset)
-        return reader.read_batches(snapshot, offset, max_bytes, self._read_options)
+        return reader.read_batches(*self._fetch(offset, max_bytes))
 
     def batch_ranges(self, offset: int, max_bytes: int = 1 << 20) -> FileRanges:
-        """``read_batches``' batches as ranges of the segment files, for ``os.sendfile``.
+        """``read_batches``' batches as ``FileRanges`` (held open; CRCs unchecked), to sendfile."""
+        return reader.batch_ranges(*self._fetch(offset, max_bytes))
 
-        The same batches, byte for byte, as ``(descriptor, position, length)``
-        ranges and their total ``size`` (known before anything is sent, as a
-        response's framing needs). The object owns duplicated descriptors:
-        while it is held, retention deleting a segment or compaction replacing
-        it does not change what the ranges hold; close it once sent. Headers
-        are checked as ``read_batches`` checks them, CRCs are not (reading the
-        bytes is what this path avoids; a Kafka consumer checks them).
-
-        Raises:
-            OffsetOutOfRange: ``offset`` is below ``start_offset`` or above ``end_offset``.
-            CorruptLogError: a batch header on the way failed its checks.
-        """
+    def _fetch(
+        self, offset: int, max_bytes: int
+    ) -> tuple[reader.Snapshot, int, int, reader.ReadOptions]:
         validator.check_int("offset", offset)
         validator.check_limit("max_bytes", max_bytes, optional=False)
         with self._lock:
             self._check_open()
-            snapshot = self._local.read_snapshot(offset)
-        return reader.batch_ranges(snapshot, offset, max_bytes, self._read_options)
+            return self._local.read_snapshot(offset), offset, max_bytes, self._read_options
 
     def scan(
         self,

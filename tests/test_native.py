@@ -162,7 +162,6 @@ def _many_batches(count: int) -> tuple[int, int]:
     return _descriptor(data), len(data)
 
 
-
 MANY_FD, MANY_SIZE = _many_batches(100)
 _B = STORED_AT[1]  # every batch has this size
 

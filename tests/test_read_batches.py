@@ -26,7 +26,9 @@ def _stored(log: logstore.Log) -> list[tuple[int, int, bytes]]:
         position = 0
         while position < len(data):
             header = batch.read_header(data, position)
-            out.append((header.base_offset, header.last_offset, data[position : position + header.size]))
+            out.append(
+                (header.base_offset, header.last_offset, data[position : position + header.size])
+            )
             position += header.size
     return out
 
