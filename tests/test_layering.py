@@ -178,7 +178,7 @@ ALLOWED: dict[str, set[str]] = {
         "server.state",
         "server.topics",
     },
-    "server.connection": {"server.apis", "server.codec", "server.sasl", "server.state"},
+    "server.connection": {"__init__", "server.apis", "server.codec", "server.sasl", "server.state"},
     "server.app": {
         "__init__",
         "server.connection",

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import struct
 
+from .. import FileRanges
 from . import apis, codec
 from .codec import ProtocolError
 from .sasl import SaslSession, SaslSettings
@@ -54,6 +56,53 @@ class Connection:
         if isinstance(transport, asyncio.WriteTransport):
             return transport.get_write_buffer_size()
         return 0
+
+
+class StoredBatchesShortened(ConnectionError):
+    """Stored batches came up shorter than the frame announced: the connection is cut."""
+
+
+def sendfile_usable(writer: asyncio.StreamWriter) -> bool:
+    """Whether stored batches go out with ``sendfile``: not under TLS (the bytes must be
+    encrypted in this process), not with ``LOGSTORE_SENDFILE=0``, and where it exists."""
+    if os.environ.get("LOGSTORE_SENDFILE", "1") == "0" or not hasattr(os, "sendfile"):
+        return False
+    return writer.get_extra_info("ssl_object") is None
+
+
+async def send_stored(writer: asyncio.StreamWriter, stored: FileRanges, peer: object) -> None:
+    """Send ``stored`` after what is already written, then close it.
+
+    ``loop.sendfile`` (Kafka's ``FileRecords.transferTo``) waits for the
+    transport's buffer to empty, then loops over ``os.sendfile`` on the
+    non-blocking socket, waiting for it to be writable between short writes,
+    so other connections are served meanwhile. Under TLS the ranges are read
+    in a worker thread and written. A file cut shorter under the ranges (a
+    truncation) would leave the frame shorter than its size says: the
+    connection is aborted instead (``StoredBatchesShortened``).
+    """
+    try:
+        if not sendfile_usable(writer):
+            try:
+                data = await asyncio.to_thread(stored.read)
+            except OSError as exc:
+                raise _shortened(writer, peer, str(exc)) from exc
+            writer.write(data)
+            return
+        loop = asyncio.get_running_loop()
+        for fd, position, length in stored.ranges:
+            with open(fd, "rb", buffering=0, closefd=False) as file:
+                sent = await loop.sendfile(writer.transport, file, position, length)
+            if sent != length:
+                raise _shortened(writer, peer, f"{sent} of {length} bytes at position {position}")
+    finally:
+        stored.close()
+
+
+def _shortened(writer: asyncio.StreamWriter, peer: object, what: str) -> StoredBatchesShortened:
+    logger.warning("%s: stored batches shortened while sent (%s): connection closed", peer, what)
+    writer.transport.abort()
+    return StoredBatchesShortened(what)
 
 
 async def serve_connection(
@@ -109,7 +158,10 @@ async def serve_connection(
                     writer.write(answer)
                 else:  # a Fetch's pieces, records by reference: a view each, so what the
                     for piece in answer:  # socket does not take at once is not sliced first
-                        writer.write(memoryview(piece))
+                        if isinstance(piece, FileRanges):
+                            await send_stored(writer, piece, peer)
+                        else:
+                            writer.write(memoryview(piece))
                 # Not one more request read while the client leaves this much unread.
                 await writer.drain()
             if close:

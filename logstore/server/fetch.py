@@ -1,4 +1,4 @@
-"""Fetch: whole stored batches from ``read_batches``, with Kafka's long poll.
+"""Fetch: whole stored batches from ``batch_ranges``, with Kafka's long poll.
 
 Sessionless (KIP-227's session id 0: every request names its partitions, and
 a client asking for a session is answered with none). The answer is sent as
@@ -7,6 +7,9 @@ produce through this server wakes the waiting fetches to read again. At most
 ``max_bytes`` in all and ``partition_max_bytes`` per partition, except that
 the first batch is served whole even when larger (KIP-74). Batches are never
 decoded: the first may start before the offset asked for, as Kafka's do.
+They are answered as ``FileRanges`` (sizes known, bytes not read): the
+connection sends them from the segment files (``sendfile``), as Kafka's
+``FileRecords`` are; no fetch path re-encodes records (only magic 2 is stored).
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ def _read_all(state: ServerState, request: Any) -> tuple[list[dict[str, Any]], i
                 answer["log_start_offset"] = log.start_offset
                 limit = min(int(p.partition_max_bytes), budget - total)
                 if p.fetch_offset != end and (limit > 0 or total == 0):
-                    data = log.read_batches(p.fetch_offset, max(limit, 1))
-                    total += len(data)
-                    answer["records"] = data
+                    # File ranges, not bytes: the connection sends them with sendfile.
+                    stored = log.batch_ranges(p.fetch_offset, max(limit, 1))
+                    total += len(stored)
+                    answer["records"] = stored if len(stored) else b""
             except (UnknownTopicError, UnknownPartitionError):
                 answer["error_code"] = ErrorCode.unknown_topic_or_partition
             except OffsetOutOfRange:
