@@ -1,0 +1,201 @@
+"""Fetch answers sent with ``sendfile`` are byte for byte those sent from bytes.
+
+The server answers a Fetch with ``FileRanges`` and the connection sends
+them with ``loop.sendfile``; ``LOGSTORE_SENDFILE=0`` makes it read them and
+write bytes instead (as under TLS). Both must put the same frames on the
+wire, holding exactly ``read_batches``' bytes; a file shortened under a
+send must cut the connection rather than send a frame shorter than its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import logstore
+from logstore import LogConfig
+from logstore.server import connection
+
+pytest.importorskip("kio")
+
+CONFIG = LogConfig(fsync="never", segment_bytes=20_000)
+
+
+def _root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    with logstore.Broker.open(root, CONFIG) as broker:
+        broker.create_topic("t", partitions=2, config=CONFIG)
+        for b in range(60):
+            broker.produce_many(
+                "t",
+                [logstore.Message(b"v%d-%d" % (b, i) * 20, key=b"k%d" % i) for i in range(12)],
+                partition=b % 2,
+            )
+    return root
+
+
+def _fetch_frame(sock: socket.socket, correlation: int, wanted: list[tuple[int, int, int]]) -> bytes:
+    """A Fetch v4 for ``(partition, offset, partition_max_bytes)`` of topic ``t``; the raw answer."""
+    from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
+    from kio.schema.request_header.v1.header import RequestHeader
+    from kio.serial import entity_writer
+
+    request = FetchRequest(
+        replica_id=-1,  # type: ignore[arg-type]
+        max_wait=datetime.timedelta(0),  # type: ignore[arg-type]
+        min_bytes=1,  # type: ignore[arg-type]
+        max_bytes=1 << 20,  # type: ignore[arg-type]
+        isolation_level=0,  # type: ignore[arg-type]
+        topics=(
+            FetchTopic(
+                topic="t",  # type: ignore[arg-type]
+                partitions=tuple(
+                    FetchPartition(partition=p, fetch_offset=o, partition_max_bytes=m)  # type: ignore[arg-type]
+                    for p, o, m in wanted
+                ),
+            ),
+        ),
+    )
+    out = io.BytesIO()
+    header = RequestHeader(
+        request_api_key=1,  # type: ignore[arg-type]
+        request_api_version=4,  # type: ignore[arg-type]
+        correlation_id=correlation,  # type: ignore[arg-type]
+        client_id="sendfile-test",
+    )
+    entity_writer(RequestHeader)(out, header)
+    entity_writer(FetchRequest)(out, request)
+    sock.sendall(struct.pack(">i", len(out.getvalue())) + out.getvalue())
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(data)} bytes")
+        data += chunk
+    return data
+
+
+def _records(frame: bytes) -> list[bytes]:
+    from kio.schema.fetch.v4.response import FetchResponse
+    from kio.serial import entity_reader
+
+    response, _ = entity_reader(FetchResponse)(frame, 8)
+    return [p.records or b"" for t in response.responses for p in t.partitions]
+
+
+WANTED = [
+    [(0, 0, 1 << 20)],
+    [(0, 5, 1), (1, 0, 3_000)],
+    [(1, 37, 50_000), (0, 100, 10_000)],
+    [(0, 0, 1 << 20), (1, 0, 1 << 20)],
+    [(0, 300, 1 << 20), (1, 359, 1)],
+]
+
+
+def _answers(root: Path, monkeypatch: pytest.MonkeyPatch, sendfile: bool) -> list[bytes]:
+    monkeypatch.setenv("LOGSTORE_SENDFILE", "1" if sendfile else "0")
+    frames = []
+    with logstore.serve(root, listen="127.0.0.1:0") as server:
+        assert server.address is not None
+        with socket.create_connection(server.address, timeout=30) as sock:
+            for i, wanted in enumerate(WANTED):
+                frames.append(_fetch_frame(sock, i + 1, wanted))
+    return frames
+
+
+def test_fetch_frames_are_identical_with_and_without_sendfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _root(tmp_path)
+    sent = _answers(root, monkeypatch, sendfile=True)
+    written = _answers(root, monkeypatch, sendfile=False)
+    assert sent == written
+    with logstore.Broker.open(root, CONFIG) as broker:
+        topic = broker.topic("t")
+        assert len(topic.partition(0).segments) > 2
+        for frame, wanted in zip(sent, WANTED):
+            expected = [topic.partition(p).read_batches(o, m) for p, o, m in wanted]
+            assert _records(frame) == expected
+            assert any(expected)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Writer:
+    """What ``send_stored`` uses of a ``StreamWriter`` when ``sendfile`` is off."""
+
+    def __init__(self) -> None:
+        self.transport = _Transport()
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def test_a_file_shortened_under_a_send_aborts_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGSTORE_SENDFILE", "0")
+    with logstore.Log.open(tmp_path / "log", CONFIG) as log:
+        for i in range(10):
+            log.append(b"x" * 100)
+        stored = log.batch_ranges(0)
+        writer = _Writer()
+        asyncio.run(connection.send_stored(writer, stored, "peer"))  # type: ignore[arg-type]
+        assert writer.written == [log.read_batches(0)]
+        stored = log.batch_ranges(0)
+        log.truncate(3)
+        writer = _Writer()
+        with pytest.raises(connection.StoredBatchesShortened):
+            asyncio.run(connection.send_stored(writer, stored, "peer"))  # type: ignore[arg-type]
+        assert writer.transport.aborted and not writer.written
+        assert not stored.ranges or stored._fds == []  # closed
+
+
+def test_a_file_shortened_under_sendfile_aborts_the_connection(tmp_path: Path) -> None:
+    """The same over a real socket pair with ``loop.sendfile``."""
+    with logstore.Log.open(tmp_path / "log", CONFIG) as log:
+        for i in range(10):
+            log.append(b"y" * 100)
+        whole = log.read_batches(0)
+        stored = log.batch_ranges(0)
+        log.truncate(3)
+        short = len(log.read_batches(0))
+
+    async def main() -> tuple[bool, bytes]:
+        left, right = socket.socketpair()
+        left.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=left)
+        try:
+            await connection.send_stored(writer, stored, "peer")
+        except connection.StoredBatchesShortened:
+            raised = True
+        else:
+            raised = False
+        right.setblocking(False)
+        loop = asyncio.get_running_loop()
+        got = b""
+        while chunk := await loop.sock_recv(right, 1 << 16):  # the loop runs: the abort closes
+            got += chunk
+        right.close()
+        return raised, got
+
+    raised, got = asyncio.run(main())
+    assert raised
+    assert got == whole[:short]  # what the file still held, then the connection closed
