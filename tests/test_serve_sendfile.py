@@ -153,7 +153,7 @@ def test_a_file_shortened_under_a_send_aborts_the_connection(
 ) -> None:
     monkeypatch.setenv("LOGSTORE_SENDFILE", "0")
     with logstore.Log.open(tmp_path / "log", CONFIG) as log:
-        for i in range(10):
+        for _ in range(10):
             log.append(b"x" * 100)
         stored = log.batch_ranges(0)
         writer = _Writer()
@@ -171,7 +171,7 @@ def test_a_file_shortened_under_a_send_aborts_the_connection(
 def test_a_file_shortened_under_sendfile_aborts_the_connection(tmp_path: Path) -> None:
     """The same over a real socket pair with ``loop.sendfile``."""
     with logstore.Log.open(tmp_path / "log", CONFIG) as log:
-        for i in range(10):
+        for _ in range(10):
             log.append(b"y" * 100)
         whole = log.read_batches(0)
         stored = log.batch_ranges(0)
