@@ -41,7 +41,9 @@ def _root(tmp_path: Path) -> Path:
     return root
 
 
-def _fetch_frame(sock: socket.socket, correlation: int, wanted: list[tuple[int, int, int]]) -> bytes:
+def _fetch_frame(
+    sock: socket.socket, correlation: int, wanted: list[tuple[int, int, int]]
+) -> bytes:
     """A Fetch v4 for ``(partition, offset, partition_max_bytes)`` of topic ``t``; the raw answer."""
     from kio.schema.fetch.v4.request import FetchPartition, FetchRequest, FetchTopic
     from kio.schema.request_header.v1.header import RequestHeader
