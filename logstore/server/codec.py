@@ -11,6 +11,7 @@ logstore's storage or of sockets.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime
 import enum
@@ -51,6 +52,10 @@ FETCH_KEY = 1
 Frame = bytes | list[Any]
 #: A write at least this large is kept by reference, not copied (records; nothing else is).
 SPLICE_BYTES = 4096
+#: Whether the connection serving this request sends ``FileRanges`` with ``sendfile``
+#: (set per connection task; ``asyncio.to_thread`` carries it into the worker thread).
+#: Outside a connection, or where it cannot (TLS), a Fetch reads bytes as it always did.
+SENDFILE: contextvars.ContextVar[bool] = contextvars.ContextVar("sendfile", default=False)
 _KEY_VERSION = struct.Struct(">hhi")
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
 

@@ -17,6 +17,10 @@ each yields the loop after every request it answered.
 
 With SASL on, every frame goes to the connection's ``SaslSession`` until it
 is authenticated (``sasl`` owns what is allowed before that).
+
+A Fetch's stored batches come as ``FileRanges`` and go out with ``sendfile``
+(``send_stored``), from the segment files to the socket without a copy in
+this process, as Kafka's ``FileRecords.transferTo``.
 """
 
 from __future__ import annotations
@@ -168,6 +172,8 @@ async def serve_connection(
                 return
             conn.busy = True
             close = False
+            # Per request: a TLS handshake may have wrapped the transport since.
+            codec.SENDFILE.set(sendfile_usable(writer))
             try:
                 if conn.sasl is not None and not conn.sasl.authenticated:
                     answer, close = await conn.sasl.serve(state, frame)
