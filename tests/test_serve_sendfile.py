@@ -210,3 +210,40 @@ def test_a_file_shortened_under_sendfile_aborts_the_connection(tmp_path: Path) -
     raised, got = asyncio.run(main())
     assert raised
     assert got == whole[:short]  # what the file still held, then the connection closed
+
+
+def test_ranges_held_through_retention_are_sent_whole_with_sendfile(tmp_path: Path) -> None:
+    """Retention unlinks the segments while the ranges wait to be sent: the held
+    descriptors still send their bytes, exactly."""
+    with logstore.Log.open(tmp_path / "log", CONFIG) as log:
+        for b in range(40):
+            log.append_many([b"r%d-%d" % (b, i) * 300 for i in range(10)])  # past a socket buffer
+        assert len(log.segments) > 3
+        want = log.read_batches(0, 1 << 30)
+        stored = log.batch_ranges(0, 1 << 30)
+        log.delete_before(log.segments[-1].base_offset)
+        assert log.start_offset > 0
+
+        async def main() -> bytes:
+            left, right = socket.socketpair()
+            left.setblocking(False)
+            right.setblocking(False)
+            _, writer = await asyncio.open_connection(sock=left)
+            loop = asyncio.get_running_loop()
+            received = bytearray()
+
+            async def take() -> None:
+                while len(received) < len(want):
+                    chunk = await loop.sock_recv(right, 1 << 16)
+                    assert chunk
+                    received.extend(chunk)
+
+            reading = asyncio.ensure_future(take())
+            await connection.send_stored(writer, stored, "peer")
+            await reading
+            writer.close()
+            right.close()
+            return bytes(received)
+
+        assert asyncio.run(main()) == want
+        assert stored._fds == []  # closed once sent
