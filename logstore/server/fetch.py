@@ -64,6 +64,7 @@ def _read_all(state: ServerState, request: Any) -> tuple[list[dict[str, Any]], i
                     stored: FileRanges | bytes
                     if sendfile:  # file ranges, not bytes: the connection sends them
                         stored = log.batch_ranges(p.fetch_offset, max(limit, 1))
+                        stored.will_need()  # cold bytes are read here, not on the loop
                     else:
                         stored = log.read_batches(p.fetch_offset, max(limit, 1))
                     total += len(stored)
