@@ -5,7 +5,9 @@ a fast path, or ``None`` when it was not built (no compiler when the package
 was installed) or ``LOGSTORE_PURE=1`` asks for the pure-Python code.
 ``PAIRS`` lists each function the compiled module exports with its
 pure-Python twin, which takes the same arguments and gives the same results
-and errors (``tests/test_native.py`` checks that on shared inputs). Knows no
+and errors (``tests/test_native.py`` checks that on shared inputs); ``TYPES``
+lists its types (``Message``, ``Record``) with their ``NamedTuple`` twins in
+``model``, which takes the compiled ones when they are loaded. Knows no
 codec: the twins are named, not imported (they import this module).
 Only a failed build warns (``PureCodecWarning``, once, at import): the pure
 codec gives the same bytes and records but is several times slower, and a
@@ -19,7 +21,6 @@ import warnings
 from typing import Any, NamedTuple
 
 from .errors import CorruptLogError, LogStoreError
-from .model import Record
 
 
 class PureCodecWarning(LogStoreError, UserWarning):
@@ -41,7 +42,8 @@ def _load() -> Any:
             stacklevel=2,
         )
         return None
-    _speedups.configure(CorruptLogError, Record)  # the classes its errors and records take
+    # The class its errors take, and its own Record for the records it builds.
+    _speedups.configure(CorruptLogError, _speedups.Record)
     return _speedups
 
 
@@ -56,7 +58,18 @@ class Pair(NamedTuple):
     used_by: str
 
 
+#: Every type of ``logstore._speedups`` with its pure-Python twin (``model:PyMessage``), which
+#: takes the same arguments and behaves the same (``tests/test_message.py``); ``used_by``
+#: says where the compiled one takes the twin's place.
+TYPES: tuple[Pair, ...] = (
+    Pair("Message", "model:PyMessage", "model.Message: append inputs"),
+    Pair("Record", "model:PyRecord", "model.Record: decode_section's records, reads"),
+)
+
 #: Every function of ``logstore._speedups`` but ``configure`` (which hands it our classes).
+#: The compiled ``encode_section`` also takes bare ``bytes`` values and ``(value, key)``
+#: pairs (what ``check_messages`` lets through as they are), which ``validator.prepare``
+#: turns into entries for its twin.
 PAIRS: tuple[Pair, ...] = (
     Pair("encode_section", "recordcodec:_py_encode_section", "recordcodec.encode_section: appends"),
     Pair(

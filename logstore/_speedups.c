@@ -7,7 +7,8 @@
  * set; logstore/_native.py lists the pairs (PAIRS) and tests/test_native.py
  * checks them on shared inputs:
  *
- *   configure(CorruptLogError, Record)                 the classes to create
+ *   configure(CorruptLogError, Record)                 the classes to create (_native
+ *                                                      passes this module's Record)
  *   encode_section(entries, base_timestamp, start, stop, limit_bytes,
  *                  offset_deltas, now) -> (bytes, index after last, max ts)
  *                                                      recordcodec._py_encode_section
@@ -25,6 +26,11 @@
  *               end_offset, crc) -> (bytes, next expected, status)
  *                                                      batchfile._py_read_stored
  *
+ * and two types, listed in _native.TYPES with their NamedTuple twins (tests/test_message.py):
+ *
+ *   Message(value, key=None, headers=(), timestamp=None)   model.PyMessage
+ *   Record(offset, timestamp, key, value, headers)          model.PyRecord
+ *
  * Every length read from the data is checked against the buffer before it is
  * used. The decoder checks in the Python decoder's order, so any problem raises
  * the CorruptLogError class given to configure() with the same `kind`, message
@@ -37,6 +43,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
+#include "structmember.h"
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
@@ -45,6 +53,8 @@
 static PyObject *CorruptLogError = NULL; /* logstore.errors.CorruptLogError */
 static PyTypeObject *RecordType = NULL;   /* logstore.model.Record (a tuple subclass) */
 static PyObject *EmptyTuple = NULL;
+static PyObject *new_record(PyObject *offset, PyObject *timestamp, PyObject *key,
+                            PyObject *value, PyObject *headers);
 
 typedef __int128 i128;
 
@@ -291,6 +301,8 @@ decode_section(PyObject *self, PyObject *args)
     const unsigned char *data = view.buf;
     Py_ssize_t size = view.len;
     PyObject *out = NULL;
+    PyObject *last_ts = NULL; /* the last timestamp built, for the next record with the same */
+    i128 last_ts_delta = 0;
     if ((i128)count * 7 > (i128)size) {
         corrupt(0, "invalid_records", "record count %zd cannot fit in %zd bytes", count, size);
         goto done;
@@ -398,28 +410,29 @@ decode_section(PyObject *self, PyObject *args)
             goto fail;
         }
         PyObject *offset = long_from_i128((i128)base_offset + delta);
-        PyObject *timestamp = fixed_timestamp != Py_None
-                                  ? Py_NewRef(fixed_timestamp)
-                                  : long_from_i128((i128)base_timestamp + ts_delta);
-        PyObject *record = RecordType->tp_alloc(RecordType, 5);
-        if (offset == NULL || timestamp == NULL || record == NULL) {
+        PyObject *timestamp;
+        if (fixed_timestamp != Py_None)
+            timestamp = Py_NewRef(fixed_timestamp);
+        else if (last_ts != NULL && ts_delta == last_ts_delta)
+            timestamp = Py_NewRef(last_ts); /* records of a batch often share one time */
+        else {
+            timestamp = long_from_i128((i128)base_timestamp + ts_delta);
+            if (timestamp != NULL) {
+                Py_XSETREF(last_ts, Py_NewRef(timestamp));
+                last_ts_delta = ts_delta;
+            }
+        }
+        if (offset == NULL || timestamp == NULL) {
             Py_XDECREF(offset);
             Py_XDECREF(timestamp);
-            Py_XDECREF(record);
             Py_DECREF(key);
             Py_DECREF(value);
             Py_DECREF(headers);
             goto fail;
         }
-        PyTuple_SET_ITEM(record, 0, offset);
-        PyTuple_SET_ITEM(record, 1, timestamp);
-        PyTuple_SET_ITEM(record, 2, key);
-        PyTuple_SET_ITEM(record, 3, value);
-        PyTuple_SET_ITEM(record, 4, headers);
-        /* A record holds only ints, bytes and tuples of str/bytes: it can never be
-         * part of a reference cycle, so the cycle collector need not track it (as
-         * CPython itself untracks such tuples). Scans allocate millions of them. */
-        PyObject_GC_UnTrack(record);
+        PyObject *record = new_record(offset, timestamp, key, value, headers);
+        if (record == NULL)
+            goto fail;
         int appended = PyList_Append(out, record);
         Py_DECREF(record);
         if (appended < 0)
@@ -443,6 +456,7 @@ decode_section(PyObject *self, PyObject *args)
 fail:
     Py_CLEAR(out);
 done:
+    Py_XDECREF(last_ts);
     PyBuffer_Release(&view);
     return out;
 }
@@ -454,7 +468,22 @@ typedef struct {
     int64_t timestamp;
 } Entry;
 
-/* Validate one entry (value, key, headers, ts), or a bare bytes value, into `e`. */
+static int
+check_value_and_key(Entry *e)
+{
+    if (e->value != Py_None && !PyBytes_Check(e->value)) {
+        PyErr_Format(PyExc_TypeError, "value must be bytes or None, not %.100s", Py_TYPE(e->value)->tp_name);
+        return -1;
+    }
+    if (e->key != Py_None && !PyBytes_Check(e->key)) {
+        PyErr_Format(PyExc_TypeError, "key must be bytes or None, not %.100s", Py_TYPE(e->key)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Validate one entry (value, key, headers, ts), a (value, key) pair or a bare bytes
+ * value, into `e`. */
 static int
 load_entry(PyObject *item, int64_t now, Entry *e)
 {
@@ -464,6 +493,14 @@ load_entry(PyObject *item, int64_t now, Entry *e)
         e->headers = Py_None;
         e->timestamp = now;
         return 0;
+    }
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+        /* append_many's (value, key) pairs: no headers, now */
+        e->value = PyTuple_GET_ITEM(item, 0);
+        e->key = PyTuple_GET_ITEM(item, 1);
+        e->headers = Py_None;
+        e->timestamp = now;
+        return check_value_and_key(e);
     }
     /* Only tuples and lists: their items stay owned by `item` (borrowed here), and
      * reading them runs no Python code, so both passes see the same entries. */
@@ -477,14 +514,8 @@ load_entry(PyObject *item, int64_t now, Entry *e)
     e->key = f[1];
     e->headers = f[2];
     PyObject *ts = f[3];
-    if (e->value != Py_None && !PyBytes_Check(e->value)) {
-        PyErr_Format(PyExc_TypeError, "value must be bytes or None, not %.100s", Py_TYPE(e->value)->tp_name);
+    if (check_value_and_key(e) < 0)
         return -1;
-    }
-    if (e->key != Py_None && !PyBytes_Check(e->key)) {
-        PyErr_Format(PyExc_TypeError, "key must be bytes or None, not %.100s", Py_TYPE(e->key)->tp_name);
-        return -1;
-    }
     if (e->headers != Py_None && !PyTuple_Check(e->headers) && !PyList_Check(e->headers)) {
         PyErr_SetString(PyExc_TypeError, "headers must be a tuple or list of (str, bytes | None) pairs");
         return -1;
@@ -734,10 +765,10 @@ fail_fast:
 
 /* check_messages(items, require_keys, message_type) -> bool
  *
- * True when every item is a bytes value (only if keys are not required) or a
- * `message_type` whose value and key are bytes (or None), with no headers and
- * a timestamp that is None or an int in 0..2**62: then encode_section can take the
- * list as it is. False sends the caller to its full (Python) validation, which
+ * True when every item is a bytes value (only if keys are not required), a plain
+ * (value, key) 2-tuple of bytes (or None), or a `message_type` whose value and key are
+ * bytes (or None), with no headers and a timestamp that is None or an int in 0..2**62:
+ * then encode_section can take the list as it is. False sends the caller to its full (Python) validation, which
  * also produces the error messages. */
 static PyObject *
 check_messages(PyObject *self, PyObject *args)
@@ -751,6 +782,14 @@ check_messages(PyObject *self, PyObject *args)
         PyObject *m = PyList_GET_ITEM(items, i);
         if (PyBytes_CheckExact(m)) {
             if (require_keys)
+                Py_RETURN_FALSE;
+            continue;
+        }
+        if (PyTuple_CheckExact(m) && PyTuple_GET_SIZE(m) == 2) { /* a (value, key) pair */
+            PyObject *value = PyTuple_GET_ITEM(m, 0), *key = PyTuple_GET_ITEM(m, 1);
+            if (value != Py_None && !PyBytes_CheckExact(value))
+                Py_RETURN_FALSE;
+            if (key == Py_None ? require_keys : !PyBytes_CheckExact(key))
                 Py_RETURN_FALSE;
             continue;
         }
@@ -814,7 +853,7 @@ murmur2(const unsigned char *data, Py_ssize_t length)
 /* route(items, partitions, round_robin_start) -> (routes, groups, next round robin) or None
  *
  * Kafka's default partitioner for a list of bytes values (no key: round-robin
- * from round_robin_start) and Messages with bytes keys: routes[i] is item i's
+ * from round_robin_start), Messages and (value, key) pairs of bytes (or None): routes[i] is item i's
  * partition, groups[p] the items of partition p in order. None when an item is
  * something else: the caller routes in Python. */
 static PyObject *
@@ -847,8 +886,16 @@ route(PyObject *self, PyObject *args)
         PyObject *m = PyList_GET_ITEM(items, i);
         PyObject *key = Py_None;
         if (!PyBytes_CheckExact(m)) {
-            if (!PyTuple_Check(m) || PyTuple_GET_SIZE(m) != 4)
+            if (!PyTuple_Check(m))
                 goto other;
+            if (PyTuple_CheckExact(m) && PyTuple_GET_SIZE(m) == 2) {
+                /* a (value, key) pair: one of another value is refused by its index in Python */
+                PyObject *value = PyTuple_GET_ITEM(m, 0);
+                if (value != Py_None && !PyBytes_CheckExact(value))
+                    goto other;
+            }
+            else if (PyTuple_GET_SIZE(m) != 4)
+                goto other; /* a Message (or a 4-tuple) */
             key = PyTuple_GET_ITEM(m, 1);
         }
         Py_ssize_t p;
@@ -1169,6 +1216,563 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ Message and Record */
+
+/* logstore.model's Message and Record when this module is loaded: tuple subclasses with
+ * the fields, defaults, errors, repr and helpers of their NamedTuple twins (which stay in
+ * logstore/model.py for the pure codec). Two things make them cheap:
+ *
+ * - construction through tp_vectorcall (a call `Message(v, key=k)` reaches it directly,
+ *   with no argument tuple or dict) and a parse that compares keyword names by identity
+ *   first (the compiler interns them);
+ * - fields as read-only members at the item offsets, so CPython 3.11 specializes
+ *   `r.key` to a slot load (LOAD_ATTR_SLOT); the NamedTuple's `_tuplegetter` descriptor
+ *   is looked up generically on every access.
+ *
+ * An instance whose items cannot be part of a cycle (bytes, None, ints, untracked tuples)
+ * is left untracked by the cycle collector, as CPython untracks such tuples itself. */
+
+#define FIELDS_MAX 5
+
+typedef struct {
+    PyTypeObject *type;
+    const char *name;
+    Py_ssize_t n_fields, n_required;
+    const char *field_names[FIELDS_MAX];
+    PyObject *names[FIELDS_MAX];    /* interned */
+    PyObject *defaults[FIELDS_MAX]; /* for fields from n_required on */
+    PyObject *fields;               /* _fields */
+    PyObject *free_head;            /* freed instances of the exact type, through ob_item[0] */
+    Py_ssize_t free_count;
+} FieldSpec;
+
+/* Freed instances kept for reuse, per type: a scan frees a batch's records as the next
+ * batch's are built, a user's loop frees a call's Messages as it builds the next. */
+#define FREE_MAX 2048
+
+static PyTypeObject MessageType;
+static PyTypeObject RecordCType;
+
+static FieldSpec MessageSpec = {
+    &MessageType, "Message", 4, 1, {"value", "key", "headers", "timestamp"},
+};
+static FieldSpec RecordSpec = {
+    &RecordCType, "Record", 5, 5, {"offset", "timestamp", "key", "value", "headers"},
+};
+
+static FieldSpec *
+spec_of(PyTypeObject *type)
+{
+    return PyType_IsSubtype(type, &MessageType) ? &MessageSpec : &RecordSpec;
+}
+
+/* The names of the missing required arguments as CPython formats them:
+ * 'a' / 'a' and 'b' / 'a', 'b', and 'c'. */
+static PyObject *
+missing_names(FieldSpec *spec, PyObject **f, Py_ssize_t *count)
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < spec->n_required; i++) {
+        if (f[i] != NULL)
+            continue;
+        PyObject *quoted = PyUnicode_FromFormat("'%s'", spec->field_names[i]);
+        if (quoted == NULL || PyList_Append(names, quoted) < 0) {
+            Py_XDECREF(quoted);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(quoted);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    *count = n;
+    PyObject *text = NULL;
+    if (n == 1) {
+        text = Py_NewRef(PyList_GET_ITEM(names, 0));
+    }
+    else if (n == 2) {
+        text = PyUnicode_FromFormat("%U and %U", PyList_GET_ITEM(names, 0),
+                                    PyList_GET_ITEM(names, 1));
+    }
+    else {
+        PyObject *head = PyList_GetSlice(names, 0, n - 1);
+        PyObject *sep = PyUnicode_FromString(", ");
+        PyObject *joined = head && sep ? PyUnicode_Join(sep, head) : NULL;
+        if (joined)
+            text = PyUnicode_FromFormat("%U, and %U", joined, PyList_GET_ITEM(names, n - 1));
+        Py_XDECREF(head);
+        Py_XDECREF(sep);
+        Py_XDECREF(joined);
+    }
+    Py_DECREF(names);
+    return text;
+}
+
+static int
+assign_keyword(FieldSpec *spec, PyObject **f, PyObject *name, PyObject *value)
+{
+    Py_ssize_t i, n = spec->n_fields;
+    for (i = 0; i < n; i++)
+        if (name == spec->names[i])
+            break;
+    if (i == n) {
+        if (!PyUnicode_Check(name)) {
+            PyErr_Format(PyExc_TypeError, "%s.__new__() keywords must be strings", spec->name);
+            return -1;
+        }
+        for (i = 0; i < n; i++)
+            if (PyUnicode_Compare(name, spec->names[i]) == 0)
+                break;
+        if (i == n) {
+            PyErr_Format(PyExc_TypeError, "%s.__new__() got an unexpected keyword argument '%U'",
+                         spec->name, name);
+            return -1;
+        }
+    }
+    if (f[i] != NULL) {
+        PyErr_Format(PyExc_TypeError, "%s.__new__() got multiple values for argument '%s'",
+                     spec->name, spec->field_names[i]);
+        return -1;
+    }
+    f[i] = value;
+    return 0;
+}
+
+/* After the keywords: too many positional arguments, then missing ones (CPython's order). */
+static int
+check_arity(FieldSpec *spec, Py_ssize_t nargs, PyObject **f)
+{
+    Py_ssize_t n = spec->n_fields;
+    if (nargs > n) {
+        if (spec->n_required < n)
+            PyErr_Format(PyExc_TypeError,
+                         "%s.__new__() takes from %zd to %zd positional arguments but %zd were given",
+                         spec->name, spec->n_required + 1, n + 1, nargs + 1);
+        else
+            PyErr_Format(PyExc_TypeError,
+                         "%s.__new__() takes %zd positional arguments but %zd were given",
+                         spec->name, n + 1, nargs + 1);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < spec->n_required; i++) {
+        if (f[i] == NULL) {
+            Py_ssize_t count = 0;
+            PyObject *text = missing_names(spec, f, &count);
+            if (text != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s.__new__() missing %zd required positional argument%s: %U",
+                             spec->name, count, count == 1 ? "" : "s", text);
+                Py_DECREF(text);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static inline int
+may_be_tracked(PyObject *v)
+{
+    if (v == Py_None || PyBytes_CheckExact(v) || PyLong_CheckExact(v))
+        return 0;
+    return PyObject_IS_GC(v) && (!PyTuple_CheckExact(v) || PyObject_GC_IsTracked(v));
+}
+
+/* An instance of the exact type with uninitialised items, untracked: from the free list
+ * when it has one (pymalloc and the collector's bookkeeping skipped). */
+static inline PyObject *
+alloc_exact(FieldSpec *spec)
+{
+    PyObject *op = spec->free_head;
+    if (op != NULL) {
+        spec->free_head = ((PyTupleObject *)op)->ob_item[0];
+        spec->free_count--;
+        _Py_NewReference(op);
+        return op;
+    }
+    return (PyObject *)PyObject_GC_NewVar(PyTupleObject, spec->type, spec->n_fields);
+}
+
+static void
+fields_dealloc(PyObject *op)
+{
+    PyTypeObject *type = Py_TYPE(op);
+    FieldSpec *spec = type == &MessageType ? &MessageSpec : type == &RecordCType ? &RecordSpec : NULL;
+    if (spec == NULL) {
+        PyTuple_Type.tp_dealloc(op); /* a subclass, through subtype_dealloc */
+        return;
+    }
+    PyObject_GC_UnTrack(op);
+    /* The trashcan bounds the recursion of a long chain (a Message in another's headers). */
+    Py_TRASHCAN_BEGIN(op, fields_dealloc)
+    for (Py_ssize_t i = 0; i < Py_SIZE(op); i++)
+        Py_CLEAR(((PyTupleObject *)op)->ob_item[i]);
+    if (spec->free_count < FREE_MAX && Py_SIZE(op) == spec->n_fields) {
+        ((PyTupleObject *)op)->ob_item[0] = spec->free_head;
+        spec->free_head = op;
+        spec->free_count++;
+    }
+    else {
+        Py_TYPE(op)->tp_free(op);
+    }
+    Py_TRASHCAN_END
+}
+
+/* A new instance of `type` holding f (NULL: the field's default), new references. */
+static PyObject *
+build_fields(PyTypeObject *type, FieldSpec *spec, PyObject **f)
+{
+    Py_ssize_t n = spec->n_fields;
+    int exact = type == spec->type;
+    /* The exact type: allocated untracked (no zeroing: every item is set below).
+     * A subclass may have a __dict__: its own allocator, and always tracked. */
+    PyObject *self = exact ? alloc_exact(spec) : type->tp_alloc(type, n);
+    if (self == NULL)
+        return NULL;
+    int track = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = f[i] != NULL ? f[i] : spec->defaults[i];
+        PyTuple_SET_ITEM(self, i, Py_NewRef(v));
+        if (!track && may_be_tracked(v))
+            track = 1;
+    }
+    if (exact && track)
+        PyObject_GC_Track(self);
+    return self;
+}
+
+static PyObject *
+fields_vectorcall(FieldSpec *spec, PyObject *type, PyObject *const *args, size_t nargsf,
+                  PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *f[FIELDS_MAX] = {NULL, NULL, NULL, NULL, NULL};
+    Py_ssize_t n = spec->n_fields, npos = nargs < n ? nargs : n;
+    for (Py_ssize_t i = 0; i < npos; i++)
+        f[i] = args[i];
+    if (kwnames != NULL) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t k = 0; k < nkw; k++)
+            if (assign_keyword(spec, f, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0)
+                return NULL;
+    }
+    if (check_arity(spec, nargs, f) < 0)
+        return NULL;
+    return build_fields((PyTypeObject *)type, spec, f);
+}
+
+static PyObject *
+message_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    /* The usual calls, Message(v), Message(v, k) and Message(v, key=k), without the
+     * general parse: a user's loop makes one per record. */
+    if (type == (PyObject *)&MessageType && (nargs == 1 || nargs == 2) &&
+        (kwnames == NULL || (nargs == 1 && PyTuple_GET_SIZE(kwnames) == 1 &&
+                             PyTuple_GET_ITEM(kwnames, 0) == MessageSpec.names[1]))) {
+        PyObject *value = args[0], *key = nargs == 2 || kwnames != NULL ? args[1] : Py_None;
+        PyObject *self = alloc_exact(&MessageSpec);
+        if (self == NULL)
+            return NULL;
+        PyTuple_SET_ITEM(self, 0, Py_NewRef(value));
+        PyTuple_SET_ITEM(self, 1, Py_NewRef(key));
+        PyTuple_SET_ITEM(self, 2, Py_NewRef(EmptyTuple));
+        PyTuple_SET_ITEM(self, 3, Py_NewRef(Py_None));
+        if (may_be_tracked(value) || may_be_tracked(key))
+            PyObject_GC_Track(self);
+        return self;
+    }
+    return fields_vectorcall(&MessageSpec, type, args, nargsf, kwnames);
+}
+
+static PyObject *
+record_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return fields_vectorcall(&RecordSpec, type, args, nargsf, kwnames);
+}
+
+/* tp_new: subclasses, `cls.__new__(cls, ...)` and unpickling come this way. */
+static PyObject *
+fields_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    FieldSpec *spec = spec_of(type);
+    PyObject *f[FIELDS_MAX] = {NULL, NULL, NULL, NULL, NULL};
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), n = spec->n_fields;
+    for (Py_ssize_t i = 0; i < nargs && i < n; i++)
+        f[i] = PyTuple_GET_ITEM(args, i);
+    if (kwargs != NULL) {
+        Py_ssize_t pos = 0;
+        PyObject *name, *value;
+        while (PyDict_Next(kwargs, &pos, &name, &value))
+            if (assign_keyword(spec, f, name, value) < 0)
+                return NULL;
+    }
+    if (check_arity(spec, nargs, f) < 0)
+        return NULL;
+    return build_fields(type, spec, f);
+}
+
+static PyObject *
+fields_repr(PyObject *self)
+{
+    FieldSpec *spec = spec_of(Py_TYPE(self));
+    /* the class's own name, as NamedTuple's repr uses self.__class__.__name__ */
+    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "__name__");
+    if (name == NULL)
+        return NULL;
+    PyObject *parts = PyList_New(0);
+    PyObject *result = NULL;
+    if (parts == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < spec->n_fields && i < PyTuple_GET_SIZE(self); i++) {
+        PyObject *part = PyUnicode_FromFormat("%s=%R", spec->field_names[i],
+                                              PyTuple_GET_ITEM(self, i));
+        if (part == NULL || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            goto done;
+        }
+        Py_DECREF(part);
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *body = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    if (body != NULL) {
+        result = PyUnicode_FromFormat("%U(%U)", name, body);
+        Py_DECREF(body);
+    }
+done:
+    Py_XDECREF(parts);
+    Py_DECREF(name);
+    return result;
+}
+
+/* _make(iterable): an instance from exactly n_fields items (NamedTuple._make). */
+static PyObject *
+fields_make(PyObject *cls, PyObject *iterable)
+{
+    FieldSpec *spec = spec_of((PyTypeObject *)cls);
+    PyObject *items = PySequence_Tuple(iterable);
+    if (items == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    if (PyTuple_GET_SIZE(items) != spec->n_fields) {
+        PyErr_Format(PyExc_TypeError, "Expected %zd arguments, got %zd", spec->n_fields,
+                     PyTuple_GET_SIZE(items));
+    }
+    else {
+        PyObject *f[FIELDS_MAX] = {NULL, NULL, NULL, NULL, NULL};
+        for (Py_ssize_t i = 0; i < spec->n_fields; i++)
+            f[i] = PyTuple_GET_ITEM(items, i);
+        result = build_fields((PyTypeObject *)cls, spec, f);
+    }
+    Py_DECREF(items);
+    return result;
+}
+
+/* _replace(**changes): NamedTuple._replace, through the instance's own _make. */
+static PyObject *
+fields_replace(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    FieldSpec *spec = spec_of(Py_TYPE(self));
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s._replace() takes 1 positional argument but %zd were given", spec->name,
+                     PyTuple_GET_SIZE(args) + 1);
+        return NULL;
+    }
+    PyObject *changes = kwargs != NULL ? PyDict_Copy(kwargs) : PyDict_New();
+    PyObject *items = changes ? PyList_New(0) : NULL;
+    PyObject *result = NULL;
+    if (items == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < spec->n_fields && i < PyTuple_GET_SIZE(self); i++) {
+        PyObject *v = PyDict_GetItemWithError(changes, spec->names[i]);
+        if (v == NULL && PyErr_Occurred())
+            goto done;
+        if (PyList_Append(items, v != NULL ? v : PyTuple_GET_ITEM(self, i)) < 0)
+            goto done;
+        if (v != NULL && PyDict_DelItem(changes, spec->names[i]) < 0)
+            goto done;
+    }
+    result = PyObject_CallMethod(self, "_make", "O", items);
+    if (result != NULL && PyDict_GET_SIZE(changes) != 0) {
+        Py_CLEAR(result);
+        PyObject *left = PySequence_List(changes);
+        if (left != NULL) {
+            PyErr_Format(PyExc_ValueError, "Got unexpected field names: %R", left);
+            Py_DECREF(left);
+        }
+    }
+done:
+    Py_XDECREF(changes);
+    Py_XDECREF(items);
+    return result;
+}
+
+static PyObject *
+fields_asdict(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    FieldSpec *spec = spec_of(Py_TYPE(self));
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < spec->n_fields && i < PyTuple_GET_SIZE(self); i++) {
+        if (PyDict_SetItem(out, spec->names[i], PyTuple_GET_ITEM(self, i)) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *
+fields_getnewargs(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyTuple_GetSlice(self, 0, PyTuple_GET_SIZE(self));
+}
+
+/* Pickled as a call of the class by its name (logstore.model.Message): a pickle loads
+ * with either codec, and a NamedTuple's pickle loads here (through tp_new). */
+static PyObject *
+fields_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args = PyTuple_GetSlice(self, 0, PyTuple_GET_SIZE(self));
+    if (args == NULL)
+        return NULL;
+    return Py_BuildValue("(ON)", (PyObject *)Py_TYPE(self), args);
+}
+
+static PyMethodDef fields_methods[] = {
+    {"_make", fields_make, METH_O | METH_CLASS, "Make a new instance from a sequence or iterable."},
+    {"_replace", (PyCFunction)(void (*)(void))fields_replace, METH_VARARGS | METH_KEYWORDS,
+     "Return a new instance replacing specified fields with new values."},
+    {"_asdict", fields_asdict, METH_NOARGS, "Return a new dict which maps field names to their values."},
+    {"__getnewargs__", fields_getnewargs, METH_NOARGS, "Return self as a plain tuple."},
+    {"__reduce__", fields_reduce, METH_NOARGS, "Pickled as a call of the class."},
+    {NULL, NULL, 0, NULL},
+};
+
+#define ITEM_OFFSET(i) ((Py_ssize_t)(offsetof(PyTupleObject, ob_item) + (i) * sizeof(PyObject *)))
+
+static PyMemberDef message_members[] = {
+    {"value", T_OBJECT_EX, ITEM_OFFSET(0), READONLY, "Alias for field number 0"},
+    {"key", T_OBJECT_EX, ITEM_OFFSET(1), READONLY, "Alias for field number 1"},
+    {"headers", T_OBJECT_EX, ITEM_OFFSET(2), READONLY, "Alias for field number 2"},
+    {"timestamp", T_OBJECT_EX, ITEM_OFFSET(3), READONLY, "Alias for field number 3"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMemberDef record_members[] = {
+    {"offset", T_OBJECT_EX, ITEM_OFFSET(0), READONLY, "Alias for field number 0"},
+    {"timestamp", T_OBJECT_EX, ITEM_OFFSET(1), READONLY, "Alias for field number 1"},
+    {"key", T_OBJECT_EX, ITEM_OFFSET(2), READONLY, "Alias for field number 2"},
+    {"value", T_OBJECT_EX, ITEM_OFFSET(3), READONLY, "Alias for field number 3"},
+    {"headers", T_OBJECT_EX, ITEM_OFFSET(4), READONLY, "Alias for field number 4"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject MessageType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logstore.model.Message",
+    .tp_basicsize = sizeof(PyTupleObject) - sizeof(PyObject *),
+    .tp_itemsize = sizeof(PyObject *),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Message(value, key=None, headers=(), timestamp=None)\n--\n\n"
+              "A record to append. ``timestamp=None`` means \"now\" (the log's clock).",
+    .tp_dealloc = fields_dealloc,
+    .tp_repr = fields_repr,
+    .tp_methods = fields_methods,
+    .tp_members = message_members,
+    .tp_new = fields_new,
+    .tp_vectorcall = message_vectorcall,
+};
+
+static PyTypeObject RecordCType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "logstore.model.Record",
+    .tp_basicsize = sizeof(PyTupleObject) - sizeof(PyObject *),
+    .tp_itemsize = sizeof(PyObject *),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Record(offset, timestamp, key, value, headers)\n--\n\n"
+              "A record read back from a log.",
+    .tp_dealloc = fields_dealloc,
+    .tp_repr = fields_repr,
+    .tp_methods = fields_methods,
+    .tp_members = record_members,
+    .tp_new = fields_new,
+    .tp_vectorcall = record_vectorcall,
+};
+
+/* A Record of the configured type from five new references (stolen), untracked. */
+static PyObject *
+new_record(PyObject *offset, PyObject *timestamp, PyObject *key, PyObject *value,
+           PyObject *headers)
+{
+    PyObject *record = RecordType == &RecordCType ? alloc_exact(&RecordSpec)
+                                                  : RecordType->tp_alloc(RecordType, 5);
+    if (record == NULL) {
+        Py_DECREF(offset);
+        Py_DECREF(timestamp);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        Py_DECREF(headers);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(record, 0, offset);
+    PyTuple_SET_ITEM(record, 1, timestamp);
+    PyTuple_SET_ITEM(record, 2, key);
+    PyTuple_SET_ITEM(record, 3, value);
+    PyTuple_SET_ITEM(record, 4, headers);
+    /* A record holds only ints, bytes and tuples of str/bytes: it can never be part of a
+     * reference cycle, so the cycle collector need not track it (as CPython itself
+     * untracks such tuples). Scans allocate millions of them. */
+    if (RecordType != &RecordCType)
+        PyObject_GC_UnTrack(record);
+    return record;
+}
+
+static int
+ready_fields(PyObject *module, FieldSpec *spec)
+{
+    PyTypeObject *type = spec->type;
+    type->tp_base = &PyTuple_Type;
+    if (PyType_Ready(type) < 0)
+        return -1;
+    spec->fields = PyTuple_New(spec->n_fields);
+    PyObject *defaults = PyDict_New();
+    if (spec->fields == NULL || defaults == NULL) {
+        Py_XDECREF(defaults);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < spec->n_fields; i++) {
+        spec->names[i] = PyUnicode_InternFromString(spec->field_names[i]);
+        if (spec->names[i] == NULL)
+            goto fail;
+        PyTuple_SET_ITEM(spec->fields, i, Py_NewRef(spec->names[i]));
+        if (i >= spec->n_required) {
+            if (PyDict_SetItem(defaults, spec->names[i], spec->defaults[i]) < 0)
+                goto fail;
+        }
+    }
+    if (PyDict_SetItemString(type->tp_dict, "_fields", spec->fields) < 0 ||
+        PyDict_SetItemString(type->tp_dict, "__match_args__", spec->fields) < 0 ||
+        PyDict_SetItemString(type->tp_dict, "_field_defaults", defaults) < 0 ||
+        PyDict_SetItemString(type->tp_dict, "__slots__", EmptyTuple) < 0)
+        goto fail;
+    Py_DECREF(defaults);
+    PyType_Modified(type);
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, spec->name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+fail:
+    Py_DECREF(defaults);
+    return -1;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyObject *
@@ -1218,5 +1822,15 @@ PyInit__speedups(void)
     EmptyTuple = PyTuple_New(0);
     if (EmptyTuple == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    MessageSpec.defaults[1] = Py_None;
+    MessageSpec.defaults[2] = EmptyTuple;
+    MessageSpec.defaults[3] = Py_None;
+    if (ready_fields(m, &MessageSpec) < 0 || ready_fields(m, &RecordSpec) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

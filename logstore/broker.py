@@ -36,9 +36,9 @@ from .errors import (
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
 from .maintenance import Maintenance
-from .model import Header, Message, OffsetAndMetadata
+from .model import AppendItem, Header, Message, OffsetAndMetadata
 from .partitioner import number
-from .topic import Topic, check_topic_name
+from .topic import Topic, check_topic_name, pair_key
 
 logger = logging.getLogger(__name__)
 
@@ -435,11 +435,16 @@ class Broker(Closing):
         return p, offset
 
     def produce_many(
-        self, topic: str, messages: Iterable[bytes | Message], *, partition: int | None = None
+        self, topic: str, messages: Iterable[AppendItem], *, partition: int | None = None
     ) -> list[tuple[int, int]]:
         """Append records, one batch per partition; return ``(partition, offset)`` in input order.
 
-        Records of one key keep their order (they share a partition and a batch).
+        Items as ``Log.append_many`` takes them: ``bytes`` values, ``Message``s
+        and ``(value, key)`` pairs, routed by key. Records of one key keep their
+        order (they share a partition and a batch).
+
+        Raises:
+            TypeError: an item or field of the wrong type (for a pair: naming its index).
         """
         t = self.topic(topic)
         # route_many copies the list itself (in C): no copy here as well.
@@ -457,14 +462,10 @@ class Broker(Closing):
                 assert numbered is not None
                 return numbered
         routes: list[int] = []
-        groups: dict[int, list[bytes | Message]] = {}
-        for m in items:
-            if partition is not None:
-                p = partition
-            elif isinstance(m, Message):
-                p = t.partition_for(m.key)
-            else:
-                p = t.partition_for(None)
+        groups: dict[int, list[AppendItem]] = {}
+        for i, m in enumerate(items):
+            key = m.key if isinstance(m, Message) else pair_key(m, i) if type(m) is tuple else None
+            p = t.partition_for(key) if partition is None else partition
             routes.append(p)
             groups.setdefault(p, []).append(m)
         offsets: dict[int, Iterable[int]] = {}

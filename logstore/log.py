@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from . import opener, reader, validator
+from . import model, opener, reader, validator
 from ._fs import Closing, DirectoryLock, HandleCache
 from .config import LogConfig
 from .configrecord import read_config_record
@@ -213,15 +213,16 @@ class Log(Closing):
         """Append one record; return its offset. Durable on return with ``fsync="always"``."""
         return self.append_many((Message(value, key, tuple(headers), timestamp),)).start
 
-    def append_many(self, messages: Iterable[bytes | Message]) -> range:
-        """Append records (``bytes`` values or ``Message``s) with consecutive offsets.
+    def append_many(self, messages: Iterable[model.AppendItem]) -> range:
+        """Append ``bytes`` values, ``Message``s, ``(value, key)`` pairs with consecutive offsets.
 
-        Records go into as few batches as ``max_message_bytes`` (and
-        ``segment_messages``) allow; each batch is all-or-nothing on disk. With
-        ``fsync="always"`` everything is on stable storage when this returns.
+        A pair (no headers, the log's clock) needs no ``Message``. Records go into as
+        few batches as ``max_message_bytes`` (and ``segment_messages``) allow; each batch
+        is all-or-nothing on disk. With ``fsync="always"`` everything is on stable
+        storage when this returns.
 
         Raises:
-            TypeError: an item or field of the wrong type.
+            TypeError: an item or field of the wrong type (for a pair: naming its index).
             RecordTooLarge: a single record's batch exceeds ``max_message_bytes``.
             InvalidRecordError: a record without a key in a compacted log.
             OSError: the write failed; nothing of the failed batch is kept.

@@ -2,13 +2,23 @@
 
 Immutable and cheap; no behaviour beyond construction. Knows nothing of bytes
 on disk.
+
+``Message`` and ``Record`` are the compiled module's types when it is loaded
+(``logstore._speedups``, not ``LOGSTORE_PURE``): tuple subclasses with the same
+fields, defaults, errors, repr, pickling and helpers as the ``NamedTuple``s
+below, which are cheaper to build and to read a field of (a user's loop builds
+a ``Message`` per record, and reads the fields of every ``Record``). The
+``NamedTuple``s stay as the pure codec's types (``PyMessage``, ``PyRecord``) and
+as what type checkers see: both kinds are the same type to a user's code.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from ._native import speedups
 
 Header = tuple[str, "bytes | None"]
 
@@ -30,6 +40,17 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: tuple[Header, ...]
+
+
+#: The pure-Python twins (``_native.TYPES``); the public names below.
+PyMessage = Message
+PyRecord = Record
+if not TYPE_CHECKING and speedups is not None:
+    Message = speedups.Message
+    Record = speedups.Record
+
+#: An item ``append_many`` takes: a ``bytes`` value, a ``Message``, or a ``(value, key)`` pair.
+AppendItem = bytes | Message | tuple[bytes | None, bytes | None]
 
 
 class ConsumedRecord(NamedTuple):

@@ -53,7 +53,7 @@ _C = speedups
 def route_many(
     items: list[Any], partitions: int, round_robin_start: int
 ) -> tuple[list[int], list[list[Any]], int] | None:
-    """Partition of every item (bytes values round-robin, ``Message``s by bytes key), in C.
+    """Partition of every item (bytes values round-robin, ``Message``s and pairs by key), in C.
 
     Returns ``(routes, items per partition, next round-robin position)``, or
     ``None`` when the compiled codec is not active or an item is of another
@@ -82,7 +82,10 @@ def _py_route(
     for m in items:
         key = None
         if type(m) is not bytes:
-            if not isinstance(m, tuple) or len(m) != 4:
+            if type(m) is tuple and len(m) == 2:  # a (value, key) pair
+                if m[0] is not None and type(m[0]) is not bytes:
+                    return None
+            elif not isinstance(m, tuple) or len(m) != 4:
                 return None
             key = m[1]
         if key is None:

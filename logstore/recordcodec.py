@@ -25,10 +25,13 @@ from ._varint import (
 )
 from .batchheader import NO_TIMESTAMP, TIMESTAMP_TYPE_BIT, BatchHeader
 from .errors import CorruptLogError, ErrorKind
-from .model import Header, Message, Record
+from .model import Header, Message, PyRecord, Record
 
 _C = speedups
-_new_record = tuple.__new__
+# The NamedTuple's own __new__ is Python code: tuple.__new__ is a C call. The compiled
+# Record refuses tuple.__new__ (its __new__ is its own): the pure decoder, its twin in
+# tests, builds it through _make.
+_new_record: Any = tuple.__new__ if Record is PyRecord else (lambda cls, fields: cls._make(fields))
 _EMPTY: tuple[Header, ...] = ()
 
 
@@ -365,13 +368,20 @@ def _py_decode_section_flat(
 def _py_check_messages(items: list[Any], require_keys: bool, message_type: type) -> bool:
     """Whether ``encode_section`` can take ``items`` as they are (the compiled twin's rule).
 
-    Bytes values (only when keys are not required) and ``message_type``
-    items with bytes (or ``None``) value and key, no headers and a timestamp
-    that is ``None`` or an int in ``0..2**62``.
+    Bytes values (only when keys are not required), plain ``(value, key)``
+    2-tuples and ``message_type`` items with bytes (or ``None``) value and key,
+    no headers and a timestamp that is ``None`` or an int in ``0..2**62``.
     """
     for m in items:
         if type(m) is bytes:
             if require_keys:
+                return False
+            continue
+        if type(m) is tuple and len(m) == 2:
+            value, key = m
+            if value is not None and type(value) is not bytes:
+                return False
+            if require_keys if key is None else type(key) is not bytes:
                 return False
             continue
         fields: Any = m  # a tuple subclass when the type matches
@@ -392,9 +402,11 @@ def _py_check_messages(items: list[Any], require_keys: bool, message_type: type)
 def accepts_as_is(items: list[Any], *, require_keys: bool) -> bool:
     """Whether the compiled encoder can take ``append_many``'s items without conversion.
 
-    True only with the compiled codec, for a list of bytes values and plain
-    ``Message``s with bytes fields, no headers and valid timestamps; anything
-    else goes through the full validation in Python.
+    True only with the compiled codec, for a list of bytes values, ``(value,
+    key)`` pairs of bytes and plain ``Message``s with bytes fields, no headers
+    and valid timestamps (the compiled ``encode_section`` takes all three);
+    anything else goes through the full validation in Python, which turns
+    pairs into entries.
     """
     return _C is not None and bool(_C.check_messages(items, require_keys, Message))
 

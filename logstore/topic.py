@@ -103,3 +103,23 @@ class Topic:
 
     def __repr__(self) -> str:
         return f"<logstore.Topic {self.name} partitions={self.partitions}>"
+
+
+def pair_key(item: tuple[object, ...], index: int) -> bytes | None:
+    """The key of ``produce_many``'s item ``index``, a tuple: refused unless a ``(value, key)`` pair.
+
+    Checked before routing: the key picks the partition, and the error names the
+    item's place in the caller's list, not in a partition's group.
+    """
+    if len(item) != 2:
+        raise WrongTypeError(
+            f"produce_many item {index}: a tuple must be a (value, key) pair, not {len(item)} items"
+        )
+    for name, field in zip(("value", "key"), item):
+        if field is not None and not isinstance(field, (bytes, bytearray, memoryview)):
+            raise WrongTypeError(
+                f"produce_many item {index}: {name} must be bytes-like or None, "
+                f"not {type(field).__name__}"
+            )
+    key: Any = item[1]
+    return None if key is None else bytes(key)

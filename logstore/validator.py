@@ -20,7 +20,7 @@ from . import batch
 from .batch import BatchHeader, Entry
 from .config import LogConfig
 from .errors import InvalidRecordError, RecordTooLarge, WrongTypeError
-from .model import Header, Message
+from .model import AppendItem, Header, Message
 
 #: Timestamps above this (about 146 million years) are refused: deltas must fit int64.
 MAX_TIMESTAMP = 1 << 62
@@ -79,11 +79,13 @@ def check_timestamp(ts: object) -> int:
     return ts
 
 
-def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Entry]:
+def prepare(messages: Iterable[AppendItem], *, compacted: bool) -> list[Entry]:
     """Validate input (outside the lock); entries are ``(value, key, headers, ts)``.
 
     A ``Message`` whose fields are already right is kept as it is (no copy):
-    this loop runs once per record on the append path.
+    this loop runs once per record on the append path. A ``(value, key)``
+    pair (a plain 2-tuple) is a record without headers or timestamp: the
+    compiled encoder takes it as it is, here it becomes an entry.
     """
     if isinstance(messages, (bytes, bytearray, memoryview, str)):
         raise WrongTypeError("append_many takes an iterable of messages, not a single bytes value")
@@ -94,12 +96,13 @@ def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Ent
     entries: list[Entry] = []
     append = entries.append
     message = Message
+    m: Any  # a Message, bytes, a pair, or anything a caller passed
     for m in messages:
         t = type(m)
         if t is bytes:
             if compacted:
                 raise InvalidRecordError("a compacted log cannot accept a record without a key")
-            append((m, None, (), None))  # type: ignore[arg-type]
+            append((m, None, (), None))
             continue
         if t is message:
             value, key, headers, ts = m
@@ -109,14 +112,24 @@ def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Ent
                 and not headers
                 and (ts is None or (type(ts) is int and ts >= 0))
             ):
-                append(m)  # type: ignore[arg-type]
+                append(m)
                 continue
+        elif t is tuple:
+            if len(m) == 2:
+                value, key = m
+                if type(key) is bytes and (type(value) is bytes or value is None):
+                    append((value, key, (), None))
+                    continue
+            append(_pair(m, len(entries), compacted))  # the other cases, and the errors
+            continue
         elif isinstance(m, Message):
             value, key, headers, ts = m
         elif isinstance(m, (bytearray, memoryview)):
             value, key, headers, ts = bytes(m), None, (), None
         else:
-            raise WrongTypeError(f"append_many items must be bytes or Message, not {t.__name__}")
+            raise WrongTypeError(
+                f"append_many items must be bytes, Message or (value, key) pairs, not {t.__name__}"
+            )
         if type(value) is not bytes and value is not None:
             value = as_bytes(value, "value")
         if type(key) is not bytes and key is not None:
@@ -127,8 +140,37 @@ def prepare(messages: Iterable[bytes | Message], *, compacted: bool) -> list[Ent
             headers = check_headers(headers)
         if ts is not None and (type(ts) is not int or ts < 0 or ts > MAX_TIMESTAMP):
             ts = check_timestamp(ts)
-        append((value, key, headers, ts))  # type: ignore[arg-type]
+        append((value, key, headers, ts))
     return entries
+
+
+def _pair(item: tuple[object, ...], index: int, compacted: bool) -> Entry:
+    """The entry of ``append_many``'s item ``index``, a ``(value, key)`` pair."""
+    if len(item) != 2:
+        raise WrongTypeError(
+            f"append_many item {index}: a tuple must be a (value, key) pair, not {len(item)} items"
+        )
+    value, key = item
+    if value is not None and type(value) is not bytes:
+        if not isinstance(value, (bytearray, memoryview)):
+            raise WrongTypeError(
+                f"append_many item {index}: value must be bytes-like or None, "
+                f"not {type(value).__name__}"
+            )
+        value = bytes(value)
+    if key is None:
+        if compacted:
+            raise InvalidRecordError(
+                f"append_many item {index}: a compacted log cannot accept a record without a key"
+            )
+    elif type(key) is not bytes:
+        if not isinstance(key, (bytearray, memoryview)):
+            raise WrongTypeError(
+                f"append_many item {index}: key must be bytes-like or None, "
+                f"not {type(key).__name__}"
+            )
+        key = bytes(key)
+    return (value, key, (), None)
 
 
 def plan(
@@ -162,8 +204,8 @@ def plan(
         if per_segment is not None:
             stop = i + min(n - i, per_segment - used if used < per_segment else per_segment)
         first: Any = entries[i]
-        # a bare bytes item (taken as is by the compiled encoder) has no timestamp
-        base_ts = now if type(first) is bytes or first[3] is None else first[3]
+        # a bare bytes item or a pair (taken as is by the compiled encoder) has no timestamp
+        base_ts = now if type(first) is bytes or len(first) == 2 or first[3] is None else first[3]
         while True:
             section, j, max_ts = batch.encode_section(
                 entries, base_ts, start=i, stop=stop, limit_bytes=limit, now=now

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).parent.parent / "logstore"
 
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
-    "model": set(),
+    "model": {"_native"},
     "config": {"errors", "compression"},
     "_varint": {"errors"},
     "compression": {"errors"},
@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
         "errors",
         "_native",
     },
-    "_native": {"errors", "model", "_speedups"},
+    "_native": {"errors", "_speedups"},
     "index": {"_fs", "errors"},
     "_fs": {"errors"},
     "_dirkind": {"checkpoints", "_fs", "errors"},

@@ -233,11 +233,25 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ([Message(bytearray(b"v"))], False, Message),
         ([(b"v", None, (), None)], False, Message),  # a plain tuple is not a Message
         ([], True, Message),
+        ([(b"v", b"k"), (None, b"k"), b"x", MESSAGES[0]], False, Message),  # (value, key) pairs
+        ([(b"v", b"k"), (None, b"")], True, Message),
+        ([(b"v", None)], False, Message),
+        ([(b"v", None)], True, Message),  # a key is required
+        ([(bytearray(b"v"), b"k")], False, Message),
+        ([(b"v", memoryview(b"k"))], False, Message),
+        ([(b"v", b"k", None)], False, Message),
+        ([(b"v",)], False, Message),
+        ([Message(b"v", key=b"k")[:2]], False, Message),  # a slice: a plain pair
+        ([MESSAGES[0]._replace(headers=()), [b"v", b"k"]], False, Message),  # a list is not one
     ],
     "route": [
         (MESSAGES, 7, 0),
         ([b"a", b"b", b"c", MESSAGES[0], Message(b"v")], 3, 5),
         ([b"a", Message(b"v", key=bytearray(b"k"))], 3, 0),  # another kind: None
+        ([(b"v", b"k1"), (None, b"k2"), (b"v", None), MESSAGES[1]], 5, 2),  # pairs
+        ([(b"v", b"k"), (7, b"k")], 5, 0),  # a pair of another value: None
+        ([(b"v", bytearray(b"k"))], 5, 0),
+        ([(b"v", b"k", b"x")], 5, 0),
         ([b"a", 42], 3, 0),
         ([], 4, 9),
         ([b"a"], 0, 0),
@@ -263,8 +277,16 @@ def test_the_table_lists_every_compiled_function_and_every_twin_exists() -> None
     for pair in _native.PAIRS:
         assert callable(_pure(pair)), pair
     if C is not None:
-        exported = {n for n in dir(C) if not n.startswith("_") and callable(getattr(C, n))}
+        exported = {
+            n
+            for n in dir(C)
+            if not n.startswith("_")
+            and callable(getattr(C, n))
+            and not isinstance(getattr(C, n), type)
+        }
         assert exported - {"configure"} == set(CASES)
+        types = {n for n in dir(C) if isinstance(getattr(C, n), type)}
+        assert types == {p.compiled for p in _native.TYPES}
 
 
 @pytest.mark.skipif(C is None, reason="the compiled codec is not built (or LOGSTORE_PURE=1)")
@@ -345,3 +367,15 @@ def test_the_cases_cover_success_and_failure() -> None:
         # check_messages answers False instead of raising; the encoders get valid entries.
         if pair.compiled not in ("check_messages", "encode_section"):
             assert kinds - {"ok"}, pair
+
+
+@pytest.mark.skipif(C is None, reason="the compiled codec is not built (or LOGSTORE_PURE=1)")
+def test_the_compiled_encoder_takes_bare_values_and_pairs_as_the_pure_one_takes_entries() -> None:
+    """Beyond the shared domain: what ``validator.prepare`` converts for the pure encoder."""
+    items: list[Any] = [b"a", (b"b", b"kb"), (None, b"kc"), (b"d", None), ENTRIES[1]]
+    entries = [
+        (m, None, (), None) if type(m) is bytes else (*m, (), None) if len(m) == 2 else m
+        for m in items
+    ]
+    for args in ((1_000, 0, None, None, None, 1_500), (1_000, 1, 4, 30, None, 1_000)):
+        assert C.encode_section(items, *args) == recordcodec._py_encode_section(entries, *args)
