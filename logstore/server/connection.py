@@ -77,10 +77,11 @@ def sendfile_usable(writer: asyncio.StreamWriter) -> bool:
 async def send_stored(writer: asyncio.StreamWriter, stored: FileRanges, peer: object) -> None:
     """Send ``stored`` after what is already written, then close it.
 
-    ``loop.sendfile`` (Kafka's ``FileRecords.transferTo``) waits for the
-    transport's buffer to empty, then loops over ``os.sendfile`` on the
-    non-blocking socket, waiting for it to be writable between short writes,
-    so other connections are served meanwhile. Under TLS the ranges are read
+    As Kafka's ``FileRecords.transferTo``: ``os.sendfile`` on the
+    non-blocking socket at once when nothing is queued before the ranges;
+    what it does not take goes through ``loop.sendfile``, which waits for the
+    transport's buffer to empty and for the socket to be writable between
+    short writes, so other connections are served meanwhile. Under TLS the ranges are read
     in a worker thread and written. A file cut shorter under the ranges (a
     truncation) would leave the frame shorter than its size says: the
     connection is aborted instead (``StoredBatchesShortened``).
