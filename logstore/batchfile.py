@@ -22,6 +22,7 @@ from ._fs import HandleCache, fsync_data, write_all
 from ._native import speedups
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader
 from .errors import CorruptLogError, ErrorKind
+from .mappedcrc import batches_hold_crc
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -333,6 +334,20 @@ class BatchFile:
             )
         return result
 
+    def crcs_hold(self, fd: int, position: int, length: int) -> bool:
+        """Whether the batches in ``[position, position + length)`` of ``fd`` (a ``dup``
+        of this file) hold their CRC-32C, checked through a mapping, not read.
+
+        Under ``lock``, after checking the file still holds the range: this
+        file's truncation (which takes the lock) cannot cut the mapped pages
+        away mid-check (``mappedcrc``: that would be a ``SIGBUS``). ``False``
+        at any doubt; the checking walk then says what is wrong.
+        """
+        with self.lock:
+            if os.fstat(fd).st_size < position + length:
+                return False
+            return batches_hold_crc(fd, position, length)
+
     def dup(self) -> int:
         """A new descriptor of this file: it stays open and names these bytes whatever
         happens to the handle (the cache closing it) or the path (an unlink, a rename)."""
@@ -365,12 +380,15 @@ class BatchFile:
         self.flush()
 
     def truncate(self, position: int) -> None:
-        """Cut the file at ``position`` (through the handle when writable)."""
-        if self.writable:
-            with self.lock:
+        """Cut the file at ``position`` (through the handle when writable).
+
+        Under ``lock`` either way: ``crcs_hold`` maps the file under it.
+        """
+        with self.lock:
+            if self.writable:
                 os.ftruncate(self.fd(), position)
-        else:
-            os.truncate(self.path, position)
+            else:
+                os.truncate(self.path, position)
 
     def flush(self) -> None:
         """fsync the data (the handle cache must not close the handle under it)."""

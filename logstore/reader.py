@@ -123,13 +123,14 @@ def batch_ranges(
     """``Log.batch_ranges`` over ``snapshot``: ``read_batches``' batches as file ranges.
 
     Each segment's file is duplicated first and walked through the duplicate,
-    so the ranges name exactly the bytes checked. Headers only: lengths,
-    magic, counts and offsets as ``read_batches`` checks them, not the CRC
-    (that would read the bytes the zero-copy path exists not to read; Kafka's
-    broker does not check it on fetch either, its consumers do). Any
-    header the walk does not accept is left to ``read_batches``' checking
-    walk, which raises with the reason (or, if it finds nothing wrong,
-    gives the ranges).
+    so the ranges name exactly the bytes checked: lengths, magic, counts and
+    offsets from headers read in small pieces, as ``read_batches`` checks
+    them, and with ``verify_crc`` each batch's CRC-32C over the file's pages
+    through a read-only mapping (``BatchFile.crcs_hold``: no copy, so the
+    bytes ``sendfile`` sends are the bytes checked, never copied into Python).
+    Anything the walk does not accept is left to ``read_batches``' checking
+    walk, which raises with the reason, the same error ``read_batches``
+    raises (or, if it finds nothing wrong, gives the ranges).
     """
     ranges: list[tuple[int, int, int]] = []
     fds: list[int] = []
@@ -181,6 +182,8 @@ def _ranges_by_headers(
             return False
         length, previous_next, budget_ended = walked
         if length:
+            if options.verify_crc and not seg.file.crcs_hold(fd, position, length):
+                return False  # the checking walk raises where read_batches does
             ranges.append((fd, position, length))
             total += length
         if budget_ended:

@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "_dirkind": {"checkpoints", "_fs", "errors"},
     "checkpoints": {"_fs", "errors"},
     "configrecord": {"config", "_fs", "errors"},
-    "batchfile": {"batch", "_fs", "errors", "_native"},
+    "mappedcrc": {"batch"},
+    "batchfile": {"batch", "mappedcrc", "_fs", "errors", "_native"},
     "segmentscan": {"batchfile", "index", "errors", "_varint"},
     "segmentlookup": {"batchfile", "batch", "index", "errors"},
     "segment": {

@@ -7,13 +7,15 @@ holding the offset, then whole batches while the total stays within
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
 import pytest
 
 import logstore
-from logstore import LogConfig, batch
+from logstore import LogConfig, batch, mappedcrc
+from logstore.batchfile import BatchFile
 
 from .conftest import OpenLog
 
@@ -154,3 +156,136 @@ def test_damage_is_reported_by_both_paths(tmp_path: Path) -> None:
         for call in (log.read_batches, log.batch_ranges):
             with pytest.raises(logstore.CorruptLogError, match=f"at byte {third}: magic 7"):
                 call(0, 1 << 20)
+
+
+def _damage_middle_segment(path: Path, config: LogConfig) -> tuple[str, int, bytes]:
+    """A log of 4 sealed segments and an active one; one bit flipped inside the records
+    section of the second batch of the second segment. ``(its file, its position, the
+    undamaged bytes read_batches gives from offset 0 up to it)``."""
+    with logstore.Log.open(path, config) as log:
+        for b in range(10):
+            log.append_many([b"batch-%d-record-%d-" % (b, i) + b"z" * 40 for i in range(2)])
+        assert len(log.segments) == 5
+        middle = log.segments[1]
+        batches = [s for s in _stored(log) if middle.base_offset <= s[0] < middle.next_offset]
+        before = log.read_batches(0, 1 << 30)
+    position = len(batches[0][2])  # the segment's second batch
+    data = bytearray(Path(middle.path).read_bytes())
+    data[position + batch.HEADER_SIZE + 5] ^= 0x10  # inside its records section
+    Path(middle.path).write_bytes(bytes(data))
+    upto = before.index(batches[1][2])
+    return middle.path, position, before[:upto]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_a_crc_failure_in_a_middle_segment_raises_the_same_error_from_both_paths(
+    tmp_path: Path, compression: str
+) -> None:
+    config = LogConfig(fsync="never", segment_messages=4, compression=compression)  # type: ignore[arg-type]
+    path, position, intact = _damage_middle_segment(tmp_path / "log", config)
+    with logstore.Log.open(tmp_path / "log", config) as log:
+        with pytest.raises(logstore.CorruptLogError) as read:
+            log.read_batches(0, 1 << 20)
+        fds = _open_fds()  # the segments' own handles are open by now
+        with pytest.raises(logstore.CorruptLogError) as ranged:
+            log.batch_ranges(0, 1 << 20)
+        assert _open_fds() == fds  # the ranges' descriptors were closed
+        assert str(ranged.value) == str(read.value)
+        assert str(read.value).startswith(f"{path} at byte {position}: CRC mismatch")
+        assert (ranged.value.path, ranged.value.position, ranged.value.kind) == (
+            path,
+            position,
+            logstore.ErrorKind.CRC_MISMATCH,
+        )
+        # Up to the damaged batch, both serve the same bytes; past it too.
+        assert log.read_batches(0, len(intact)) == intact
+        with log.batch_ranges(0, len(intact)) as ranges:
+            assert ranges.read() == intact
+        after = log.segments[2].base_offset
+        with log.batch_ranges(after, 1 << 20) as ranges:
+            assert ranges.read() == log.read_batches(after, 1 << 20)
+
+
+def test_with_verify_crc_on_read_off_the_damaged_ranges_are_returned_as_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = LogConfig(fsync="never", segment_messages=4, verify_crc_on_read=False)
+    path, _, _ = _damage_middle_segment(tmp_path / "log", config)
+    checked: list[int] = []
+    monkeypatch.setattr(
+        logstore.batchfile, "batches_hold_crc", lambda fd, at, n: checked.append(n) or True
+    )
+    with logstore.Log.open(tmp_path / "log", config) as log:
+        stored = b"".join(Path(info.path).read_bytes() for info in log.segments)
+        assert log.read_batches(0, 1 << 30) == stored
+        with log.batch_ranges(0, 1 << 30) as ranges:
+            assert ranges.read() == stored
+            assert any(fd_path == path for fd_path in _paths(ranges))
+    assert not checked  # no CRC pass at all
+
+
+def _paths(ranges: logstore.FileRanges) -> list[str]:
+    return [os.readlink(f"/proc/self/fd/{fd}") for fd, _, _ in ranges.ranges]
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_intact_ranges_are_crc_checked_through_the_mapping_not_read(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    """With ``verify_crc_on_read`` each range is checked once through its mapping
+    (``mappedcrc``) and the reading walk never runs; the bytes are those stored."""
+    log = open_log(segment_bytes=6_000, compression=compression)
+    _fill(log, 80)
+    checked: list[tuple[int, int]] = []
+    real = logstore.batchfile.batches_hold_crc
+
+    def counted(fd: int, position: int, length: int) -> bool:
+        checked.append((position, length))
+        return real(fd, position, length)
+
+    def no_walk(*args: object) -> None:
+        raise AssertionError("the reading walk ran")
+
+    monkeypatch.setattr(logstore.batchfile, "batches_hold_crc", counted)
+    monkeypatch.setattr(logstore.reader, "_ranges_by_walk", no_walk)
+    stored = _stored(log)
+    for offset in (0, 7, 150, log.end_offset - 1):
+        checked.clear()
+        with log.batch_ranges(offset, 20_000) as ranges:
+            assert ranges.read() == _expected(stored, offset, 20_000)
+            assert checked == [(at, n) for _, at, n in ranges.ranges]
+
+
+def test_the_mapped_crc_check_at_any_position_and_past_the_end(
+    open_log: OpenLog, tmp_path: Path
+) -> None:
+    """``mappedcrc`` maps from the granule below ``position``; a range the file no
+    longer holds is refused by ``BatchFile.crcs_hold`` before any page is touched."""
+    log = open_log()
+    _fill(log, 30)
+    stored = b"".join(data for _, _, data in _stored(log))
+    lead = 3 * mmap.ALLOCATIONGRANULARITY + 17  # past several granules, unaligned
+    path = tmp_path / "copy.log"
+    path.write_bytes(b"\xff" * lead + stored)
+    file = BatchFile(str(path))
+    fd = file.dup()
+    try:
+        assert mappedcrc.batches_hold_crc(fd, lead, len(stored))
+        assert file.crcs_hold(fd, lead, len(stored))
+        assert not file.crcs_hold(fd, lead, len(stored) + 1)  # past the end: not mapped
+        assert not mappedcrc.batches_hold_crc(fd, lead, len(stored) - 1)  # a torn last batch
+        damaged = bytearray(stored)
+        damaged[-3] ^= 0x01  # the last batch's last record
+        writer = os.open(path, os.O_WRONLY)
+        os.pwrite(writer, bytes(damaged), lead)
+        os.close(writer)
+        assert not file.crcs_hold(fd, lead, len(stored))
+        first = batch.peek_header(stored, 0).size
+        assert file.crcs_hold(fd, lead, first)  # the batches before it still hold
+    finally:
+        os.close(fd)
+        file.close()

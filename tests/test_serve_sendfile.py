@@ -247,3 +247,91 @@ def test_ranges_held_through_retention_are_sent_whole_with_sendfile(tmp_path: Pa
 
         assert asyncio.run(main()) == want
         assert stored._fds == []  # closed once sent
+
+
+def _partitions(frame: bytes) -> list[tuple[int, bytes]]:
+    """``(error code, records)`` per partition of a Fetch v4 answer."""
+    from kio.schema.fetch.v4.response import FetchResponse
+    from kio.serial import entity_reader
+
+    response, _ = entity_reader(FetchResponse)(frame, 8)
+    return [(int(p.error_code), p.records or b"") for t in response.responses for p in t.partitions]
+
+
+def _damage_middle_segment(root: Path) -> tuple[bytes, int, int, bytes]:
+    """Flip a bit inside the records section of the second batch of partition 0's
+    middle segment. ``(that batch's bytes, its base offset, the offset after it,
+    partition 0's bytes before it)``."""
+    with logstore.Broker.open(root, CONFIG) as broker:
+        log = broker.topic("t").partition(0)
+        segments = log.segments
+        assert len(segments) >= 3
+        middle = segments[len(segments) // 2]
+        data = bytearray(Path(middle.path).read_bytes())
+        first = logstore.batch.peek_header(data, 0)
+        second = logstore.batch.peek_header(data, first.size)
+        damaged = bytes(data[first.size : first.size + second.size])
+        intact = log.read_batches(0, 1 << 30)
+    data[first.size + logstore.batch.HEADER_SIZE + 3] ^= 0x04  # inside the records section
+    Path(middle.path).write_bytes(bytes(data))
+    return damaged, second.base_offset, second.next_offset, intact[: intact.index(damaged)]
+
+
+def _damaged_answers(
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    wanted: list[list[tuple[int, int, int]]],
+    *,
+    sendfile: bool,
+) -> list[bytes]:
+    monkeypatch.setenv("LOGSTORE_SENDFILE", "1" if sendfile else "0")
+    calls: list[int] = []
+    real = connection._sendfile_now
+
+    def counted(sock_fd: int, fd: int, position: int, length: int) -> int:
+        calls.append(length)
+        return real(sock_fd, fd, position, length)
+
+    monkeypatch.setattr(connection, "_sendfile_now", counted)
+    frames = []
+    with logstore.serve(root, listen="127.0.0.1:0") as server:
+        assert server.address is not None
+        with socket.create_connection(server.address, timeout=30) as sock:
+            for i, asked in enumerate(wanted):
+                frames.append(_fetch_frame(sock, i + 1, asked))
+    assert bool(calls) == sendfile
+    return frames
+
+
+def test_a_batch_failing_its_crc_is_never_served_with_or_without_sendfile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bit flipped in a middle segment's records: a Fetch whose answer would hold
+    that batch answers KAFKA_STORAGE_ERROR (56) and no bytes for the partition, as
+    ``read_batches`` raising ``CorruptLogError`` does; the bytes before and after it,
+    and the other partition, are served. Both paths put the same frames on the wire."""
+    root = _root(tmp_path)
+    damaged, base, following, before = _damage_middle_segment(root)
+    with logstore.Broker.open(root, CONFIG) as broker:
+        log = broker.topic("t").partition(0)
+        after = log.read_batches(following, 1 << 20)
+        whole_1 = broker.topic("t").partition(1).read_batches(0, 1 << 20)
+        for call in (log.read_batches, log.batch_ranges):
+            with pytest.raises(logstore.CorruptLogError, match="CRC mismatch"):
+                call(0, 1 << 20)
+    wanted = [
+        [(0, 0, 1 << 20)],
+        [(1, 0, 1 << 20), (0, base + 1, 1), (0, following, 1 << 20)],
+        [(0, 0, len(before)), (1, 0, 1 << 20)],
+    ]
+    sent = _damaged_answers(root, monkeypatch, wanted, sendfile=True)
+    written = _damaged_answers(root, monkeypatch, wanted, sendfile=False)
+    assert sent == written
+    for frame in sent:
+        assert damaged not in frame
+    assert [_partitions(frame) for frame in sent] == [
+        [(56, b"")],
+        [(0, whole_1), (56, b""), (0, after)],
+        [(0, before), (0, whole_1)],
+    ]
+    assert after and before
