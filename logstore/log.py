@@ -397,11 +397,7 @@ class Log(Closing):
         return reader.read_batches(*self._fetch(offset, max_bytes))
 
     def batch_ranges(self, offset: int, max_bytes: int = 1 << 20) -> FileRanges:
-        """``read_batches``' batches as ``FileRanges`` (held open), to sendfile.
-
-        Checked as ``read_batches`` checks them (CRCs with ``verify_crc_on_read``,
-        through a mapping of the file: no copy), raising the same ``CorruptLogError``.
-        """
+        """``read_batches``' batches, checked and raising as it does, as ``FileRanges``."""
         return reader.batch_ranges(*self._fetch(offset, max_bytes))
 
     def _fetch(
