@@ -7,9 +7,12 @@ started with ``LOGSTORE_SENDFILE=0`` (batches read into bytes and written)
 and once with sendfile, in turns, ``--rounds`` times. Reported: MB/s on the
 wall clock and the server process's CPU seconds (user + system, from
 ``/proc``) over the fetches alone, so a busy machine shows in the first and
-much less in the second.
+much less in the second. The server checks every batch's CRC
+(``verify_crc_on_read``, the default): with sendfile, through a mapping of
+the file; ``--no-crc-pass`` adds a third server whose sendfile path skips
+that check, to show what it costs.
 
-    .venv/bin/python bench/serve_fetch.py [--records 300000] [--rounds 3]
+    .venv/bin/python bench/serve_fetch.py [--records 300000] [--rounds 3] [--no-crc-pass]
 """
 
 from __future__ import annotations
@@ -157,10 +160,21 @@ def wait_listening(port: int) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def run(root: str, end: int, max_bytes: int, sendfile: bool) -> tuple[float, float, int]:
+#: A server whose ``batch_ranges`` skips the CRC pass (the mapped check reports
+#: every range intact): what sendfile costs without it, for comparison only.
+_NO_CRC_PASS = (
+    "import sys, logstore.batchfile as b; b.batches_hold_crc = lambda *a: True; "
+    "from logstore.cli import main; sys.argv[0] = 'logstore'; main()"
+)
+
+
+def run(
+    root: str, end: int, max_bytes: int, sendfile: bool, crc_pass: bool = True
+) -> tuple[float, float, int]:
     port = free_port()
     env = dict(os.environ, LOGSTORE_SENDFILE="1" if sendfile else "0")
-    argv = [sys.executable, "-m", "logstore", "serve", root, "--listen", f"127.0.0.1:{port}"]
+    start = ["-m", "logstore"] if crc_pass else ["-c", _NO_CRC_PASS]
+    argv = [sys.executable, *start, "serve", root, "--listen", f"127.0.0.1:{port}"]
     with subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL) as server:
         try:
             wait_listening(port)
@@ -181,6 +195,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--max-bytes", type=int, default=1 << 20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-crc-pass",
+        action="store_true",
+        help="also time sendfile from a server whose batch_ranges skips the CRC pass",
+    )
     args = parser.parse_args()
     top = tempfile.mkdtemp(prefix="logstore-serve-fetch-")
     root = os.path.join(top, "root")
@@ -188,10 +207,18 @@ def main() -> None:
         build(root, args.records)
         print("| round | path | MB/s (wall) | server CPU s | MB per server CPU s |")
         print("|---|---|--:|--:|--:|")
+        paths = [(True, True), (False, True)]  # (sendfile, CRC pass)
+        if args.no_crc_pass:
+            paths.append((True, False))
+        labels = {
+            (True, True): "sendfile",
+            (False, True): "read + write",
+            (True, False): "sendfile, CRC pass skipped",
+        }
         for r in range(args.rounds):
-            for sendfile in (True, False) if r % 2 == 0 else (False, True):
-                wall, cpu, size = run(root, args.records, args.max_bytes, sendfile)
-                label = "sendfile" if sendfile else "read + write"
+            for sendfile, crc_pass in paths if r % 2 == 0 else paths[::-1]:
+                wall, cpu, size = run(root, args.records, args.max_bytes, sendfile, crc_pass)
+                label = labels[sendfile, crc_pass]
                 rate = size / cpu / 1e6 if cpu else float("inf")
                 print(f"| {r} | {label} | {size / wall / 1e6:.0f} | {cpu:.2f} | {rate:.0f} |")
     finally:

@@ -277,7 +277,7 @@ def _damage_middle_segment(root: Path) -> tuple[bytes, int, int, bytes]:
     return damaged, second.base_offset, second.next_offset, intact[: intact.index(damaged)]
 
 
-def _damaged_answers(
+def _served(
     root: Path,
     monkeypatch: pytest.MonkeyPatch,
     wanted: list[list[tuple[int, int, int]]],
@@ -324,8 +324,8 @@ def test_a_batch_failing_its_crc_is_never_served_with_or_without_sendfile(
         [(1, 0, 1 << 20), (0, base + 1, 1), (0, following, 1 << 20)],
         [(0, 0, len(before)), (1, 0, 1 << 20)],
     ]
-    sent = _damaged_answers(root, monkeypatch, wanted, sendfile=True)
-    written = _damaged_answers(root, monkeypatch, wanted, sendfile=False)
+    sent = _served(root, monkeypatch, wanted, sendfile=True)
+    written = _served(root, monkeypatch, wanted, sendfile=False)
     assert sent == written
     for frame in sent:
         assert damaged not in frame
@@ -335,3 +335,30 @@ def test_a_batch_failing_its_crc_is_never_served_with_or_without_sendfile(
         [(0, before), (0, whole_1)],
     ]
     assert after and before
+
+
+def test_the_crc_pass_runs_in_the_fetch_worker_thread_never_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _root(tmp_path)
+    checked: list[bool] = []
+    real = logstore.batchfile.batches_hold_crc
+
+    def on_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def recorded(fd: int, position: int, length: int) -> bool:
+        checked.append(on_loop())
+        return real(fd, position, length)
+
+    monkeypatch.setattr(logstore.batchfile, "batches_hold_crc", recorded)
+    frames = _served(root, monkeypatch, WANTED, sendfile=True)
+    assert checked and not any(checked)  # checked, and never from the loop's thread
+    with logstore.Broker.open(root, CONFIG) as broker:
+        topic = broker.topic("t")
+        for frame, wanted in zip(frames, WANTED):
+            assert _records(frame) == [topic.partition(p).read_batches(o, m) for p, o, m in wanted]
