@@ -5,7 +5,7 @@ batch that fails its CRC is served) without reading the bytes it hands to
 ``sendfile``: the range of a file is mapped (``mmap``, read-only, its offset
 rounded down to ``mmap.ALLOCATIONGRANULARITY``) and ``crc32c`` runs over a
 ``memoryview`` of each batch in the page cache itself (it releases the GIL
-over large buffers). Knows a batch's length prefix and where its CRC lies;
+over large buffers; the faulting in, which cannot, goes in small pieces). Knows a batch's length prefix and where its CRC lies;
 not files, segments, locks or what to do with a failure (the caller's
 checking walk says what is wrong).
 
@@ -38,6 +38,9 @@ _MADV_POPULATE_READ: int | None = getattr(
     mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None
 )
 
+#: Bytes faulted in per ``madvise``: a stall of the GIL stays one small read long.
+_POPULATE_PIECE = 256 * 1024
+
 
 def batches_hold_crc(fd: int, position: int, length: int) -> bool:
     """Whether the batches filling ``[position, position + length)`` of ``fd`` hold their CRC.
@@ -58,11 +61,18 @@ def batches_hold_crc(fd: int, position: int, length: int) -> bool:
 
 
 def _populate(mapped: mmap.mmap) -> bool:
-    """Fault the mapping in now; ``False`` where touching it would raise ``SIGBUS``."""
+    """Fault the mapping in now; ``False`` where touching it would raise ``SIGBUS``.
+
+    In pieces: ``mmap.madvise`` holds the GIL, and pages not in the page
+    cache are read from the disk under it, which would stall the server's
+    event loop for the whole range; between pieces the GIL can change hands.
+    """
     if _MADV_POPULATE_READ is None:  # pragma: no cover - not on Linux
         return True
+    size = len(mapped)
     try:
-        mapped.madvise(_MADV_POPULATE_READ)
+        for start in range(0, size, _POPULATE_PIECE):
+            mapped.madvise(_MADV_POPULATE_READ, start, min(_POPULATE_PIECE, size - start))
     except OSError as exc:
         # EINVAL: a kernel before 5.14 (the pages are faulted in as the CRC runs).
         return exc.errno == errno.EINVAL

@@ -7,8 +7,10 @@ holding the offset, then whole batches while the total stays within
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,59 @@ def test_the_mapped_crc_check_at_any_position_and_past_the_end(
     finally:
         os.close(fd)
         file.close()
+
+
+def test_a_truncation_waits_for_the_mapped_crc_pass_over_its_file(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: ``Log.truncate`` cutting the very range being CRC-checked
+    through its mapping. The cut waits for the check (a mapped page cut away would
+    be a ``SIGBUS``); the check sees the whole range; the ranges then hold what they
+    held, and the truncation happens."""
+    log = open_log()
+    _fill(log, 8)
+    want = log.read_batches(0, 1 << 20)
+    inside, cut = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    real = logstore.batchfile.batches_hold_crc
+
+    def slow(fd: int, position: int, length: int) -> bool:
+        inside.set()
+        cut.wait(0.5)  # the truncation's chance to cut under the mapping
+        seen.append(os.fstat(fd).st_size >= position + length)
+        return real(fd, position, length)
+
+    monkeypatch.setattr(logstore.batchfile, "batches_hold_crc", slow)
+    got: list[logstore.FileRanges] = []
+    reader = threading.Thread(target=lambda: got.append(log.batch_ranges(0, 1 << 20)))
+    reader.start()
+    assert inside.wait(10)
+
+    def truncate() -> None:
+        log.truncate(2)
+        cut.set()
+
+    cutter = threading.Thread(target=truncate)
+    cutter.start()
+    reader.join(10)
+    cutter.join(10)
+    assert seen == [True]  # the file still held the range while it was checked
+    assert cut.is_set() and log.end_offset == 2
+    with got[0] as ranges:
+        assert ranges.size == len(want)
+
+
+def test_pages_that_cannot_be_faulted_in_are_a_failed_check_not_a_signal() -> None:
+    class Mapping:
+        def __init__(self, error: int) -> None:
+            self.error = error
+
+        def __len__(self) -> int:
+            return 1 << 20
+
+        def madvise(self, *args: int) -> None:
+            raise OSError(self.error, os.strerror(self.error))
+
+    assert not mappedcrc._populate(Mapping(errno.EIO))  # type: ignore[arg-type]
+    assert not mappedcrc._populate(Mapping(errno.EFAULT))  # type: ignore[arg-type]
+    assert mappedcrc._populate(Mapping(errno.EINVAL))  # type: ignore[arg-type]  # old kernel
