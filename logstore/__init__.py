@@ -37,6 +37,7 @@ from .errors import (
     UnknownTopicError,
     WrongTypeError,
 )
+from .fileranges import FileRanges
 from .loader import RecoveryActionKind
 from .log import Log
 from .model import (
@@ -63,6 +64,7 @@ __version__ = "0.1.0"
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
+    "FileRanges",
     "ArchiveError",
     "Broker",
     "BufferFullError",

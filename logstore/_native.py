@@ -84,4 +84,5 @@ PAIRS: tuple[Pair, ...] = (
     Pair("number", "partitioner:_py_number", "partitioner.number: Broker.append_many"),
     Pair("wrap", "consumer:_py_wrap", "consumer.wrap: Consumer.poll"),
     Pair("accumulator", "accumulator:_PyAccumulator", "accumulator.accumulator: Producer.send"),
+    Pair("read_stored", "batchfile:_py_read_stored", "BatchFile.read_stored: Log.read_batches"),
 )

@@ -25,6 +25,9 @@
  *   accumulator(batches, batch_records, batch_budget, max_buffered_bytes,
  *               require_key, Message, SendHandle, slow) -> Accumulator
  *                                                      accumulator._PyAccumulator
+ *   read_stored(fd, position, available, budget, at_least_one, expected,
+ *               end_offset, crc) -> (bytes, next expected, status)
+ *                                                      batchfile._py_read_stored
  *
  * and two types, listed in _native.TYPES with their NamedTuple twins (tests/test_message.py):
  *
@@ -47,6 +50,8 @@
 #include "structmember.h"
 #include <stdint.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 static PyObject *CorruptLogError = NULL; /* logstore.errors.CorruptLogError */
 static PyTypeObject *RecordType = NULL;   /* logstore.model.Record (a tuple subclass) */
@@ -1043,6 +1048,175 @@ wrap(PyObject *self, PyObject *args)
         PyList_SET_ITEM(out, i, item);
     }
     return out;
+}
+
+/* ------------------------------------------------------------------ stored batches */
+
+#define STORED_MAX_HOPS 64
+
+static int32_t
+be32(const unsigned char *u)
+{
+    return (int32_t)(((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) |
+                     (uint32_t)u[3]);
+}
+
+/* pread all of size bytes at position (fewer only at the end of the file); -1 with an error set. */
+static Py_ssize_t
+pread_all(int fd, char *buf, Py_ssize_t size, long long position)
+{
+    Py_ssize_t got = 0;
+    while (got < size) {
+        ssize_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = pread(fd, buf + got, (size_t)(size - got), (off_t)(position + got));
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return -1;
+                continue;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        got += n;
+    }
+    return got;
+}
+
+/*
+ * read_stored(fd, position, available, budget, at_least_one, expected, end_offset, crc)
+ *     -> (bytes, next expected base offset, status)
+ *
+ * Log.read_batches' one copy. The batches from `position` that fit in
+ * `budget` bytes (the first whatever its size with `at_least_one`), within
+ * the `available` bytes the snapshot holds there, are found first by their
+ * 12-byte length prefixes (at most STORED_MAX_HOPS small preads), so the
+ * bytes object is allocated at its final size and filled by one pread: a
+ * fresh object shrunk afterwards would give its pages back to the system
+ * (glibc's mmap threshold) and fault them in again on the next call, which
+ * costs more than the copy. Past the hops (small batches) the rest is read to
+ * the budget and the object shrunk in place (_PyBytes_Resize).
+ *
+ * Every batch kept is checked: a sane v2 batch (length, magic 2, counts),
+ * base offset exactly `expected` (a log never compacted), last offset below
+ * `end_offset`, and with `crc` (crc32c.crc32c) its CRC-32C. status 0: all
+ * `available` bytes served; 1: the budget ended the batches; 2: anything
+ * else (damage, a torn batch, a file shorter than the snapshot): the caller
+ * walks again with the checking code, which says what is wrong.
+ * batchfile._py_read_stored is its twin.
+ */
+static PyObject *
+read_stored(PyObject *self, PyObject *args)
+{
+    int fd, at_least_one;
+    long long position, available, budget, expected, end_offset;
+    PyObject *crc;
+    if (!PyArg_ParseTuple(args, "iLLLpLLO", &fd, &position, &available, &budget, &at_least_one,
+                          &expected, &end_offset, &crc))
+        return NULL;
+    if (position < 0 || available < 0 || available > PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_ValueError, "negative position or size");
+        return NULL;
+    }
+    /* 1. Where the batches end, from their length prefixes. */
+    long long span = 0, size = -1;
+    unsigned char prefix[12];
+    for (int hops = 0; hops < STORED_MAX_HOPS && span < available; hops++) {
+        Py_ssize_t n = pread_all(fd, (char *)prefix, 12, position + span);
+        if (n < 0)
+            return NULL;
+        if (n < 12)
+            break;
+        int32_t length = be32(prefix + 8);
+        long long whole = 12 + (long long)length;
+        if (length < 49 || whole > available - span)
+            break; /* judged by the walk */
+        if (span + whole > budget && !(span == 0 && at_least_one)) {
+            size = span; /* the next batch does not fit: the end is known */
+            break;
+        }
+        span += whole;
+    }
+    int exact = size >= 0;
+    if (size < 0)
+        size = span == available ? span : (budget > span ? (budget < available ? budget : available) : span);
+    /* 2. One pread into the bytes returned. */
+    PyObject *data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (data == NULL)
+        return NULL;
+    char *buf = PyBytes_AS_STRING(data);
+    Py_ssize_t got = pread_all(fd, buf, (Py_ssize_t)size, position);
+    if (got < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    /* 3. Every batch checked, up to the first that is not wholly there. */
+    const unsigned char *u = (const unsigned char *)buf;
+    Py_ssize_t pos = 0;
+    int status = 2;
+    for (;;) {
+        Py_ssize_t left = got - pos;
+        if (pos == available) {
+            status = 0;
+            break;
+        }
+        if (left < 12) {
+            /* Not a whole prefix read: the budget's end, unless the read stopped short. */
+            if (got == size && size < available && (exact || size >= budget) &&
+                (pos > 0 || !at_least_one))
+                status = 1;
+            break;
+        }
+        int32_t length = be32(u + pos + 8);
+        long long whole = 12 + (long long)length;
+        if (length < 49 || whole > available - pos)
+            break;
+        if (whole > left || left < 61) {
+            if (got == size && pos + whole > budget && (pos > 0 || !at_least_one))
+                status = 1;
+            break;
+        }
+        if (u[pos + 16] != 2)
+            break;
+        uint64_t raw = 0;
+        for (int i = 0; i < 8; i++)
+            raw = (raw << 8) | u[pos + i];
+        long long base = (long long)raw;
+        uint32_t stored = (uint32_t)be32(u + pos + 17);
+        int32_t delta = be32(u + pos + 23);
+        int32_t count = be32(u + pos + 57);
+        if (delta < 0 || count < 0 || base != expected || base < 0 ||
+            base > end_offset - 1 - (long long)delta)
+            break;
+        if (crc != Py_None) {
+            PyObject *view = PyMemoryView_FromMemory(buf + pos + 21, (Py_ssize_t)whole - 21,
+                                                     PyBUF_READ);
+            if (view == NULL)
+                goto fail;
+            PyObject *value = PyObject_CallOneArg(crc, view);
+            Py_DECREF(view);
+            if (value == NULL)
+                goto fail;
+            unsigned long actual = PyLong_AsUnsignedLong(value);
+            Py_DECREF(value);
+            if (actual == (unsigned long)-1 && PyErr_Occurred())
+                goto fail;
+            if (actual != stored)
+                break;
+        }
+        expected = base + delta + 1;
+        pos += (Py_ssize_t)whole;
+    }
+    if (pos < (Py_ssize_t)size && _PyBytes_Resize(&data, pos) < 0)
+        return NULL; /* data was freed */
+    return Py_BuildValue("(NLi)", data, expected, status);
+fail:
+    Py_DECREF(data);
+    return NULL;
 }
 
 /* ------------------------------------------------------------------ Message and Record */
@@ -2067,6 +2241,9 @@ static PyMethodDef methods[] = {
     {"accumulator", accumulator, METH_VARARGS,
      "accumulator(batches, batch_records, batch_budget, max_buffered_bytes, require_key,"
      " Message, SendHandle, slow) -> a producer's buffer (accumulator._PyAccumulator)"},
+    {"read_stored", read_stored, METH_VARARGS,
+     "read_stored(fd, position, available, budget, at_least_one, expected, end_offset, crc)"
+     " -> (bytes of whole checked batches, next expected offset, status 0 all/1 budget/2 other)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,8 +11,9 @@ roles or records. Positions in its errors are absolute positions in the file.
 from __future__ import annotations
 
 import os
+import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import crc32c
 
@@ -25,8 +26,10 @@ from ._fs import (
     write_all,
     write_size,
 )
+from ._native import speedups
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader
 from .errors import CorruptLogError, ErrorKind
+from .mappedcrc import batches_hold_crc
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -36,6 +39,104 @@ WRITEBACK_BYTES = 4 << 20
 #: Read size of a headers-only walk: headers are 61 bytes, bodies are skipped.
 HEADER_CHUNK_BYTES = 64 * 1024
 _CRC_FROM = 21
+#: What ``read_stored`` checks of each batch: base offset, length, magic, CRC,
+#: last offset delta (the record count is at byte 57).
+_STORED = struct.Struct(">qi4xbIxxi")
+_PREFIX = struct.Struct(">8xi")
+_COUNT = struct.Struct(">i")
+#: Length prefixes ``read_stored`` reads to size its one copy exactly.
+STORED_MAX_HOPS = 64
+#: ``read_stored``'s status: every byte available served; the budget ended the
+#: batches; anything else (damage, a torn batch, a file shorter than the
+#: snapshot): walk again with ``iter_batches``, which says what is wrong.
+STORED_ALL, STORED_BUDGET, STORED_OTHER = 0, 1, 2
+
+
+def _py_read_stored(
+    fd: int,
+    position: int,
+    available: int,
+    budget: int,
+    at_least_one: bool,
+    expected: int,
+    end_offset: int,
+    crc: Callable[[memoryview], int] | None,
+) -> tuple[bytes, int, int]:
+    """``_speedups.read_stored``: ``(whole checked batches, next expected offset, status)``.
+
+    The batches from ``position`` that fit in ``budget`` (the first whatever
+    its size with ``at_least_one``), within the ``available`` bytes there,
+    found by their length prefixes (at most ``STORED_MAX_HOPS`` small reads)
+    and read with one ``pread`` of exactly their size: no copy after the
+    kernel's. Past the hops the rest is read to the budget and sliced.
+    Each batch kept is a sane v2 batch starting exactly at ``expected``,
+    ending below ``end_offset``, holding its CRC-32C when ``crc`` is given.
+    """
+    if position < 0 or available < 0:
+        raise ValueError("negative position or size")
+    span, size = 0, -1
+    for _ in range(STORED_MAX_HOPS):
+        if span >= available:
+            break
+        prefix = _pread_all(fd, 12, position + span)
+        if len(prefix) < 12:
+            break
+        (length,) = _PREFIX.unpack(prefix)
+        whole = LOG_OVERHEAD + length
+        if length < batch.MIN_BATCH_LENGTH or whole > available - span:
+            break
+        if span + whole > budget and not (span == 0 and at_least_one):
+            size = span
+            break
+        span += whole
+    exact = size >= 0
+    if not exact:
+        size = span if span == available else (min(budget, available) if budget > span else span)
+    data = _pread_all(fd, size, position)
+    got, pos, status = len(data), 0, STORED_OTHER
+    view = memoryview(data)
+    while True:
+        left = got - pos
+        if pos == available:
+            status = STORED_ALL
+            break
+        if left < 12:
+            if (
+                got == size < available
+                and (exact or size >= budget)
+                and (pos > 0 or not at_least_one)
+            ):
+                status = STORED_BUDGET
+            break
+        (length,) = _PREFIX.unpack_from(view, pos)
+        whole = LOG_OVERHEAD + length
+        if length < batch.MIN_BATCH_LENGTH or whole > available - pos:
+            break
+        if whole > left or left < HEADER_SIZE:
+            if got == size and pos + whole > budget and (pos > 0 or not at_least_one):
+                status = STORED_BUDGET
+            break
+        base, length, magic, stored, delta = _STORED.unpack_from(view, pos)
+        (count,) = _COUNT.unpack_from(view, pos + 57)
+        if magic != 2 or delta < 0 or count < 0 or base != expected or base + delta >= end_offset:
+            break
+        if crc is not None and crc(view[pos + _CRC_FROM : pos + whole]) != stored:
+            break
+        expected = base + delta + 1
+        pos += whole
+    view.release()
+    return (data if pos == got else data[:pos]), expected, status
+
+
+def _pread_all(fd: int, size: int, position: int) -> bytes:
+    """``size`` bytes at ``position`` (fewer only at the end of the file)."""
+    data = os.pread(fd, size, position) if size else b""
+    while 0 < len(data) < size:  # a short read before the end: read on
+        more = os.pread(fd, size - len(data), position + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 def check_follows(
@@ -217,6 +318,52 @@ class BatchFile:
         with self.lock:
             return os.pread(self.fd(), size, position)
 
+    def read_stored(
+        self,
+        position: int,
+        available: int,
+        budget: int,
+        *,
+        at_least_one: bool,
+        expected: int,
+        end_offset: int,
+        verify_crc: bool,
+    ) -> tuple[bytes, int, int]:
+        """Whole batches from ``position`` within ``budget`` bytes, checked, in one copy.
+
+        ``(bytes, next expected base offset, status)`` (``_py_read_stored``):
+        the batches of the ``available`` bytes at ``position`` that start
+        exactly at ``expected`` (a log never compacted), end below
+        ``end_offset`` and hold their CRC (``verify_crc``). A fetch's fast
+        path (``Log.read_batches``); ``STORED_OTHER`` asks for the checking walk.
+        """
+        crc = crc32c.crc32c if verify_crc else None
+        with self.lock:
+            result = _read_stored(
+                self.fd(), position, available, budget, at_least_one, expected, end_offset, crc
+            )
+        return result
+
+    def crcs_hold(self, fd: int, position: int, length: int) -> bool:
+        """Whether the batches in ``[position, position + length)`` of ``fd`` (a ``dup``
+        of this file) hold their CRC-32C, checked through a mapping, not read.
+
+        Under ``lock``, after checking the file still holds the range: this
+        file's truncation (which takes the lock) cannot cut the mapped pages
+        away mid-check (``mappedcrc``: that would be a ``SIGBUS``). ``False``
+        at any doubt; the checking walk then says what is wrong.
+        """
+        with self.lock:
+            if os.fstat(fd).st_size < position + length:
+                return False
+            return batches_hold_crc(fd, position, length)
+
+    def dup(self) -> int:
+        """A new descriptor of this file: it stays open and names these bytes whatever
+        happens to the handle (the cache closing it) or the path (an unlink, a rename)."""
+        with self.lock:
+            return os.dup(self.fd())
+
     def append(self, data: Writable, position: int) -> None:
         """Write ``data`` at ``position`` (the end); on failure cut back and re-raise.
 
@@ -259,12 +406,15 @@ class BatchFile:
         self.flush()
 
     def truncate(self, position: int) -> None:
-        """Cut the file at ``position`` (through the handle when writable)."""
-        if self.writable:
-            with self.lock:
+        """Cut the file at ``position`` (through the handle when writable).
+
+        Under ``lock`` either way: ``crcs_hold`` maps the file under it.
+        """
+        with self.lock:
+            if self.writable:
                 os.ftruncate(self.fd(), position)
-        else:
-            os.truncate(self.path, position)
+            else:
+                os.truncate(self.path, position)
 
     def flush(self) -> None:
         """fsync the data (the handle cache must not close the handle under it)."""
@@ -439,3 +589,6 @@ class BatchFile:
                 position,
                 kind=ErrorKind.CRC_MISMATCH,
             )
+
+
+_read_stored = _py_read_stored if speedups is None else speedups.read_stored

@@ -81,3 +81,17 @@ def read_config_record(directory: str) -> LogConfig | None:
         raise ConfigError(f"{record}: {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{record}: not a logstore config record ({exc})") from None
+
+
+def recorded_config(path: str | os.PathLike[str]) -> LogConfig | None:
+    """The config ``Log.open`` last opened the log in ``path`` with (``archive`` aside).
+
+    Lets a tool that opens a log by its path (``logstore compact``) apply the
+    log's own cleanup policy and compaction settings. ``None`` when nothing
+    was recorded (a log written by an older version, or by Kafka). Fields a
+    newer version recorded and this one does not know are ignored.
+
+    Raises:
+        ConfigError: the record is not readable JSON of valid settings.
+    """
+    return read_config_record(os.fspath(path))

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from . import model, opener, reader, validator
 from ._fs import Closing, DirectoryLock, HandleCache
 from .config import LogConfig
-from .configrecord import read_config_record
+from .configrecord import recorded_config
 from .errors import InvalidRecordError, RecordTooLarge
+from .fileranges import FileRanges
 from .housekeeping import Housekeeping
 from .loader import LoadResult, RecoveryAction
 from .local import LocalLog
@@ -138,19 +139,8 @@ class Log(Closing, Producing):
             lock.release()
             raise
 
-    @staticmethod
-    def recorded_config(path: str | os.PathLike[str]) -> LogConfig | None:
-        """The config ``Log.open`` last opened the log in ``path`` with (``archive`` aside).
-
-        Lets a tool that opens a log by its path (``logstore compact``) apply the
-        log's own cleanup policy and compaction settings. ``None`` when nothing
-        was recorded (a log written by an older version, or by Kafka). Fields a
-        newer version recorded and this one does not know are ignored.
-
-        Raises:
-            ConfigError: the record is not readable JSON of valid settings.
-        """
-        return read_config_record(os.fspath(path))
+    #: ``configrecord.recorded_config``: the config the log in a path was last opened with.
+    recorded_config = staticmethod(recorded_config)
 
     #: ``opener.recover``: crash recovery on a closed log, now (``logstore recover``).
     recover = staticmethod(opener.recover)
@@ -398,12 +388,20 @@ class Log(Closing, Producing):
             OffsetOutOfRange: ``offset`` is below ``start_offset`` or above ``end_offset``.
             CorruptLogError: a batch on the way failed its checks.
         """
+        return reader.read_batches(*self._fetch(offset, max_bytes))
+
+    def batch_ranges(self, offset: int, max_bytes: int = 1 << 20) -> FileRanges:
+        """``read_batches``' batches, checked and raising as it does, as ``FileRanges``."""
+        return reader.batch_ranges(*self._fetch(offset, max_bytes))
+
+    def _fetch(
+        self, offset: int, max_bytes: int
+    ) -> tuple[reader.Snapshot, int, int, reader.ReadOptions]:
         validator.check_int("offset", offset)
         validator.check_limit("max_bytes", max_bytes, optional=False)
         with self._lock:
             self._check_open()
-            snapshot = self._local.read_snapshot(offset)
-        return reader.read_batches(snapshot, offset, max_bytes, self._read_options)
+            return self._local.read_snapshot(offset), offset, max_bytes, self._read_options
 
     def scan(
         self,

@@ -18,13 +18,21 @@ A segment whose index a read found wrong is handed to ``ReadOptions.repair``.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from . import batch
-from .batch import BatchHeader
-from .batchfile import CHUNK_BYTES, check_follows, check_segment_start
+from .batch import HEADER_SIZE, BatchHeader
+from .batchfile import (
+    CHUNK_BYTES,
+    STORED_BUDGET,
+    STORED_OTHER,
+    check_follows,
+    check_segment_start,
+)
 from .errors import CodecUnavailableError, CorruptLogError
+from .fileranges import FileRanges
 from .model import Record
 from .segment import Segment
 from .transactions import Isolation, Markers, Verdicts
@@ -87,7 +95,17 @@ def read(
 
 
 def read_batches(snapshot: Snapshot, offset: int, max_bytes: int, options: ReadOptions) -> bytes:
-    """``Log.read_batches`` over ``snapshot``: whole stored batches, at least one."""
+    """``Log.read_batches`` over ``snapshot``: whole stored batches, at least one.
+
+    A log that was never compacted takes ``_read_contiguous``: one ``pread``
+    per segment into the bytes returned (a fetch costs one copy, as a plain
+    read of the file does). Anything that path does not accept, it leaves to
+    the checking walk below, which raises with the reason.
+    """
+    if options.contiguous:
+        stored = _read_contiguous(snapshot, offset, max_bytes, options)
+        if stored is not None:
+            return stored[0] if len(stored) == 1 else b"".join(stored)
     chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
     pieces: list[bytes | memoryview] = []
     total = 0
@@ -97,6 +115,232 @@ def read_batches(snapshot: Snapshot, offset: int, max_bytes: int, options: ReadO
         pieces.append(memoryview(buf)[rel : rel + header.size])
         total += header.size
     return b"".join(pieces)
+
+
+def batch_ranges(
+    snapshot: Snapshot, offset: int, max_bytes: int, options: ReadOptions
+) -> FileRanges:
+    """``Log.batch_ranges`` over ``snapshot``: ``read_batches``' batches as file ranges.
+
+    Each segment's file is duplicated first and walked through the duplicate,
+    so the ranges name exactly the bytes checked: lengths, magic, counts and
+    offsets from headers read in small pieces, as ``read_batches`` checks
+    them, and with ``verify_crc`` each batch's CRC-32C over the file's pages
+    through a read-only mapping (``BatchFile.crcs_hold``: no copy, so the
+    bytes ``sendfile`` sends are the bytes checked, never copied into Python).
+    Anything the walk does not accept is left to ``read_batches``' checking
+    walk, which raises with the reason, the same error ``read_batches``
+    raises (or, if it finds nothing wrong, gives the ranges).
+    """
+    ranges: list[tuple[int, int, int]] = []
+    fds: list[int] = []
+    try:
+        if _ranges_by_headers(snapshot, offset, max_bytes, options, ranges, fds):
+            return FileRanges(ranges, fds)
+        for fd in fds:
+            os.close(fd)
+        ranges, fds = [], []
+        _ranges_by_walk(snapshot, offset, max_bytes, options, ranges, fds)
+        return FileRanges(ranges, fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _ranges_by_headers(
+    snapshot: Snapshot,
+    offset: int,
+    max_bytes: int,
+    options: ReadOptions,
+    ranges: list[tuple[int, int, int]],
+    fds: list[int],
+) -> bool:
+    """``batch_ranges`` from headers read in small pieces; ``False``: a header it refused."""
+    contiguous = options.contiguous
+    total = 0
+    previous_next: int | None = None
+    for i, (seg, end, bound) in enumerate(snapshot):
+        if i == 0:
+            start = _start_of(seg, offset, end, bound, options)
+            if start is None:
+                continue
+            position, expected = start
+        else:
+            if total >= max_bytes:
+                break
+            position = 0
+            expected = check_segment_start(
+                previous_next, seg.base_offset, seg.log_path, contiguous=contiguous
+            )
+        fd = seg.file.dup()
+        fds.append(fd)
+        walked = _walk_headers(
+            fd, position, end, max_bytes - total, total == 0, expected, bound, contiguous
+        )
+        if walked is None:
+            return False
+        length, previous_next, budget_ended = walked
+        if length:
+            if options.verify_crc and not seg.file.crcs_hold(fd, position, length):
+                return False  # the checking walk raises where read_batches does
+            ranges.append((fd, position, length))
+            total += length
+        if budget_ended:
+            break
+    return True
+
+
+#: Bytes read at a time by ``batch_ranges``' header walk: a header, and the
+#: headers of small batches after it, without pulling large bodies.
+_HEADER_READ = 4096
+
+
+def _walk_headers(
+    fd: int,
+    position: int,
+    end: int,
+    budget: int,
+    at_least_one: bool,
+    expected: int,
+    bound: int,
+    contiguous: bool,
+) -> tuple[int, int, bool] | None:
+    """``(bytes of whole batches from position, next expected offset, budget ended)``.
+
+    ``None`` at a header it does not accept. In a log that was compacted the
+    last batch taken is confirmed by the header after it, as ``stored_batches`` does.
+    """
+    pos, buf, buf_at = position, b"", position
+    taken = False
+    while pos < end:
+        rel = pos - buf_at
+        if rel + HEADER_SIZE > len(buf):
+            buf_at, rel = pos, 0
+            buf = os.pread(fd, min(_HEADER_READ, end - pos), pos)
+            if len(buf) < HEADER_SIZE:
+                return None
+        header = batch.peek_header(buf, rel)
+        size = header.size
+        if (
+            header.magic != 2
+            or header.batch_length < batch.MIN_BATCH_LENGTH
+            or size > end - pos
+            or header.last_offset_delta < 0
+            or header.record_count < 0
+            or header.base_offset < expected
+            or (contiguous and header.base_offset != expected)
+            or header.next_offset > bound
+        ):
+            return None
+        if pos + size - position > budget and (taken or not at_least_one):
+            return pos - position, expected, True
+        expected = header.next_offset
+        pos += size
+        taken = True
+    return pos - position, expected, False
+
+
+def _ranges_by_walk(
+    snapshot: Snapshot,
+    offset: int,
+    max_bytes: int,
+    options: ReadOptions,
+    ranges: list[tuple[int, int, int]],
+    fds: list[int],
+) -> None:
+    """``batch_ranges`` from ``read_batches``' checking walk (it raises at damage)."""
+    chunk = min(max(max_bytes, 64 * 1024), 16 << 20)
+    total = 0
+    dups: dict[int, int] = {}
+    for seg, pos, header, _, _ in stored_batches(snapshot, offset, options, chunk, max_bytes):
+        if ranges and total + header.size > max_bytes:
+            break
+        fd = dups.get(id(seg))
+        if fd is None:
+            fd = dups[id(seg)] = seg.file.dup()
+            fds.append(fd)
+            ranges.append((fd, pos, header.size))
+        else:
+            last_fd, last_pos, last_length = ranges[-1]
+            ranges[-1] = (last_fd, last_pos, last_length + header.size)
+        total += header.size
+
+
+def _read_contiguous(
+    snapshot: Snapshot, offset: int, max_bytes: int, options: ReadOptions
+) -> list[bytes] | None:
+    """``read_batches`` of a log never compacted, a ``read_stored`` per segment; ``None``:
+    something failed a check, or the first batch could not be read whole (walk instead).
+
+    Each segment's piece holds the batches that fit in what is left of
+    ``max_bytes`` (the first whole whatever its size), every one checked
+    (length, magic, CRC with ``verify_crc``, base offset exactly the one
+    expected, last offset below the next segment's base).
+    """
+    verify = options.verify_crc
+    pieces: list[bytes] = []
+    total = 0
+    previous_next: int | None = None
+    for i, (seg, end, bound) in enumerate(snapshot):
+        if i == 0:
+            start = _start_of(seg, offset, end, bound, options)
+            if start is None:
+                continue  # nothing at or after offset here; nothing known to chain to
+            position, expected = start
+        else:
+            if total >= max_bytes:
+                break
+            position = 0
+            expected = check_segment_start(
+                previous_next, seg.base_offset, seg.log_path, contiguous=True
+            )
+        left = end - position
+        data, following, status = seg.file.read_stored(
+            position,
+            left,
+            max_bytes - total,
+            at_least_one=total == 0,
+            expected=expected,
+            end_offset=bound,
+            verify_crc=verify,
+        )
+        if status == STORED_OTHER:
+            return None  # damage, a torn batch below the snapshot's end, or a file cut short
+        if data:
+            pieces.append(data)
+            total += len(data)
+        if status == STORED_BUDGET:
+            break  # the budget ended inside this segment
+        previous_next = following
+    return pieces
+
+
+def _start_of(
+    seg: Segment, offset: int, end: int, bound: int, options: ReadOptions
+) -> tuple[int, int] | None:
+    """``(position, base offset)`` of the batch holding ``offset`` (or the first after it).
+
+    A consumer reads on from the offset after its last batch: the offset
+    index's entry names that batch (it ends at the entry's offset), so one
+    header read confirms the entry (as ``find_position`` does) and the batch
+    wanted is the next one. Anything else is ``find_position``'s walk.
+    """
+    entry_offset, position = seg.offset_index.lookup(offset)
+    if position and entry_offset < offset:
+        header = seg.read_header_at(position)
+        if (
+            header is not None
+            and header.last_offset == entry_offset
+            and header.next_offset == offset
+            and position + header.size < end
+        ):
+            check_follows(header, header.base_offset, seg.log_path, position, end_offset=bound)
+            return position + header.size, offset  # read_stored checks that base offset
+    position, found = seg.find_position(offset, end, end_offset=bound)
+    if seg.index_wrong:
+        options.repair(seg)
+    return None if found is None else (position, found.base_offset)
 
 
 def scan(

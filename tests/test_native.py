@@ -10,14 +10,17 @@ a few encoded sections, and random damage from Hypothesis.
 from __future__ import annotations
 
 import importlib
+import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import crc32c
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logstore import Message, _native, recordcodec
+from logstore import Message, _native, batch, recordcodec
 from logstore.model import ConsumedRecord, Record
 
 C = _native.speedups
@@ -123,6 +126,76 @@ def _corrupt_sections() -> list[tuple[Any, ...]]:
 MESSAGES = [Message(b"v", key=b"k%d" % i) for i in range(50)]
 RECORDS = [Record(i, 5, None, b"v", ()) for i in range(20)]
 
+
+def _descriptor(data: bytes) -> int:
+    """An open descriptor of an unlinked file holding ``data`` (open for the whole run)."""
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.flush()
+        return os.dup(handle.fileno())
+
+
+def _stored_file() -> tuple[int, list[int], int]:
+    """A file of five batches (base offsets 10, 13, 16, 19, 22), the third one's
+    record damaged, and the bytes after it torn: (fd, batch positions, size)."""
+    batches = [
+        batch.encode_batch(
+            [(b"v%d" % (10 + 3 * b + i), None, [], 1_000 + i) for i in range(3)],
+            base_offset=10 + 3 * b,
+        )
+        for b in range(5)
+    ]
+    positions = [sum(len(b) for b in batches[:i]) for i in range(6)]
+    data = bytearray(b"".join(batches))
+    data[positions[2] + 70] ^= 1  # inside the third batch's records: its CRC fails
+    return _descriptor(bytes(data) + batches[0][:30]), positions, len(data) + 30  # torn tail
+
+
+STORED_FD, STORED_AT, STORED_SIZE = _stored_file()
+
+
+def _many_batches(count: int) -> tuple[int, int]:
+    """A file of ``count`` one-record batches (more than ``read_stored`` hops over)."""
+    data = b"".join(
+        batch.encode_batch([(b"%d" % i, None, [], 1_000)], base_offset=i) for i in range(count)
+    )
+    return _descriptor(data), len(data)
+
+
+MANY_FD, MANY_SIZE = _many_batches(100)
+_B = STORED_AT[1]  # every batch has this size
+
+
+def _stored_cases() -> list[tuple[Any, ...]]:
+    fd, at, crc = STORED_FD, STORED_AT, crc32c.crc32c
+    cases: list[tuple[Any, ...]] = []
+    for budget in (0, 1, _B - 1, _B, _B + 1, 2 * _B, 10 * _B):
+        for first in (True, False):
+            cases.append((fd, 0, 2 * _B, budget, first, 10, 1 << 40, crc))
+    cases += [
+        (fd, 0, 5 * _B, 10 * _B, True, 10, 1 << 40, None),  # damage unseen without the CRC
+        (fd, 0, 5 * _B, 10 * _B, True, 10, 1 << 40, crc),  # the third batch's CRC fails
+        (fd, at[3], 2 * _B, 10 * _B, True, 19, 1 << 40, crc),
+        (fd, at[3], 2 * _B + 30, 10 * _B, True, 19, 1 << 40, crc),  # the torn tail
+        (fd, at[3], 2 * _B + 30, 2 * _B, True, 19, 1 << 40, crc),  # ... past the budget
+        (fd, at[3], 3 * _B, 10 * _B, True, 19, 1 << 40, crc),  # past the end of the file
+        (fd, 0, 2 * _B, 10 * _B, True, 11, 1 << 40, crc),  # not the base offset expected
+        (fd, 0, 2 * _B, 10 * _B, True, 10, 15, crc),  # past the end offset
+        (fd, 0, 2 * _B, 10 * _B, True, 10, 16, crc),
+        (fd, 5, 2 * _B, 10 * _B, True, 10, 1 << 40, crc),  # not at a batch
+        (fd, 0, 0, 10 * _B, True, 10, 1 << 40, crc),
+        (fd, -1, 0, 10 * _B, True, 10, 1 << 40, crc),
+        (-1, 0, _B, _B, True, 10, 1 << 40, crc),  # a bad descriptor: OSError
+        # Past the hops: read to the budget, then cut after the last whole batch.
+        (MANY_FD, 0, MANY_SIZE, MANY_SIZE, True, 0, 1 << 40, crc),
+        (MANY_FD, 0, MANY_SIZE, MANY_SIZE - 1, True, 0, 1 << 40, crc),
+        (MANY_FD, 0, MANY_SIZE, MANY_SIZE * 9 // 10, True, 0, 1 << 40, crc),
+        (MANY_FD, 0, MANY_SIZE, MANY_SIZE, True, 0, 90, crc),
+        (MANY_FD, 0, MANY_SIZE + 5, 2 * MANY_SIZE, True, 0, 1 << 40, crc),
+    ]
+    return cases
+
+
 #: Shared inputs: each is in the domain of both twins. The encoders take
 #: entries already validated by the caller (the compiled one also checks
 #: types, the pure one trusts them), so they share only valid entries.
@@ -190,6 +263,7 @@ CASES: dict[str, list[tuple[Any, ...]]] = {
         ([-1], [0]),
         ([0], ["1"]),
     ],
+    "read_stored": _stored_cases(),
     "wrap": [
         (RECORDS, "topic", 3, ConsumedRecord),
         ([], "t", 0, ConsumedRecord),

@@ -572,13 +572,19 @@ def test_the_topic_producer_follows_a_reopened_topic(tmp_path: Path) -> None:
         assert (before.result(), after.result()) == ((0, 0), (0, 1))
 
 
+# Callbacks run on the sending thread (a handle already resolved) or the writer's:
+# one lock keeps their lines whole.
 CHILD = """
-import sys, logstore
+import sys, threading, logstore
 log = logstore.Log.open(sys.argv[1], logstore.LogConfig(fsync="always"))
 producer = log.producer(linger_ms=1, batch_records=200)
-handles = []
+lock = threading.Lock()
 def report(i):
-    return lambda h: print(i, h.result(), flush=True)
+    def line(h):
+        with lock:
+            sys.stdout.write(f"{i} {h.result()}\\n")
+            sys.stdout.flush()
+    return line
 for i in range(1_000_000):
     h = producer.send(b"value-%d" % i, key=b"k%d" % (i % 5))
     h.add_done_callback(report(i))

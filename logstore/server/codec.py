@@ -11,6 +11,7 @@ logstore's storage or of sockets.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime
 import enum
@@ -46,10 +47,15 @@ __all__ = [
 
 API_VERSIONS_KEY = 18
 FETCH_KEY = 1
-#: A response frame: one ``bytes``, or its consecutive pieces (a Fetch's records by reference).
-Frame = bytes | list[bytes]
+#: A response frame: one ``bytes``, or its consecutive pieces (a Fetch's records by
+#: reference: ``bytes``, or stored batches with a ``len()`` the connection sends itself).
+Frame = bytes | list[Any]
 #: A write at least this large is kept by reference, not copied (records; nothing else is).
 SPLICE_BYTES = 4096
+#: Whether the connection serving this request sends ``FileRanges`` with ``sendfile``
+#: (set per connection task; ``asyncio.to_thread`` carries it into the worker thread).
+#: Outside a connection, or where it cannot (TLS), a Fetch reads bytes as it always did.
+SENDFILE: contextvars.ContextVar[bool] = contextvars.ContextVar("sendfile", default=False)
 _KEY_VERSION = struct.Struct(">hhi")
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
 
@@ -301,23 +307,26 @@ def _write_frame(out: Any, cls: type[Any], api_key: int, correlation_id: int, me
 class SplicedFrame:
     """A stream for kio's writers that keeps large ``bytes`` by reference.
 
-    kio writes a records field as its length prefix, then ``write(value)``
-    of the value itself: here a value of ``SPLICE_BYTES`` or more becomes a
-    piece of its own, and the small writes around it are gathered into
-    pieces between. So the bytes are exactly kio's encoding, in pieces, and
-    a fetch's records are copied once less (the socket takes them as they
-    are). Only immutable ``bytes`` are kept: nothing can change under them.
+        kio writes a records field as its length prefix, then ``write(value)``
+        of the value itself: here a value of ``SPLICE_BYTES`` or more becomes a
+        piece of its own, and the small writes around it are gathered into
+        pieces between. So the bytes are exactly kio's encoding, in pieces, and
+        a fetch's records are copied once less (the socket takes them as they
+        are). Only immutable ``bytes`` are kept, and stored batches (``FileRanges``,
+    whose held descriptors keep their bytes): nothing can change under them.
     """
 
     __slots__ = ("_pieces", "_size", "_small")
 
     def __init__(self) -> None:
-        self._pieces: list[bytes] = []
+        self._pieces: list[Any] = []
         self._small = bytearray()
         self._size = 0
 
-    def write(self, data: bytes) -> int:
-        if type(data) is bytes and len(data) >= SPLICE_BYTES:
+    def write(self, data: Any) -> int:
+        if (type(data) is bytes and len(data) >= SPLICE_BYTES) or not isinstance(
+            data, (bytes, bytearray, memoryview)
+        ):  # large bytes, or stored batches (FileRanges): by reference
             if self._small:
                 self._cut()
             self._pieces.append(data)
@@ -331,7 +340,7 @@ class SplicedFrame:
         self._pieces.append(bytes(self._small))
         self._small = bytearray()
 
-    def pieces(self) -> list[bytes]:
+    def pieces(self) -> list[Any]:
         """The frame's pieces, its size (it starts with 4 bytes for it) filled in."""
         if self._small or not self._pieces:
             self._cut()
