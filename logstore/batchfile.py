@@ -29,7 +29,7 @@ from ._fs import (
 from ._native import speedups
 from .batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader
 from .errors import CorruptLogError, ErrorKind
-from .mappedcrc import batches_hold_crc
+from .rangecrc import batches_hold_crc
 
 #: Read size for scans and recovery: large enough to amortise the syscall,
 #: small enough that a scan's memory stays flat.
@@ -346,12 +346,12 @@ class BatchFile:
 
     def crcs_hold(self, fd: int, position: int, length: int) -> bool:
         """Whether the batches in ``[position, position + length)`` of ``fd`` (a ``dup``
-        of this file) hold their CRC-32C, checked through a mapping, not read.
+        of this file) hold their CRC-32C (``rangecrc``: read through a small buffer).
 
         Under ``lock``, after checking the file still holds the range: this
-        file's truncation (which takes the lock) cannot cut the mapped pages
-        away mid-check (``mappedcrc``: that would be a ``SIGBUS``). ``False``
-        at any doubt; the checking walk then says what is wrong.
+        file's truncation (which takes the lock) cannot change the bytes
+        mid-check. ``False`` at any doubt; the checking walk then says what is
+        wrong.
         """
         with self.lock:
             if os.fstat(fd).st_size < position + length:

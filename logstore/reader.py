@@ -126,8 +126,8 @@ def batch_ranges(
     so the ranges name exactly the bytes checked: lengths, magic, counts and
     offsets from headers read in small pieces, as ``read_batches`` checks
     them, and with ``verify_crc`` each batch's CRC-32C over the file's pages
-    through a read-only mapping (``BatchFile.crcs_hold``: no copy, so the
-    bytes ``sendfile`` sends are the bytes checked, never copied into Python).
+    read through one small reused buffer (``BatchFile.crcs_hold``: never
+    into a Python object the range's size; ``sendfile`` sends the bytes).
     Anything the walk does not accept is left to ``read_batches``' checking
     walk, which raises with the reason, the same error ``read_batches``
     raises (or, if it finds nothing wrong, gives the ranges).

@@ -30,8 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "_dirkind": {"checkpoints", "_fs", "errors"},
     "checkpoints": {"_fs", "errors"},
     "configrecord": {"config", "_fs", "errors"},
-    "mappedcrc": {"batch"},
-    "batchfile": {"batch", "mappedcrc", "_fs", "errors", "_native"},
+    "rangecrc": {"batch"},
+    "batchfile": {"batch", "rangecrc", "_fs", "errors", "_native"},
     "segmentscan": {"batchfile", "index", "errors", "_varint"},
     "segmentlookup": {"batchfile", "batch", "index", "errors"},
     "segment": {

@@ -8,7 +8,6 @@ holding the offset, then whole batches while the total stays within
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import logstore
-from logstore import LogConfig, batch, mappedcrc
+from logstore import LogConfig, batch, rangecrc
 from logstore.batchfile import BatchFile
 
 from .conftest import OpenLog
@@ -235,11 +234,11 @@ def _paths(ranges: logstore.FileRanges) -> list[str]:
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_intact_ranges_are_crc_checked_through_the_mapping_not_read(
+def test_intact_ranges_are_crc_checked_once_and_not_walked(
     open_log: OpenLog, monkeypatch: pytest.MonkeyPatch, compression: str
 ) -> None:
-    """With ``verify_crc_on_read`` each range is checked once through its mapping
-    (``mappedcrc``) and the reading walk never runs; the bytes are those stored."""
+    """With ``verify_crc_on_read`` each range is checked once (``rangecrc``) and
+    the reading walk never runs; the bytes are those stored."""
     log = open_log(segment_bytes=6_000, compression=compression)
     _fill(log, 80)
     checked: list[tuple[int, int]] = []
@@ -262,24 +261,25 @@ def test_intact_ranges_are_crc_checked_through_the_mapping_not_read(
             assert checked == [(at, n) for _, at, n in ranges.ranges]
 
 
-def test_the_mapped_crc_check_at_any_position_and_past_the_end(
+def test_the_range_crc_check_at_any_position_and_past_the_end(
     open_log: OpenLog, tmp_path: Path
 ) -> None:
-    """``mappedcrc`` maps from the granule below ``position``; a range the file no
-    longer holds is refused by ``BatchFile.crcs_hold`` before any page is touched."""
+    """``rangecrc`` checks a range at any position, across several of its read
+    pieces; a range the file no longer holds is refused."""
     log = open_log()
     _fill(log, 30)
     stored = b"".join(data for _, _, data in _stored(log))
-    lead = 3 * mmap.ALLOCATIONGRANULARITY + 17  # past several granules, unaligned
+    lead = 3 * rangecrc.PIECE + 17  # past several pieces, unaligned
     path = tmp_path / "copy.log"
     path.write_bytes(b"\xff" * lead + stored)
     file = BatchFile(str(path))
     fd = file.dup()
     try:
-        assert mappedcrc.batches_hold_crc(fd, lead, len(stored))
+        assert rangecrc.batches_hold_crc(fd, lead, len(stored))
         assert file.crcs_hold(fd, lead, len(stored))
-        assert not file.crcs_hold(fd, lead, len(stored) + 1)  # past the end: not mapped
-        assert not mappedcrc.batches_hold_crc(fd, lead, len(stored) - 1)  # a torn last batch
+        assert not file.crcs_hold(fd, lead, len(stored) + 1)  # past the end
+        assert not rangecrc.batches_hold_crc(fd, lead, len(stored) + 1)
+        assert not rangecrc.batches_hold_crc(fd, lead, len(stored) - 1)  # a torn last batch
         damaged = bytearray(stored)
         damaged[-3] ^= 0x01  # the last batch's last record
         writer = os.open(path, os.O_WRONLY)
@@ -293,13 +293,12 @@ def test_the_mapped_crc_check_at_any_position_and_past_the_end(
         file.close()
 
 
-def test_a_truncation_waits_for_the_mapped_crc_pass_over_its_file(
+def test_a_truncation_waits_for_the_crc_pass_over_its_file(
     open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injection: ``Log.truncate`` cutting the very range being CRC-checked
-    through its mapping. The cut waits for the check (a mapped page cut away would
-    be a ``SIGBUS``); the check sees the whole range; the ranges then hold what they
-    held, and the truncation happens."""
+    """Fault injection: ``Log.truncate`` cutting the very range being CRC-checked.
+    The cut waits for the check; the check sees the whole range; the ranges then
+    hold what they held, and the truncation happens."""
     log = open_log()
     _fill(log, 8)
     want = log.read_batches(0, 1 << 20)
@@ -309,7 +308,7 @@ def test_a_truncation_waits_for_the_mapped_crc_pass_over_its_file(
 
     def slow(fd: int, position: int, length: int) -> bool:
         inside.set()
-        cut.wait(0.5)  # the truncation's chance to cut under the mapping
+        cut.wait(0.5)  # the truncation's chance to cut under the check
         seen.append(os.fstat(fd).st_size >= position + length)
         return real(fd, position, length)
 
@@ -333,17 +332,22 @@ def test_a_truncation_waits_for_the_mapped_crc_pass_over_its_file(
         assert ranges.size == len(want)
 
 
-def test_pages_that_cannot_be_faulted_in_are_a_failed_check_not_a_signal() -> None:
-    class Mapping:
-        def __init__(self, error: int) -> None:
-            self.error = error
+def test_a_read_error_during_the_crc_check_is_a_failed_check(
+    open_log: OpenLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the disk fails a read (EIO) in the middle of a batch: a
+    ``False`` for the caller (whose checking walk then raises), not a crash."""
+    log = open_log()
+    _fill(log, 30)
+    stored = b"".join(data for _, _, data in _stored(log))
+    fd = os.open(log.segments[0].path, os.O_RDONLY)
+    try:
+        assert rangecrc.batches_hold_crc(fd, 0, len(stored))
 
-        def __len__(self) -> int:
-            return 1 << 20
+        def failing(*args: object) -> int:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-        def madvise(self, *args: int) -> None:
-            raise OSError(self.error, os.strerror(self.error))
-
-    assert not mappedcrc._populate(Mapping(errno.EIO))  # type: ignore[arg-type]
-    assert not mappedcrc._populate(Mapping(errno.EFAULT))  # type: ignore[arg-type]
-    assert mappedcrc._populate(Mapping(errno.EINVAL))  # type: ignore[arg-type]  # old kernel
+        monkeypatch.setattr(rangecrc.os, "preadv", failing)
+        assert not rangecrc.batches_hold_crc(fd, 0, len(stored))
+    finally:
+        os.close(fd)
