@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import errno
 import os
-from types import TracebackType
+
+from ._fs import Closing
 
 
-class FileRanges:
+class FileRanges(Closing):
     """Consecutive ranges of open files; ``len()`` is their total size.
 
     Close it (or use it as a context manager) once sent: it holds one
@@ -76,20 +77,10 @@ class FileRanges:
 
     def close(self) -> None:
         """Release the descriptors; idempotent."""
+        self._closed = True
         fds, self._fds = self._fds, []
         for fd in fds:
             os.close(fd)
-
-    def __enter__(self) -> FileRanges:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         for fd in getattr(self, "_fds", ()):

@@ -86,7 +86,7 @@ ALLOWED: dict[str, set[str]] = {
     "retention": {"local", "segment", "model", "config", "errors"},
     "validator": {"batch", "config", "model", "errors"},
     "transactions": {"batch", "segment", "errors"},
-    "fileranges": set(),
+    "fileranges": {"_fs"},
     "reader": {"batch", "batchfile", "fileranges", "segment", "transactions", "model", "errors"},
     "housekeeping": {"cleaner", "retention", "local", "maintenance", "segment", "model", "errors"},
     "accumulator": {"_native", "model"},
