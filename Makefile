@@ -45,7 +45,8 @@ lint: $(DEV)
 # The whole suite runs twice: with the compiled codec, then the pure-Python one.
 # The real-Kafka tests (marker `kafka`, tests/kafka/) run once, in a third pass:
 # one JVM broker is enough, and they write with both codecs in child processes.
-pytest: $(DEV)
+# The bench group too: tests/test_bench_run.py runs bench/run.py (lmdb, matplotlib) at tiny sizes.
+pytest: $(DEV) $(BENCH)
 	$(BIN)/python -c 'import logstore, sys; print("codec:", logstore.__speedups__); sys.exit(logstore.__speedups__ != "compiled")'
 	$(BIN)/pytest -q -m "not kafka"
 	LOGSTORE_PURE=1 $(BIN)/pytest -q -m "not kafka"
