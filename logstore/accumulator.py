@@ -106,7 +106,9 @@ class SendHandle(tuple, Generic[T]):  # type: ignore[type-arg]
             Exception: the error its batch's write failed with (``OSError``,
                 ``LogClosedError``, ``ProducerClosedError``...).
         """
-        batch = self._wait(timeout)
+        batch: _Batch = self[0]
+        if not batch.done:  # the common case, a resolved handle, without a further call
+            self._wait(timeout)
         if batch.error is not None:
             raise batch.error
         offset = batch.base + self[1]
