@@ -6,11 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 import logstore
 
 from .helpers import run
-
-METADATA = "logstore-topics.json"
 
 
 def _open(root: Path, **options: object) -> logstore.Broker:
