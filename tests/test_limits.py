@@ -173,9 +173,9 @@ def test_a_group_that_committed_counts_without_members(tmp_path: Path) -> None:
         with pytest.raises(logstore.LimitExceededError, match=r"^max_groups=1 reached: .*'b'$"):
             broker.consumer("b", "t")
         broker.consumer("a", "t").close()  # its own group always comes back
-    with _open(tmp_path, max_groups=1) as broker:  # committed groups count after a reopen
-        with pytest.raises(logstore.LimitExceededError):
-            broker.consumer("b", "t")
+    # Committed groups count after a reopen too.
+    with _open(tmp_path, max_groups=1) as broker, pytest.raises(logstore.LimitExceededError):
+        broker.consumer("b", "t")
 
 
 def test_max_groups_refuses_a_commit_of_a_new_group_and_writes_nothing(tmp_path: Path) -> None:
