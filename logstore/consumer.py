@@ -23,6 +23,7 @@ from ._native import speedups
 from ._offsets import GroupPartition
 from .errors import (
     ConfigError,
+    LogClosedError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
     WrongTypeError,
@@ -231,7 +232,7 @@ class GroupCoordinator:
             for topic in member.topics:
                 try:
                     counts[topic] = len(self._partitions_of(topic))
-                except LookupError:
+                except (LookupError, LogClosedError):  # deleted, or the broker is closing
                     counts[topic] = 0
         plan = range_assignment([(m.member_id, m.topics) for m in members], counts)
         for member in members:

@@ -295,3 +295,12 @@ def test_the_cli_shows_and_sets_max_consumers_per_group(
     with _open(tmp_path) as broker:
         assert broker.topic("t").config.max_consumers_per_group == 4
         assert broker.topic_overrides("t") == {"max_consumers_per_group": 4}
+
+
+def test_a_broker_closes_with_several_members_of_a_group_open(tmp_path: Path) -> None:
+    """The members leave as it closes: their rebalance must not need the closed broker."""
+    broker = _open(tmp_path, max_groups=1)
+    broker.create_topic("t", 2)
+    first, second = broker.consumer("g", "t"), broker.consumer("g", "t")
+    broker.close()
+    assert (first.assignment, second.assignment) == ([], [])
