@@ -192,3 +192,13 @@ def test_serve_takes_the_broker_limits(tmp_path: Path) -> None:
         assert (broker.max_topics, broker.max_groups) == (3, 4)
     with pytest.raises(logstore.ConfigError, match=r"^max_topics must be an integer >= 0"):
         logstore.serve(tmp_path, listen="127.0.0.1:0", max_topics=-1)
+
+
+def test_a_settings_file_gives_the_limits(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        "max_topics = 5\nmax_groups = 0\n[topic_defaults]\nmax_consumers_per_group = 3\n"
+    )
+    options = logstore.load_serve_settings(path)
+    assert (options["max_topics"], options["max_groups"]) == (5, 0)
+    assert options["config"].max_consumers_per_group == 3
