@@ -118,6 +118,7 @@ class Groups:
             # Checked first, as Kafka's coordinator does: the member is not added.
             future.set_result(_join_error(ErrorCode.invalid_session_timeout, member_id))
             return future
+        created = group_id not in self.groups
         group = self.groups.setdefault(group_id, Group(group_id))
         if (
             group.protocol_type is not None
@@ -137,7 +138,7 @@ class Groups:
         if not member_id:
             refusal = self._over_limit(group, protocols)
             if refusal is not None:
-                if not group.members:
+                if created:
                     del self.groups[group_id]  # refused: no group left behind
                 future.set_result(_join_error(ErrorCode.group_max_size_reached, member_id))
                 return future
@@ -182,8 +183,9 @@ class Groups:
                 live = {g.group_id for g in self.groups.values() if g.members}
                 self.broker.check_group_limit(group.group_id, live)
             subscribed = [subscription(m.protocols) for m in group.members.values()]
+            known = set(self.broker.topics())
             for topic in subscription(protocols):
-                if topic in self.broker.topics():
+                if topic in known:  # an unknown one is the client's to find out
                     members = sum(1 for topics in subscribed if topic in topics)
                     self.broker.check_consumer_limit(group.group_id, topic, members)
         except LimitExceededError as exc:
