@@ -202,3 +202,23 @@ def test_a_settings_file_gives_the_limits(tmp_path: Path) -> None:
     options = logstore.load_serve_settings(path)
     assert (options["max_topics"], options["max_groups"]) == (5, 0)
     assert options["config"].max_consumers_per_group == 3
+
+
+def test_a_kafka_admin_client_sees_the_policy_violation(tmp_path: Path) -> None:
+    ck = pytest.importorskip("confluent_kafka")
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    with logstore.serve(tmp_path, listen="127.0.0.1:0", max_topics=1) as server:
+        host, port = server.address
+        admin = AdminClient({"bootstrap.servers": f"{host}:{port}"})
+        futures = admin.create_topics([NewTopic("a", 1, 1)])
+        assert futures["a"].result(timeout=10) is None
+        futures = admin.create_topics([NewTopic("b", 1, 1)])
+        with pytest.raises(ck.KafkaException) as info:
+            futures["b"].result(timeout=10)
+        error = info.value.args[0]
+        assert (error.code(), error.str()) == (
+            ck.KafkaError.POLICY_VIOLATION,
+            "max_topics=1 reached: cannot create topic 'b'",
+        )
+        assert server._state.broker.topics() == ["a"]
