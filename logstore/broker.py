@@ -33,6 +33,7 @@ from .errors import (
     UnknownTopicError,
     WrongTypeError,
 )
+from .limits import StoreLimits, checked_limits
 from .loader import RecoveryAction
 from .log import Clock, Log, wall_clock_ms
 from .maintenance import Maintenance
@@ -44,7 +45,7 @@ from .topic import Topic, check_topic_name, pair_key
 logger = logging.getLogger(__name__)
 
 
-class Broker(Closing, TopicProducing):
+class Broker(Closing, TopicProducing, StoreLimits):
     """Topics of partitioned logs under one root directory, with consumer groups.
 
     Use ``Broker.open``. Safe to use from several threads; one process per root.
@@ -59,19 +60,22 @@ class Broker(Closing, TopicProducing):
         max_open_files: int,
         maintenance_interval_ms: int | None,
         clock: Clock,
+        limits: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self.root = root
+        self.max_topics, self.max_groups = limits  # see logstore.limits
         self.default_config = default_config
         self._dir_lock = lock
         self._clock = clock
         self._lock = threading.RLock()
+        self._commit_lock = threading.Lock()
         self._closed = False
         self._handles = HandleCache(max_open_files)
         self._topics: dict[str, Topic] = {}
         self._metadata: dict[str, dict[str, Any]] = {}
         self._data_ready = threading.Condition()
         self.recovery_report: dict[str, tuple[RecoveryAction, ...]] = {}
-        self._coordinator = GroupCoordinator(lambda name: self.topic(name).logs)
+        self._coordinator = GroupCoordinator(lambda name: self.topic(name).logs, self._admit)
         self._stop = threading.Event()
         #: The broker's one housekeeping thread: its maintenance and every partition's fsyncs.
         self._maintenance = Maintenance(f"logstore-maintenance-{root}")
@@ -101,6 +105,8 @@ class Broker(Closing, TopicProducing):
         max_open_files: int = 1024,
         maintenance_interval_ms: int | None = 60_000,
         clock: Clock | None = None,
+        max_topics: int | None = None,
+        max_groups: int | None = None,
     ) -> Broker:
         """Open (creating if needed) the broker root ``root`` and recover every partition.
 
@@ -113,6 +119,8 @@ class Broker(Closing, TopicProducing):
         and compaction to every partition each ``maintenance_interval_ms``
         (``None``: no periodic pass); the same thread runs what a partition's
         roll makes due and its interval fsyncs, and starts when first needed.
+        ``max_topics``, ``max_groups``: store limits (``None`` or 0: unlimited; see
+        ``logstore.limits``); topics already on disk are kept, even over ``max_topics``.
         """
         if default_config is None:
             default_config = LogConfig()
@@ -122,6 +130,7 @@ class Broker(Closing, TopicProducing):
             )
         if type(max_open_files) is not int or max_open_files < 1:
             raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
+        limits = checked_limits(max_topics=max_topics, max_groups=max_groups)
         directory = os.fspath(root)
         refuse_other_kind(directory, "broker")
         make_dirs(directory)  # durable: fsyncs each new entry's parent
@@ -134,6 +143,7 @@ class Broker(Closing, TopicProducing):
                 max_open_files=max_open_files,
                 maintenance_interval_ms=maintenance_interval_ms,
                 clock=clock or wall_clock_ms,
+                limits=limits,
             )
         except BaseException:
             lock.release()
@@ -209,16 +219,7 @@ class Broker(Closing, TopicProducing):
         Raises:
             ConfigError: the metadata or the record is unreadable.
         """
-        directory = os.path.normpath(os.fspath(partition_dir))
-        entry = topicmeta.partition_entry(directory)
-        if entry is None:
-            return None
-        path, topic, overrides = entry
-        base = Log.recorded_config(directory) or LogConfig()
-        try:
-            return topicmeta.topic_config(base, topic, overrides)
-        except (ConfigError, TypeError) as exc:
-            raise ConfigError(f"{path}: topic {topic}: {exc}") from None
+        return topicmeta.stored_config(os.fspath(partition_dir), Log.recorded_config)
 
     def _write_metadata(self) -> None:
         topicmeta.write(self.root, self._metadata)
@@ -246,6 +247,7 @@ class Broker(Closing, TopicProducing):
         Raises:
             InvalidTopicName: before anything touches the disk.
             TopicExistsError: the topic exists.
+            LimitExceededError: ``max_topics`` topics exist (checked before anything is written).
         """
         check_topic_name(name)
         if type(partitions) is not int or partitions < 1:
@@ -256,6 +258,7 @@ class Broker(Closing, TopicProducing):
             self._check_open()
             if name in self._topics:
                 raise TopicExistsError(f"topic {name} already exists")
+            self.check_topic_limit(name)
             topic = self._create(name, partitions, overrides)
         self._coordinator.rebalance_all()
         return topic
@@ -492,6 +495,7 @@ class Broker(Closing, TopicProducing):
         Raises:
             UnknownTopicError: a topic does not exist.
             ConfigError: ``start`` is a str other than ``"earliest"`` or ``"latest"``.
+            LimitExceededError: a new group over ``max_groups``, or one consumer too many.
         """
         self._check_open()
         return Consumer(
@@ -520,12 +524,16 @@ class Broker(Closing, TopicProducing):
             UnknownPartitionError: a partition is not one of its topic's.
             WrongTypeError: an offset is not an int >= 0, or metadata not a str.
             ConfigError: metadata over 4096 bytes of UTF-8 (Kafka's ``offset.metadata.max.bytes``).
+            LimitExceededError: ``group`` is new and ``max_groups`` groups exist (nothing written).
         """
         checked: dict[tuple[str, int], OffsetAndMetadata] = {}
         for (topic, partition), given in positions.items():
             self.topic(topic).partition(partition)
             checked[(topic, partition)] = checked_position(topic, partition, given)
-        self._offsets.commit(group, checked)
+        live = self._coordinator.groups()  # its lock first, as a join takes them
+        with self._commit_lock:  # count and commit together: one of two new groups passes
+            self.check_group_limit(group, live)
+            self._offsets.commit(group, checked)
 
     def committed_offsets(self) -> dict[tuple[str, str, int], int]:
         """Every group's committed offsets: ``(group, topic, partition) -> next offset``."""

@@ -113,6 +113,10 @@ class LogConfig:
     archive: ArchiveHook | None = None
     #: Memory for the cleaner's key -> offset map; more distinct keys mean more rounds.
     compaction_memory_bytes: int = 128 * MIB
+    #: A topic setting the broker enforces (a ``Log`` ignores it): how many consumers
+    #: may be members of one group on this topic at once (NATS's ``MaxSubscriptions``,
+    #: Kafka's ``group.max.size``); ``None`` or 0: unlimited.
+    max_consumers_per_group: int | None = None
 
     def __post_init__(self) -> None:
         # The smallest batch is 61 bytes: anything below cannot hold one record.
@@ -174,6 +178,9 @@ class LogConfig:
             f"min_cleanable_dirty_ratio must be between 0 and 1, got {ratio!r}",
         )
         _positive_int("min_compaction_lag_ms", self.min_compaction_lag_ms, minimum=0)
+        _positive_int(
+            "max_consumers_per_group", self.max_consumers_per_group, optional=True, minimum=0
+        )
         _positive_int("compaction_memory_bytes", self.compaction_memory_bytes, minimum=1024)
         _require(
             self.archive is None

@@ -23,6 +23,7 @@ from ._native import speedups
 from ._offsets import GroupPartition
 from .errors import (
     ConfigError,
+    LogClosedError,
     OffsetOutOfRange,
     PartitionNotAssignedError,
     WrongTypeError,
@@ -167,11 +168,17 @@ def range_assignment(
     return out
 
 
+#: ``admit(group, topics, the group's members' topics, the groups with members)``.
+Admit = Callable[[str, Sequence[str], list[tuple[str, ...]], set[str]], None]
+
+
 class GroupCoordinator:
     """The members of every group in this process, and their assignments."""
 
-    def __init__(self, partitions_of: PartitionsOf) -> None:
+    def __init__(self, partitions_of: PartitionsOf, admit: Admit | None = None) -> None:
         self._partitions_of = partitions_of
+        #: Called under the lock before a member is added; refuses by raising (the limits).
+        self._admit = admit
         self._lock = threading.RLock()
         self._members: dict[str, list[Consumer]] = {}
         self._ids = itertools.count()
@@ -180,7 +187,12 @@ class GroupCoordinator:
         return f"{group}-{next(self._ids):06d}"
 
     def join(self, consumer: Consumer) -> None:
+        """Add ``consumer`` to its group, unless ``admit`` refuses it (then nothing changes)."""
         with self._lock:
+            if self._admit is not None:
+                live = {group for group, members in self._members.items() if members}
+                members = self._members.get(consumer.group, [])
+                self._admit(consumer.group, consumer.topics, [m.topics for m in members], live)
             self._members.setdefault(consumer.group, []).append(consumer)
             self._rebalance(consumer.group)
 
@@ -204,6 +216,11 @@ class GroupCoordinator:
         for member in everyone:
             member.close()
 
+    def groups(self) -> set[str]:
+        """The groups with members now."""
+        with self._lock:
+            return {group for group, members in self._members.items() if members}
+
     def members(self, group: str) -> list[Consumer]:
         with self._lock:
             return list(self._members.get(group, []))
@@ -215,7 +232,7 @@ class GroupCoordinator:
             for topic in member.topics:
                 try:
                     counts[topic] = len(self._partitions_of(topic))
-                except LookupError:
+                except (LookupError, LogClosedError):  # deleted, or the broker is closing
                     counts[topic] = 0
         plan = range_assignment([(m.member_id, m.topics) for m in members], counts)
         for member in members:

@@ -207,3 +207,16 @@ class BufferFullError(LogStoreError):
 
     The records buffered before it are unaffected; the refused one was not sent.
     """
+
+
+class LimitExceededError(LogStoreError):
+    """A store limit (NATS Streaming's ``StoreLimits``) refused a topic, a group or a member.
+
+    ``limit`` names the setting (``max_topics``, ``max_groups``,
+    ``max_consumers_per_group``) and ``value`` its value. Raised before
+    anything is written: the refused operation changed nothing.
+    """
+
+    def __init__(self, limit: str, value: int, what: str) -> None:
+        self.limit, self.value = limit, value
+        super().__init__(f"{limit}={value} reached: {what}")

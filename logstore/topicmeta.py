@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _offsets
@@ -133,6 +133,26 @@ def partition_entry(directory: str) -> tuple[str, str, dict[str, Any]] | None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a logstore topic metadata file ({exc})") from None
     return path, topic, overrides
+
+
+def stored_config(
+    partition_dir: str, recorded: Callable[[str], LogConfig | None]
+) -> LogConfig | None:
+    """``Broker.stored_config``: the root's overrides over ``recorded(directory)`` (else defaults).
+
+    Raises:
+        ConfigError: the metadata or the record is unreadable.
+    """
+    directory = os.path.normpath(partition_dir)
+    entry = partition_entry(directory)
+    if entry is None:
+        return None
+    path, topic, overrides = entry
+    base = recorded(directory) or LogConfig()
+    try:
+        return topic_config(base, topic, overrides)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{path}: topic {topic}: {exc}") from None
 
 
 def scan_partitions(root: str) -> dict[str, int]:

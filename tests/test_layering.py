@@ -112,7 +112,9 @@ ALLOWED: dict[str, set[str]] = {
     "partitioner": {"_native"},
     "_offsets": set(),
     "consumer": {"log", "_fs", "model", "errors", "_offsets", "_native"},
+    "limits": {"errors"},
     "broker": {
+        "limits",
         "producer",
         "maintenance",
         "log",

@@ -83,11 +83,15 @@ class Server:
         sasl_users: str | os.PathLike[str] | None = None,
         sasl_mechanisms: str | tuple[str, ...] | list[str] = MECHANISMS,
         producer_id_expiration_ms: int = EXPIRATION_MS,
+        max_topics: int | None = None,
+        max_groups: int | None = None,
     ) -> None:
         self.root = os.fspath(root)
         self._listen = parse_address(listen)
         self._advertise = parse_address(advertise) if advertise else None
         self._config = config
+        #: Store limits, checked by ``Broker.open`` (see ``logstore.limits``).
+        self._limits = (max_topics, max_groups)
         self._max_request_bytes = max_request_bytes
         self._auto_create_topics = auto_create_topics
         if type(default_partitions) is not int or default_partitions < 1:
@@ -139,7 +143,10 @@ class Server:
         """Open the root (``LogLockedError`` if another process holds it), then listen."""
         if self._keep_freed_memory:
             reuse_freed_memory()  # a fetch's MBs without a page fault per 4 KiB (see memory)
-        broker = await asyncio.to_thread(Broker.open, self.root, self._config)
+        max_topics, max_groups = self._limits
+        broker = await asyncio.to_thread(
+            Broker.open, self.root, self._config, max_topics=max_topics, max_groups=max_groups
+        )
         try:
             self._server = await asyncio.start_server(self._accept, *self._listen)
         except BaseException:

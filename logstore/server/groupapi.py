@@ -11,7 +11,7 @@ import asyncio
 import datetime
 from typing import Any
 
-from .. import OffsetAndMetadata
+from .. import LimitExceededError, OffsetAndMetadata
 from .codec import ErrorCode, Header
 from .state import NODE_ID, ServerState
 
@@ -101,7 +101,10 @@ async def handle_offset_commit(state: ServerState, header: Header, request: Any)
                 continue
             positions[where] = OffsetAndMetadata(p.committed_offset, metadata)
     if error is None and positions:
-        await asyncio.to_thread(state.broker.commit_offsets, request.group_id, positions)
+        try:
+            await asyncio.to_thread(state.broker.commit_offsets, request.group_id, positions)
+        except LimitExceededError:  # a new group over max_groups: as JoinGroup answers it
+            error = ErrorCode.group_max_size_reached
     return {
         "topics": [
             {

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import struct
 from typing import Any
 
-from .. import Broker
+from .. import Broker, LimitExceededError
 from .codec import ErrorCode
 
 EMPTY, PREPARING, COMPLETING, STABLE, DEAD = (
@@ -117,6 +118,7 @@ class Groups:
             # Checked first, as Kafka's coordinator does: the member is not added.
             future.set_result(_join_error(ErrorCode.invalid_session_timeout, member_id))
             return future
+        created = group_id not in self.groups
         group = self.groups.setdefault(group_id, Group(group_id))
         if (
             group.protocol_type is not None
@@ -134,6 +136,12 @@ class Groups:
             future.set_result(_join_error(ErrorCode.inconsistent_group_protocol, member_id))
             return future
         if not member_id:
+            refusal = self._over_limit(group, protocols)
+            if refusal is not None:
+                if created:
+                    del self.groups[group_id]  # refused: no group left behind
+                future.set_result(_join_error(ErrorCode.group_max_size_reached, member_id))
+                return future
             member_id = f"{client_id or 'member'}-{next(self._ids)}"
         member = group.members.get(member_id)
         if member is None:
@@ -159,6 +167,30 @@ class Groups:
         self._prepare(group)
         self._maybe_complete(group)
         return future
+
+    def _over_limit(
+        self, group: Group, protocols: list[tuple[str, bytes]]
+    ) -> LimitExceededError | None:
+        """The store limit a new member of ``group`` would exceed, if any.
+
+        ``max_groups`` for a group without members (the live ones are this
+        server's), and each subscribed topic's ``max_consumers_per_group``
+        against the members that subscribe to it: both answered as Kafka answers
+        ``group.max.size``, GROUP_MAX_SIZE_REACHED (non-retriable for clients).
+        """
+        try:
+            if not group.members:
+                live = {g.group_id for g in self.groups.values() if g.members}
+                self.broker.check_group_limit(group.group_id, live)
+            subscribed = [subscription(m.protocols) for m in group.members.values()]
+            known = set(self.broker.topics())
+            for topic in subscription(protocols):
+                if topic in known:  # an unknown one is the client's to find out
+                    members = sum(1 for topics in subscribed if topic in topics)
+                    self.broker.check_consumer_limit(group.group_id, topic, members)
+        except LimitExceededError as exc:
+            return exc
+        return None
 
     def _prepare(self, group: Group) -> None:
         if group.state != PREPARING:
@@ -377,3 +409,26 @@ def _common_protocol(choices: list[list[tuple[str, bytes]]]) -> str | None:
         if all(name in dict(c) for c in choices[1:]):
             return name
     return None
+
+
+def subscription(protocols: list[tuple[str, bytes]]) -> list[str]:
+    """The topics of a consumer's first protocol metadata (ConsumerProtocolSubscription).
+
+    ``version: int16, topics: [string]`` opens every version; bytes that are
+    not that subscribe to nothing (another protocol type, or a garbled one).
+    """
+    if not protocols:
+        return []
+    data = protocols[0][1]
+    try:
+        (count,) = struct.unpack_from(">i", data, 2)
+        position, topics = 6, []
+        for _ in range(count):
+            (size,) = struct.unpack_from(">h", data, position)
+            topics.append(data[position + 2 : position + 2 + size].decode())
+            position += 2 + size
+            if position > len(data):
+                return []
+    except (struct.error, UnicodeDecodeError):
+        return []
+    return topics

@@ -18,7 +18,14 @@ import dataclasses
 import logging
 from typing import Any
 
-from .. import ConfigError, InvalidTopicName, LogConfig, LogStoreError, TopicExistsError
+from .. import (
+    ConfigError,
+    InvalidTopicName,
+    LimitExceededError,
+    LogConfig,
+    LogStoreError,
+    TopicExistsError,
+)
 from . import configs
 from .codec import ErrorCode, Header
 from .state import NODE_ID, ServerState
@@ -139,6 +146,7 @@ def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, An
             config = dataclasses.replace(defaults, **overrides)
             if topic.name in state.broker.topics(include_internal=True):
                 raise TopicExistsError(f"topic {topic.name} already exists")
+            state.broker.check_topic_limit(topic.name)
         else:
             config = state.broker.create_topic(topic.name, partitions, overrides).config
         answer["configs"] = [
@@ -155,6 +163,11 @@ def _create(state: ServerState, topic: Any, validate_only: bool) -> dict[str, An
         answer.update(error_code=ErrorCode.topic_already_exists, error_message=str(exc))
     except InvalidTopicName as exc:
         answer.update(error_code=ErrorCode.invalid_topic_exception, error_message=str(exc))
+    except LimitExceededError as exc:
+        # Kafka's answer when its create-topic policy refuses a topic: a rule of the
+        # operator's, not a rate (THROTTLING_QUOTA_EXCEEDED is the mutation-rate quota,
+        # retriable after a delay; max_topics stays reached until a topic is deleted).
+        answer.update(error_code=ErrorCode.policy_violation, error_message=str(exc))
     except (ConfigError, TypeError) as exc:
         answer.update(error_code=ErrorCode.invalid_config, error_message=str(exc))
     except LogStoreError as exc:
