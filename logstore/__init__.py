@@ -42,6 +42,7 @@ from .fileranges import FileRanges
 from .loader import RecoveryActionKind
 from .log import Log
 from .model import (
+    AtOffset,
     CompactionResult,
     ConsumedRecord,
     Message,
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 __speedups__ = _batch.IMPLEMENTATION
 
 __all__ = [
+    "AtOffset",
     "FileRanges",
     "ArchiveError",
     "Broker",

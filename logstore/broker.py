@@ -16,7 +16,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import _offsets, topicmeta
@@ -40,6 +39,7 @@ from .maintenance import Maintenance
 from .model import AppendItem, Header, Message, OffsetAndMetadata
 from .partitioner import number
 from .producer import TopicProducing
+from .recoverypool import DEFAULT_RECOVERY_THREADS, check_recovery_threads, open_all
 from .topic import Topic, check_topic_name, pair_key
 
 logger = logging.getLogger(__name__)
@@ -61,9 +61,11 @@ class Broker(Closing, TopicProducing, StoreLimits):
         maintenance_interval_ms: int | None,
         clock: Clock,
         limits: tuple[int | None, int | None] = (None, None),
+        recovery_threads: int = DEFAULT_RECOVERY_THREADS,
     ) -> None:
         self.root = root
         self.max_topics, self.max_groups = limits  # see logstore.limits
+        self._recovery_threads = recovery_threads
         self.default_config = default_config
         self._dir_lock = lock
         self._clock = clock
@@ -107,11 +109,14 @@ class Broker(Closing, TopicProducing, StoreLimits):
         clock: Clock | None = None,
         max_topics: int | None = None,
         max_groups: int | None = None,
+        recovery_threads: int = DEFAULT_RECOVERY_THREADS,
     ) -> Broker:
         """Open (creating if needed) the broker root ``root`` and recover every partition.
 
-        Partitions are opened (and recovered, after an unclean shutdown) in
-        parallel; ``recovery_report`` says per partition what recovery did.
+        Partitions are opened (and recovered, after an unclean shutdown)
+        ``recovery_threads`` at a time (Kafka's ``num.recovery.threads.per.data.dir``;
+        1: one after another; ``ConfigError`` unless an int >= 1);
+        ``recovery_report`` says per partition what recovery did.
         ``max_open_files`` bounds the open ``.log`` handles of all segments of
         all partitions, active ones included (least recently used closed first;
         a handle whose data waits for an fsync stays open until then); each
@@ -131,6 +136,7 @@ class Broker(Closing, TopicProducing, StoreLimits):
         if type(max_open_files) is not int or max_open_files < 1:
             raise ConfigError(f"max_open_files must be an integer >= 1, got {max_open_files!r}")
         limits = checked_limits(max_topics=max_topics, max_groups=max_groups)
+        check_recovery_threads(recovery_threads)
         directory = os.fspath(root)
         refuse_other_kind(directory, "broker")
         make_dirs(directory)  # durable: fsyncs each new entry's parent
@@ -144,6 +150,7 @@ class Broker(Closing, TopicProducing, StoreLimits):
                 maintenance_interval_ms=maintenance_interval_ms,
                 clock=clock or wall_clock_ms,
                 limits=limits,
+                recovery_threads=recovery_threads,
             )
         except BaseException:
             lock.release()
@@ -164,22 +171,12 @@ class Broker(Closing, TopicProducing, StoreLimits):
         for topic, count in found.items():
             if topic not in self._metadata:  # e.g. a Kafka log dir: default settings
                 self._metadata[topic] = {"partitions": count, "config": {}}
-        jobs = [
-            (name, p, self._config_for(name))
-            for name, meta in sorted(self._metadata.items())
-            for p in range(meta["partitions"])
+        keys = [
+            (n, p) for n, meta in sorted(self._metadata.items()) for p in range(meta["partitions"])
         ]
-        logs: dict[tuple[str, int], Log] = {}
-        with ThreadPoolExecutor(max_workers=min(8, max(len(jobs), 1))) as pool:
-            futures = {
-                (name, p): pool.submit(self._open_log, name, p, config) for name, p, config in jobs
-            }
-            errors = []
-            for key, future in futures.items():
-                try:
-                    logs[key] = future.result()
-                except BaseException as exc:
-                    errors.append(exc)
+        logs, errors = open_all(
+            keys, lambda k: self._open_log(*k, self._config_for(k[0])), self._recovery_threads
+        )
         self._topics = {
             name: Topic(
                 name, [logs[(name, p)] for p in range(meta["partitions"])], self._config_for(name)
@@ -490,11 +487,15 @@ class Broker(Closing, TopicProducing, StoreLimits):
         """A member of consumer group ``group`` reading ``topics``.
 
         ``start`` applies to partitions the group never committed: ``"earliest"``,
-        ``"latest"``, a timestamp in ms, or a ``timedelta`` meaning that long ago.
+        ``"latest"``, ``"last"`` (the last stored record first; empty: latest),
+        ``AtOffset(n)`` (below the log start: the log start, as Kafka's
+        ``auto.offset.reset=earliest``), a timestamp in ms, or a ``timedelta``.
 
         Raises:
             UnknownTopicError: a topic does not exist.
-            ConfigError: ``start`` is a str other than ``"earliest"`` or ``"latest"``.
+            ConfigError: ``start`` is a str not one of those three.
+            WrongTypeError: ``start`` is of no such form, or ``AtOffset`` not of an int >= 0.
+            OffsetOutOfRange: ``AtOffset`` past the end of a partition to start in.
             LimitExceededError: a new group over ``max_groups``, or one consumer too many.
         """
         self._check_open()

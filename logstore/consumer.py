@@ -29,14 +29,18 @@ from .errors import (
     WrongTypeError,
 )
 from .log import Log
-from .model import ConsumedRecord, Message, OffsetAndMetadata
+from .model import AtOffset, ConsumedRecord, Message, OffsetAndMetadata
 
 logger = logging.getLogger(__name__)
 
-#: Where a group without committed offsets starts: the log's start or end, a
-#: timestamp in ms, or that long ago.
-Start = Literal["earliest", "latest"] | int | datetime.timedelta
-_START_FORMS = "'earliest', 'latest', a timestamp in ms (int) or a datetime.timedelta"
+#: Where a group without committed offsets starts: the log's start or end, its
+#: last stored record, an explicit offset, a timestamp in ms, or that long ago
+#: (NATS Streaming's start positions).
+Start = Literal["earliest", "latest", "last"] | AtOffset | int | datetime.timedelta
+_START_NAMES = ("earliest", "latest", "last")
+_START_FORMS = (
+    "'earliest', 'latest', 'last', an AtOffset, a timestamp in ms (int) or a datetime.timedelta"
+)
 PartitionsOf = Callable[[str], Sequence[Log]]
 TopicPartition = tuple[str, int]
 
@@ -287,9 +291,12 @@ class Consumer(Closing):
             )
         if isinstance(topics, str):
             topics = [topics]
-        if isinstance(start, bool) or not isinstance(start, (str, int, datetime.timedelta)):
+        if isinstance(start, AtOffset):
+            if type(start.offset) is not int or start.offset < 0:
+                raise WrongTypeError(f"AtOffset needs an int offset >= 0, got {start.offset!r}")
+        elif isinstance(start, bool) or not isinstance(start, (str, int, datetime.timedelta)):
             raise WrongTypeError(f"start must be {_START_FORMS}, not {type(start).__name__}")
-        if isinstance(start, str) and start not in ("earliest", "latest"):
+        elif isinstance(start, str) and start not in _START_NAMES:
             raise ConfigError(f"start {start!r} is not one of {_START_FORMS}")
         self.group = group
         self.topics = tuple(topics)
@@ -304,9 +311,28 @@ class Consumer(Closing):
         self._next = 0
         self._closed = False
         for topic in self.topics:
-            partitions_of(topic)  # UnknownTopicError now, not at the first poll
+            logs = partitions_of(topic)  # UnknownTopicError now, not at the first poll
+            if isinstance(start, AtOffset):
+                self._check_start_offset(topic, logs, start.offset)
         self.member_id = coordinator.next_member_id(group)
         coordinator.join(self)
+
+    def _check_start_offset(self, topic: str, logs: Sequence[Log], offset: int) -> None:
+        """Refuse a start offset past the end of a partition the group would start in.
+
+        Checked here, not at assignment (which a rebalance runs in another
+        member's call), so the caller that asked for the offset gets the error.
+        Only partitions the group never committed count: the others resume.
+        """
+        for partition, log in enumerate(logs):
+            if self._store.get(self.group, topic, partition) is not None:
+                continue
+            if offset > log.end_offset:
+                raise OffsetOutOfRange(
+                    f"start offset {offset} is beyond the end of {topic}-{partition}: "
+                    f"its records are at offsets [{log.start_offset}, {log.end_offset}) "
+                    f"and the next one will be at {log.end_offset}"
+                )
 
     @property
     def assignment(self) -> list[TopicPartition]:
@@ -352,11 +378,32 @@ class Consumer(Closing):
             return log.start_offset
         if start == "latest":
             return log.end_offset
+        if start == "last":  # empty: the end, as latest
+            return max(log.start_offset, log.end_offset - 1)
+        if isinstance(start, AtOffset):
+            return self._start_offset(topic, partition, log, start.offset)
         if isinstance(start, datetime.timedelta):
             start = self._clock() - int(start.total_seconds() * 1000)
         assert isinstance(start, int)
         found = log.offset_for_timestamp(start)
         return log.end_offset if found is None else found
+
+    def _start_offset(self, topic: str, partition: int, log: Log, offset: int) -> int:
+        """An explicit start: below the log start (deleted by retention) it is the log
+        start, as Kafka's ``auto.offset.reset=earliest``; past the end, which the
+        constructor refused, the end (the log can only have been truncated since)."""
+        if offset < log.start_offset:
+            logger.warning(
+                "group %s: start offset %d of %s-%d is below the log start %d "
+                "(deleted by retention); starting there",
+                self.group,
+                offset,
+                topic,
+                partition,
+                log.start_offset,
+            )
+            return log.start_offset
+        return min(offset, log.end_offset)
 
     def _checked(self, topic: str, partition: int, log: Log, offset: int) -> int:
         if offset < log.start_offset:

@@ -73,6 +73,16 @@ class OffsetAndMetadata(NamedTuple):
     metadata: str = ""
 
 
+class AtOffset(NamedTuple):
+    """A consumer's start at an explicit offset (NATS Streaming's ``StartAtSequence``).
+
+    A type of its own because a bare int ``start`` is a timestamp in ms. The
+    same offset applies to every partition the group has not committed.
+    """
+
+    offset: int
+
+
 @dataclass(frozen=True)
 class SegmentInfo:
     """One segment as ``Log.segments`` reports it."""

@@ -441,7 +441,9 @@ def test_seek_and_position_on_an_unassigned_partition(tmp_path: Path) -> None:
 
 
 def test_a_bad_start_names_the_value_and_the_accepted_forms(tmp_path: Path) -> None:
-    forms = "'earliest', 'latest', a timestamp in ms (int) or a datetime.timedelta"
+    forms = (
+        "'earliest', 'latest', 'last', an AtOffset, a timestamp in ms (int) or a datetime.timedelta"
+    )
     with _broker(tmp_path / "root") as broker:
         broker.create_topic("t", 2)
         with pytest.raises(ConfigError) as caught:

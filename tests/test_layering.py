@@ -113,8 +113,10 @@ ALLOWED: dict[str, set[str]] = {
     "_offsets": set(),
     "consumer": {"log", "_fs", "model", "errors", "_offsets", "_native"},
     "limits": {"errors"},
+    "recoverypool": {"errors"},
     "broker": {
         "limits",
+        "recoverypool",
         "producer",
         "maintenance",
         "log",

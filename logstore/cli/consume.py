@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Literal
+from typing import Literal, cast
 
 import click
 
@@ -15,14 +15,21 @@ from logstore import diagnostics
 from . import common
 
 
-def _parse_start(value: str) -> Literal["earliest", "latest"] | int:
-    if value == "earliest":
+def _parse_start(
+    value: str | None, offset: int | None
+) -> Literal["earliest", "latest", "last"] | logstore.AtOffset | int:
+    """``--from`` or ``--from-offset`` (not both) as a consumer's ``start``."""
+    if offset is not None:
+        if value is not None:
+            raise click.UsageError("give --from or --from-offset, not both")
+        return logstore.AtOffset(offset)
+    if value is None or value == "earliest":
         return "earliest"
-    if value == "latest":
-        return "latest"
+    if value in ("latest", "last"):
+        return cast(Literal["latest", "last"], value)
     if value.lstrip("-").isdigit():
         return int(value)
-    raise click.BadParameter("use earliest, latest or a timestamp in ms", param_hint="--from")
+    raise click.BadParameter("use earliest, latest, last or a timestamp in ms", param_hint="--from")
 
 
 @click.command()
@@ -32,22 +39,34 @@ def _parse_start(value: str) -> Literal["earliest", "latest"] | int:
 @click.option(
     "--from",
     "start",
-    default="earliest",
-    show_default=True,
-    help="earliest, latest or TIMESTAMP (ms) for a group with no commits.",
+    help="earliest (the default), latest, last (the last stored record first) or "
+    "TIMESTAMP (ms), for partitions the group never committed.",
+)
+@click.option(
+    "--from-offset",
+    "offset",
+    type=click.IntRange(min=0),
+    help="Start at offset N of each partition the group never committed "
+    "(below the log start: the log start; past the end: an error).",
 )
 @click.option("--max", "limit", type=click.IntRange(min=1), help="Stop after N records.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record.")
 @common.one_line_errors
 def consume(
-    root: str, topic: str, group: str | None, start: str, limit: int | None, as_json: bool
+    root: str,
+    topic: str,
+    group: str | None,
+    start: str | None,
+    offset: int | None,
+    limit: int | None,
+    as_json: bool,
 ) -> None:
     """Print TOPIC's records (values, one per line) until caught up.
 
     With --group the group's committed offsets are the starting point and are
     committed as records are printed; without, a throwaway group is used.
     """
-    begin = _parse_start(start)
+    begin = _parse_start(start, offset)
     diagnostics.refuse_unless(root, "broker")  # consuming never creates a root
     out = sys.stdout.buffer
     printed = 0

@@ -18,6 +18,7 @@ import sys
 import threading
 import uuid
 from types import TracebackType
+from typing import Any
 
 from .. import Broker, ConfigError, LogConfig
 from .connection import Connection, serve_connection
@@ -85,6 +86,7 @@ class Server:
         producer_id_expiration_ms: int = EXPIRATION_MS,
         max_topics: int | None = None,
         max_groups: int | None = None,
+        recovery_threads: int | None = None,
     ) -> None:
         self.root = os.fspath(root)
         self._listen = parse_address(listen)
@@ -92,6 +94,8 @@ class Server:
         self._config = config
         #: Store limits, checked by ``Broker.open`` (see ``logstore.limits``).
         self._limits = (max_topics, max_groups)
+        #: Partitions opened at once (``None``: ``Broker.open``'s default); checked there.
+        self._recovery_threads = recovery_threads
         self._max_request_bytes = max_request_bytes
         self._auto_create_topics = auto_create_topics
         if type(default_partitions) is not int or default_partitions < 1:
@@ -144,9 +148,10 @@ class Server:
         if self._keep_freed_memory:
             reuse_freed_memory()  # a fetch's MBs without a page fault per 4 KiB (see memory)
         max_topics, max_groups = self._limits
-        broker = await asyncio.to_thread(
-            Broker.open, self.root, self._config, max_topics=max_topics, max_groups=max_groups
-        )
+        options: dict[str, Any] = {"max_topics": max_topics, "max_groups": max_groups}
+        if self._recovery_threads is not None:
+            options["recovery_threads"] = self._recovery_threads
+        broker = await asyncio.to_thread(Broker.open, self.root, self._config, **options)
         try:
             self._server = await asyncio.start_server(self._accept, *self._listen)
         except BaseException:
