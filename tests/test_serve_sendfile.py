@@ -102,23 +102,7 @@ WANTED = [
 
 
 def _answers(root: Path, monkeypatch: pytest.MonkeyPatch, sendfile: bool) -> list[bytes]:
-    monkeypatch.setenv("LOGSTORE_SENDFILE", "1" if sendfile else "0")
-    calls: list[int] = []
-    real = connection._sendfile_now
-
-    def counted(sock_fd: int, fd: int, position: int, length: int) -> int:
-        calls.append(length)
-        return real(sock_fd, fd, position, length)
-
-    monkeypatch.setattr(connection, "_sendfile_now", counted)
-    frames = []
-    with logstore.serve(root, listen="127.0.0.1:0") as server:
-        assert server.address is not None
-        with socket.create_connection(server.address, timeout=30) as sock:
-            for i, wanted in enumerate(WANTED):
-                frames.append(_fetch_frame(sock, i + 1, wanted))
-    assert bool(calls) == sendfile  # the path asked for was the one taken
-    return frames
+    return _served(root, monkeypatch, WANTED, sendfile=sendfile)
 
 
 def test_fetch_frames_are_identical_with_and_without_sendfile(
@@ -299,7 +283,7 @@ def _served(
         with socket.create_connection(server.address, timeout=30) as sock:
             for i, asked in enumerate(wanted):
                 frames.append(_fetch_frame(sock, i + 1, asked))
-    assert bool(calls) == sendfile
+    assert bool(calls) == sendfile  # the path asked for was the one taken
     return frames
 
 
